@@ -1,0 +1,3 @@
+from tfft.cli import run_main
+
+run_main()

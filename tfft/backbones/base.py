@@ -1,0 +1,167 @@
+"""The one interface every backbone source implements.
+
+Head, freezing, optimizer, `fit` and export code see only these three things:
+
+- a `TextPacker`: raw strings in, int32 model inputs out, in the TF graph;
+- a backbone `keras.Model`: those inputs in, a dict with `pooled_output`
+  (`[batch, hidden]`) out;
+- `LayerGroups`: which of its layers are embeddings and which are the encoder
+  layers, lowest first, so "freeze the lowest N" means the same everywhere.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import pathlib
+
+import keras
+import tensorflow as tf
+
+from tfft.config import ConfigError, ModelConfig
+
+
+class TextPacker:
+    """Tokenizes and packs raw text into int32 model inputs, in the TF graph.
+
+    Wraps a keras-hub `TextClassifierPreprocessor` (tokenizer + packer with the
+    model's special tokens), casts its outputs to int32 (a bool `padding_mask`
+    breaks `fit` under `MirroredStrategy`) and counts untruncated lengths.
+
+    Args:
+        preprocessor: a keras-hub `TextClassifierPreprocessor`, already set to
+            the run's `sequence_length`.
+
+    Example:
+
+    ```python
+    packer = TextPacker(preprocessor)
+    features = packer(tf.constant(["a fine film"]))  # token_ids, padding_mask, ...
+    ```
+    """
+
+    def __init__(self, preprocessor):
+        self.preprocessor = preprocessor
+        self.tokenizer = preprocessor.tokenizer
+        self.sequence_length = int(preprocessor.sequence_length)
+        single = self(tf.constant([""]))
+        pair = self(tf.constant([""]), tf.constant([""]))
+        self.input_names = tuple(sorted(single))
+        # Special tokens the packer adds around one text and around a pair.
+        self._specials = (
+            int(tf.reduce_sum(single["padding_mask"])),
+            int(tf.reduce_sum(pair["padding_mask"])),
+        )
+
+    def __call__(self, text, text_pair=None) -> dict[str, tf.Tensor]:
+        """Packs `text` (and `text_pair`), both `[batch]` strings, to `sequence_length`."""
+        segments = (text,) if text_pair is None else (text, text_pair)
+        features = self.preprocessor(x=segments)
+        return {name: tf.cast(value, tf.int32) for name, value in features.items()}
+
+    def token_counts(self, text, text_pair=None) -> tf.Tensor:
+        """Untruncated lengths, special tokens included, as int32 `[batch]`."""
+        count = self.tokenizer(text).row_lengths()
+        specials = self._specials[0]
+        if text_pair is not None:
+            count += self.tokenizer(text_pair).row_lengths()
+            specials = self._specials[1]
+        return tf.cast(count, tf.int32) + specials
+
+
+@dataclasses.dataclass
+class LayerGroups:
+    """The backbone's layers that freezing acts on.
+
+    Args:
+        embeddings: list of layers. Token/position/segment embeddings and their
+            normalization.
+        encoder: list of layers. Encoder blocks, lowest (closest to the
+            embeddings) first.
+    """
+
+    embeddings: list
+    encoder: list
+
+
+class BackboneSource(abc.ABC):
+    """Loads one kind of backbone. One subclass per source.
+
+    `packer()` is called outside any distribution strategy (it feeds
+    `tf.data`); `backbone()` is called inside the strategy's scope.
+    """
+
+    #: Short name of the source, logged and written to the run's metadata.
+    name: str = ""
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+
+    def prepare(self, train_texts: list[str] | None, output_dir: str | pathlib.Path | None) -> None:
+        """Called once before `packer`/`backbone`; recipes build their vocabulary here."""
+        del train_texts, output_dir  # Most sources need neither.
+
+    @abc.abstractmethod
+    def packer(self) -> TextPacker:
+        """The in-graph tokenizer and packer for this backbone."""
+
+    @abc.abstractmethod
+    def backbone(self) -> keras.Model:
+        """The backbone, with pretrained weights where the source has them."""
+
+    @abc.abstractmethod
+    def layer_groups(self, backbone: keras.Model) -> LayerGroups:
+        """The embedding and encoder layers of a backbone this source made."""
+
+
+def check_sequence_length(config: ModelConfig, max_positions: int | None) -> None:
+    if max_positions and config.sequence_length > max_positions:
+        raise ConfigError(
+            f"Argument `model.sequence_length` must be at most {max_positions}, the backbone's "
+            f"number of positions. Received: sequence_length={config.sequence_length}"
+        )
+
+
+def with_pooled_output(backbone: keras.Model) -> keras.Model:
+    """Returns `backbone` if it outputs `pooled_output`, else a wrapper that does.
+
+    Encoders without a pooler (RoBERTa, DistilBERT in keras-hub) pool by
+    taking the first token's hidden state, as their keras-hub classifiers do.
+    """
+    outputs = backbone.output
+    if isinstance(outputs, dict) and "pooled_output" in outputs:
+        return backbone
+    inputs = backbone.input
+    sequence = backbone(inputs)
+    sequence = sequence["sequence_output"] if isinstance(sequence, dict) else sequence
+    pooled = keras.layers.Lambda(lambda x: x[:, 0, :], name="first_token_pool")(sequence)
+    return keras.Model(inputs, {"sequence_output": sequence, "pooled_output": pooled}, name=f"{backbone.name}_pooled")
+
+
+def inner_backbone(backbone: keras.Model) -> keras.Model:
+    """The keras-hub backbone inside a `with_pooled_output` wrapper (or itself)."""
+    for layer in backbone.layers:
+        if isinstance(layer, keras.Model):
+            return layer
+    return backbone
+
+
+def keras_hub_layer_groups(backbone: keras.Model) -> LayerGroups:
+    """Layer groups of a keras-hub encoder, found by keras-hub's layer names.
+
+    keras-hub names encoder blocks `transformer_layer_<i>` and embedding
+    layers `*embedding*` in BERT, DistilBERT, RoBERTa and XLM-RoBERTa alike.
+    """
+    model = inner_backbone(backbone)
+    encoder = sorted(
+        (layer for layer in model.layers if layer.name.startswith("transformer_layer_")),
+        key=lambda layer: int(layer.name.rsplit("_", 1)[1]),
+    )
+    embeddings = [layer for layer in model.layers if "embedding" in layer.name and layer.weights]
+    if not encoder:
+        raise ConfigError(
+            f"Backbone `{model.name}` ({type(model).__name__}) has no `transformer_layer_<i>` layers, so "
+            "`model.freeze_layers` cannot pick its lower layers. Use `model.freeze_layers: -1` (freeze "
+            "everything) or a BERT-style encoder."
+        )
+    return LayerGroups(embeddings=embeddings, encoder=encoder)

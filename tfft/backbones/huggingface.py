@@ -1,0 +1,130 @@
+"""Hugging Face checkpoints (a folder or `hf://<id>`) loaded into keras-hub backbones.
+
+keras-hub's Transformers converters map the checkpoint's weights and
+tokenizer files onto a keras-hub backbone and preprocessor. Weights are read
+from `model.safetensors` only: tfft never unpickles `pytorch_model.bin` and
+never runs remote code.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import keras
+import keras_hub
+
+from tfft.backbones.base import (
+    BackboneSource,
+    LayerGroups,
+    TextPacker,
+    check_sequence_length,
+    keras_hub_layer_groups,
+    with_pooled_output,
+)
+from tfft.config import ConfigError
+
+HF_PREFIX = "hf://"
+
+#: Hugging Face `model_type` -> keras-hub classifier preprocessor class.
+SUPPORTED_MODEL_TYPES = {
+    "bert": "BertTextClassifierPreprocessor",
+    "distilbert": "DistilBertTextClassifierPreprocessor",
+    "roberta": "RobertaTextClassifierPreprocessor",
+    "xlm-roberta": "XLMRobertaTextClassifierPreprocessor",
+    "albert": "AlbertTextClassifierPreprocessor",
+}
+_WORDPIECE_TYPES = ("bert", "distilbert")
+
+
+def is_huggingface_checkpoint(spec: str) -> bool:
+    """Whether `spec` is `hf://...` or a folder with a Hugging Face `config.json`."""
+    if spec.startswith(HF_PREFIX):
+        return True
+    path = pathlib.Path(spec)
+    return (path / "config.json").is_file() and not (path / "metadata.json").is_file()
+
+
+def read_checkpoint_file(spec: str, filename: str) -> pathlib.Path | None:
+    """A file of the checkpoint: from the folder, or downloaded for `hf://`."""
+    if spec.startswith(HF_PREFIX):
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.utils import EntryNotFoundError
+
+        try:
+            return pathlib.Path(hf_hub_download(spec[len(HF_PREFIX) :], filename))
+        except EntryNotFoundError:
+            return None
+    path = pathlib.Path(spec) / filename
+    return path if path.is_file() else None
+
+
+def checkpoint_config(spec: str) -> dict:
+    path = read_checkpoint_file(spec, "config.json")
+    if path is None:
+        raise ConfigError(f"Hugging Face checkpoint `{spec}` has no config.json.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def checkpoint_model_type(spec: str) -> str:
+    model_type = checkpoint_config(spec).get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(
+            f"Hugging Face checkpoint `{spec}` has model_type={model_type!r}, which tfft does not support. "
+            f"Supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}."
+        )
+    return model_type
+
+
+def wordpiece_tokenizer(spec: str, model_type: str):
+    """A keras-hub WordPiece tokenizer that matches Hugging Face's `BertTokenizer`.
+
+    Hugging Face strips accents whenever it lowercases unless
+    `tokenizer_config.json` says otherwise; keras-hub's converter does not, so
+    "Café" would become `[UNK]` instead of "cafe".
+    """
+    vocab = read_checkpoint_file(spec, "vocab.txt")
+    if vocab is None:
+        raise ConfigError(f"Hugging Face checkpoint `{spec}` ({model_type}) has no vocab.txt.")
+    tokenizer_config_path = read_checkpoint_file(spec, "tokenizer_config.json")
+    tokenizer_config = json.loads(tokenizer_config_path.read_text("utf-8")) if tokenizer_config_path else {}
+    lowercase = bool(tokenizer_config.get("do_lower_case", True))
+    strip_accents = tokenizer_config.get("strip_accents")
+    strip_accents = lowercase if strip_accents is None else bool(strip_accents)
+    cls = keras_hub.models.BertTokenizer if model_type == "bert" else keras_hub.models.DistilBertTokenizer
+    return cls(vocabulary=str(vocab), lowercase=lowercase, strip_accents=strip_accents)
+
+
+class HuggingFaceCheckpoint(BackboneSource):
+    """A Hugging Face checkpoint folder or `hf://<id>`, converted by keras-hub."""
+
+    name = "huggingface"
+
+    def prepare(self, train_texts, output_dir) -> None:
+        self.model_type = checkpoint_model_type(self.config.backbone)
+        spec = self.config.backbone
+        if read_checkpoint_file(spec, "model.safetensors") is None:
+            raise ConfigError(
+                f"Hugging Face checkpoint `{spec}` has no model.safetensors. tfft does not unpickle "
+                "pytorch_model.bin; convert it first, e.g. `AutoModel.from_pretrained(path)"
+                ".save_pretrained(path, safe_serialization=True)`."
+            )
+
+    def packer(self) -> TextPacker:
+        preprocessor_cls = getattr(keras_hub.models, SUPPORTED_MODEL_TYPES[self.model_type])
+        if self.model_type in _WORDPIECE_TYPES:
+            tokenizer = wordpiece_tokenizer(self.config.backbone, self.model_type)
+            preprocessor = preprocessor_cls(tokenizer=tokenizer, sequence_length=self.config.sequence_length)
+        else:
+            preprocessor = preprocessor_cls.from_preset(
+                self.config.backbone, sequence_length=self.config.sequence_length
+            )
+        return TextPacker(preprocessor)
+
+    def backbone(self) -> keras.Model:
+        backbone = keras_hub.models.Backbone.from_preset(self.config.backbone)
+        check_sequence_length(self.config, getattr(backbone, "max_sequence_length", None))
+        return with_pooled_output(backbone)
+
+    def layer_groups(self, backbone: keras.Model) -> LayerGroups:
+        return keras_hub_layer_groups(backbone)

@@ -1,0 +1,39 @@
+"""keras-hub presets: names (`bert_tiny_en_uncased`, `kaggle://...`) and local preset folders."""
+
+from __future__ import annotations
+
+import keras
+import keras_hub
+
+from tfft.backbones.base import (
+    BackboneSource,
+    LayerGroups,
+    TextPacker,
+    check_sequence_length,
+    keras_hub_layer_groups,
+    with_pooled_output,
+)
+
+
+class KerasHubPreset(BackboneSource):
+    """A keras-hub preset, by name (downloaded by keras-hub) or as a local folder.
+
+    The preprocessor comes from the same preset, with `sequence_length` set
+    from the config (presets default to the model's maximum, e.g. 512).
+    """
+
+    name = "keras_hub"
+
+    def packer(self) -> TextPacker:
+        preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
+            self.config.backbone, sequence_length=self.config.sequence_length
+        )
+        return TextPacker(preprocessor)
+
+    def backbone(self) -> keras.Model:
+        backbone = keras_hub.models.Backbone.from_preset(self.config.backbone)
+        check_sequence_length(self.config, getattr(backbone, "max_sequence_length", None))
+        return with_pooled_output(backbone)
+
+    def layer_groups(self, backbone: keras.Model) -> LayerGroups:
+        return keras_hub_layer_groups(backbone)

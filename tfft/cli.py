@@ -1,0 +1,93 @@
+"""The `tfft` command line. It parses flags and calls the library; nothing more.
+
+    tfft train    --config=configs/demo.yaml [--set train.epochs=2 ...]
+    tfft evaluate --config=configs/demo.yaml [--input=other.csv]
+    tfft export   --config=configs/demo.yaml
+    tfft predict  --model=saved_models/demo/1 --input=in.csv --output=out.csv
+
+`--flagfile=FILE` reads flags from a file. `python -m tfft ...` is the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from absl import app, flags
+
+COMMANDS = ("train", "evaluate", "export", "predict")
+
+_CONFIG = flags.DEFINE_string("config", None, "YAML config file (see configs/).")
+_SET = flags.DEFINE_multi_string(
+    "set", [], "Config override `section.key=value`, e.g. `train.epochs=2`; repeat for more."
+)
+_MODEL = flags.DEFINE_string("model", None, "predict: a SavedModel version folder, e.g. saved_models/demo/1.")
+_INPUT = flags.DEFINE_string("input", None, "predict: file to predict; evaluate: labelled file to score.")
+_OUTPUT = flags.DEFINE_string("output", "predictions.csv", "predict: where to write the predictions.")
+_TEXT_COLUMN = flags.DEFINE_string("text_column", "text", "predict: column with the text.")
+_TEXT_PAIR_COLUMN = flags.DEFINE_string("text_pair_column", None, "predict: column with the second text.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "predict: rows per SavedModel call.")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        raise app.UsageError(f"Usage: tfft {{{'|'.join(COMMANDS)}}} --flag=value ... Received: {argv[1:]}")
+    command = argv[1]
+    _setup_logging()
+    if command == "predict":
+        from tfft import predict
+
+        if not _MODEL.value or not _INPUT.value:
+            raise app.UsageError("`tfft predict` needs --model=<SavedModel version folder> and --input=<file>.")
+        predict.predict_file(
+            _MODEL.value,
+            _INPUT.value,
+            _OUTPUT.value,
+            text_column=_TEXT_COLUMN.value,
+            text_pair_column=_TEXT_PAIR_COLUMN.value,
+            batch_size=_BATCH_SIZE.value,
+        )
+        print(f"Wrote {_OUTPUT.value}")
+        return 0
+
+    from tfft import config as config_lib
+
+    if not _CONFIG.value:
+        raise app.UsageError(f"`tfft {command}` needs --config=<YAML file>, e.g. --config=configs/demo.yaml.")
+    config = config_lib.load_config(_CONFIG.value, _SET.value)
+    if command == "train":
+        from tfft import train
+
+        result = train.run(config)
+        if result.metrics is not None:
+            print(f"accuracy {result.metrics['accuracy']:.4f}  macro_f1 {result.metrics['macro_f1']:.4f}")
+        if result.export_path:
+            print(f"Exported {result.export_path}")
+    elif command == "evaluate":
+        from tfft import evaluate
+
+        evaluate.run(config, split_file=_INPUT.value)
+    elif command == "export":
+        from tfft import export
+
+        print(f"Exported {export.run(config)}")
+    return 0
+
+
+def _setup_logging() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("absl", "tensorflow", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_main() -> None:
+    """Console-script entry point: user errors print one line, not a traceback."""
+    from tfft.errors import USER_ERRORS
+
+    try:
+        app.run(main)
+    except USER_ERRORS as err:
+        print(f"tfft: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,379 @@
+"""One typed config for a tfft run.
+
+Values come from three layers, later ones winning: the dataclass defaults
+below, a YAML file, then `key.path=value` overrides (the CLI's `--set`). The
+result is validated once, before any work starts, and `train.run` writes it to
+`<output_dir>/config.yaml` so every run can be repeated exactly.
+
+Example:
+
+```python
+config = tfft.config.load_config(
+    "configs/demo.yaml", overrides=["train.epochs=2", "model.freeze_layers=1"]
+)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import types
+import typing
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid. The message names the key and the fix."""
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The backbone and the classification head.
+
+    Args:
+        backbone: str. A keras-hub preset name (`bert_tiny_en_uncased`), a local
+            keras-hub preset folder, a Hugging Face checkpoint folder or
+            `hf://<id>`, or a tfft recipe (`tiny-bert`) that tfft builds itself,
+            with a vocabulary learned from the training split.
+        source: str. Where the backbone comes from. `auto` decides from
+            `backbone`; `transformers` loads a Hugging Face `transformers` TF
+            model (`pip install tfft[transformers]`).
+        freeze_layers: int. Freeze the embeddings and the lowest N encoder
+            layers; `-1` freezes the whole backbone (only the head trains).
+        freeze_embeddings: bool. Set to false with `freeze_layers: 0` to train
+            every backbone weight.
+        dropout: float. Dropout rate before the Dense softmax head.
+        sequence_length: int. Longest packed sequence, special tokens included.
+            Longer inputs are truncated and counted in the log.
+    """
+
+    backbone: str = "tiny-bert"
+    source: Literal["auto", "keras_hub", "huggingface", "recipe", "transformers"] = "auto"
+    freeze_layers: int = 2
+    freeze_embeddings: bool = True
+    dropout: float = 0.1
+    sequence_length: int = 128
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the labelled examples are and which columns hold what.
+
+    Args:
+        train: str. A `.csv`, `.tsv` or `.jsonl` file, or `tfds:NAME[:SPLIT]`.
+        validation: str. Same forms as `train`; empty to train without one.
+        text_column: str. Column with the (first) text.
+        text_pair_column: str or None. Column with the second text of a
+            sentence-pair task.
+        label_column: str. Column with string or integer labels.
+        has_header: bool. False for header-less files: columns are then named
+            by position, `"0"`, `"1"`, ...
+        tfds_data_dir: str or None. `data_dir` for TFDS data sets.
+        max_train_examples: int or None. Use only the first N training rows.
+        shuffle_buffer: int. Examples in the shuffle buffer (0: the whole set).
+    """
+
+    train: str = ""
+    validation: str = ""
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    has_header: bool = True
+    tfds_data_dir: str | None = None
+    max_train_examples: int | None = None
+    shuffle_buffer: int = 0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimizer, schedule, loop and hardware settings.
+
+    Args:
+        epochs: int. Passes over the training split.
+        batch_size: int. Global batch size, across all replicas.
+        learning_rate: float. Peak learning rate, reached after warmup.
+        warmup_ratio: float. Fraction of all steps spent in linear warmup.
+        schedule: str. Decay after warmup, `linear` or `cosine`, to zero.
+        weight_decay: float. AdamW decay; never applied to biases and norms.
+        clipnorm: float. Global gradient-norm clip; 0 disables it.
+        seed: int. Seed for weights, dropout and shuffling.
+        class_weight: str or None. `balanced` weighs classes by inverse
+            frequency in the training split.
+        early_stopping_patience: int or None. Stop after this many epochs
+            without a better validation accuracy.
+        strategy: str. `auto`, `default`, `mirrored`, `multi_worker` or `tpu`.
+        tpu: str. TPU name or `grpc://` address; empty for a local/Colab TPU.
+        mixed_precision: str. `none`, `mixed_float16` or `mixed_bfloat16`.
+        jit_compile: bool. Compile the train step with XLA.
+        steps_per_execution: int. Steps run per `tf.function` call (TPU).
+        pad_to: str. `longest` pads each batch to its longest sequence (after
+            bucketing by length); `buckets` pads to fixed bucket lengths
+            (static shapes, for TPU/XLA); `max` pads to `sequence_length`.
+        overwrite_output_dir: bool. Replace a finished run in `output_dir`.
+    """
+
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    schedule: Literal["linear", "cosine"] = "linear"
+    weight_decay: float = 0.01
+    clipnorm: float = 1.0
+    seed: int = 0
+    class_weight: Literal["balanced"] | None = None
+    early_stopping_patience: int | None = None
+    strategy: Literal["auto", "default", "mirrored", "multi_worker", "tpu"] = "auto"
+    tpu: str = ""
+    mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
+    jit_compile: bool = False
+    steps_per_execution: int = 1
+    pad_to: Literal["longest", "buckets", "max"] = "longest"
+    overwrite_output_dir: bool = False
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """SavedModel export for TF Serving.
+
+    Args:
+        enabled: bool. Export at the end of `tfft train`.
+        base_dir: str. Exports go to `<base_dir>/<name>/<version>/`.
+        warmup_requests: int. PredictRequests written for TF Serving warmup.
+    """
+
+    enabled: bool = True
+    base_dir: str = "saved_models"
+    warmup_requests: int = 3
+
+
+@dataclasses.dataclass
+class Config:
+    """A whole tfft run. See the README's config reference.
+
+    Args:
+        name: str. Export name, the folder under `export.base_dir`.
+        output_dir: str. Checkpoints, logs, `config.yaml` and `metrics.json`.
+    """
+
+    name: str = "demo"
+    output_dir: str = "runs/demo"
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | pathlib.Path) -> None:
+        pathlib.Path(path).write_text(self.to_yaml(), encoding="utf-8")
+
+    def validate(self) -> Config:
+        """Checks every value's range and the keys that depend on each other.
+
+        Returns the config, so `load_config` can end with it. Raises
+        `ConfigError` naming the key, the valid range and what it received.
+        """
+        _check(bool(self.name.strip()), "name", self.name, "must be a non-empty string")
+        _check(bool(self.output_dir.strip()), "output_dir", self.output_dir, "must be a non-empty path")
+        _check("/" not in self.name, "name", self.name, "must not contain `/` (it names one folder)")
+        m, d, t, e = self.model, self.data, self.train, self.export
+        _check(bool(m.backbone), "model.backbone", m.backbone, "must name a preset, a folder or a recipe")
+        _check(m.freeze_layers >= -1, "model.freeze_layers", m.freeze_layers,
+               "must be -1 (freeze the whole backbone) or a number of layers >= 0")
+        _check(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+        _check(8 <= m.sequence_length <= 8192, "model.sequence_length", m.sequence_length,
+               "must be between 8 and 8192")
+        _check(bool(d.train), "data.train", d.train,
+               "must name a training file (.csv, .tsv, .jsonl) or `tfds:NAME[:SPLIT]`")
+        _check(bool(d.text_column), "data.text_column", d.text_column, "must name a column")
+        _check(bool(d.label_column), "data.label_column", d.label_column, "must name a column")
+        if d.max_train_examples is not None:
+            _check(d.max_train_examples > 0, "data.max_train_examples", d.max_train_examples, "must be > 0")
+        _check(d.shuffle_buffer >= 0, "data.shuffle_buffer", d.shuffle_buffer, "must be >= 0")
+        _check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
+        _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
+        _check(0.0 < t.learning_rate < 1.0, "train.learning_rate", t.learning_rate, "must be in (0, 1)")
+        _check(0.0 <= t.warmup_ratio <= 1.0, "train.warmup_ratio", t.warmup_ratio, "must be in [0, 1]")
+        _check(t.weight_decay >= 0.0, "train.weight_decay", t.weight_decay, "must be >= 0")
+        _check(t.clipnorm >= 0.0, "train.clipnorm", t.clipnorm, "must be >= 0 (0 disables clipping)")
+        if t.early_stopping_patience is not None:
+            _check(t.early_stopping_patience >= 1, "train.early_stopping_patience",
+                   t.early_stopping_patience, "must be >= 1")
+            _check(bool(d.validation), "train.early_stopping_patience", t.early_stopping_patience,
+                   "needs `data.validation` to watch")
+        _check(t.steps_per_execution >= 1, "train.steps_per_execution", t.steps_per_execution,
+               "must be >= 1")
+        _check(e.warmup_requests >= 0, "export.warmup_requests", e.warmup_requests, "must be >= 0")
+        return self
+
+
+def _check(ok: bool, key: str, value: Any, requirement: str) -> None:
+    if not ok:
+        leaf = key.rsplit(".", 1)[-1]
+        raise ConfigError(f"Argument `{key}` {requirement}. Received: {leaf}={value!r}")
+
+
+# --- Loading ----------------------------------------------------------------
+
+
+def load_config(
+    path: str | pathlib.Path | None = None,
+    overrides: typing.Sequence[str] = (),
+) -> Config:
+    """Builds a validated `Config` from defaults, a YAML file and overrides.
+
+    Args:
+        path: str or None. A YAML file with any subset of the config's keys.
+        overrides: list of str. `section.key=value` strings, applied in order
+            after the file; values are parsed as YAML (`true`, `null`, `2`).
+
+    Returns:
+        The validated `Config`.
+
+    Example:
+
+    ```python
+    config = load_config("configs/demo.yaml", ["train.batch_size=16"])
+    ```
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = pathlib.Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file `{path}` does not exist. Pass an existing YAML file to `--config`.")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ConfigError(f"Config file `{path}` is not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"Config file `{path}` must hold a mapping of keys, not {type(loaded).__name__}.")
+        values = loaded or {}
+    config = from_dict(values)
+    for override in overrides:
+        apply_override(config, override)
+    return config.validate()
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Builds a `Config` from a nested dict, rejecting unknown keys and bad types."""
+    return _build(Config, values, prefix="")
+
+
+def apply_override(config: Config, override: str) -> None:
+    """Applies one `section.key=value` override to `config` in place."""
+    key, sep, raw = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"Override `{override}` must have the form `section.key=value`, e.g. `train.epochs=2`.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    *parents, leaf = key.split(".")
+    target: Any = config
+    walked = []
+    for part in parents:
+        fields = _field_types(type(target))
+        if part not in fields or not dataclasses.is_dataclass(getattr(target, part)):
+            raise _unknown_key(".".join([*walked, part]), target)
+        walked.append(part)
+        target = getattr(target, part)
+    fields = _field_types(type(target))
+    if leaf not in fields:
+        raise _unknown_key(key, target)
+    if dataclasses.is_dataclass(getattr(target, leaf)):
+        raise ConfigError(f"Override `{key}` names a section; set one of its keys, e.g. `{key}.{next(iter(_field_types(type(getattr(target, leaf)))))}=...`.")
+    setattr(target, leaf, _coerce(fields[leaf], value, key))
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown_key(key: str, section: Any) -> ConfigError:
+    valid = ", ".join(_field_types(type(section)))
+    return ConfigError(f"Unknown config key `{key}`. Valid keys here: {valid}.")
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"Config section `{prefix.rstrip('.') or '<top>'}` must be a mapping. Received: {values!r}")
+    fields = _field_types(cls)
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        key = prefix + str(unknown[0])
+        raise ConfigError(f"Unknown config key `{key}`. Valid keys here: {', '.join(fields)}.")
+    kwargs = {}
+    for name, hint in fields.items():
+        if name not in values:
+            continue
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, values[name] or {}, prefix + name + ".")
+        else:
+            kwargs[name] = _coerce(hint, values[name], prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    """Converts `value` to the type `hint`, or raises a `ConfigError` naming `key`."""
+    leaf = key.rsplit(".", 1)[-1]
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(option, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] + (" (or null)" if type(None) in options else ""))
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(
+                f"Argument `{key}` must be one of {', '.join(map(str, choices))}. Received: {leaf}={value!r}"
+            )
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"Argument `{key}` must be true or false. Received: {leaf}={value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"Argument `{key}` must be an integer. Received: {leaf}={value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads `5e-5` as a string.
+            except ValueError:
+                pass
+        raise ConfigError(f"Argument `{key}` must be a number. Received: {leaf}={value!r}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"Argument `{key}` must be a string. Received: {leaf}={value!r}")
+    raise TypeError(f"Config field `{key}` has an unsupported type {hint!r}.")

@@ -1,0 +1,101 @@
+"""AdamW with warmup and decay, as BERT fine-tuning recipes use it.
+
+- Learning rate: linear warmup from 0 to the peak over `warmup_ratio` of all
+  steps, then linear or cosine decay to 0 at the last step.
+- Weight decay on every weight except biases and normalization parameters
+  (LayerNorm `gamma`/`beta`, the embeddings' norm included).
+- Gradients clipped by their global norm.
+
+Example:
+
+```python
+optimizer = create_optimizer(config.train, total_steps=1000, variables=model.trainable_variables)
+```
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import keras
+
+from tfft.config import TrainConfig
+
+#: Variables whose path matches are never decayed: biases and norm parameters.
+NO_DECAY_PATTERN = re.compile(r"(^|[/_])(bias|gamma|beta)(:0)?$|layer_?norm|LayerNorm", re.IGNORECASE)
+
+
+@keras.saving.register_keras_serializable(package="tfft")
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup to `peak`, then linear or cosine decay to zero.
+
+    Args:
+        peak: float. Learning rate at the end of warmup.
+        warmup_steps: int. Steps of linear warmup (`lr(0) == 0`).
+        total_steps: int. All training steps; `lr(total_steps) == 0`.
+        decay: str. `linear` or `cosine`.
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int, decay: str = "linear"):
+        if decay not in ("linear", "cosine"):
+            raise ValueError(f"Argument `decay` must be linear or cosine. Received: decay={decay!r}")
+        if not 0 <= warmup_steps <= total_steps:
+            raise ValueError(
+                f"Argument `warmup_steps` must be between 0 and total_steps={total_steps}. "
+                f"Received: warmup_steps={warmup_steps}"
+            )
+        self.peak = float(peak)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+        self.decay = decay
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.cast(step, "float32")
+        warmup = ops.cast(max(self.warmup_steps, 1), "float32")
+        decay_steps = ops.cast(max(self.total_steps - self.warmup_steps, 1), "float32")
+        progress = ops.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
+        if self.decay == "cosine":
+            decayed = 0.5 * (1.0 + ops.cos(math.pi * progress))
+        else:
+            decayed = 1.0 - progress
+        warming = step < self.warmup_steps
+        return self.peak * ops.where(warming, step / warmup, decayed)
+
+    def get_config(self):
+        return dict(peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps, decay=self.decay)
+
+
+def excluded_from_decay(variable) -> bool:
+    """Whether AdamW leaves `variable` undecayed (a bias or a norm parameter)."""
+    return bool(NO_DECAY_PATTERN.search(variable.path if hasattr(variable, "path") else variable.name))
+
+
+def create_schedule(config: TrainConfig, total_steps: int) -> WarmupDecay:
+    return WarmupDecay(
+        peak=config.learning_rate,
+        warmup_steps=int(round(config.warmup_ratio * total_steps)),
+        total_steps=total_steps,
+        decay=config.schedule,
+    )
+
+
+def create_optimizer(config: TrainConfig, total_steps: int, variables) -> keras.optimizers.AdamW:
+    """AdamW on `create_schedule`, with bias/norm variables excluded from decay.
+
+    Args:
+        config: `TrainConfig`. Learning rate, schedule, decay and clipping.
+        total_steps: int. All optimizer steps of the run (epochs x steps).
+        variables: list of variables. The model's trainable variables.
+    """
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=create_schedule(config, total_steps),
+        weight_decay=config.weight_decay,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-6,
+        global_clipnorm=config.clipnorm or None,
+    )
+    optimizer.exclude_from_weight_decay(var_list=[v for v in variables if excluded_from_decay(v)])
+    return optimizer

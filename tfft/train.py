@@ -205,7 +205,7 @@ def build_model(config: Config, source: backbones.BackboneSource, num_classes: i
     """The backbone from `source` with the head, frozen as the config says."""
     backbone = source.backbone()
     model = TextClassifier(backbone, num_classes=num_classes, dropout=config.model.dropout)
-    freeze(source.layer_groups(backbone), config.model.freeze_layers, config.model.freeze_embeddings)
+    freeze(backbone, source.layer_groups(backbone), config.model.freeze_layers, config.model.freeze_embeddings)
     return model
 
 
@@ -233,6 +233,7 @@ def _verbosity() -> int | str:
 def _callbacks(config: Config, output_dir: pathlib.Path, has_validation: bool, resuming: bool) -> list:
     callbacks: list[keras.callbacks.Callback] = [
         # First, so the others see the restored epoch.
+        # Saves model and optimizer state each epoch; restores both on resume.
         keras.callbacks.BackupAndRestore(backup_dir=str(output_dir / BACKUP_DIR)),
         keras.callbacks.CSVLogger(str(output_dir / HISTORY_FILE), append=resuming),
         keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")),

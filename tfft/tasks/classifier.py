@@ -47,13 +47,14 @@ class TextClassifier(keras.Model):
         self.dropout = dropout
 
 
-def freeze(groups: LayerGroups, freeze_layers: int, freeze_embeddings: bool = True) -> None:
+def freeze(backbone: keras.Model, groups: LayerGroups, freeze_layers: int, freeze_embeddings: bool = True) -> None:
     """Freezes the embeddings and the lowest `freeze_layers` encoder layers.
 
     Args:
+        backbone: keras.Model. The backbone the groups belong to.
         groups: `LayerGroups`. The backbone's embedding and encoder layers.
         freeze_layers: int. Encoder layers to freeze from the bottom; `-1`
-            freezes them all and the embeddings (only the head trains).
+            freezes the whole backbone, pooler included (only the head trains).
         freeze_embeddings: bool. Whether the embeddings are frozen too
             (always, when `freeze_layers` is -1).
     """
@@ -63,9 +64,12 @@ def freeze(groups: LayerGroups, freeze_layers: int, freeze_embeddings: bool = Tr
             f"Argument `model.freeze_layers` must be between -1 and {num_layers}, the backbone's number "
             f"of encoder layers. Received: freeze_layers={freeze_layers}"
         )
-    frozen = num_layers if freeze_layers == -1 else freeze_layers
+    backbone.trainable = freeze_layers != -1
+    if freeze_layers == -1:
+        return
+    frozen = freeze_layers
     for layer in groups.embeddings:
-        layer.trainable = not (freeze_embeddings or freeze_layers == -1)
+        layer.trainable = not freeze_embeddings
     for i, layer in enumerate(groups.encoder):
         layer.trainable = i >= frozen
 

@@ -1,0 +1,86 @@
+import pytest
+import yaml
+
+from tfft.config import Config, ConfigError, apply_override, from_dict, load_config
+
+
+def test_defaults_then_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ndata: {train: t.csv}\ntrain: {epochs: 5, batch_size: 8}\n")
+    config = load_config(path, ["train.epochs=2", "model.freeze_layers=1", "train.learning_rate=5e-5"])
+    assert config.name == "x"
+    assert config.train.epochs == 2  # override beats file
+    assert config.train.batch_size == 8  # file beats default
+    assert config.train.schedule == "linear"  # default
+    assert config.model.freeze_layers == 1
+    assert config.train.learning_rate == pytest.approx(5e-5)  # YAML 1.1 reads `5e-5` as a string
+
+
+def test_every_config_in_configs_folder_loads():
+    import pathlib
+
+    for path in sorted(pathlib.Path(__file__).parents[1].joinpath("configs").glob("*.yaml")):
+        load_config(path)
+
+
+def test_saved_yaml_round_trips(tmp_path):
+    config = load_config(None, ["data.train=a.csv", "data.text_pair_column=b", "train.class_weight=balanced"])
+    config.save(tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == config
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.frezee_layers=1", "Unknown config key `model.frezee_layers`. Valid keys here: backbone,"),
+        ("modle.backbone=x", "Unknown config key `modle`"),
+        ("train.learning_rate=fast", "Argument `train.learning_rate` must be a number. Received: learning_rate='fast'"),
+        ("train.schedule=step", "Argument `train.schedule` must be one of linear, cosine. Received: schedule='step'"),
+        ("train.epochs=0", "Argument `train.epochs` must be >= 1. Received: epochs=0"),
+        ("model.freeze_layers=-2", "Argument `model.freeze_layers` must be -1"),
+        ("train.strategy=gpu", "must be one of auto, default, mirrored, multi_worker, tpu"),
+        ("train.jit_compile=maybe", "Argument `train.jit_compile` must be true or false"),
+        ("train.epochs", "must have the form `section.key=value`"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.train=a.csv", override])
+    assert message in str(err.value)
+
+
+def test_unknown_key_in_file_is_rejected(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: t.csv, text_colum: sentence}\n")
+    with pytest.raises(ConfigError, match="Unknown config key `data.text_colum`.*text_column"):
+        load_config(path)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="Config file `nope.yaml` does not exist"):
+        load_config("nope.yaml")
+
+
+def test_training_file_is_required():
+    with pytest.raises(ConfigError, match="Argument `data.train` must name a training file"):
+        load_config(None)
+
+
+def test_early_stopping_needs_validation():
+    with pytest.raises(ConfigError, match="needs `data.validation`"):
+        load_config(None, ["data.train=a.csv", "train.early_stopping_patience=2"])
+
+
+def test_override_of_a_section_is_rejected():
+    config = from_dict({"data": {"train": "a.csv"}})
+    with pytest.raises(ConfigError, match="names a section"):
+        apply_override(config, "train=3")
+
+
+def test_null_and_types():
+    config = load_config(None, ["data.train=a.csv", "data.text_pair_column=null", "data.max_train_examples=10"])
+    assert config.data.text_pair_column is None
+    assert config.data.max_train_examples == 10
+    assert yaml.safe_load(config.to_yaml())["data"]["max_train_examples"] == 10
+    assert isinstance(Config().train.learning_rate, float)

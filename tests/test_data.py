@@ -1,0 +1,177 @@
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import sentiment_rows, write_csv
+from tfft import data
+from tfft.config import DataConfig
+
+
+@pytest.fixture(scope="module")
+def packer(tiny_preset):
+    from tfft.backbones import resolve
+    from tfft.config import ModelConfig
+
+    source = resolve(ModelConfig(backbone=str(tiny_preset), sequence_length=16))
+    source.prepare(None, None)
+    return source.packer()
+
+
+def test_reads_csv_tsv_jsonl(tmp_path):
+    write_csv(tmp_path / "a.csv", [("hello, world", "pos"), ('say "hi"', "neg")])
+    (tmp_path / "a.tsv").write_text('text\tlabel\nhello, "world\tpos\nbye\tneg\n', encoding="utf-8")
+    (tmp_path / "a.jsonl").write_text(
+        json.dumps({"text": "héllo", "label": 1}) + "\n" + json.dumps({"text": "bye", "label": 0}) + "\n"
+    )
+    assert data.read_split(str(tmp_path / "a.csv"), DataConfig()).texts == ["hello, world", 'say "hi"']
+    tsv = data.read_split(str(tmp_path / "a.tsv"), DataConfig())
+    assert tsv.texts == ['hello, "world', "bye"]  # stray quotes kept, as GLUE needs
+    jsonl = data.read_split(str(tmp_path / "a.jsonl"), DataConfig())
+    assert jsonl.texts == ["héllo", "bye"] and jsonl.labels == ["1", "0"]
+
+
+def test_sentence_pairs_and_headerless_files(tmp_path):
+    (tmp_path / "cola.tsv").write_text("src\t1\t\tgood sentence .\nsrc\t0\t*\tbad sentence .\n")
+    cola = data.read_split(str(tmp_path / "cola.tsv"), DataConfig(has_header=False, text_column="3", label_column="1"))
+    assert cola.texts == ["good sentence .", "bad sentence ."] and cola.labels == ["1", "0"]
+    write_csv(tmp_path / "p.csv", [("a", "b", "1"), ("c", "d", "0")], header=("s1", "s2", "y"))
+    pairs = data.read_split(str(tmp_path / "p.csv"), DataConfig(text_column="s1", text_pair_column="s2", label_column="y"))
+    assert pairs.pairs == ["b", "d"]
+
+
+def test_missing_file():
+    with pytest.raises(data.DataError, match="Data file `nope.csv` does not exist"):
+        data.read_split("nope.csv", DataConfig())
+
+
+def test_missing_column_names_the_columns(tmp_path):
+    write_csv(tmp_path / "a.csv", [("x", "1")], header=("sentence", "label"))
+    with pytest.raises(data.DataError, match=r"has no column `text`. Its columns are: sentence, label. Set `data.text_column`"):
+        data.read_split(str(tmp_path / "a.csv"), DataConfig())
+
+
+@pytest.mark.parametrize("content, message", [("", "is empty: it has no rows"), ("text,label\n", "has a header but no rows")])
+def test_empty_files(tmp_path, content, message):
+    (tmp_path / "a.csv").write_text(content)
+    with pytest.raises(data.DataError, match=message):
+        data.read_split(str(tmp_path / "a.csv"), DataConfig())
+
+
+def test_empty_text_rows_are_named(tmp_path):
+    write_csv(tmp_path / "a.csv", [("fine", "1"), ("  ", "0"), ("ok", "1"), ("", "0")])
+    with pytest.raises(data.DataError, match=r"text column `text` is empty in row\(s\) 2, 4"):
+        data.read_split(str(tmp_path / "a.csv"), DataConfig())
+
+
+def test_empty_label_is_named(tmp_path):
+    write_csv(tmp_path / "a.csv", [("fine", "1"), ("bad", "")])
+    with pytest.raises(data.DataError, match=r"label column `label` is empty in row\(s\) 2"):
+        data.read_split(str(tmp_path / "a.csv"), DataConfig())
+
+
+def test_non_utf8_names_the_line(tmp_path):
+    (tmp_path / "a.csv").write_bytes("text,label\nfine,1\ncaf\xe9,0\n".encode("latin-1"))
+    with pytest.raises(data.DataError, match=r"`.*a.csv` is not valid UTF-8: line 3, column 4"):
+        data.read_split(str(tmp_path / "a.csv"), DataConfig())
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    (tmp_path / "a.csv").write_bytes("\ufefftext,label\nfine,1\n".encode())
+    assert data.read_split(str(tmp_path / "a.csv"), DataConfig()).texts == ["fine"]
+
+
+def test_unsupported_extension(tmp_path):
+    (tmp_path / "a.parquet").write_text("x")
+    with pytest.raises(data.DataError, match="unsupported extension `.parquet`"):
+        data.read_split(str(tmp_path / "a.parquet"), DataConfig())
+
+
+def test_label_vocabulary_orders_and_rejects_unseen_labels(tmp_path):
+    ints = data.LabelVocabulary.from_labels(["10", "2", "1", "2"])
+    assert ints.names == ["1", "2", "10"]  # numeric, not string, order
+    strings = data.LabelVocabulary.from_labels(["pos", "neg", "neutral"])
+    assert strings.names == ["neg", "neutral", "pos"]
+    validation = data.Examples("dev.csv", ["a", "b", "c"], labels=["pos", "happy", "neg"])
+    with pytest.raises(data.DataError, match=r"`dev.csv` has labels that the training split never had \(row 2: 'happy'\)"):
+        strings.encode(validation)
+    strings.save(tmp_path)
+    assert data.LabelVocabulary.load(tmp_path).names == strings.names
+    with pytest.raises(data.DataError, match="at least 2 labels"):
+        data.LabelVocabulary.from_labels(["pos", "pos"])
+
+
+def test_balanced_class_weights():
+    labels = data.LabelVocabulary(["a", "b"])
+    weights = labels.class_weights(np.array([0, 0, 0, 1]))
+    assert weights == pytest.approx({0: 4 / 6, 1: 2.0})
+
+
+def test_max_train_examples(tmp_path):
+    write_csv(tmp_path / "a.csv", sentiment_rows(50))
+    assert len(data.read_split(str(tmp_path / "a.csv"), DataConfig(max_train_examples=7))) == 7
+
+
+def test_batches_are_padded_to_their_longest_sequence(packer):
+    texts = ["the movie was great"] * 5 + ["the plot was dull and the cast was fine and the meal was poor"] * 5
+    examples = data.Examples("mem", texts, labels=["pos"] * 5 + ["neg"] * 5)
+    ds = data.make_dataset(examples, np.array([1] * 5 + [0] * 5), packer, batch_size=5)
+    widths = [x["token_ids"].shape[1] for x, _ in ds]
+    assert widths == [6, 16]  # [CLS] 4 words [SEP]; the long one is truncated to sequence_length
+    for x, _ in ds:
+        assert x["padding_mask"].dtype == tf.int32  # bool breaks MirroredStrategy ("AddN ... bool")
+        assert tf.reduce_all(tf.reduce_max(tf.reduce_sum(x["padding_mask"], axis=1)) == x["token_ids"].shape[1])
+
+
+def test_training_batches_group_similar_lengths_and_keep_labels(packer):
+    rng = np.random.default_rng(0)
+    texts, labels = [], []
+    for _ in range(64):
+        n = int(rng.integers(1, 12))
+        texts.append(" ".join(["great"] * n))
+        labels.append(str(n))
+    examples = data.Examples("mem", texts, labels=labels)
+    ids = np.array([int(label) for label in labels])
+    ds = data.make_dataset(examples, ids, packer, batch_size=8, training=True, seed=3)
+    seen = 0
+    for x, y in ds:
+        lengths = tf.reduce_sum(x["padding_mask"], axis=1).numpy()
+        np.testing.assert_array_equal(lengths, y.numpy() + 2)  # label == word count: features and labels stay paired
+        assert x["token_ids"].shape[1] == lengths.max()
+        seen += len(y)
+    assert seen == 64  # one epoch, nothing dropped
+
+
+def test_static_bucket_shapes(packer):
+    examples = data.Examples("mem", ["great"] * 3 + ["great " * 20] * 3, labels=["a"] * 6)
+    ds = data.make_dataset(examples, np.zeros(6, np.int32), packer, batch_size=3, pad_to="buckets", drop_remainder=True)
+    assert sorted(x["token_ids"].shape[1] for x, _ in ds) == [16, 16]  # bucket edges, never ragged
+    ds = data.make_dataset(examples, np.zeros(6, np.int32), packer, batch_size=4, pad_to="max")
+    assert [x["token_ids"].shape[1] for x, _ in ds] == [16, 16]
+
+
+def test_truncation_is_counted(packer):
+    texts = ["great"] * 7 + ["great " * 14, "great " * 30, "great " * 15]
+    stats = data.truncation_stats(data.Examples("mem", texts), packer)
+    # 14 words + [CLS] + [SEP] = 16 fits; 15 and 30 words do not.
+    assert (stats.examples, stats.truncated, stats.longest) == (10, 2, 32)
+    assert "2 of 10 examples (20.00%) are longer than model.sequence_length=16" in stats.message("train")
+    pairs = data.Examples("mem", ["great " * 7], pairs=["dull " * 7])
+    assert data.truncation_stats(pairs, packer).longest == 17  # [CLS] a [SEP] b [SEP]
+
+
+def test_tfds_source(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=6):
+        examples = data.read_split("tfds:glue/sst2", DataConfig(text_column="sentence"), split="train")
+    assert len(examples) == 6
+    assert set(examples.labels) <= {"negative", "positive"}  # ClassLabel names, not ids
+
+
+def test_tfds_bad_feature():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=2), pytest.raises(data.DataError, match="has no feature `text`"):
+        data.read_split("tfds:glue/sst2:validation", DataConfig(), split="validation")

@@ -1,0 +1,39 @@
+import json
+
+import numpy as np
+import pytest
+
+from tfft import evaluate
+
+
+def test_metrics_by_hand():
+    y_true = [0, 0, 0, 1, 1, 2]
+    y_pred = [0, 0, 1, 1, 2, 2]
+    m = evaluate.classification_metrics(y_true, y_pred, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert m["per_class"]["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "f1": pytest.approx(0.8), "support": 3}
+    assert m["per_class"]["b"]["precision"] == pytest.approx(0.5)
+    f1s = [0.8, 0.5, 2 / 3]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1s))
+    json.dumps(m)  # JSON-ready
+
+
+def test_binary_mcc_matches_formula():
+    y_true = [1, 1, 1, 0, 0, 0, 1, 0]
+    y_pred = [1, 1, 0, 0, 0, 1, 1, 0]
+    tp, tn, fp, fn = 3, 3, 1, 1
+    expected = (tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert evaluate.classification_metrics(y_true, y_pred, ["0", "1"])["matthews_corrcoef"] == pytest.approx(expected)
+
+
+def test_class_never_predicted_has_zero_precision_not_nan():
+    m = evaluate.classification_metrics([0, 1], [0, 0], ["a", "b"])
+    assert m["per_class"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert m["matthews_corrcoef"] == 0.0
+
+
+def test_table_lists_every_class():
+    m = evaluate.classification_metrics([0, 1, 1], [0, 1, 0], ["negative", "positive"])
+    table = evaluate.format_metrics(m)
+    assert "accuracy 0.6667" in table and "negative" in table and "confusion matrix" in table

@@ -1,0 +1,86 @@
+import math
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from tfft import optimization
+from tfft.config import TrainConfig
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine"])
+def test_schedule_at_start_end_of_warmup_and_last_step(decay):
+    schedule = optimization.create_schedule(
+        TrainConfig(learning_rate=1e-3, warmup_ratio=0.1, schedule=decay), total_steps=200
+    )
+    assert schedule.warmup_steps == 20
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(10)) == pytest.approx(5e-4)
+    assert float(schedule(20)) == pytest.approx(1e-3)  # peak at the end of warmup
+    halfway = 1e-3 * (0.5 if decay == "linear" else 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert float(schedule(110)) == pytest.approx(halfway, rel=1e-5)
+    last = 1e-3 * ((1 / 180) if decay == "linear" else 0.5 * (1 + math.cos(math.pi * 179 / 180)))
+    assert float(schedule(199)) == pytest.approx(last, rel=1e-4)
+    assert float(schedule(200)) == pytest.approx(0.0, abs=1e-12)
+    assert float(schedule(500)) == pytest.approx(0.0, abs=1e-12)  # clamped past the end
+
+
+def test_no_warmup_starts_at_peak():
+    schedule = optimization.WarmupDecay(1e-3, warmup_steps=0, total_steps=10)
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="Argument `warmup_steps` must be between 0 and total_steps=10"):
+        optimization.WarmupDecay(1e-3, warmup_steps=11, total_steps=10)
+
+
+def test_schedule_serializes():
+    schedule = optimization.WarmupDecay(2e-5, 3, 30, "cosine")
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert again.get_config() == schedule.get_config()
+
+
+@pytest.fixture(scope="module")
+def bert():
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.BertBackbone(
+        vocabulary_size=20, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=8
+    )
+
+
+def test_biases_and_norms_are_excluded_from_decay(bert):
+    excluded = {v.path for v in bert.trainable_variables if optimization.excluded_from_decay(v)}
+    decayed = {v.path for v in bert.trainable_variables} - excluded
+    assert "embeddings_layer_norm/gamma" in excluded and "embeddings_layer_norm/beta" in excluded
+    assert "transformer_layer_0/self_attention_layer/query/bias" in excluded
+    assert "transformer_layer_0/feedforward_layer_norm/gamma" in excluded
+    assert "token_embedding/embeddings" in decayed
+    assert "transformer_layer_0/self_attention_layer/query/kernel" in decayed
+    assert "pooled_dense/kernel" in decayed
+    assert not any(p.endswith(("bias", "gamma", "beta")) for p in decayed)
+    assert not any(p.endswith(("kernel", "embeddings")) for p in excluded)
+
+
+def test_optimizer_decays_only_the_decayed_variables(bert):
+    variables = bert.trainable_variables
+    optimizer = optimization.create_optimizer(
+        TrainConfig(learning_rate=0.1, warmup_ratio=0.0, weight_decay=0.5, clipnorm=1.0), 10, variables
+    )
+    before = {v.path: v.numpy().copy() for v in variables}
+    # Zero gradients: Adam's step is zero, so any change is weight decay alone.
+    optimizer.apply_gradients([(np.zeros(v.shape, "float32"), v) for v in variables])
+    for v in variables:
+        changed = not np.array_equal(before[v.path], v.numpy())
+        nonzero = np.any(before[v.path] != 0)
+        if optimization.excluded_from_decay(v):
+            assert not changed, v.path
+        elif nonzero:
+            np.testing.assert_allclose(v.numpy(), before[v.path] * (1 - 0.1 * 0.5), rtol=1e-5, err_msg=v.path)
+
+
+def test_gradients_are_clipped_by_global_norm():
+    variable = keras.Variable(np.zeros([2], "float32"), name="kernel")
+    optimizer = keras.optimizers.SGD(learning_rate=1.0, global_clipnorm=1.0)
+    config = TrainConfig(learning_rate=0.5, warmup_ratio=0.0, weight_decay=0.0, clipnorm=1.0)
+    assert optimization.create_optimizer(config, 10, [variable]).global_clipnorm == 1.0
+    optimizer.apply_gradients([(np.array([30.0, 40.0], "float32"), variable)])
+    np.testing.assert_allclose(variable.numpy(), [-0.6, -0.8], rtol=1e-6)

@@ -1,0 +1,63 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfft.backbones import resolve
+from tfft.config import ConfigError, ModelConfig
+from tfft.tasks import TextClassifier, count_parameters, freeze
+
+
+@pytest.fixture
+def parts(tiny_preset):
+    source = resolve(ModelConfig(backbone=str(tiny_preset), sequence_length=16))
+    source.prepare(None, None)
+    backbone = source.backbone()
+    return source, backbone, TextClassifier(backbone, num_classes=3, dropout=0.1)
+
+
+def test_head_outputs_probabilities(parts):
+    source, _, model = parts
+    probabilities = model(source.packer()(tf.constant(["the movie was great", "dull"])))
+    assert probabilities.shape == (2, 3)
+    np.testing.assert_allclose(tf.reduce_sum(probabilities, axis=-1), [1.0, 1.0], rtol=1e-6)
+    assert model.get_layer("head").dtype_policy.compute_dtype == "float32"
+
+
+@pytest.mark.parametrize("n, trainable", [(0, [True, True]), (1, [False, True]), (2, [False, False]), (-1, [False, False])])
+def test_freeze_lower_layers(parts, n, trainable):
+    source, backbone, model = parts
+    groups = source.layer_groups(backbone)
+    freeze(backbone, groups, n)
+    trainable_names = {w.path.split("/")[0] for w in model.trainable_weights}
+    assert [layer.name in trainable_names for layer in groups.encoder] == trainable
+    assert not any(layer.name in trainable_names for layer in groups.embeddings)
+    assert "head" in trainable_names
+    assert ("pooled_dense" in trainable_names) == (n != -1)  # -1 freezes the pooler too
+
+
+def test_freeze_minus_one_leaves_only_the_head(parts):
+    source, backbone, model = parts
+    freeze(backbone, source.layer_groups(backbone), -1)
+    assert backbone.trainable_weights == []
+    assert {w.path.split("/")[0] for w in model.trainable_weights} == {"head"}
+
+
+def test_nothing_frozen(parts):
+    source, backbone, model = parts
+    freeze(backbone, source.layer_groups(backbone), 0, freeze_embeddings=False)
+    assert count_parameters(model.trainable_weights) == count_parameters(model.weights)
+
+
+def test_freeze_too_many_layers_is_a_keras_style_error(parts):
+    source, backbone, _ = parts
+    with pytest.raises(ConfigError) as err:
+        freeze(backbone, source.layer_groups(backbone), 20)
+    assert str(err.value).startswith("Argument `model.freeze_layers` must be between -1 and 2")
+    assert str(err.value).endswith("Received: freeze_layers=20")
+
+
+def test_count_parameters():
+    layer = keras.layers.Dense(3)
+    layer.build((None, 4))
+    assert count_parameters(layer.weights) == 15

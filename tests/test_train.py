@@ -1,0 +1,146 @@
+import csv
+import json
+import pathlib
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from conftest import write_csv
+from tfft import evaluate, train
+from tfft.config import ConfigError
+from tfft.data import DataError
+
+pytestmark = pytest.mark.slow
+
+
+def test_training_learns_the_task(trained_run):
+    config, result = trained_run
+    assert result.metrics["accuracy"] >= 0.9
+    saved = json.loads((pathlib.Path(config.output_dir) / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "per_class", "confusion_matrix"):
+        assert key in saved
+    assert saved["accuracy"] == result.metrics["accuracy"]
+    assert sum(map(sum, saved["confusion_matrix"])) == 96
+
+
+def test_frozen_weights_are_bit_identical_and_the_rest_trained(trained_run, tiny_preset):
+    _, result = trained_run
+    pretrained = keras_hub.models.Backbone.from_preset(str(tiny_preset))
+    trained = result.model.backbone
+    frozen = ["token_embedding", "position_embedding", "segment_embedding", "embeddings_layer_norm", "transformer_layer_0"]
+    for name in frozen:
+        for before, after in zip(pretrained.get_layer(name).weights, trained.get_layer(name).weights, strict=True):
+            assert np.array_equal(before.numpy(), after.numpy()), f"{before.path} changed but is frozen"
+    for name in ["transformer_layer_1", "pooled_dense"]:
+        pairs = zip(pretrained.get_layer(name).weights, trained.get_layer(name).weights, strict=True)
+        assert all(not np.array_equal(b.numpy(), a.numpy()) for b, a in pairs), f"{name} did not train"
+
+
+def test_run_folder_holds_everything_to_repeat_the_run(trained_run):
+    config, result = trained_run
+    out = pathlib.Path(config.output_dir)
+    for name in ["config.yaml", "labels.txt", "model.weights.h5", "checkpoints/best.weights.h5", "history.csv", "logs"]:
+        assert (out / name).exists(), name
+    assert not (out / "backup").exists()  # removed once training finished
+    from tfft.config import load_config
+
+    assert load_config(out / "config.yaml") == config
+    with open(out / "history.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]
+
+
+def test_evaluate_reloads_the_run(trained_run):
+    config, result = trained_run
+    metrics = evaluate.run(config)
+    assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])
+
+
+class _Crash(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise KeyboardInterrupt("simulated crash after epoch 1")
+
+
+def test_interrupted_run_resumes_at_the_next_epoch(make_config, monkeypatch):
+    config = make_config("train.epochs=3")
+    original = train._callbacks
+    monkeypatch.setattr(train, "_callbacks", lambda *a, **k: [*original(*a, **k), _Crash()])
+    with pytest.raises(KeyboardInterrupt):
+        train.run(config)
+    out = pathlib.Path(config.output_dir)
+    assert (out / "backup").is_dir() and not (out / "run_complete.json").exists()
+
+    resumed_at = {}
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            resumed_at.setdefault("epoch", epoch)
+            resumed_at.setdefault("step", int(self.model.optimizer.iterations))
+
+    monkeypatch.setattr(train, "_callbacks", lambda *a, **k: [*original(*a, **k), Record()])
+    result = train.run(config)  # same command again
+    assert len(result.history["loss"]) == 2  # epochs 2 and 3 only
+    steps = 960 // 16
+    # Optimizer state came back too: the schedule goes on from step 60, not from warmup.
+    assert resumed_at == {"epoch": 1, "step": steps}
+    with open(out / "history.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]
+
+
+def test_finished_run_is_refused_not_overwritten(trained_run):
+    config, _ = trained_run
+    before = (pathlib.Path(config.output_dir) / "model.weights.h5").stat().st_mtime_ns
+    with pytest.raises(train.OutputDirError, match="holds a finished run.*overwrite_output_dir=true"):
+        train.prepare_output_dir(config, pathlib.Path(config.output_dir))
+    assert (pathlib.Path(config.output_dir) / "model.weights.h5").stat().st_mtime_ns == before
+
+
+def test_unfinished_run_with_another_config_is_refused(make_config, tmp_path):
+    config = make_config()
+    out = pathlib.Path(config.output_dir)
+    train.prepare_output_dir(config, out)
+    (out / "backup").mkdir()
+    other = make_config("train.learning_rate=1e-4")
+    with pytest.raises(train.OutputDirError, match="another config \\(train.learning_rate: 0.01 there, 0.0001 now"):
+        train.prepare_output_dir(other, out)
+    assert train.prepare_output_dir(make_config("export.enabled=true"), out) is True  # resumable change
+
+
+def test_foreign_folder_is_refused(make_config):
+    config = make_config()
+    out = pathlib.Path(config.output_dir)
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(train.OutputDirError, match="holds no tfft run"):
+        train.run(config)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.fixture
+def no_fit(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("fit must not start on bad input")
+
+    monkeypatch.setattr(keras.Model, "fit", fail)
+
+
+@pytest.mark.parametrize(
+    "override, error, message",
+    [
+        ("model.freeze_layers=20", ConfigError, "Argument `model.freeze_layers` must be between -1 and 2"),
+        ("data.train=missing.csv", DataError, "Data file `missing.csv` does not exist"),
+        ("data.text_column=sentence", DataError, "has no column `sentence`"),
+        ("model.sequence_length=100", ConfigError, "must be at most 64, the backbone's number of positions"),
+    ],
+)
+def test_bad_input_fails_before_training(make_config, no_fit, override, error, message):
+    with pytest.raises(error, match=message):
+        train.run(make_config(override))
+
+
+def test_unseen_validation_label_fails_before_training(make_config, no_fit, tmp_path):
+    write_csv(tmp_path / "dev.csv", [("the movie was great", "pos"), ("meh", "mixed")])
+    with pytest.raises(DataError, match=r"never had \(row 2: 'mixed'\)"):
+        train.run(make_config(f"data.validation={tmp_path / 'dev.csv'}"))

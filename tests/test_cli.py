@@ -1,0 +1,88 @@
+import json
+import pathlib
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+from absl import app
+from absl.testing import flagsaver
+
+from conftest import REPO, run_python, write_csv
+from tfft import cli
+
+
+def test_unknown_command_is_a_usage_error():
+    with pytest.raises(app.UsageError, match="Usage: tfft"):
+        cli.main(["tfft", "fit"])
+
+
+def test_train_needs_a_config():
+    with flagsaver.flagsaver(config=None), pytest.raises(app.UsageError, match="needs --config"):
+        cli.main(["tfft", "train"])
+
+
+def test_predict_needs_model_and_input():
+    with flagsaver.flagsaver(model=None, input=None), pytest.raises(app.UsageError, match="--model"):
+        cli.main(["tfft", "predict"])
+
+
+@pytest.mark.slow
+def test_train_from_yaml_with_overrides(tmp_path, data_dir, tiny_preset):
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "cli",
+                "output_dir": str(tmp_path / "run"),
+                "model": {"backbone": str(tiny_preset), "sequence_length": 32, "freeze_layers": 1},
+                "data": {"train": str(data_dir / "train.csv"), "validation": str(data_dir / "validation.csv")},
+                "train": {"epochs": 5, "batch_size": 16, "learning_rate": 1.0e-2},
+                "export": {"base_dir": str(tmp_path / "saved_models")},
+            }
+        )
+    )
+    with flagsaver.flagsaver(config=str(config_path), set=["train.epochs=3", "model.dropout=0.0"]):
+        assert cli.main(["tfft", "train"]) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 3 and saved["model"]["dropout"] == 0.0  # overrides won
+    assert saved["train"]["batch_size"] == 16  # the file's value
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.9
+    model_dir = tmp_path / "saved_models" / "cli" / "1"
+    assert (model_dir / "saved_model.pb").is_file()
+
+    # `tfft predict` from the SavedModel alone.
+    rows = [("the plot was superb and the meal was fine", "pos"), ("the cast was awful", "neg"), ("", "neg")]
+    write_csv(tmp_path / "new.csv", rows)
+    with flagsaver.flagsaver(model=str(model_dir), input=str(tmp_path / "new.csv"), output=str(tmp_path / "p.csv")):
+        assert cli.main(["tfft", "predict"]) == 0
+    predictions = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert list(predictions.columns) == [
+        "text", "label", "predicted_label", "predicted_label_id", "probability_neg", "probability_pos",
+    ]
+    assert predictions["predicted_label"].tolist()[:2] == ["pos", "neg"]
+    assert predictions[["probability_neg", "probability_pos"]].sum(axis=1).round(5).tolist() == [1.0] * 3
+
+    # `tfft evaluate` on another labelled file (checked like training data: no empty rows).
+    write_csv(tmp_path / "more.csv", rows[:2])
+    with flagsaver.flagsaver(config=str(config_path), set=["train.epochs=3"], input=str(tmp_path / "more.csv")):
+        assert cli.main(["tfft", "evaluate"]) == 0
+    assert json.loads((tmp_path / "run" / "metrics_more.json").read_text())["accuracy"] == 1.0
+
+
+def test_flagfile_and_one_line_errors(tmp_path):
+    (tmp_path / "bad.yaml").write_text("data: {train: x.csv}\nmodel: {frezee_layers: 3}\n")
+    (tmp_path / "flags").write_text(f"--config={tmp_path / 'bad.yaml'}\n--set=train.epochs=1\n")
+    result = run_python("from tfft.cli import run_main; run_main()", "train", f"--flagfile={tmp_path / 'flags'}")
+    assert result.returncode == 2
+    assert "tfft: error: Unknown config key `model.frezee_layers`. Valid keys here: backbone," in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "tfft", "--helpfull"], capture_output=True, text=True, cwd=REPO)
+    assert "--config" in result.stdout and "--set" in result.stdout
+    assert pathlib.Path(REPO / "tfft" / "__main__.py").is_file()

@@ -1,0 +1,169 @@
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import run_python
+from tfft import export
+from tfft.tasks import TextClassifier
+
+pytestmark = pytest.mark.slow
+
+HELD_OUT = [
+    "the soundtrack was superb and the meal was fine",
+    "the ending was dull and the cast was fine",
+    "",  # empty
+    "the movie was great " * 40,  # 160 words: 10x the 32-token sequence length... and more
+    "Le café était excellent, très bien! 映画は素晴らしかった 🎬",  # non-ASCII
+]
+
+# Runs in a fresh process that has only TensorFlow and TF Text, as a serving process.
+SERVE = """
+import json, sys
+
+class Blocked:  # A serving process has none of these: loading must not need them.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("keras_hub", "keras_nlp", "tfft", "tf_keras"):
+            raise ImportError(f"{name} is not available in a serving process")
+
+sys.meta_path.insert(0, Blocked())
+import numpy as np
+import tensorflow as tf
+import tensorflow_text  # registers the tokenizer ops
+model = tf.saved_model.load(sys.argv[1])
+serve = model.signatures["serving_default"]
+texts = json.loads(sys.argv[2])
+out = serve(text=tf.constant(texts))
+np.save(sys.argv[3], out["probabilities"].numpy())
+print(json.dumps({
+    "labels": [s.decode() for s in out["label"].numpy()],
+    "label_ids": out["label_id"].numpy().tolist(),
+    "dtypes": {k: v.dtype.name for k, v in out.items()},
+    "modules": sorted(m for m in ("keras_hub", "tfft", "tf_keras") if m in sys.modules),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run):
+    config, result = trained_run
+    assert result.export_path is not None
+    return config, result, pathlib.Path(result.export_path)
+
+
+def test_export_lands_in_a_versioned_folder(exported):
+    config, _, path = exported
+    assert path == pathlib.Path(config.export.base_dir) / "tiny" / "1"
+    assert (path / "saved_model.pb").is_file() and (path / "variables").is_dir()
+    assert (path / "assets" / "labels.txt").read_text().splitlines() == ["neg", "pos"]
+
+
+def test_served_predictions_equal_the_in_memory_model(exported, tmp_path):
+    _, result, path = exported
+    out = run_python(SERVE, str(path), json.dumps(HELD_OUT), str(tmp_path / "p.npy"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    served = json.loads(out.stdout.strip().splitlines()[-1])
+    assert served["modules"] == []  # nothing of keras-hub or tfft was needed
+    assert served["dtypes"] == {"probabilities": "float32", "label": "string", "label_id": "int64"}
+    expected = result.model.predict(result.packer(tf.constant(HELD_OUT)), verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-5)
+    assert served["label_ids"] == expected.argmax(-1).tolist()
+    assert served["labels"] == [result.labels.names[i] for i in expected.argmax(-1)]
+
+
+def test_token_id_signature_matches_the_text_signature(exported):
+    _, result, path = exported
+    import tensorflow_text  # noqa: F401
+
+    loaded = tf.saved_model.load(str(path))
+    by_text = loaded.signatures["serving_default"](text=tf.constant(HELD_OUT))
+    by_ids = loaded.signatures["serve_token_ids"](**result.packer(tf.constant(HELD_OUT)))
+    np.testing.assert_allclose(by_ids["probabilities"], by_text["probabilities"], atol=1e-6)
+
+
+def test_saved_model_cli_lists_both_signatures(exported):
+    _, _, path = exported
+    cli = pathlib.Path(sys.executable).with_name("saved_model_cli")
+    command = [str(cli)] if cli.exists() else [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+    shown = subprocess.run([*command, "show", "--all", "--dir", str(path)], capture_output=True, text=True, check=True).stdout
+    default = shown[shown.index("signature_def['serving_default']") :]
+    token_ids = shown[shown.index("signature_def['serve_token_ids']") :]
+    for section, inputs in [(default, ["text"]), (token_ids, ["token_ids", "segment_ids", "padding_mask"])]:
+        block = section[: section.index("Method name")]
+        for name in inputs:
+            assert f"inputs['{name}']" in block
+        dtype = "DT_STRING" if inputs == ["text"] else "DT_INT32"
+        assert block.count(dtype) >= len(inputs)
+        assert "outputs['probabilities'] tensor_info:\n        dtype: DT_FLOAT" in block
+        assert "outputs['label'] tensor_info:\n        dtype: DT_STRING" in block
+        assert "outputs['label_id'] tensor_info:\n        dtype: DT_INT64" in block
+
+
+def test_warmup_records_are_predict_requests_for_serving_default(exported):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, _, path = exported
+    records = list(tf.data.TFRecordDataset(str(path / export.WARMUP_FILE)).as_numpy_iterator())
+    assert len(records) == 3
+    import tensorflow_text  # noqa: F401
+
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    expected_inputs = set(signature.structured_input_signature[1])
+    for record in records:
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        request = log.predict_log.request
+        assert request.model_spec.name == "tiny"
+        assert request.model_spec.signature_name == "serving_default"
+        assert set(request.inputs) == expected_inputs
+        texts = tf.make_ndarray(request.inputs["text"])
+        signature(text=tf.constant(texts))  # the recorded request is answerable
+
+
+@pytest.fixture(scope="module")
+def untrained(tiny_preset):
+    from tfft.backbones import resolve
+    from tfft.config import ModelConfig
+
+    source = resolve(ModelConfig(backbone=str(tiny_preset), sequence_length=16))
+    source.prepare(None, None)
+    return TextClassifier(source.backbone(), num_classes=3), source.packer()
+
+
+def test_each_export_is_a_new_version(untrained, tmp_path):
+    model, packer = untrained
+    first = export.write_saved_model(model, packer, ["a", "b", "c"], tmp_path / "m", warmup_requests=0)
+    (tmp_path / "m" / "notes").mkdir()  # non-integer folders are ignored
+    second = export.write_saved_model(model, packer, ["a", "b", "c"], tmp_path / "m", warmup_requests=0)
+    assert (first.name, second.name) == ("1", "2")
+    assert export.versions(tmp_path / "m") == [1, 2]
+
+
+def test_crash_during_export_leaves_no_partial_version(untrained, tmp_path, monkeypatch):
+    model, packer = untrained
+    base = tmp_path / "m"
+    export.write_saved_model(model, packer, ["a", "b", "c"], base, warmup_requests=0)
+    before = (base / "1" / "saved_model.pb").read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(export, "write_warmup_requests", crash)
+    with pytest.raises(OSError, match="injected"):
+        export.write_saved_model(model, packer, ["a", "b", "c"], base, warmup_requests=2)
+    assert sorted(p.name for p in base.iterdir()) == ["1"]  # no version 2, no staging folder
+    assert (base / "1" / "saved_model.pb").read_bytes() == before
+
+
+def test_pair_task_signature(untrained, tmp_path):
+    model, packer = untrained
+    path = export.write_saved_model(model, packer, ["a", "b", "c"], tmp_path / "pairs", pair=True, warmup_requests=1)
+    import tensorflow_text  # noqa: F401
+
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    first, second = tf.constant(["the movie", "", "ü"]), tf.constant(["was great", "dull", ""])
+    got = serve(text=first, text_pair=second)["probabilities"]
+    np.testing.assert_allclose(got, model(packer(first, second)), atol=1e-5)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -328,6 +329,7 @@ def make_dataset(
     shuffle_buffer: int = 0,
     repeat: bool = False,
     drop_remainder: bool = False,
+    epochs: int = 1,
 ) -> tf.data.Dataset:
     """Builds the `tf.data` pipeline of one split.
 
@@ -344,6 +346,8 @@ def make_dataset(
         shuffle_buffer: int. Shuffle buffer size; 0 shuffles the whole split.
         repeat: bool. Repeat forever (train with `steps_per_epoch`).
         drop_remainder: bool. Drop a last partial batch (static batch size).
+        epochs: int. Epochs of shuffled order to lay out, each with its own
+            seed (training only); `repeat` continues past them.
 
     Returns:
         A dataset of `(features, label_ids)` or of `features`, where
@@ -363,10 +367,15 @@ def make_dataset(
     # `unbatch` forgets the size; Keras needs it to see where an epoch ends.
     ds = ds.apply(tf.data.experimental.assert_cardinality(len(examples))).cache()
     if training:
-        ds = ds.shuffle(shuffle_buffer or len(examples), seed=seed, reshuffle_each_iteration=True)
+        # Epoch e is shuffled with seed + e, the same for every iterator. A
+        # reshuffling `shuffle` gives each new iterator another order, and
+        # Keras makes an extra iterator under a distribution strategy: the
+        # examples' order would depend on the strategy.
+        buffer = shuffle_buffer or len(examples)
+        rounds = [ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False) for e in range(epochs)]
+        ds = functools.reduce(tf.data.Dataset.concatenate, rounds)
     if repeat:
         ds = ds.repeat()
-
     if pad_to == "max":
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     else:

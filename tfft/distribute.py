@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 
 import tensorflow as tf
@@ -82,17 +83,25 @@ def _tf_config() -> dict:
 def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
     where = tpu or "the local/Colab TPU"
     try:
+        if tpu.startswith("grpc://"):
+            _check_reachable(tpu)  # TF would wait for a dead address for minutes.
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
         if tpu:
             tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, tf.errors.OpError, RuntimeError) as err:
+    except (ValueError, tf.errors.OpError, RuntimeError, OSError) as err:
         raise StrategyError(
             f"No TPU was found at {where!r} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
             "Set `train.tpu` to the TPU's name or grpc:// address, run on a TPU runtime, or use "
             "`train.strategy=auto` to fall back to the CPU/GPUs."
         ) from None
     return tf.distribute.TPUStrategy(resolver)
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    host, _, port = address[len("grpc://") :].rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=timeout):
+        pass
 
 
 def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
@@ -153,7 +162,8 @@ def patch_keras_for_multi_worker() -> None:
     original_reduce = tf_trainer.reduce_per_replica
 
     def reduce_per_replica(values, strategy, reduction):
-        if reduction == "mean" and tf_trainer._collective_all_reduce_multi_worker(strategy):
+        # `fit` passes "auto", which means "mean" off TPUs.
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
             def _mean(v):
                 axis = None if v.shape.rank == 0 else 0
                 return strategy.reduce("MEAN", v, axis=axis)

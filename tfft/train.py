@@ -89,9 +89,11 @@ def run(config: Config) -> TrainResult:
     strategy = distribute.create_strategy(config.train)  # First: multi-worker needs it before other ops.
     chief = distribute.is_chief(strategy)
     output_dir = pathlib.Path(distribute.worker_dir(config.output_dir, strategy))
+    policy = keras.mixed_precision.global_policy()
     try:
         return _run(config, strategy, chief, output_dir)
     finally:
+        keras.mixed_precision.set_global_policy(policy)  # A notebook's next cell gets its own back.
         distribute.remove_worker_dir(str(output_dir), strategy)
 
 
@@ -133,6 +135,7 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path) -> Tra
     train_ds = data.make_dataset(
         train_examples, y_train, packer, batch_size=tc.batch_size, training=True, seed=tc.seed,
         pad_to=pad_to, shuffle_buffer=config.data.shuffle_buffer, repeat=True, drop_remainder=static_shapes,
+        epochs=tc.epochs,
     )
     val_ds = (
         data.make_dataset(val_examples, y_val, packer, batch_size=tc.batch_size, pad_to=pad_to)

@@ -1,0 +1,172 @@
+"""Strategies: MirroredStrategy on 2 logical CPUs, two local workers, TPU errors, mixed precision."""
+
+import json
+import pathlib
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import REPO, run_python
+from tfft import distribute, train
+from tfft.config import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+
+def _base_overrides(tmp_path, data_dir, tiny_preset, *extra):
+    return [
+        "name=dist",
+        f"model.backbone={tiny_preset}",
+        "model.sequence_length=32",
+        "model.dropout=0.0",
+        "model.freeze_layers=1",
+        f"data.train={data_dir / 'train.csv'}",
+        f"data.validation={data_dir / 'validation.csv'}",
+        "data.max_train_examples=320",
+        "train.epochs=2",
+        "train.batch_size=16",
+        "train.learning_rate=1e-2",
+        f"export.base_dir={tmp_path / 'saved_models'}",
+        *extra,
+    ]
+
+
+MIRRORED = """
+import json, logging, sys
+import numpy as np
+logging.basicConfig(level=logging.INFO)
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tfft import train
+from tfft.config import load_config
+base, root = json.loads(sys.argv[1]), sys.argv[2]
+out = {}
+for strategy in ["default", "mirrored"]:
+    config = load_config(None, base + [f"train.strategy={strategy}", f"output_dir={root}/{strategy}"])
+    result = train.run(config)
+    out[strategy] = {
+        "loss": result.history["loss"],
+        "replicas": result.model.distribute_strategy.num_replicas_in_sync,
+        "head": result.model.get_layer("head").kernel.numpy().tolist(),
+        "accuracy": result.metrics["accuracy"],
+    }
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_mirrored_on_two_cpus_matches_one_device(tmp_path, data_dir, deterministic_preset):
+    base = _base_overrides(tmp_path, data_dir, deterministic_preset, "export.enabled=false")
+    result = run_python(MIRRORED, json.dumps(base), str(tmp_path))
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = json.loads(result.stdout.split("RESULT ")[-1])
+    assert (out["default"]["replicas"], out["mirrored"]["replicas"]) == (1, 2)
+    # Same global batch and seed: the same losses, up to float summation order.
+    np.testing.assert_allclose(out["mirrored"]["loss"], out["default"]["loss"], rtol=1e-4)
+    np.testing.assert_allclose(out["mirrored"]["head"], out["default"]["head"], atol=1e-4)
+    assert "Strategy: MirroredStrategy, 2 replica(s) in sync" in result.stderr
+
+
+WORKER = """
+import json, os, sys
+import numpy as np
+from tfft import train
+from tfft.config import load_config
+base, weights_path = json.loads(sys.argv[1]), sys.argv[2]
+result = train.run(load_config(None, base))
+np.savez(weights_path, *[w.numpy() for w in result.model.weights])
+print("RESULT " + json.dumps({"output_dir": result.output_dir, "export": result.export_path}))
+"""
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path, data_dir, deterministic_preset):
+    import os
+
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    base = _base_overrides(
+        tmp_path, data_dir, deterministic_preset, "train.strategy=multi_worker", f"output_dir={tmp_path / 'run'}"
+    )
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER, json.dumps(base), str(tmp_path / f"weights_{index}.npz")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+        ))
+    outputs = []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0, stderr[-4000:]
+        outputs.append(json.loads(stdout.split("RESULT ")[-1]))
+    chief, other = outputs
+    with np.load(tmp_path / "weights_0.npz") as a, np.load(tmp_path / "weights_1.npz") as b:
+        assert len(a.files) == len(b.files) > 0
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])
+    # Only the chief wrote: metrics, checkpoints and one export; the worker's folder is gone.
+    assert chief["output_dir"] == str(tmp_path / "run")
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert chief["export"] and other["export"] is None
+    assert sorted(p.name for p in (tmp_path / "saved_models" / "dist").iterdir()) == ["1"]
+    assert not pathlib.Path(other["output_dir"]).exists()
+
+
+@pytest.mark.parametrize("tpu, where", [("", "the local/Colab TPU"), ("grpc://127.0.0.1:1", "grpc://127.0.0.1:1")])
+def test_tpu_strategy_without_a_tpu_fails_fast(tpu, where):
+    import time
+
+    started = time.time()
+    with pytest.raises(distribute.StrategyError, match=f"No TPU was found at '{where}'"):
+        distribute.create_strategy(TrainConfig(strategy="tpu", tpu=tpu))
+    assert time.time() - started < 30
+
+
+def test_multi_worker_without_tf_config_is_explained(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(distribute.StrategyError, match="needs TF_CONFIG"):
+        distribute.create_strategy(TrainConfig(strategy="multi_worker"))
+
+
+def test_auto_picks_default_on_a_cpu_machine(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("COLAB_TPU_ADDR", raising=False)
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    strategy = distribute.create_strategy(TrainConfig(strategy="auto"))
+    assert strategy.num_replicas_in_sync == 1 and distribute.is_chief(strategy)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_keeps_the_head_float32(make_config, policy):
+    config = make_config(f"train.mixed_precision={policy}", "train.epochs=1", "data.max_train_examples=64", "model.freeze_layers=0")
+    result = train.run(config)
+    model = result.model
+    compute = "bfloat16" if policy == "mixed_bfloat16" else "float16"
+    assert model.backbone.get_layer("transformer_layer_1").compute_dtype == compute
+    assert model.get_layer("head").compute_dtype == "float32"
+    assert model.outputs[0].dtype == "float32"
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
+    assert np.isfinite(result.history["loss"]).all()
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored for the caller
+
+
+def test_jit_compile_and_steps_per_execution(make_config):
+    result = train.run(make_config("train.jit_compile=true", "train.steps_per_execution=4", "train.pad_to=buckets",
+                                   "train.epochs=1", "data.max_train_examples=128"))
+    assert np.isfinite(result.history["loss"]).all()
+    assert result.model.jit_compile

@@ -167,3 +167,19 @@ def test_pair_task_signature(untrained, tmp_path):
     first, second = tf.constant(["the movie", "", "ü"]), tf.constant(["was great", "dull", ""])
     got = serve(text=first, text_pair=second)["probabilities"]
     np.testing.assert_allclose(got, model(packer(first, second)), atol=1e-5)
+
+
+def test_remote_base_dir_gets_versions_with_saved_model_pb_last(untrained, monkeypatch):
+    """`gs://` goes through tf.io.gfile; TF's in-memory `ram://` filesystem stands in for it."""
+    model, packer = untrained
+    copied = []
+    real_copy = tf.io.gfile.copy
+    monkeypatch.setattr(tf.io.gfile, "copy", lambda src, dst, *a, **k: (copied.append(dst), real_copy(src, dst, *a, **k)))
+    base = "ram://exports/tiny"
+    first = export.write_saved_model(model, packer, ["a", "b", "c"], base, warmup_requests=1)
+    second = export.write_saved_model(model, packer, ["a", "b", "c"], base, warmup_requests=1)
+    assert (first, second) == (f"{base}/1", f"{base}/2")
+    assert export.versions(base) == [1, 2]
+    assert copied[-1].endswith("/2/saved_model.pb")  # TF Serving waits for this file: it goes last
+    assert any(path.endswith("/2/assets/labels.txt") for path in copied)
+    assert tf.io.gfile.exists(f"{base}/2/{export.WARMUP_FILE}")

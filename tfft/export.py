@@ -28,6 +28,7 @@ import logging
 import os
 import pathlib
 import shutil
+import tempfile
 import uuid
 
 import keras
@@ -45,7 +46,7 @@ WARMUP_TEXTS = [
 ]
 
 
-def export_model(model: keras.Model, packer, label_names: list[str], config) -> pathlib.Path:
+def export_model(model: keras.Model, packer, label_names: list[str], config) -> pathlib.Path | str:
     """Exports a trained classifier to `<export.base_dir>/<name>/<next version>/`.
 
     Args:
@@ -56,25 +57,31 @@ def export_model(model: keras.Model, packer, label_names: list[str], config) -> 
             `data.text_pair_column` is set.
 
     Returns:
-        The path of the new version folder.
+        The path of the new version folder (a string for remote paths).
     """
     return write_saved_model(
         model,
         packer,
         label_names,
-        pathlib.Path(config.export.base_dir) / config.name,
+        f"{config.export.base_dir.rstrip('/')}/{config.name}",
         pair=bool(config.data.text_pair_column),
         model_name=config.name,
         warmup_requests=config.export.warmup_requests,
     )
 
 
+def is_remote(path: str | pathlib.Path) -> bool:
+    """Whether `path` is on a TF filesystem such as `gs://` rather than local disk."""
+    return "://" in str(path)
+
+
 def versions(base_dir: str | pathlib.Path) -> list[int]:
     """The integer version folders under `base_dir`, ascending."""
-    base_dir = pathlib.Path(base_dir)
-    if not base_dir.is_dir():
+    base_dir = str(base_dir)
+    if not tf.io.gfile.isdir(base_dir):
         return []
-    return sorted(int(p.name) for p in base_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    names = [name.rstrip("/") for name in tf.io.gfile.listdir(base_dir)]
+    return sorted(int(name) for name in names if name.isdigit())
 
 
 def write_saved_model(
@@ -86,8 +93,19 @@ def write_saved_model(
     pair: bool = False,
     model_name: str = "model",
     warmup_requests: int = 3,
-) -> pathlib.Path:
-    """Writes the next version of `base_dir` atomically; see the module docstring."""
+) -> pathlib.Path | str:
+    """Writes the next version of `base_dir` atomically; see the module docstring.
+
+    A remote `base_dir` (`gs://...`) is written locally first, then copied
+    with `saved_model.pb` last: TF Serving loads a version only once that
+    file exists, and object stores have no atomic rename.
+    """
+    if is_remote(base_dir):
+        with tempfile.TemporaryDirectory(prefix="tfft_export_") as local:
+            version = write_saved_model(
+                model, packer, label_names, local, pair=pair, model_name=model_name, warmup_requests=warmup_requests
+            )
+            return _upload(version, str(base_dir))
     base_dir = pathlib.Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
     staging = base_dir / f".staging-{uuid.uuid4().hex}"  # TF Serving skips non-integer names.
@@ -102,6 +120,21 @@ def write_saved_model(
         final = _publish(staging, base_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    logger.info("Exported SavedModel %s", final)
+    return final
+
+
+def _upload(local_version: pathlib.Path, base_dir: str) -> str:
+    version = (versions(base_dir) or [0])[-1] + 1
+    final = f"{base_dir.rstrip('/')}/{version}"
+    if tf.io.gfile.exists(final):
+        raise FileExistsError(f"`{final}` appeared while exporting; export again to get the next version.")
+    files = sorted(p for p in local_version.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.name == "saved_model.pb")  # The file TF Serving waits for goes last.
+    for path in files:
+        target = f"{final}/{path.relative_to(local_version).as_posix()}"
+        tf.io.gfile.makedirs(target.rsplit("/", 1)[0])
+        tf.io.gfile.copy(str(path), target)
     logger.info("Exported SavedModel %s", final)
     return final
 

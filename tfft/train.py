@@ -75,18 +75,22 @@ class TrainResult:
     output_dir: str
 
 
-def run(config: Config) -> TrainResult:
+def run(config: Config, strategy: tf.distribute.Strategy | None = None) -> TrainResult:
     """Fine-tunes `config.model.backbone` on `config.data` and evaluates and exports it.
 
     Args:
         config: `tfft.config.Config`. Validated again here; the run writes it
             to `<output_dir>/config.yaml`.
+        strategy: `tf.distribute.Strategy` or None. One made already (e.g. a
+            notebook's `TPUStrategy`); None makes the one `train.strategy`
+            names.
 
     Returns:
         A `TrainResult`.
     """
     config.validate()
-    strategy = distribute.create_strategy(config.train)  # First: multi-worker needs it before other ops.
+    if strategy is None:
+        strategy = distribute.create_strategy(config.train)  # First: multi-worker needs it before other ops.
     chief = distribute.is_chief(strategy)
     output_dir = pathlib.Path(distribute.worker_dir(config.output_dir, strategy))
     policy = keras.mixed_precision.global_policy()

@@ -37,7 +37,9 @@ def sentiment_rows(n: int, seed: int = 0, integer_labels: bool = False) -> list[
     for _ in range(n):
         positive = rng.random() < 0.5
         adjective = rng.choice(POSITIVE if positive else NEGATIVE)
-        text = f"the {rng.choice(NOUNS)} was {adjective} and the {rng.choice(NOUNS)} was fine"
+        # Short on purpose: a tiny random backbone leaves the loss plateau within
+        # an epoch on every seed tried; with a second clause one seed in four did not.
+        text = f"the {rng.choice(NOUNS)} was {adjective}"
         label = ("1" if positive else "0") if integer_labels else ("pos" if positive else "neg")
         rows.append((text, label))
     return rows

@@ -53,7 +53,7 @@ def test_train_from_yaml_with_overrides(tmp_path, data_dir, tiny_preset):
     assert (model_dir / "saved_model.pb").is_file()
 
     # `tfft predict` from the SavedModel alone.
-    rows = [("the plot was superb and the meal was fine", "pos"), ("the cast was awful", "neg"), ("", "neg")]
+    rows = [("the plot was superb", "pos"), ("the cast was awful", "neg"), ("", "neg")]
     write_csv(tmp_path / "new.csv", rows)
     with flagsaver.flagsaver(model=str(model_dir), input=str(tmp_path / "new.csv"), output=str(tmp_path / "p.csv")):
         assert cli.main(["tfft", "predict"]) == 0

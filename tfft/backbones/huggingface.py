@@ -13,6 +13,7 @@ import pathlib
 
 import keras
 import keras_hub
+import tensorflow as tf
 
 from tfft.backbones.base import (
     BackboneSource,
@@ -91,8 +92,51 @@ def wordpiece_tokenizer(spec: str, model_type: str):
     lowercase = bool(tokenizer_config.get("do_lower_case", True))
     strip_accents = tokenizer_config.get("strip_accents")
     strip_accents = lowercase if strip_accents is None else bool(strip_accents)
-    cls = keras_hub.models.BertTokenizer if model_type == "bert" else keras_hub.models.DistilBertTokenizer
-    return cls(vocabulary=str(vocab), lowercase=lowercase, strip_accents=strip_accents)
+    cls = _LOWERCASING_TOKENIZERS[model_type] if lowercase else _TOKENIZERS[model_type]
+    return cls(vocabulary=str(vocab), lowercase=False, strip_accents=strip_accents)
+
+
+def _lowercase_like_python(cls):
+    """`cls`, lowercasing as Hugging Face does (`str.lower`), not by Unicode case folding.
+
+    keras-hub's `lowercase=True` case-folds, which turns "Straße" into
+    "strasse"; Hugging Face keeps "straße". The subclass lowercases first and
+    leaves keras-hub's own lowercasing off.
+    """
+
+    class PythonLowercase(cls):
+        def tokenize(self, inputs, *args, **kwargs):
+            return super().tokenize(tf.strings.lower(inputs, encoding="utf-8"), *args, **kwargs)
+
+    PythonLowercase.__name__ = f"Lowercase{cls.__name__}"
+    return PythonLowercase
+
+
+_TOKENIZERS = {"bert": keras_hub.models.BertTokenizer, "distilbert": keras_hub.models.DistilBertTokenizer}
+_LOWERCASING_TOKENIZERS = {name: _lowercase_like_python(cls) for name, cls in _TOKENIZERS.items()}
+
+
+def fold_token_type_embedding(backbone, spec: str) -> None:
+    """Adds RoBERTa's single token-type embedding to the position embeddings.
+
+    Hugging Face RoBERTa adds `token_type_embeddings[0]` to every token;
+    keras-hub's RoBERTa has no such table and its converter drops it. That is
+    harmless for checkpoints converted from fairseq, where the row is zero,
+    but wrong for any other. Both are added before the embedding LayerNorm,
+    so folding the row into every position embedding is exact.
+    """
+    from safetensors import safe_open
+
+    path = read_checkpoint_file(spec, "model.safetensors")
+    with safe_open(str(path), framework="np") as tensors:
+        keys = [k for k in tensors.keys() if k.endswith("embeddings.token_type_embeddings.weight")]
+        if not keys:
+            return
+        row = tensors.get_tensor(keys[0])[0]
+    if not row.any():
+        return
+    positions = backbone.embeddings.position_embedding.position_embeddings
+    positions.assign(positions.numpy() + row[None, :])
 
 
 class HuggingFaceCheckpoint(BackboneSource):
@@ -124,6 +168,8 @@ class HuggingFaceCheckpoint(BackboneSource):
     def backbone(self) -> keras.Model:
         backbone = keras_hub.models.Backbone.from_preset(self.config.backbone)
         check_sequence_length(self.config, getattr(backbone, "max_sequence_length", None))
+        if self.model_type in ("roberta", "xlm-roberta"):
+            fold_token_type_embedding(backbone, self.config.backbone)
         return with_pooled_output(backbone)
 
     def layer_groups(self, backbone: keras.Model) -> LayerGroups:

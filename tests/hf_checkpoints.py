@@ -1,0 +1,75 @@
+"""Tiny Hugging Face checkpoints written by the tests (PyTorch `transformers` + tokenizer files)."""
+
+from __future__ import annotations
+
+import pathlib
+import random
+
+from conftest import NEGATIVE, NOUNS, POSITIVE, VOCABULARY
+
+WORDPIECES = ["##s", "##ed", "##ing", "##ly", "a", "is", "not", "very", "it", "this", "film", "good", "bad"]
+
+
+def parity_sentences(n: int = 1000, seed: int = 0) -> list[str]:
+    """Mixed case, punctuation, accents, CJK, emoji, digits, whitespace runs and over-long texts."""
+    rng = random.Random(seed)
+    words = POSITIVE + NEGATIVE + NOUNS + ["the", "was", "and", "it's", "don't", "U.S.A.", "e-mail", "3.14", "$5"]
+    odd = ["Café", "naïve", "Straße", "über", "東京", "映画", "😀", "—", "«quote»", "ÉCOLE", "Ñandú", "x²", "\t", "  "]
+    sentences = []
+    for i in range(n):
+        length = rng.choice([1, 3, 8, 15]) if i % 20 else rng.randint(60, 120)  # every 20th is over-long
+        tokens = [rng.choice(odd) if rng.random() < 0.15 else rng.choice(words) for _ in range(length)]
+        tokens = [t.upper() if rng.random() < 0.1 else t.capitalize() if rng.random() < 0.2 else t for t in tokens]
+        sentence = " ".join(tokens) + rng.choice(["", ".", "!", "?!", " ...", ","])
+        sentences.append(sentence)
+    return sentences
+
+
+def _corpus() -> list[str]:
+    return parity_sentences(400, seed=1)
+
+
+def write_bert(path: pathlib.Path, distil: bool = False) -> pathlib.Path:
+    import transformers
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = VOCABULARY + [w for w in WORDPIECES if w not in VOCABULARY]
+    (path / "vocab.txt").write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
+    if distil:
+        config = transformers.DistilBertConfig(
+            vocab_size=len(vocab), dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64
+        )
+        # Saved as the Hub's checkpoints are (keys prefixed `distilbert.`): keras-hub's
+        # converter does not read a bare DistilBertModel's unprefixed keys.
+        model = transformers.DistilBertForMaskedLM(config)
+        tokenizer = transformers.DistilBertTokenizerFast(str(path / "vocab.txt"), do_lower_case=True)
+    else:
+        config = transformers.BertConfig(
+            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=64,
+        )
+        model = transformers.BertModel(config)
+        tokenizer = transformers.BertTokenizerFast(str(path / "vocab.txt"), do_lower_case=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_roberta(path: pathlib.Path) -> pathlib.Path:
+    """A byte-level BPE checkpoint, with a BPE vocabulary trained on the parity corpus."""
+    import tokenizers
+    import transformers
+
+    path.mkdir(parents=True, exist_ok=True)
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(_corpus(), vocab_size=400, min_frequency=2,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(path))  # vocab.json, merges.txt
+    tokenizer = transformers.RobertaTokenizerFast(str(path / "vocab.json"), str(path / "merges.txt"))
+    config = transformers.RobertaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1,
+    )
+    transformers.RobertaForMaskedLM(config).save_pretrained(path, safe_serialization=True)  # as on the Hub
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,173 @@
+"""Backbone sources: Hugging Face checkpoint folders and `transformers` TF models."""
+
+import json
+import pathlib
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import SHARED_DATA
+from tfft import train
+from tfft.backbones import resolve
+from tfft.config import ConfigError, ModelConfig
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import hf_checkpoints  # noqa: E402
+
+MINILM = SHARED_DATA / "all_minilm_l6_v2"
+BERT_TINY_TOKENIZER = SHARED_DATA / "bert_tiny_tokenizer"
+
+
+def _source(path, source="auto", sequence_length=32):
+    backbone = resolve(ModelConfig(backbone=str(path), source=source, sequence_length=sequence_length))
+    backbone.prepare(None, None)
+    return backbone
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    torch.manual_seed(0)
+    return {
+        "bert": hf_checkpoints.write_bert(root / "bert"),
+        "distilbert": hf_checkpoints.write_bert(root / "distilbert", distil=True),
+        "roberta": hf_checkpoints.write_roberta(root / "roberta"),
+    }
+
+
+def test_unsupported_model_type_lists_the_supported_ones(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
+    with pytest.raises(ConfigError, match="model_type='gpt_neox'.*Supported model types: bert, distilbert, roberta, xlm-roberta, albert"):
+        _source(tmp_path)
+
+
+def test_pickled_weights_are_never_loaded(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not to be unpickled")
+    with pytest.raises(ConfigError, match="has no model.safetensors. tfft does not unpickle pytorch_model.bin"):
+        _source(tmp_path)
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta"])
+def test_converted_backbone_equals_the_transformers_model(checkpoints, arch):
+    path = checkpoints[arch]
+    source = _source(path)
+    backbone = source.backbone()
+    features = source.packer()(tf.constant(["the movie was great", "Café 東京 😀 was dull!"]))
+    ours = backbone(features)["sequence_output"].numpy()
+    reference = transformers.AutoModel.from_pretrained(path).eval()
+    with torch.no_grad():
+        theirs = reference(
+            input_ids=torch.tensor(features["token_ids"].numpy(), dtype=torch.long),
+            attention_mask=torch.tensor(features["padding_mask"].numpy(), dtype=torch.long),
+        ).last_hidden_state.numpy()
+    mask = features["padding_mask"].numpy().astype(bool)
+    np.testing.assert_allclose(ours[mask], theirs[mask], atol=1e-4)
+    assert len(source.layer_groups(backbone).encoder) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "roberta"])
+def test_each_architecture_fine_tunes(checkpoints, make_config, arch):
+    result = train.run(make_config(f"model.backbone={checkpoints[arch]}", "train.epochs=1", "data.max_train_examples=64"))
+    assert np.isfinite(result.history["loss"]).all()
+    assert result.metrics["examples"] == 96
+
+
+def test_wordpiece_ids_equal_the_transformers_tokenizer():
+    if not BERT_TINY_TOKENIZER.is_dir():
+        pytest.skip(f"{BERT_TINY_TOKENIZER} is missing")
+    _assert_tokenizer_parity(BERT_TINY_TOKENIZER, "bert")
+
+
+def _has_whitespace_run(sentence):
+    return re.search(r"\s\s", sentence) is not None
+
+
+def test_byte_level_bpe_ids_equal_the_transformers_tokenizer(checkpoints):
+    sentences = [s for s in hf_checkpoints.parity_sentences(4000) if not _has_whitespace_run(s)][:1000]
+    assert len(sentences) == 1000
+    _assert_tokenizer_parity(checkpoints["roberta"], "roberta", sentences=sentences)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="keras-hub's byte-level BPE pre-tokenizer (RE2, no lookahead) keeps a run of n spaces before a word "
+    "together, where GPT-2's `\\s+(?!\\S)` gives the last space to the word. Remove this mark once it passes.",
+)
+def test_byte_level_bpe_whitespace_runs(checkpoints):
+    sentences = [s for s in hf_checkpoints.parity_sentences(1000) if _has_whitespace_run(s)]
+    _assert_tokenizer_parity(checkpoints["roberta"], "roberta", sentences=sentences)
+
+
+def _assert_tokenizer_parity(path, kind, sequence_length=48, sentences=None):
+    from tfft.backbones.huggingface import HuggingFaceCheckpoint
+
+    sentences = sentences or hf_checkpoints.parity_sentences(1000)
+    if kind == "bert":  # a tokenizer folder without weights: build only the packer
+        source = HuggingFaceCheckpoint(ModelConfig(backbone=str(path), sequence_length=sequence_length))
+        source.model_type = "bert"
+    else:
+        source = _source(path, sequence_length=sequence_length)
+    ours = source.packer()(tf.constant(sentences))["token_ids"].numpy()
+    reference = transformers.AutoTokenizer.from_pretrained(path)
+    theirs = reference(sentences, max_length=sequence_length, truncation=True, padding="max_length")["input_ids"]
+    mismatched = [(s, a.tolist(), b) for s, a, b in zip(sentences, ours, theirs, strict=True) if a.tolist() != list(b)]
+    assert not mismatched, f"{len(mismatched)} of {len(sentences)} differ, e.g. {mismatched[0]}"
+
+
+@pytest.fixture(scope="module")
+def tf_bert(tmp_path_factory):
+    """A tiny `transformers` TF BERT saved as tf_model.h5, with a vocab.txt."""
+    path = tmp_path_factory.mktemp("tf_bert")
+    hf_checkpoints.write_bert(path)
+    (path / "model.safetensors").unlink()
+    tf_model = transformers.TFBertModel(transformers.BertConfig.from_pretrained(path), name="tf_bert_model")
+    tf_model(tf_model.dummy_inputs)
+    tf_model.save_pretrained(path)
+    return path
+
+
+@pytest.mark.slow
+def test_transformers_source_trains_freezes_and_exports(tf_bert, make_config, tmp_path):
+    config = make_config(f"model.backbone={tf_bert}", "model.source=transformers", "model.freeze_layers=1",
+                         "train.epochs=2", "export.enabled=true")
+    result = train.run(config)
+    assert np.isfinite(result.history["loss"]).all()
+    groups = _source(tf_bert, "transformers").layer_groups(result.model.backbone)
+    fresh = transformers.TFBertModel.from_pretrained(tf_bert)
+    def by_name(weights):  # without the per-instance model name ("tf_bert_model_1/...")
+        return {w.name.split(":")[0].split("/", 1)[1]: w.numpy() for w in weights}
+
+    before = by_name(fresh.weights)
+    trained = by_name(result.model.backbone.get_layer("transformers_encoder")._hf_model[0].weights)
+    frozen = [k for k in before if "/embeddings/" in k or "/layer_._0/" in k]
+    trainable = [k for k in before if "/layer_._1/" in k]
+    assert frozen and trainable and groups.encoder
+    for key in frozen:
+        assert np.array_equal(before[key], trained[key]), f"{key} is frozen but changed"
+    assert any(not np.array_equal(before[key], trained[key]) for key in trainable)
+
+    import tensorflow_text  # noqa: F401
+
+    texts = ["the movie was great", "Café was dull", ""]
+    served = tf.saved_model.load(result.export_path).signatures["serving_default"](text=tf.constant(texts))
+    expected = result.model.predict(result.packer(tf.constant(texts)), verbose=0)
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_real_minilm_loads_through_both_paths_with_the_same_pooled_output():
+    if not (MINILM / "model.safetensors").is_file():
+        pytest.skip(f"{MINILM} is missing")
+    sentences = tf.constant(["A man is eating food.", "A man is eating a piece of bread.", "Héllo Wörld, café!"])
+    pooled = {}
+    for source in ("huggingface", "transformers"):
+        backbone_source = _source(MINILM, source)
+        pooled[source] = backbone_source.backbone()(backbone_source.packer()(sentences))["pooled_output"].numpy()
+    np.testing.assert_allclose(pooled["huggingface"], pooled["transformers"], atol=5e-4)
+    assert pathlib.Path(MINILM / "vocab.txt").is_file()

@@ -45,6 +45,8 @@ class ModelConfig:
             layers; `-1` freezes the whole backbone (only the head trains).
         freeze_embeddings: bool. Set to false with `freeze_layers: 0` to train
             every backbone weight.
+        pretrained: bool. Load the backbone's pretrained weights; false builds
+            the same architecture with random weights (a baseline).
         dropout: float. Dropout rate before the Dense softmax head.
         sequence_length: int. Longest packed sequence, special tokens included.
             Longer inputs are truncated and counted in the log.
@@ -54,6 +56,7 @@ class ModelConfig:
     source: Literal["auto", "keras_hub", "huggingface", "recipe", "transformers"] = "auto"
     freeze_layers: int = 2
     freeze_embeddings: bool = True
+    pretrained: bool = True
     dropout: float = 0.1
     sequence_length: int = 128
 

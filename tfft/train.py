@@ -75,7 +75,11 @@ class TrainResult:
     output_dir: str
 
 
-def run(config: Config, strategy: tf.distribute.Strategy | None = None) -> TrainResult:
+def run(
+    config: Config,
+    strategy: tf.distribute.Strategy | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+) -> TrainResult:
     """Fine-tunes `config.model.backbone` on `config.data` and evaluates and exports it.
 
     Args:
@@ -84,6 +88,8 @@ def run(config: Config, strategy: tf.distribute.Strategy | None = None) -> Train
         strategy: `tf.distribute.Strategy` or None. One made already (e.g. a
             notebook's `TPUStrategy`); None makes the one `train.strategy`
             names.
+        callbacks: list of `keras.callbacks.Callback` or None. Added after
+            tfft's own (backup, logs, best checkpoint, early stopping).
 
     Returns:
         A `TrainResult`.
@@ -95,13 +101,13 @@ def run(config: Config, strategy: tf.distribute.Strategy | None = None) -> Train
     output_dir = pathlib.Path(distribute.worker_dir(config.output_dir, strategy))
     policy = keras.mixed_precision.global_policy()
     try:
-        return _run(config, strategy, chief, output_dir)
+        return _run(config, strategy, chief, output_dir, callbacks or [])
     finally:
         keras.mixed_precision.set_global_policy(policy)  # A notebook's next cell gets its own back.
         distribute.remove_worker_dir(str(output_dir), strategy)
 
 
-def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path) -> TrainResult:
+def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_callbacks: list) -> TrainResult:
     tc = config.train
     resuming = prepare_output_dir(config, output_dir) if chief else False
     keras.utils.set_random_seed(tc.seed)
@@ -172,7 +178,10 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path) -> Tra
         epochs=tc.epochs,
         steps_per_epoch=steps,
         validation_data=val_ds,
-        callbacks=_callbacks(config, output_dir, has_validation=val_ds is not None, resuming=resuming),
+        callbacks=[
+            *_callbacks(config, output_dir, has_validation=val_ds is not None, resuming=resuming),
+            *extra_callbacks,
+        ],
         class_weight=class_weight,
         shuffle=False,  # The pipeline shuffles.
         verbose=_verbosity(),

@@ -166,9 +166,9 @@ class HuggingFaceCheckpoint(BackboneSource):
         return TextPacker(preprocessor)
 
     def backbone(self) -> keras.Model:
-        backbone = keras_hub.models.Backbone.from_preset(self.config.backbone)
+        backbone = keras_hub.models.Backbone.from_preset(self.config.backbone, load_weights=self.config.pretrained)
         check_sequence_length(self.config, getattr(backbone, "max_sequence_length", None))
-        if self.model_type in ("roberta", "xlm-roberta"):
+        if self.model_type in ("roberta", "xlm-roberta") and self.config.pretrained:
             fold_token_type_embedding(backbone, self.config.backbone)
         return with_pooled_output(backbone)
 

@@ -31,7 +31,7 @@ class KerasHubPreset(BackboneSource):
         return TextPacker(preprocessor)
 
     def backbone(self) -> keras.Model:
-        backbone = keras_hub.models.Backbone.from_preset(self.config.backbone)
+        backbone = keras_hub.models.Backbone.from_preset(self.config.backbone, load_weights=self.config.pretrained)
         check_sequence_length(self.config, getattr(backbone, "max_sequence_length", None))
         return with_pooled_output(backbone)
 

@@ -1,0 +1,74 @@
+"""Shared pieces of the benchmarks: data paths, tables, resource use, child processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import resource
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def data_dir(flag_value: str | None) -> pathlib.Path:
+    """`--data_dir`, else `$TFFT_DATA_DIR`, else `../shared/data` beside the repository."""
+    path = pathlib.Path(flag_value or os.environ.get("TFFT_DATA_DIR") or REPO.parent / "shared" / "data")
+    if not (path / "all_minilm_l6_v2" / "model.safetensors").is_file():
+        raise SystemExit(f"No all_minilm_l6_v2 weights under {path}: pass --data_dir or set TFFT_DATA_DIR.")
+    return path.resolve()
+
+
+def sst2_overrides(data: pathlib.Path, train_examples: int, output_dir: str) -> list[str]:
+    overrides = [
+        f"model.backbone={data / 'all_minilm_l6_v2'}",
+        f"data.train={data / 'sst2' / 'train.tsv'}",
+        f"data.validation={data / 'sst2' / 'dev.tsv'}",
+        f"output_dir={output_dir}",
+        "train.overwrite_output_dir=true",
+        "export.enabled=false",
+    ]
+    if train_examples:
+        overrides.append(f"data.max_train_examples={train_examples}")
+    return overrides
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    def cell(value):
+        return f"{value:,.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(name: str, rows: list[dict], columns: list[str], extra: dict | None = None) -> None:
+    """Prints the table and writes it, with the rows, to benchmarks/results/<name>.{md,json}."""
+    table = markdown_table(rows, columns)
+    print(f"\n{name} ({machine()})\n\n{table}\n", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), "rows": rows, **(extra or {})}, indent=2))
+
+
+def run_child(module_code: str, *args: str, timeout: int = 3600) -> dict:
+    """Runs one measurement in a fresh process (own peak RSS); returns the JSON it prints last."""
+    path = os.pathsep.join(filter(None, [str(REPO / "benchmarks"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    proc = subprocess.run(
+        [sys.executable, "-c", module_code, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark child failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

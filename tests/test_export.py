@@ -25,10 +25,18 @@ HELD_OUT = [
 SERVE = """
 import json, sys
 
-class Blocked:  # A serving process has none of these: loading must not need them.
+import importlib.abc, importlib.machinery
+
+# A serving process has none of these: loading must not need them. `find_spec` answers
+# (TensorFlow itself probes for tf_keras) with no origin, as for a missing module; an import raises.
+class Blocked(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("keras_hub", "keras_nlp", "tfft", "tf_keras"):
-            raise ImportError(f"{name} is not available in a serving process")
+            return importlib.machinery.ModuleSpec(name, self)
+    def create_module(self, spec):
+        raise ImportError(f"{spec.name} is not available in a serving process")
+    def exec_module(self, module):
+        pass
 
 sys.meta_path.insert(0, Blocked())
 import numpy as np

@@ -73,3 +73,54 @@ def write_roberta(path: pathlib.Path) -> pathlib.Path:
     transformers.RobertaForMaskedLM(config).save_pretrained(path, safe_serialization=True)  # as on the Hub
     tokenizer.save_pretrained(path)
     return path
+
+
+def _sentencepiece_model(path: pathlib.Path, **options) -> pathlib.Path:
+    """A small unigram SentencePiece model trained on the parity corpus."""
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(_corpus()), model_writer=model, vocab_size=180, hard_vocab_limit=False,
+        model_type="unigram", character_coverage=1.0, minloglevel=2, **options,
+    )
+    path.write_bytes(model.getvalue())
+    return path
+
+
+def write_xlm_roberta(path: pathlib.Path) -> pathlib.Path:
+    """An XLM-RoBERTa checkpoint with a SentencePiece vocabulary (fairseq ids: <unk>=0, <s>=1, </s>=2)."""
+    import transformers
+
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = transformers.XLMRobertaTokenizer(str(_sentencepiece_model(path / "spm.model")))
+    config = transformers.XLMRobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1,
+    )
+    transformers.XLMRobertaForMaskedLM(config).save_pretrained(path, safe_serialization=True)  # as on the Hub
+    tokenizer.save_pretrained(path)  # sentencepiece.bpe.model
+    (path / "spm.model").unlink()
+    return path
+
+
+def write_albert(path: pathlib.Path) -> pathlib.Path:
+    """An ALBERT checkpoint (one shared layer group) with ALBERT's SentencePiece special tokens."""
+    import transformers
+
+    path.mkdir(parents=True, exist_ok=True)
+    proto = _sentencepiece_model(
+        path / "spm.model", pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, pad_piece="<pad>", unk_piece="<unk>",
+        control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+    )
+    tokenizer = transformers.AlbertTokenizer(str(proto))
+    config = transformers.AlbertConfig(
+        vocab_size=len(tokenizer), embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    transformers.AlbertForPreTraining(config).save_pretrained(path, safe_serialization=True)  # with the pooler
+    tokenizer.save_pretrained(path)  # spiece.model
+    (path / "spm.model").unlink()
+    return path

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import pathlib
+import re
 
 import keras
 import tensorflow as tf
@@ -146,21 +147,27 @@ def inner_backbone(backbone: keras.Model) -> keras.Model:
     return backbone
 
 
+_ENCODER_LAYER = re.compile(r"transformer_layer_\d+|group_\d+_inner_layer_\d+")
+
+
 def keras_hub_layer_groups(backbone: keras.Model) -> LayerGroups:
     """Layer groups of a keras-hub encoder, found by keras-hub's layer names.
 
     keras-hub names encoder blocks `transformer_layer_<i>` and embedding
     layers `*embedding*` in BERT, DistilBERT, RoBERTa and XLM-RoBERTa alike.
+    ALBERT shares one set of weights across its layers: its encoder groups are
+    the distinct blocks `group_<g>_inner_layer_<i>` (one, for the released
+    checkpoints), and its embedding projection counts as an embedding.
     """
     model = inner_backbone(backbone)
     encoder = sorted(
-        (layer for layer in model.layers if layer.name.startswith("transformer_layer_")),
-        key=lambda layer: int(layer.name.rsplit("_", 1)[1]),
+        (layer for layer in model.layers if _ENCODER_LAYER.fullmatch(layer.name)),
+        key=lambda layer: tuple(int(n) for n in re.findall(r"\d+", layer.name)),
     )
     embeddings = [layer for layer in model.layers if "embedding" in layer.name and layer.weights]
     if not encoder:
         raise ConfigError(
-            f"Backbone `{model.name}` ({type(model).__name__}) has no `transformer_layer_<i>` layers, so "
+            f"Backbone `{model.name}` ({type(model).__name__}) has no `transformer_layer_<i>` (or ALBERT `group_<g>_inner_layer_<i>`) layers, so "
             "`model.freeze_layers` cannot pick its lower layers. Use `model.freeze_layers: -1` (freeze "
             "everything) or a BERT-style encoder."
         )

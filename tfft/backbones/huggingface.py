@@ -116,6 +116,49 @@ _TOKENIZERS = {"bert": keras_hub.models.BertTokenizer, "distilbert": keras_hub.m
 _LOWERCASING_TOKENIZERS = {name: _lowercase_like_python(cls) for name, cls in _TOKENIZERS.items()}
 
 
+class AlbertNormalizingTokenizer(keras_hub.models.AlbertTokenizer):
+    """keras-hub's ALBERT tokenizer with Hugging Face's `AlbertTokenizer` text normalization.
+
+    Hugging Face lowercases (`do_lower_case`, default true) and strips accents
+    (`keep_accents`, default false) before SentencePiece; keras-hub passes the
+    text as it is, so "Café" would give other pieces than the model was
+    trained on.
+    """
+
+    def __init__(self, proto, lowercase: bool = True, strip_accents: bool = True, **kwargs):
+        self.lowercase_like_python = lowercase
+        self.strip_accents = strip_accents
+        super().__init__(proto=proto, **kwargs)
+
+    def tokenize(self, inputs, *args, **kwargs):
+        import tensorflow_text as tf_text
+
+        inputs = tf.convert_to_tensor(inputs)
+        inputs = tf.strings.regex_replace(inputs, "``|''", '"')
+        if self.strip_accents:
+            inputs = tf.strings.regex_replace(tf_text.normalize_utf8(inputs, "NFKD"), r"\p{Mn}", "")
+        if self.lowercase_like_python:
+            inputs = tf.strings.lower(inputs, encoding="utf-8")
+        return super().tokenize(inputs, *args, **kwargs)
+
+    def get_config(self):
+        return {**super().get_config(), "lowercase": self.lowercase_like_python, "strip_accents": self.strip_accents}
+
+
+def albert_tokenizer(spec: str):
+    """A keras-hub ALBERT tokenizer that normalizes text as Hugging Face's does."""
+    proto = read_checkpoint_file(spec, "spiece.model")
+    if proto is None:
+        raise ConfigError(f"Hugging Face checkpoint `{spec}` (albert) has no spiece.model.")
+    tokenizer_config_path = read_checkpoint_file(spec, "tokenizer_config.json")
+    tokenizer_config = json.loads(tokenizer_config_path.read_text("utf-8")) if tokenizer_config_path else {}
+    return AlbertNormalizingTokenizer(
+        proto=str(proto),
+        lowercase=bool(tokenizer_config.get("do_lower_case", True)),
+        strip_accents=not tokenizer_config.get("keep_accents", False),
+    )
+
+
 def fold_token_type_embedding(backbone, spec: str) -> None:
     """Adds RoBERTa's single token-type embedding to the position embeddings.
 
@@ -159,6 +202,9 @@ class HuggingFaceCheckpoint(BackboneSource):
         if self.model_type in _WORDPIECE_TYPES:
             tokenizer = wordpiece_tokenizer(self.config.backbone, self.model_type)
             preprocessor = preprocessor_cls(tokenizer=tokenizer, sequence_length=self.config.sequence_length)
+        elif self.model_type == "albert":
+            tokenizer = albert_tokenizer(self.config.backbone)
+            preprocessor = preprocessor_cls(tokenizer=tokenizer, sequence_length=self.config.sequence_length)
         else:
             preprocessor = preprocessor_cls.from_preset(
                 self.config.backbone, sequence_length=self.config.sequence_length
@@ -168,7 +214,7 @@ class HuggingFaceCheckpoint(BackboneSource):
     def backbone(self) -> keras.Model:
         backbone = keras_hub.models.Backbone.from_preset(self.config.backbone, load_weights=self.config.pretrained)
         check_sequence_length(self.config, getattr(backbone, "max_sequence_length", None))
-        if self.model_type in ("roberta", "xlm-roberta") and self.config.pretrained:
+        if self.model_type == "roberta" and self.config.pretrained:  # keras-hub's XLM-R converter folds it itself.
             fold_token_type_embedding(backbone, self.config.backbone)
         return with_pooled_output(backbone)
 

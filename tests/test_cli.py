@@ -86,3 +86,24 @@ def test_python_dash_m_runs_the_cli():
     result = subprocess.run([sys.executable, "-m", "tfft", "--helpfull"], capture_output=True, text=True, cwd=REPO)
     assert "--config" in result.stdout and "--set" in result.stdout
     assert pathlib.Path(REPO / "tfft" / "__main__.py").is_file()
+
+
+def test_saved_model_export_keeps_absl_quiet(tmp_path):
+    """TF's SavedModel writer saves and restores absl's verbosity: the CLI's WARNING level must survive it."""
+    import logging
+
+    import tensorflow as tf
+    from absl import logging as absl_logging
+
+    absl_logger = logging.getLogger("absl")
+    before = absl_logger.level
+    try:
+        absl_logging.set_verbosity(absl_logging.INFO)  # as `app.run` leaves it
+        cli._setup_logging()
+        module = tf.Module()
+        module.f = tf.function(lambda x: x + 1, input_signature=[tf.TensorSpec([None], tf.float32)])
+        tf.saved_model.save(module, str(tmp_path / "m"))
+        assert absl_logger.getEffectiveLevel() == logging.WARNING
+    finally:
+        absl_logging.set_verbosity(absl_logging.INFO)
+        absl_logger.setLevel(before)

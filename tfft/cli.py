@@ -15,6 +15,7 @@ import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 COMMANDS = ("train", "evaluate", "export", "predict")
 
@@ -78,7 +79,9 @@ def main(argv: list[str]) -> int:
 def _setup_logging() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("absl", "tensorflow", "h5py"):
+    # Through absl's flag, not the logger: TF's SavedModel code saves and restores the flag's value.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    for noisy in ("tensorflow", "h5py"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -84,3 +84,14 @@ def test_null_and_types():
     assert config.data.max_train_examples == 10
     assert yaml.safe_load(config.to_yaml())["data"]["max_train_examples"] == 10
     assert isinstance(Config().train.learning_rate, float)
+
+
+def test_string_overrides_are_taken_verbatim():
+    # YAML would read `#1 String` (MRPC's column name) as a comment and `007` as the number 7.
+    config = load_config(None, ["data.train=a.csv", "data.text_column=#1 String", "data.text_pair_column=#2 String",
+                                "name=007", "data.label_column=yes"])
+    assert (config.data.text_column, config.data.text_pair_column) == ("#1 String", "#2 String")
+    assert (config.name, config.data.label_column) == ("007", "yes")
+    config = load_config(None, ["data.train=a.csv", "data.text_pair_column=null", "data.tfds_data_dir=~"])
+    assert config.data.text_pair_column is None and config.data.tfds_data_dir is None
+    assert load_config(None, ["data.train=a.csv", "train.epochs=2"]).train.epochs == 2  # other keys: YAML

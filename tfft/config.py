@@ -275,10 +275,6 @@ def apply_override(config: Config, override: str) -> None:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"Override `{override}` must have the form `section.key=value`, e.g. `train.epochs=2`.")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
     *parents, leaf = key.split(".")
     target: Any = config
     walked = []
@@ -293,7 +289,25 @@ def apply_override(config: Config, override: str) -> None:
         raise _unknown_key(key, target)
     if dataclasses.is_dataclass(getattr(target, leaf)):
         raise ConfigError(f"Override `{key}` names a section; set one of its keys, e.g. `{key}.{next(iter(_field_types(type(getattr(target, leaf)))))}=...`.")
-    setattr(target, leaf, _coerce(fields[leaf], value, key))
+    setattr(target, leaf, _coerce(fields[leaf], _parse_override_value(raw, fields[leaf]), key))
+
+
+_YAML_NULLS = ("~", "null", "Null", "NULL")
+
+
+def _parse_override_value(raw: str, hint: Any) -> Any:
+    """An override's value: verbatim for string keys, parsed as YAML for the others.
+
+    String keys (column names, paths) keep what was typed: YAML would read
+    `#1 String` (MRPC's column) as a comment and `007` as 7. `null` and `~`
+    still mean None where the key allows it.
+    """
+    if hint is str or hint == (str | None):
+        return None if raw.strip() in _YAML_NULLS and hint is not str else raw
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
 
 
 def _field_types(cls: type) -> dict[str, Any]:

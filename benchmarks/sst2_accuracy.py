@@ -3,6 +3,7 @@
     python benchmarks/sst2_accuracy.py                       # 8,000 training sentences, full dev set (872)
     python benchmarks/sst2_accuracy.py --train_examples=0    # the full train set (67,349)
     python benchmarks/sst2_accuracy.py --random_init --mrpc --cola
+    python benchmarks/sst2_accuracy.py --nosst2 --mrpc --cola  # only the MRPC and CoLA rows
 
 Reads the weights and data from --data_dir (default $TFFT_DATA_DIR, else
 ../shared/data). Prints a Markdown table and writes benchmarks/results/.
@@ -16,6 +17,7 @@ import common
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/, sst2/, mrpc/, cola/.")
 _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 8000, "Training sentences (0: all).")
+_SST2 = flags.DEFINE_bool("sst2", True, "The SST-2 row (--nosst2 to run only the rows below).")
 _RANDOM_INIT = flags.DEFINE_bool("random_init", False, "Add a row with the same architecture, random weights.")
 _MRPC = flags.DEFINE_bool("mrpc", False, "Add an MRPC row (sentence pairs; accuracy and F1).")
 _COLA = flags.DEFINE_bool("cola", False, "Add a CoLA row (Matthews correlation).")
@@ -41,7 +43,7 @@ def main(argv):
     data = common.data_dir(_DATA_DIR.value)
     n = _TRAIN_EXAMPLES.value
     base = common.sst2_overrides(data, n, "runs/bench_accuracy")
-    runs = [("SST-2", "MiniLM-L6 pretrained", base, "accuracy")]
+    runs = [("SST-2", "MiniLM-L6 pretrained", base, "accuracy")] if _SST2.value else []
     if _RANDOM_INIT.value:
         runs.append(("SST-2", "MiniLM-L6 random init", [*base, "model.pretrained=false"], "accuracy"))
     if _MRPC.value:

@@ -193,3 +193,56 @@ def test_real_minilm_loads_through_both_paths_with_the_same_pooled_output():
         pooled[source] = backbone_source.backbone()(backbone_source.packer()(sentences))["pooled_output"].numpy()
     np.testing.assert_allclose(pooled["huggingface"], pooled["transformers"], atol=5e-4)
     assert pathlib.Path(MINILM / "vocab.txt").is_file()
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """`huggingface_hub.hf_hub_download` over local folders: `repos[id] = folder`.
+
+    Files land in a snapshot folder per id, one by one, as the real one puts
+    them; a missing file raises `EntryNotFoundError`.
+    """
+    import shutil
+
+    import huggingface_hub
+    from huggingface_hub.utils import EntryNotFoundError
+
+    repos, fetched = {}, []
+
+    def hf_hub_download(repo_id, filename, **kwargs):
+        source = pathlib.Path(repos[repo_id]) / filename
+        if not source.is_file():
+            raise EntryNotFoundError(f"{filename} is not in {repo_id}")
+        target = tmp_path / "hub_cache" / repo_id / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+        fetched.append((repo_id, filename))
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    return repos, fetched
+
+
+def _pooled(source):
+    return source.backbone()(source.packer()(tf.constant(["the movie was great", "Café was dull!"])))["pooled_output"]
+
+
+@pytest.mark.parametrize("source", ["huggingface", "transformers"])
+def test_hf_ids_load_like_local_folders(fake_hub, checkpoints, tf_bert, source):
+    repos, fetched = fake_hub
+    local = checkpoints["bert"] if source == "huggingface" else tf_bert
+    repos["org/tiny-bert"] = local
+    np.testing.assert_allclose(_pooled(_source("hf://org/tiny-bert", source)), _pooled(_source(local, source)),
+                               atol=1e-6)
+    assert ("org/tiny-bert", "config.json") in fetched
+    assert not any(name.endswith(".bin") for _, name in fetched)  # never asks for pickles
+
+
+def test_tf_model_h5_wins_over_a_pytorch_safetensors_beside_it(tf_bert, checkpoints, tmp_path):
+    """Hub repos often hold both; transformers would pick the safetensors and fail to read it into TF."""
+    import shutil
+
+    both = shutil.copytree(tf_bert, tmp_path / "both")
+    shutil.copy(checkpoints["bert"] / "model.safetensors", both / "model.safetensors")
+    np.testing.assert_allclose(_pooled(_source(both, "transformers")), _pooled(_source(tf_bert, "transformers")),
+                               atol=1e-6)

@@ -47,13 +47,23 @@ def _attribute(obj, path: str):
 
 
 def load_tf_model(spec: str):
-    """A built `TFAutoModel` with the checkpoint's weights, never from pickles."""
+    """A built `TFAutoModel` with the checkpoint's weights, never from pickles.
+
+    Args:
+        spec: str. A checkpoint folder or `hf://<id>`; files of an id are
+            fetched one by one (`read_checkpoint_file`), then loaded locally.
+    """
     transformers = _import_transformers()
     from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
-    config = transformers.AutoConfig.from_pretrained(spec, trust_remote_code=False)
-    if read_checkpoint_file(spec, "tf_model.h5") is not None:
-        return transformers.TFAutoModel.from_pretrained(spec, trust_remote_code=False)
+    config = transformers.AutoConfig.from_pretrained(str(read_checkpoint_file(spec, "config.json")))
+    h5_path = read_checkpoint_file(spec, "tf_model.h5")
+    if h5_path is not None:
+        # `use_safetensors=False`: beside tf_model.h5, transformers would prefer a PyTorch-format
+        # model.safetensors, which it cannot read into a TF model.
+        return transformers.TFAutoModel.from_pretrained(
+            str(h5_path.parent), config=config, use_safetensors=False, trust_remote_code=False
+        )
     safetensors_path = read_checkpoint_file(spec, "model.safetensors")
     if safetensors_path is None:
         raise ConfigError(
@@ -132,7 +142,6 @@ class TransformersModel(BackboneSource):
         del train_texts, output_dir
         _import_transformers()
         spec = self.config.backbone
-        self.spec = spec[len("hf://") :] if spec.startswith("hf://") else spec
         self.model_type = checkpoint_config(spec).get("model_type")
         if self.model_type not in SUPPORTED_MODEL_TYPES:
             raise ConfigError(
@@ -148,7 +157,7 @@ class TransformersModel(BackboneSource):
         return TextPacker(preprocessor)
 
     def backbone(self) -> keras.Model:
-        encoder = TransformersEncoder(load_tf_model(self.spec), self.model_type, name="transformers_encoder")
+        encoder = TransformersEncoder(load_tf_model(self.config.backbone), self.model_type, name="transformers_encoder")
         check_sequence_length(self.config, encoder.max_sequence_length)
         inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in ("token_ids", "segment_ids", "padding_mask")}
         return keras.Model(inputs, encoder(inputs), name="transformers_backbone")

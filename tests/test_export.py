@@ -39,6 +39,9 @@ class Blocked(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 sys.meta_path.insert(0, Blocked())
+import os
+# Importing transformers' TF code (earlier tests) sets this for the whole process tree; a server has none of it.
+os.environ.pop("TF_USE_LEGACY_KERAS", None)
 import numpy as np
 import tensorflow as tf
 import tensorflow_text  # registers the tokenizer ops

@@ -77,6 +77,12 @@ def checkpoint_model_type(spec: str) -> str:
     return model_type
 
 
+def checkpoint_tokenizer_config(spec: str) -> dict:
+    """The checkpoint's `tokenizer_config.json`, or {} when it has none."""
+    path = read_checkpoint_file(spec, "tokenizer_config.json")
+    return json.loads(path.read_text("utf-8")) if path else {}
+
+
 def wordpiece_tokenizer(spec: str, model_type: str):
     """A keras-hub WordPiece tokenizer that matches Hugging Face's `BertTokenizer`.
 
@@ -87,8 +93,7 @@ def wordpiece_tokenizer(spec: str, model_type: str):
     vocab = read_checkpoint_file(spec, "vocab.txt")
     if vocab is None:
         raise ConfigError(f"Hugging Face checkpoint `{spec}` ({model_type}) has no vocab.txt.")
-    tokenizer_config_path = read_checkpoint_file(spec, "tokenizer_config.json")
-    tokenizer_config = json.loads(tokenizer_config_path.read_text("utf-8")) if tokenizer_config_path else {}
+    tokenizer_config = checkpoint_tokenizer_config(spec)
     lowercase = bool(tokenizer_config.get("do_lower_case", True))
     strip_accents = tokenizer_config.get("strip_accents")
     strip_accents = lowercase if strip_accents is None else bool(strip_accents)
@@ -150,8 +155,7 @@ def albert_tokenizer(spec: str):
     proto = read_checkpoint_file(spec, "spiece.model")
     if proto is None:
         raise ConfigError(f"Hugging Face checkpoint `{spec}` (albert) has no spiece.model.")
-    tokenizer_config_path = read_checkpoint_file(spec, "tokenizer_config.json")
-    tokenizer_config = json.loads(tokenizer_config_path.read_text("utf-8")) if tokenizer_config_path else {}
+    tokenizer_config = checkpoint_tokenizer_config(spec)
     return AlbertNormalizingTokenizer(
         proto=str(proto),
         lowercase=bool(tokenizer_config.get("do_lower_case", True)),

@@ -163,6 +163,9 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
             jit_compile=tc.jit_compile,
             steps_per_execution=tc.steps_per_execution,
         )
+        # Built here, not lazily in the first trace: variables made while
+        # tracing make tf.function trace the whole train step twice.
+        optimizer.build(model.trainable_variables)
     trainable, total = count_parameters(model.trainable_weights), count_parameters(model.weights)
     logger.info(
         "Model: %s backbone `%s`, %s of %s parameters trainable (%.1f%%); %d steps/epoch x %d epochs, "

@@ -19,6 +19,17 @@ def packer(tiny_preset):
     return source.packer()
 
 
+@pytest.fixture(scope="module")
+def long_packer(tiny_preset):
+    """Sequence length 64: three bucket lengths, 16, 32 and 64."""
+    from tfft.backbones import resolve
+    from tfft.config import ModelConfig
+
+    source = resolve(ModelConfig(backbone=str(tiny_preset), sequence_length=64))
+    source.prepare(None, None)
+    return source.packer()
+
+
 def test_reads_csv_tsv_jsonl(tmp_path):
     write_csv(tmp_path / "a.csv", [("hello, world", "pos"), ('say "hi"', "neg")])
     (tmp_path / "a.tsv").write_text('text\tlabel\nhello, "world\tpos\nbye\tneg\n', encoding="utf-8")
@@ -149,6 +160,44 @@ def test_static_bucket_shapes(packer):
     assert sorted(x["token_ids"].shape[1] for x, _ in ds) == [16, 16]  # bucket edges, never ragged
     ds = data.make_dataset(examples, np.zeros(6, np.int32), packer, batch_size=4, pad_to="max")
     assert [x["token_ids"].shape[1] for x, _ in ds] == [16, 16]
+
+
+@pytest.mark.parametrize("pad_to", ["longest", "buckets", "max"])
+def test_prediction_batches_keep_row_order(long_packer, pad_to):
+    words = (30, 1, 5, 12, 2, 70, 3)
+    texts = [" ".join(["great"] * n) for n in words]
+    ds = data.make_dataset(data.Examples("mem", texts), None, long_packer, batch_size=3, pad_to=pad_to)
+    lengths = np.concatenate([tf.reduce_sum(x["padding_mask"], axis=1).numpy() for x in ds])
+    np.testing.assert_array_equal(lengths, [min(n + 2, 64) for n in words])
+
+
+@pytest.mark.parametrize("pad_to, drop_remainder", [("longest", False), ("buckets", True)])
+def test_each_epoch_holds_every_example_once(long_packer, pad_to, drop_remainder):
+    rng = np.random.default_rng(1)
+    counts = rng.integers(1, 50, size=203)  # 203 = 12 batches of 16 + 11: a partial batch each epoch
+    examples = data.Examples("mem", [" ".join(["great"] * int(n)) for n in counts], labels=["x"] * len(counts))
+    ids = np.arange(len(counts))
+    steps = data.steps_per_epoch(len(counts), 16, drop_remainder=drop_remainder)
+    ds = data.make_dataset(examples, ids, long_packer, batch_size=16, training=True, seed=5, pad_to=pad_to,
+                           repeat=True, drop_remainder=drop_remainder, epochs=2)
+    batches = list(ds.take(2 * steps))
+    padded = real = 0
+    for epoch in range(2):
+        seen = np.concatenate([y.numpy() for _, y in batches[epoch * steps : (epoch + 1) * steps]])
+        if drop_remainder:
+            assert len(seen) == 192 and len(set(seen)) == 192
+        else:
+            np.testing.assert_array_equal(np.sort(seen), ids)
+    for x, y in batches:
+        lengths = tf.reduce_sum(x["padding_mask"], axis=1).numpy()
+        np.testing.assert_array_equal(lengths, counts[y.numpy()] + 2)  # features and labels stay paired
+        width = x["token_ids"].shape[1]
+        assert width == (lengths.max() if pad_to == "longest" else min(w for w in (16, 32, 64) if w >= lengths.max()))
+        padded, real = padded + x["token_ids"].shape[0] * width, real + lengths.sum()
+    if pad_to == "longest":
+        assert real / padded > 0.9  # grouped by length: little padding (random batches: about 0.57)
+    orders = [np.concatenate([y.numpy() for _, y in batches[e * steps : (e + 1) * steps]]) for e in range(2)]
+    assert not np.array_equal(orders[0], orders[1])  # each epoch has its own order
 
 
 def test_truncation_is_counted(packer):

@@ -112,9 +112,10 @@ class TrainConfig:
         mixed_precision: str. `none`, `mixed_float16` or `mixed_bfloat16`.
         jit_compile: bool. Compile the train step with XLA.
         steps_per_execution: int. Steps run per `tf.function` call (TPU).
-        pad_to: str. `longest` pads each batch to its longest sequence (after
-            bucketing by length); `buckets` pads to fixed bucket lengths
-            (static shapes, for TPU/XLA); `max` pads to `sequence_length`.
+        pad_to: str. `longest` pads each batch to its longest sequence
+            (training batches group similar lengths); `buckets` pads to the
+            next of 16, 32, 64, ... (few static shapes, for TPU/XLA); `max`
+            pads to `sequence_length`.
         overwrite_output_dir: bool. Replace a finished run in `output_dir`.
     """
 

@@ -7,7 +7,7 @@ hour into `fit`.
 
 The pipeline tokenizes in the TF graph with the backbone's packer, caches the
 packed examples, shuffles, groups examples of similar length into batches and
-pads each batch only to its longest sequence.
+cuts each batch's padding to its longest sequence.
 
 Example:
 
@@ -308,13 +308,21 @@ def _columns(examples: Examples) -> dict[str, list[str]]:
     return columns
 
 
-def bucket_boundaries(sequence_length: int) -> list[int]:
-    """Length-bucket edges: powers of two from 16 up to `sequence_length`."""
-    edges, edge = [], 16
-    while edge < sequence_length:
-        edges.append(edge + 1)
-        edge *= 2
-    return edges + [sequence_length + 1]
+# Training batches come from "megabatches" of this many batches: sorted by
+# length, cut into batches, batch order shuffled. On SST-2 (batch 32), 16
+# leaves 13% of the tokens padding (random batches: 67%); Hugging Face's
+# `group_by_length` uses 50 (5% padding), which in three seeds here scored
+# 0.7 points lower: the more alike a batch's lengths, the less random it is.
+MEGABATCH_BATCHES = 16
+
+
+def bucket_lengths(sequence_length: int) -> list[int]:
+    """The padded lengths of `pad_to="buckets"`: powers of two from 16, then `sequence_length`."""
+    lengths, length = [], 16
+    while length < sequence_length:
+        lengths.append(length)
+        length *= 2
+    return lengths + [sequence_length]
 
 
 def make_dataset(
@@ -333,6 +341,12 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Builds the `tf.data` pipeline of one split.
 
+    Training batches group examples of similar length: each epoch is
+    shuffled, cut into megabatches of `MEGABATCH_BATCHES` batches, each
+    megabatch sorted by length and cut into batches, and the batches
+    shuffled. An epoch still holds every example exactly once, in
+    `steps_per_epoch` batches. Other splits keep their row order.
+
     Args:
         examples: `Examples`. The split.
         label_ids: np.ndarray or None. Label ids; None yields features only.
@@ -341,11 +355,12 @@ def make_dataset(
         training: bool. Shuffle, and batch examples of similar length together.
         seed: int. Shuffle seed.
         pad_to: str. `longest` (each batch to its longest sequence), `buckets`
-            (to fixed bucket lengths: static shapes for TPU/XLA) or `max`
-            (every batch to `sequence_length`).
+            (to the next of `bucket_lengths`: few static shapes for TPU/XLA)
+            or `max` (every batch to `sequence_length`).
         shuffle_buffer: int. Shuffle buffer size; 0 shuffles the whole split.
         repeat: bool. Repeat forever (train with `steps_per_epoch`).
-        drop_remainder: bool. Drop a last partial batch (static batch size).
+        drop_remainder: bool. Drop each epoch's last partial batch (static
+            batch size).
         epochs: int. Epochs of shuffled order to lay out, each with its own
             seed (training only); `repeat` continues past them.
 
@@ -372,28 +387,21 @@ def make_dataset(
         # Keras makes an extra iterator under a distribution strategy: the
         # examples' order would depend on the strategy.
         buffer = shuffle_buffer or len(examples)
-        rounds = [ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False) for e in range(epochs)]
+        rounds = [
+            _length_grouped_batches(
+                ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False),
+                batch_size, drop_remainder, seed + e, group=pad_to != "max",
+            )
+            for e in range(epochs)
+        ]
         ds = functools.reduce(tf.data.Dataset.concatenate, rounds)
+    else:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if repeat:
         ds = ds.repeat()
-    if pad_to == "max":
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    else:
-        ds = ds.map(_trim_example, num_parallel_calls=tf.data.AUTOTUNE)
-        # Bucket edges; "buckets" pads to them, "longest" only groups by them.
-        boundaries = bucket_boundaries(packer.sequence_length)
-        if pad_to == "longest":
-            boundaries = boundaries[:-1]
-        if boundaries and (training or pad_to == "buckets"):
-            ds = ds.bucket_by_sequence_length(
-                element_length_func=_example_length,
-                bucket_boundaries=boundaries,
-                bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-                pad_to_bucket_boundary=pad_to == "buckets",
-                drop_remainder=drop_remainder,
-            )
-        else:
-            ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder)
+    if pad_to != "max":
+        lengths = bucket_lengths(packer.sequence_length) if pad_to == "buckets" else None
+        ds = ds.map(functools.partial(_trim_batch, lengths=lengths), num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     # Shard by element: the data come from memory, not from several files.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -403,13 +411,30 @@ def make_dataset(
 # Elements are `features` or `(features, label_id)`: `element[0]` is the features.
 
 
-def _example_length(*element):
-    return tf.reduce_sum(element[0]["padding_mask"])
+def _length_grouped_batches(ds, batch_size: int, drop_remainder: bool, seed: int, group: bool) -> tf.data.Dataset:
+    if not group:
+        return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    def sort_by_length(*megabatch):
+        order = tf.argsort(tf.reduce_sum(megabatch[0]["padding_mask"], axis=1), stable=True)
+        return tf.nest.map_structure(lambda t: tf.gather(t, order), megabatch)
+
+    def cut(*megabatch):
+        slices = tf.data.Dataset.from_tensor_slices(megabatch if len(megabatch) > 1 else megabatch[0])
+        return slices.batch(batch_size, drop_remainder=drop_remainder)
+
+    # A megabatch is a whole number of batches: only the epoch's last one is partial.
+    ds = ds.batch(batch_size * MEGABATCH_BATCHES).map(sort_by_length).flat_map(cut)
+    return ds.shuffle(MEGABATCH_BATCHES, seed=seed, reshuffle_each_iteration=False)
 
 
-def _trim_example(*element):
-    length = tf.reduce_sum(element[0]["padding_mask"])
-    trimmed = {name: value[:length] for name, value in element[0].items()}
+def _trim_batch(*element, lengths: list[int] | None = None):
+    """Cuts a batch's padding to its longest sequence, or to the next of `lengths`."""
+    length = tf.reduce_max(tf.reduce_sum(element[0]["padding_mask"], axis=1))
+    if lengths is not None:
+        lengths = tf.constant(lengths, tf.int32)
+        length = tf.gather(lengths, tf.searchsorted(lengths, tf.reshape(length, [1]), side="left"))[0]
+    trimmed = {name: value[:, :length] for name, value in element[0].items()}
     return (trimmed, *element[1:]) if len(element) > 1 else trimmed
 
 

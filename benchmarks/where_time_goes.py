@@ -29,6 +29,8 @@ print(json.dumps({"steady_ms": timer.steady_ms}))
 """
 
 ROWS = [
+    ("freeze_layers", "0, embeddings train too (as the Trainer peer)",
+     ["model.freeze_layers=0", "model.freeze_embeddings=false"]),
     ("freeze_layers", "0 (embeddings frozen)", ["model.freeze_layers=0"]),
     ("freeze_layers", "2 (default)", ["model.freeze_layers=2"]),
     ("freeze_layers", "4", ["model.freeze_layers=4"]),

@@ -387,13 +387,13 @@ def make_dataset(
         # Keras makes an extra iterator under a distribution strategy: the
         # examples' order would depend on the strategy.
         buffer = shuffle_buffer or len(examples)
-        rounds = [
-            _length_grouped_batches(
-                ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False),
-                batch_size, drop_remainder, seed + e, group=pad_to != "max",
-            )
-            for e in range(epochs)
-        ]
+        rounds = []
+        for e in range(epochs):
+            shuffled = ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False)
+            if pad_to == "max":  # every batch is full width: grouping lengths gains nothing
+                rounds.append(shuffled.batch(batch_size, drop_remainder=drop_remainder))
+            else:
+                rounds.append(_length_grouped_batches(shuffled, batch_size, drop_remainder, seed=seed + e))
         ds = functools.reduce(tf.data.Dataset.concatenate, rounds)
     else:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
@@ -411,9 +411,8 @@ def make_dataset(
 # Elements are `features` or `(features, label_id)`: `element[0]` is the features.
 
 
-def _length_grouped_batches(ds, batch_size: int, drop_remainder: bool, seed: int, group: bool) -> tf.data.Dataset:
-    if not group:
-        return ds.batch(batch_size, drop_remainder=drop_remainder)
+def _length_grouped_batches(ds, batch_size: int, drop_remainder: bool, seed: int) -> tf.data.Dataset:
+    """One epoch's batches: megabatches sorted by length, cut into batches, the batches shuffled."""
 
     def sort_by_length(*megabatch):
         order = tf.argsort(tf.reduce_sum(megabatch[0]["padding_mask"], axis=1), stable=True)

@@ -147,6 +147,17 @@ def trained_run(tmp_path_factory, data_dir, tiny_preset):
     return config, train.run(config)
 
 
+def classification_task(labels=("a", "b", "c"), pair: bool = False):
+    """A classification task with its label vocabulary set, as training would leave it."""
+    from tfft import data, tasks
+    from tfft.config import load_config
+
+    overrides = ["data.train=unused.csv"] + (["data.text_pair_column=text_pair"] if pair else [])
+    task = tasks.create(load_config(None, overrides))
+    task.vocabulary = data.LabelVocabulary(list(labels))
+    return task
+
+
 def run_python(code: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Runs `code` in a fresh Python process (nothing imported from this one)."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}

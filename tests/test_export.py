@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_python
+from conftest import classification_task, run_python
 from tfft import export
-from tfft.tasks import TextClassifier
+from tfft.tasks import TaskModel
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def test_served_predictions_equal_the_in_memory_model(exported, tmp_path):
     served = json.loads(out.stdout.strip().splitlines()[-1])
     assert served["modules"] == []  # nothing of keras-hub or tfft was needed
     assert served["dtypes"] == {"probabilities": "float32", "label": "string", "label_id": "int64"}
-    expected = result.model.predict(result.packer(tf.constant(HELD_OUT)), verbose=0)
+    expected = tf.nn.softmax(result.model.predict(result.packer(tf.constant(HELD_OUT)), verbose=0)).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-5)
     assert served["label_ids"] == expected.argmax(-1).tolist()
     assert served["labels"] == [result.labels.names[i] for i in expected.argmax(-1)]
@@ -141,14 +141,17 @@ def untrained(tiny_preset):
 
     source = resolve(ModelConfig(backbone=str(tiny_preset), sequence_length=16))
     source.prepare(None, None)
-    return TextClassifier(source.backbone(), num_classes=3), source.packer()
+    return TaskModel(source.backbone(), classification_task()), source.packer()
+
+
+TASK = classification_task()
 
 
 def test_each_export_is_a_new_version(untrained, tmp_path):
     model, packer = untrained
-    first = export.write_saved_model(model, packer, ["a", "b", "c"], tmp_path / "m", warmup_requests=0)
+    first = export.write_saved_model(model, packer, TASK, tmp_path / "m", warmup_requests=0)
     (tmp_path / "m" / "notes").mkdir()  # non-integer folders are ignored
-    second = export.write_saved_model(model, packer, ["a", "b", "c"], tmp_path / "m", warmup_requests=0)
+    second = export.write_saved_model(model, packer, TASK, tmp_path / "m", warmup_requests=0)
     assert (first.name, second.name) == ("1", "2")
     assert export.versions(tmp_path / "m") == [1, 2]
 
@@ -156,7 +159,7 @@ def test_each_export_is_a_new_version(untrained, tmp_path):
 def test_crash_during_export_leaves_no_partial_version(untrained, tmp_path, monkeypatch):
     model, packer = untrained
     base = tmp_path / "m"
-    export.write_saved_model(model, packer, ["a", "b", "c"], base, warmup_requests=0)
+    export.write_saved_model(model, packer, TASK, base, warmup_requests=0)
     before = (base / "1" / "saved_model.pb").read_bytes()
 
     def crash(*args, **kwargs):
@@ -164,20 +167,20 @@ def test_crash_during_export_leaves_no_partial_version(untrained, tmp_path, monk
 
     monkeypatch.setattr(export, "write_warmup_requests", crash)
     with pytest.raises(OSError, match="injected"):
-        export.write_saved_model(model, packer, ["a", "b", "c"], base, warmup_requests=2)
+        export.write_saved_model(model, packer, TASK, base, warmup_requests=2)
     assert sorted(p.name for p in base.iterdir()) == ["1"]  # no version 2, no staging folder
     assert (base / "1" / "saved_model.pb").read_bytes() == before
 
 
 def test_pair_task_signature(untrained, tmp_path):
     model, packer = untrained
-    path = export.write_saved_model(model, packer, ["a", "b", "c"], tmp_path / "pairs", pair=True, warmup_requests=1)
+    path = export.write_saved_model(model, packer, classification_task(pair=True), tmp_path / "pairs", warmup_requests=1)
     import tensorflow_text  # noqa: F401
 
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     first, second = tf.constant(["the movie", "", "ü"]), tf.constant(["was great", "dull", ""])
     got = serve(text=first, text_pair=second)["probabilities"]
-    np.testing.assert_allclose(got, model(packer(first, second)), atol=1e-5)
+    np.testing.assert_allclose(got, tf.nn.softmax(model(packer(first, second))), atol=1e-5)
 
 
 def test_remote_base_dir_gets_versions_with_saved_model_pb_last(untrained, monkeypatch):
@@ -187,8 +190,8 @@ def test_remote_base_dir_gets_versions_with_saved_model_pb_last(untrained, monke
     real_copy = tf.io.gfile.copy
     monkeypatch.setattr(tf.io.gfile, "copy", lambda src, dst, *a, **k: (copied.append(dst), real_copy(src, dst, *a, **k)))
     base = "ram://exports/tiny"
-    first = export.write_saved_model(model, packer, ["a", "b", "c"], base, warmup_requests=1)
-    second = export.write_saved_model(model, packer, ["a", "b", "c"], base, warmup_requests=1)
+    first = export.write_saved_model(model, packer, TASK, base, warmup_requests=1)
+    second = export.write_saved_model(model, packer, TASK, base, warmup_requests=1)
     assert (first, second) == (f"{base}/1", f"{base}/2")
     assert export.versions(base) == [1, 2]
     assert copied[-1].endswith("/2/saved_model.pb")  # TF Serving waits for this file: it goes last

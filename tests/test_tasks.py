@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import classification_task
 from tfft.backbones import resolve
 from tfft.config import ConfigError, ModelConfig
-from tfft.tasks import TextClassifier, count_parameters, freeze
+from tfft.tasks import TaskModel, count_parameters, freeze
 
 
 @pytest.fixture
@@ -13,13 +14,14 @@ def parts(tiny_preset):
     source = resolve(ModelConfig(backbone=str(tiny_preset), sequence_length=16))
     source.prepare(None, None)
     backbone = source.backbone()
-    return source, backbone, TextClassifier(backbone, num_classes=3, dropout=0.1)
+    return source, backbone, TaskModel(backbone, classification_task(), dropout=0.1)
 
 
-def test_head_outputs_probabilities(parts):
+def test_head_outputs_logits_that_the_task_turns_into_probabilities(parts):
     source, _, model = parts
-    probabilities = model(source.packer()(tf.constant(["the movie was great", "dull"])))
-    assert probabilities.shape == (2, 3)
+    logits = model(source.packer()(tf.constant(["the movie was great", "dull"])))
+    assert logits.shape == (2, 3) and logits.dtype == "float32"
+    probabilities = classification_task().postprocess(logits)["probabilities"]
     np.testing.assert_allclose(tf.reduce_sum(probabilities, axis=-1), [1.0, 1.0], rtol=1e-6)
     assert model.get_layer("head").dtype_policy.compute_dtype == "float32"
 

@@ -93,16 +93,16 @@ def test_train_step_is_traced_once(make_config, monkeypatch):
     # Variables made during the first trace (optimizer slots, built lazily
     # outside a strategy) make tf.function trace the whole step a second
     # time: 8 of the first step's 16 s on MiniLM.
-    from tfft.tasks import TextClassifier
+    from tfft.tasks import TaskModel
 
     traces = []
-    original = TextClassifier.train_step
+    original = TaskModel.train_step
 
     def counting(self, data):
         traces.append(1)
         return original(self, data)
 
-    monkeypatch.setattr(TextClassifier, "train_step", counting)
+    monkeypatch.setattr(TaskModel, "train_step", counting)
     train.run(make_config("train.epochs=1", "data.validation="))
     assert len(traces) == 1
 

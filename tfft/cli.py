@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
 
         result = train.run(config)
         if result.metrics is not None:
-            print(f"accuracy {result.metrics['accuracy']:.4f}  macro_f1 {result.metrics['macro_f1']:.4f}")
+            print(result.task.summary(result.metrics))
         if result.export_path:
             print(f"Exported {result.export_path}")
     elif command == "evaluate":

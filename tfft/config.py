@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 import yaml
 
+from tfft.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A config key or value is invalid. The message names the key and the fix."""
+__all__ = ["Config", "ConfigError", "load_config", "from_dict", "apply_override", "TASK_TYPES"]
 
 
 @dataclasses.dataclass
@@ -88,6 +88,47 @@ class DataConfig:
     tfds_data_dir: str | None = None
     max_train_examples: int | None = None
     shuffle_buffer: int = 0
+
+
+TASK_TYPES = ("classification", "multi_label", "regression", "token_classification")
+
+
+@dataclasses.dataclass
+class TaskConfig:
+    """What the model learns to predict. Keys other than `type` apply to one type each.
+
+    Args:
+        type: str. `classification` (one label per row, softmax),
+            `multi_label` (any number of labels per row, sigmoid),
+            `regression` (a float per row) or `token_classification` (a tag
+            per word, e.g. NER).
+        threshold: float. multi_label: a label is predicted when its
+            probability is at least this.
+        label_separator: str. multi_label: separates the labels in one cell
+            (`"joy,love"`); also joins the predicted names in serving.
+        label_names_file: str or None. multi_label: a file with one label name
+            per line; the cells then hold 0-based ids into it (GoEmotions).
+        label_columns: list of str or None. multi_label: one 0/1 column per
+            label instead of `data.label_column`.
+        loss: str. regression: `mse` or `huber`.
+        tag_scheme: str. token_classification: `iob1`, `iob2` (B-/I-/O) or
+            `iobes` (also E-/S-). Every tag must fit it.
+        tag_column: int. token_classification, CoNLL files: the column that
+            holds the tag; -1 is the last.
+        tokens_key: str. token_classification, JSONL: the key of the words.
+        tags_key: str. token_classification, JSONL: the key of the tags.
+    """
+
+    type: Literal["classification", "multi_label", "regression", "token_classification"] = "classification"
+    threshold: float = 0.5
+    label_separator: str = ","
+    label_names_file: str | None = None
+    label_columns: list[str] | None = None
+    loss: Literal["mse", "huber"] = "mse"
+    tag_scheme: Literal["iob1", "iob2", "iobes"] = "iob2"
+    tag_column: int = -1
+    tokens_key: str = "tokens"
+    tags_key: str = "tags"
 
 
 @dataclasses.dataclass
@@ -164,6 +205,7 @@ class Config:
 
     name: str = "demo"
     output_dir: str = "runs/demo"
+    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
@@ -187,7 +229,7 @@ class Config:
         _check(bool(self.name.strip()), "name", self.name, "must be a non-empty string")
         _check(bool(self.output_dir.strip()), "output_dir", self.output_dir, "must be a non-empty path")
         _check("/" not in self.name, "name", self.name, "must not contain `/` (it names one folder)")
-        m, d, t, e = self.model, self.data, self.train, self.export
+        m, d, t, e, k = self.model, self.data, self.train, self.export, self.task
         _check(bool(m.backbone), "model.backbone", m.backbone, "must name a preset, a folder or a recipe")
         _check(m.freeze_layers >= -1, "model.freeze_layers", m.freeze_layers,
                "must be -1 (freeze the whole backbone) or a number of layers >= 0")
@@ -201,6 +243,19 @@ class Config:
         if d.max_train_examples is not None:
             _check(d.max_train_examples > 0, "data.max_train_examples", d.max_train_examples, "must be > 0")
         _check(d.shuffle_buffer >= 0, "data.shuffle_buffer", d.shuffle_buffer, "must be >= 0")
+        _check(0.0 < k.threshold < 1.0, "task.threshold", k.threshold, "must be in (0, 1)")
+        _check(bool(k.label_separator), "task.label_separator", k.label_separator, "must not be empty")
+        if k.label_columns is not None:
+            _check(k.type == "multi_label", "task.label_columns", k.label_columns,
+                   "applies to `task.type: multi_label` only")
+            _check(len(k.label_columns) >= 1 and all(k.label_columns), "task.label_columns",
+                   k.label_columns, "must name at least one column")
+        if k.label_names_file is not None:
+            _check(k.type == "multi_label", "task.label_names_file", k.label_names_file,
+                   "applies to `task.type: multi_label` only")
+        if t.class_weight is not None:
+            _check(k.type == "classification", "train.class_weight", t.class_weight,
+                   "applies to `task.type: classification` only")
         _check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
         _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
         _check(0.0 < t.learning_rate < 1.0, "train.learning_rate", t.learning_rate, "must be in (0, 1)")
@@ -303,7 +358,7 @@ def _parse_override_value(raw: str, hint: Any) -> Any:
     `#1 String` (MRPC's column) as a comment and `007` as 7. `null` and `~`
     still mean None where the key allows it.
     """
-    if hint is str or hint == (str | None):
+    if hint in (str, str | None, list[str] | None):
         return None if raw.strip() in _YAML_NULLS and hint is not str else raw
     try:
         return yaml.safe_load(raw) if raw.strip() else ""
@@ -394,4 +449,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"Argument `{key}` must be a string. Received: {leaf}={value!r}")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str):  # `--set task.label_columns=a,b`
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, (list, tuple)):
+            return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        raise ConfigError(f"Argument `{key}` must be a list. Received: {leaf}={value!r}")
     raise TypeError(f"Config field `{key}` has an unsupported type {hint!r}.")

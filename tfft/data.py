@@ -34,35 +34,65 @@ import pandas as pd
 import tensorflow as tf
 
 from tfft.config import DataConfig
+from tfft.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 TFDS_PREFIX = "tfds:"
 _MAX_ROWS_IN_ERROR = 5
 
-
-class DataError(ValueError):
-    """A data file or row is unusable. The message names the file, row and fix."""
+__all__ = ["DataError", "Examples", "read_split", "read_frame", "read_table", "read_conll", "make_dataset"]
 
 
 @dataclasses.dataclass
 class Examples:
-    """The texts and labels of one split.
+    """The inputs and targets of one split, as read from its file.
 
     Args:
         source: str. The file or TFDS spec the examples came from.
-        texts: list of str. The first (or only) text of each example.
+        texts: list of str. The first (or only) text of each example; for
+            token classification, the words joined by spaces.
         pairs: list of str or None. The second text, for sentence-pair tasks.
-        labels: list of str or None. Labels as strings; None when unlabelled.
+        labels: list or None. The targets as read, one per example: a label
+            string, a list of label names, a float, or a list of tags, by
+            task. None when unlabelled.
+        words: list of list of str, or None. Token classification: the words.
+        lines: list of int or None. The line each example starts on, where it
+            differs from its row number (CoNLL files).
     """
 
     source: str
     texts: list[str]
     pairs: list[str] | None = None
-    labels: list[str] | None = None
+    labels: list | None = None
+    words: list[list[str]] | None = None
+    lines: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def head(self, n: int) -> Examples:
+        """The first `n` examples."""
+        cut = lambda values: values[:n] if values is not None else None  # noqa: E731
+        return Examples(self.source, self.texts[:n], cut(self.pairs), cut(self.labels), cut(self.words), cut(self.lines))
+
+    def where(self, i: int) -> str:
+        """How an error names example `i` (0-based): its line, or its row."""
+        return f"line {self.lines[i]}" if self.lines is not None else f"row {i + 1}"
+
+
+def rows_error(source: str, problem: str, rows: list[tuple[str, object]], fix: str) -> DataError:
+    """A `DataError` that names the file and the first few bad rows.
+
+    Args:
+        source: str. The file.
+        problem: str. What is wrong, e.g. "has labels that the training split never had".
+        rows: list of (where, value). `where` is `Examples.where(i)`.
+        fix: str. What to do about it.
+    """
+    shown = ", ".join(f"{where}: {value!r}" for where, value in rows[:_MAX_ROWS_IN_ERROR])
+    more = f" and {len(rows) - _MAX_ROWS_IN_ERROR} more" if len(rows) > _MAX_ROWS_IN_ERROR else ""
+    return DataError(f"Data file `{source}` {problem} ({shown}{more}). {fix}")
 
 
 # --- Reading ----------------------------------------------------------------
@@ -80,21 +110,46 @@ def read_split(spec: str, data: DataConfig, split: str = "train", labelled: bool
     Returns:
         `Examples`, with every text non-empty and every label present.
     """
-    if spec.startswith(TFDS_PREFIX):
-        examples = _read_tfds(spec, data, split, labelled)
-    else:
-        frame = read_table(spec, has_header=data.has_header)
-        examples = _examples_from_frame(frame, spec, data, labelled)
+    frame = read_frame(spec, data, split, [data.label_column] if labelled else [])
+    examples = _examples_from_frame(frame, spec, data, labelled)
+    return limit_train_examples(examples, data, split)
+
+
+def limit_train_examples(examples: Examples, data: DataConfig, split: str) -> Examples:
+    """The first `data.max_train_examples` of the training split; other splits whole."""
     if split == "train" and data.max_train_examples and len(examples) > data.max_train_examples:
         n = data.max_train_examples
         logger.info("Using the first %d of %d training examples (data.max_train_examples).", n, len(examples))
-        examples = Examples(
-            examples.source,
-            examples.texts[:n],
-            examples.pairs[:n] if examples.pairs is not None else None,
-            examples.labels[:n] if examples.labels is not None else None,
-        )
+        return examples.head(n)
     return examples
+
+
+def read_frame(spec: str, data: DataConfig, split: str, label_columns: list[str] = ()) -> pd.DataFrame:
+    """One split as a frame of strings: a file, or a TFDS data set (`label_columns` name their features)."""
+    if spec.startswith(TFDS_PREFIX):
+        return _read_tfds(spec, data, split, list(label_columns))
+    return read_table(spec, has_header=data.has_header)
+
+
+def text_columns(frame: pd.DataFrame, source: str, data: DataConfig) -> tuple[list[str], list[str] | None]:
+    """The checked `data.text_column` (and `data.text_pair_column`) of a frame."""
+    require_columns(frame, source, data, {"text_column": data.text_column, "text_pair_column": data.text_pair_column})
+    texts = _checked_column(frame, data.text_column, source, "text")
+    pairs = _checked_column(frame, data.text_pair_column, source, "text") if data.text_pair_column else None
+    return texts, pairs
+
+
+def require_columns(frame: pd.DataFrame, source: str, data: DataConfig, columns: dict[str, str | None]) -> None:
+    """Fails naming the config key, when a column `columns` maps a key to is missing."""
+    for key, column in columns.items():
+        if column and column not in frame.columns:
+            where = key if key.startswith("task.") else f"data.{key}"
+            raise DataError(
+                f"Data file `{source}` has no column `{column}`. Its columns are: "
+                f"{', '.join(frame.columns)}. Set `{where}` to one of them"
+                + ("" if data.has_header else " (header-less files name columns by position)")
+                + "."
+            )
 
 
 def read_table(path: str | pathlib.Path, has_header: bool = True) -> pd.DataFrame:
@@ -105,25 +160,14 @@ def read_table(path: str | pathlib.Path, has_header: bool = True) -> pd.DataFram
     Without a header, columns are named by position: `"0"`, `"1"`, ...
     """
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise DataError(f"Data file `{path}` does not exist. Check the path in `data.train` / `data.validation`.")
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv", ".jsonl", ".json"):
+        _check_exists(path)
         raise DataError(
             f"Data file `{path}` has an unsupported extension `{suffix}`. "
             "Use .csv, .tsv, .jsonl, or `tfds:NAME[:SPLIT]` for a TFDS data set."
         )
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
-        bad = raw[err.start : err.end + 2]
-        raise DataError(
-            f"Data file `{path}` is not valid UTF-8: line {line}, column {column} holds the bytes {bad!r}. "
-            "Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`)."
-        ) from None
+    text = read_text(path)
     if not text.strip():
         raise DataError(f"Data file `{path}` is empty: it has no rows.")
     if suffix in (".jsonl", ".json"):
@@ -145,6 +189,73 @@ def read_table(path: str | pathlib.Path, has_header: bool = True) -> pd.DataFram
     return frame
 
 
+def _check_exists(path: pathlib.Path) -> None:
+    if path.is_dir():
+        raise DataError(f"Data path `{path}` is a folder, not a file. Name one file in it, e.g. `{path}/train.csv`.")
+    if not path.is_file():
+        raise DataError(f"Data file `{path}` does not exist. Check the path in `data.train` / `data.validation`.")
+
+
+def read_text(path: str | pathlib.Path) -> str:
+    """A data file's text: UTF-8 (a byte-order mark is accepted); other bytes fail naming the line."""
+    path = pathlib.Path(path)
+    _check_exists(path)
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        bad = raw[err.start : err.end + 2]
+        raise DataError(
+            f"Data file `{path}` is not valid UTF-8: line {line}, column {column} holds the bytes {bad!r}. "
+            "Re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`)."
+        ) from None
+
+
+def read_conll(path: str | pathlib.Path, tag_column: int = -1) -> tuple[list[list[str]], list[list[str]], list[int]]:
+    """Reads a CoNLL column file: one word per line, a blank line between sentences.
+
+    Columns are split on whitespace; the word is the first, the tag is
+    `tag_column` (-1: the last). Any blank or whitespace-only line ends a
+    sentence, and `-DOCSTART-` lines are skipped.
+
+    Returns:
+        `(words, tags, lines)`: per sentence, its words, its tags and the
+        line it starts on (counting from 1).
+    """
+    sentences, tags, starts = [], [], []
+    words_now: list[str] = []
+    tags_now: list[str] = []
+    start = 0
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if words_now:
+                sentences.append(words_now)
+                tags.append(tags_now)
+                starts.append(start)
+            words_now, tags_now = [], []
+            continue
+        if len(fields) < 2 or not -len(fields) <= tag_column < len(fields) or tag_column == 0:
+            raise DataError(
+                f"Data file `{path}`, line {number}: {line.strip()!r} has {len(fields)} column(s), so it has no "
+                f"tag in column {tag_column} (`task.tag_column`). CoNLL lines are `word ... tag`, separated by "
+                "spaces or tabs; set `task.tag_column` to the tag's column."
+            )
+        if not words_now:
+            start = number
+        words_now.append(fields[0])
+        tags_now.append(fields[tag_column])
+    if words_now:
+        sentences.append(words_now)
+        tags.append(tags_now)
+        starts.append(start)
+    if not sentences:
+        raise DataError(f"Data file `{path}` holds no sentences (CoNLL: one `word ... tag` per line).")
+    return sentences, tags, starts
+
+
 def _read_jsonl(text: str, path: pathlib.Path) -> pd.DataFrame:
     records = []
     for line_number, line in enumerate(text.splitlines(), start=1):
@@ -156,28 +267,30 @@ def _read_jsonl(text: str, path: pathlib.Path) -> pd.DataFrame:
             raise DataError(f"Data file `{path}`, line {line_number}: not a JSON object ({err.msg}).") from None
         if not isinstance(record, dict):
             raise DataError(f"Data file `{path}`, line {line_number}: expected a JSON object, got {type(record).__name__}.")
-        records.append({k: "" if v is None else str(v) for k, v in record.items()})
+        records.append({k: _cell(v) for k, v in record.items()})
     return pd.DataFrame.from_records(records).fillna("")
 
 
+def _cell(value) -> str:
+    """A JSON value as a cell: lists and objects stay JSON, so a task can parse them back."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
 def _examples_from_frame(frame: pd.DataFrame, source: str, data: DataConfig, labelled: bool) -> Examples:
-    columns = {"text_column": data.text_column}
-    if data.text_pair_column:
-        columns["text_pair_column"] = data.text_pair_column
-    if labelled:
-        columns["label_column"] = data.label_column
-    for key, column in columns.items():
-        if column not in frame.columns:
-            raise DataError(
-                f"Data file `{source}` has no column `{column}`. Its columns are: "
-                f"{', '.join(frame.columns)}. Set `data.{key}` to one of them"
-                + ("" if data.has_header else " (header-less files name columns by position)")
-                + "."
-            )
-    texts = _checked_column(frame, data.text_column, source, "text")
-    pairs = _checked_column(frame, data.text_pair_column, source, "text") if data.text_pair_column else None
+    require_columns(frame, source, data, {"text_column": data.text_column, "text_pair_column": data.text_pair_column,
+                                          "label_column": data.label_column if labelled else None})
+    texts, pairs = text_columns(frame, source, data)
     labels = _checked_column(frame, data.label_column, source, "label") if labelled else None
     return Examples(source, texts, pairs, labels)
+
+
+def checked_column(frame: pd.DataFrame, column: str, source: str, what: str) -> list[str]:
+    """A column's cells as strings; an empty cell fails naming its rows."""
+    return _checked_column(frame, column, source, what)
 
 
 def _checked_column(frame: pd.DataFrame, column: str, source: str, what: str) -> list[str]:
@@ -195,7 +308,7 @@ def _checked_column(frame: pd.DataFrame, column: str, source: str, what: str) ->
     return values
 
 
-def _read_tfds(spec: str, data: DataConfig, split: str, labelled: bool) -> Examples:
+def _read_tfds(spec: str, data: DataConfig, split: str, label_columns: list[str]) -> pd.DataFrame:
     name, _, tfds_split = spec[len(TFDS_PREFIX) :].partition(":")
     tfds_split = tfds_split or split
     import tensorflow_datasets as tfds
@@ -210,26 +323,26 @@ def _read_tfds(spec: str, data: DataConfig, split: str, labelled: bool) -> Examp
         ) from None
     features = info.features
     needed = [data.text_column] + ([data.text_pair_column] if data.text_pair_column else [])
-    needed += [data.label_column] if labelled else []
+    needed += label_columns
     for column in needed:
         if column not in features:
             raise DataError(
                 f"TFDS data set `{name}` has no feature `{column}`. Its features are: {', '.join(features)}."
             )
-    label_names = getattr(features[data.label_column], "names", None) if labelled else None
+    label_names = {c: getattr(features[c], "names", None) for c in label_columns}
     columns: dict[str, list[str]] = {c: [] for c in needed}
     for example in tfds.as_numpy(ds):
         for column in needed:
             value = example[column]
-            if column == data.label_column:
-                value = label_names[int(value)] if label_names else str(value)
+            if label_names.get(column):
+                value = label_names[column][int(value)]
             elif isinstance(value, bytes):
                 value = value.decode("utf-8")
             columns[column].append(str(value))
     frame = pd.DataFrame(columns)
     if frame.empty:
         raise DataError(f"TFDS data set `{name}` split `{tfds_split}` has no rows.")
-    return _examples_from_frame(frame, spec, data, labelled)
+    return frame
 
 
 # --- Labels -----------------------------------------------------------------
@@ -244,22 +357,28 @@ class LabelVocabulary:
 
     FILENAME = "labels.txt"
 
-    def __init__(self, names: list[str]):
-        if len(names) < 2:
+    def __init__(self, names: list[str], minimum: int = 2):
+        if len(names) < minimum:
             raise DataError(
-                f"A classifier needs at least 2 labels; the training split has {len(names)}: {names}."
+                f"A classifier needs at least {minimum} labels; the training split has {len(names)}: {names}."
             )
         self.names = list(names)
         self._ids = {name: i for i, name in enumerate(self.names)}
 
     @classmethod
-    def from_labels(cls, labels: list[str]) -> LabelVocabulary:
+    def from_labels(cls, labels, minimum: int = 2) -> LabelVocabulary:
         unique = set(labels)
         try:
             names = sorted(unique, key=int)
         except ValueError:
             names = sorted(unique)
-        return cls(names)
+        return cls(names, minimum=minimum)
+
+    def id(self, name: str) -> int:
+        return self._ids[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._ids
 
     def __len__(self) -> int:
         return len(self.names)
@@ -289,11 +408,11 @@ class LabelVocabulary:
         return path
 
     @classmethod
-    def load(cls, directory: str | pathlib.Path) -> LabelVocabulary:
+    def load(cls, directory: str | pathlib.Path, minimum: int = 2) -> LabelVocabulary:
         path = pathlib.Path(directory) / cls.FILENAME
         if not path.is_file():
             raise DataError(f"`{path}` does not exist: is `{directory}` the output_dir of a tfft run?")
-        return cls(path.read_text(encoding="utf-8").splitlines())
+        return cls(path.read_text(encoding="utf-8").splitlines(), minimum=minimum)
 
 
 # --- tf.data ----------------------------------------------------------------
@@ -301,11 +420,29 @@ class LabelVocabulary:
 _TOKENIZE_BATCH = 1024
 
 
-def _columns(examples: Examples) -> dict[str, list[str]]:
+def text_inputs(examples: Examples) -> dict[str, list[str]]:
+    """The model inputs of a text task: `text` (and `text_pair`)."""
     columns = {"text": examples.texts}
     if examples.pairs is not None:
         columns["text_pair"] = examples.pairs
     return columns
+
+
+def pack_texts(packer, inputs: dict, targets=None):
+    """Packs a batch of `text_inputs`; the targets pass through. Runs in the graph."""
+    packed = packer(inputs["text"], inputs.get("text_pair"))
+    return packed if targets is None else (packed, targets)
+
+
+def batched_inputs(inputs: dict, batch_size: int) -> tf.data.Dataset:
+    """Model inputs (`Task.inputs`) in row order, `batch_size` at a time."""
+    return _batch(tf.data.Dataset.from_tensor_slices(inputs), batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _batch(ds: tf.data.Dataset, size: int) -> tf.data.Dataset:
+    """`batch`, or `ragged_batch` where an element has a dimension of varying length (words, tags)."""
+    ragged = any(isinstance(spec, tf.RaggedTensorSpec) or None in spec.shape for spec in tf.nest.flatten(ds.element_spec))
+    return ds.ragged_batch(size) if ragged else ds.batch(size)
 
 
 # Training batches come from "megabatches" of this many batches: sorted by
@@ -327,9 +464,10 @@ def bucket_lengths(sequence_length: int) -> list[int]:
 
 def make_dataset(
     examples: Examples,
-    label_ids: np.ndarray | None,
+    label_ids,
     packer,
     *,
+    task=None,
     batch_size: int,
     training: bool = False,
     seed: int = 0,
@@ -349,8 +487,13 @@ def make_dataset(
 
     Args:
         examples: `Examples`. The split.
-        label_ids: np.ndarray or None. Label ids; None yields features only.
+        label_ids: np.ndarray, tf.RaggedTensor or None. The task's encoded
+            targets; None yields features only.
         packer: `tfft.backbones.TextPacker`. Tokenizes and packs in the graph.
+        task: `tfft.tasks.Task` or None. Gives the model inputs
+            (`task.inputs`), packs them with their targets (`task.pack`) and
+            says whether targets are per token (trimmed with the features).
+            None: a text classification task.
         batch_size: int. Batch size (global, under a distribution strategy).
         training: bool. Shuffle, and batch examples of similar length together.
         seed: int. Shuffle seed.
@@ -365,20 +508,20 @@ def make_dataset(
             seed (training only); `repeat` continues past them.
 
     Returns:
-        A dataset of `(features, label_ids)` or of `features`, where
-        `features` holds the packer's int32 inputs, e.g. `token_ids`,
-        `segment_ids` and `padding_mask`.
+        A dataset of `features`, `(features, targets)` or `(features,
+        targets, sample_weights)`, where `features` holds the packer's int32
+        inputs, e.g. `token_ids`, `segment_ids` and `padding_mask`.
     """
-    columns = _columns(examples)
+    columns = task.inputs(examples) if task is not None else text_inputs(examples)
+    pack_fn = task.pack if task is not None else pack_texts
+    sequence_targets = bool(task is not None and task.sequence_targets)
     inputs = columns if label_ids is None else (columns, label_ids)
     ds = tf.data.Dataset.from_tensor_slices(inputs)
 
     def pack(*batch):
-        features = batch[0]
-        packed = packer(features["text"], features.get("text_pair"))
-        return packed if label_ids is None else (packed, batch[1])
+        return pack_fn(packer, batch[0], batch[1] if len(batch) > 1 else None)
 
-    ds = ds.batch(_TOKENIZE_BATCH).map(pack, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    ds = _batch(ds, _TOKENIZE_BATCH).map(pack, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     # `unbatch` forgets the size; Keras needs it to see where an epoch ends.
     ds = ds.apply(tf.data.experimental.assert_cardinality(len(examples))).cache()
     if training:
@@ -401,7 +544,8 @@ def make_dataset(
         ds = ds.repeat()
     if pad_to != "max":
         lengths = bucket_lengths(packer.sequence_length) if pad_to == "buckets" else None
-        ds = ds.map(functools.partial(_trim_batch, lengths=lengths), num_parallel_calls=tf.data.AUTOTUNE)
+        trim = functools.partial(_trim_batch, lengths=lengths, sequence_targets=sequence_targets)
+        ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     # Shard by element: the data come from memory, not from several files.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -427,14 +571,18 @@ def _length_grouped_batches(ds, batch_size: int, drop_remainder: bool, seed: int
     return ds.shuffle(MEGABATCH_BATCHES, seed=seed, reshuffle_each_iteration=False)
 
 
-def _trim_batch(*element, lengths: list[int] | None = None):
-    """Cuts a batch's padding to its longest sequence, or to the next of `lengths`."""
+def _trim_batch(*element, lengths: list[int] | None = None, sequence_targets: bool = False):
+    """Cuts a batch's padding to its longest sequence, or to the next of `lengths`.
+
+    Per-token targets and sample weights (`sequence_targets`) are cut with the features.
+    """
     length = tf.reduce_max(tf.reduce_sum(element[0]["padding_mask"], axis=1))
     if lengths is not None:
         lengths = tf.constant(lengths, tf.int32)
         length = tf.gather(lengths, tf.searchsorted(lengths, tf.reshape(length, [1]), side="left"))[0]
     trimmed = {name: value[:, :length] for name, value in element[0].items()}
-    return (trimmed, *element[1:]) if len(element) > 1 else trimmed
+    rest = tuple(value[:, :length] for value in element[1:]) if sequence_targets else element[1:]
+    return (trimmed, *rest) if len(element) > 1 else trimmed
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = False) -> int:
@@ -449,12 +597,14 @@ def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = F
 
 @dataclasses.dataclass
 class TruncationStats:
-    """How many examples of a split the packer truncates."""
+    """How many examples of a split the packer truncates (and, by word, how many words it drops)."""
 
     examples: int
     truncated: int
     longest: int
     sequence_length: int
+    words: int | None = None
+    truncated_words: int | None = None
 
     def message(self, split: str) -> str:
         share = 100.0 * self.truncated / max(self.examples, 1)
@@ -462,19 +612,34 @@ class TruncationStats:
             f"{split}: {self.truncated:,} of {self.examples:,} examples ({share:.2f}%) are longer than "
             f"model.sequence_length={self.sequence_length} tokens and are truncated (longest: {self.longest} tokens)."
         )
+        if self.words is not None:
+            text += f" {self.truncated_words:,} of {self.words:,} words are cut off and get no prediction."
         if self.truncated:
             text += " Raise `model.sequence_length` to keep them whole."
         return text
 
 
-def truncation_stats(examples: Examples, packer) -> TruncationStats:
-    """Counts the examples longer than the packer's `sequence_length`."""
-    ds = tf.data.Dataset.from_tensor_slices(_columns(examples)).batch(_TOKENIZE_BATCH)
-    ds = ds.map(lambda c: packer.token_counts(c["text"], c.get("text_pair")), num_parallel_calls=tf.data.AUTOTUNE)
-    counts = np.concatenate([batch.numpy() for batch in ds]) if len(examples) else np.zeros([0], np.int32)
+def truncation_stats(examples: Examples, packer, task=None) -> TruncationStats:
+    """Counts the examples longer than the packer's `sequence_length`.
+
+    With a `task`, its `token_counts(packer, inputs)` gives each example's
+    untruncated length, and optionally the words it holds and loses.
+    """
+    columns = task.inputs(examples) if task is not None else text_inputs(examples)
+    count = (
+        functools.partial(task.token_counts, packer) if task is not None
+        else lambda c: packer.token_counts(c["text"], c.get("text_pair"))
+    )
+    ds = _batch(tf.data.Dataset.from_tensor_slices(columns), _TOKENIZE_BATCH)
+    ds = ds.map(count, num_parallel_calls=tf.data.AUTOTUNE)
+    batches = [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in ds]
+    parts = [np.concatenate([b[i] for b in batches]) for i in range(3)] if batches and isinstance(batches[0], tuple) else None
+    counts = parts[0] if parts else (np.concatenate(batches) if batches else np.zeros([0], np.int32))
     return TruncationStats(
         examples=len(examples),
         truncated=int(np.sum(counts > packer.sequence_length)),
         longest=int(counts.max(initial=0)),
         sequence_length=packer.sequence_length,
+        words=int(parts[1].sum()) if parts else None,
+        truncated_words=int(parts[2].sum()) if parts else None,
     )

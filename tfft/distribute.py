@@ -20,12 +20,9 @@ import tempfile
 import tensorflow as tf
 
 from tfft.config import TrainConfig
+from tfft.errors import StrategyError
 
 logger = logging.getLogger(__name__)
-
-
-class StrategyError(RuntimeError):
-    """The requested strategy cannot run on this machine."""
 
 
 def create_strategy(config: TrainConfig) -> tf.distribute.Strategy:

@@ -1,4 +1,4 @@
-"""Versioned SavedModels that TF Serving loads as they are: raw text in, labels out.
+"""Versioned SavedModels that TF Serving loads as they are: raw text in, the task's outputs out.
 
 `export_model` writes `<export.base_dir>/<name>/<version>/`, where `version`
 is one above the highest integer folder present. The SavedModel is written to
@@ -6,15 +6,19 @@ a hidden temporary folder first and renamed into place, so a crash never
 leaves a half-written version for TF Serving to load, and an existing
 version is never overwritten.
 
-Signatures:
+The task gives the signatures (`Task.serving_signatures`). Text tasks have:
 
 - `serving_default`: `text` (and `text_pair` for pair tasks), `string[batch]`
-  -> `probabilities` `float32[batch, classes]`, `label` `string[batch]`,
-  `label_id` `int64[batch]`. The tokenizer runs inside the graph.
+  -> the task's outputs, e.g. `probabilities` `float32[batch, classes]`,
+  `label` `string[batch]` and `label_id` `int64[batch]` for classification.
+  The tokenizer runs inside the graph.
 - `serve_token_ids`: the packer's int32 inputs (`token_ids`, `segment_ids`,
   `padding_mask` for BERT) -> the same outputs, for clients that tokenize.
 
-The folder also holds `assets/labels.txt` and
+Token classification serves `serving_default` (raw text) and `serve_words`.
+
+The folder also holds `assets/labels.txt` (label or tag names, for tasks
+that have them), `assets/tfft_task.json` (what `tfft predict` needs) and
 `assets.extra/tf_serving_warmup_requests` (PredictRequest records).
 
 The tokenizer's ops live in TensorFlow Text: a Python process that loads the
@@ -24,6 +28,7 @@ includes them).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
@@ -38,23 +43,17 @@ logger = logging.getLogger(__name__)
 
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 LABELS_FILE = "assets/labels.txt"
-WARMUP_TEXTS = [
-    "tfft warmup request.",
-    "",
-    "A somewhat longer warmup request, so that TF Serving also traces a batch of a few dozen tokens "
-    "before the first real request arrives.",
-]
+TASK_FILE = "assets/tfft_task.json"
 
 
-def export_model(model: keras.Model, packer, label_names: list[str], config) -> pathlib.Path | str:
-    """Exports a trained classifier to `<export.base_dir>/<name>/<next version>/`.
+def export_model(model: keras.Model, packer, task, config) -> pathlib.Path | str:
+    """Exports a trained model to `<export.base_dir>/<name>/<next version>/`.
 
     Args:
-        model: keras.Model. The trained `TextClassifier`.
+        model: keras.Model. The trained `tfft.tasks.TaskModel`.
         packer: `TextPacker`. The in-graph tokenizer it was trained with.
-        label_names: list of str. Label names in id order.
-        config: `tfft.config.Config`. Uses `name`, `export.*` and whether
-            `data.text_pair_column` is set.
+        task: `tfft.tasks.Task`. Gives the signatures, outputs and warmup requests.
+        config: `tfft.config.Config`. Uses `name` and `export.*`.
 
     Returns:
         The path of the new version folder (a string for remote paths).
@@ -62,9 +61,8 @@ def export_model(model: keras.Model, packer, label_names: list[str], config) -> 
     return write_saved_model(
         model,
         packer,
-        label_names,
+        task,
         f"{config.export.base_dir.rstrip('/')}/{config.name}",
-        pair=bool(config.data.text_pair_column),
         model_name=config.name,
         warmup_requests=config.export.warmup_requests,
     )
@@ -87,10 +85,9 @@ def versions(base_dir: str | pathlib.Path) -> list[int]:
 def write_saved_model(
     model: keras.Model,
     packer,
-    label_names: list[str],
+    task,
     base_dir: str | pathlib.Path,
     *,
-    pair: bool = False,
     model_name: str = "model",
     warmup_requests: int = 3,
 ) -> pathlib.Path | str:
@@ -103,20 +100,21 @@ def write_saved_model(
     if is_remote(base_dir):
         with tempfile.TemporaryDirectory(prefix="tfft_export_") as local:
             version = write_saved_model(
-                model, packer, label_names, local, pair=pair, model_name=model_name, warmup_requests=warmup_requests
+                model, packer, task, local, model_name=model_name, warmup_requests=warmup_requests
             )
             return _upload(version, str(base_dir))
     base_dir = pathlib.Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
     staging = base_dir / f".staging-{uuid.uuid4().hex}"  # TF Serving skips non-integer names.
     try:
-        archive = build_archive(model, packer, label_names, pair=pair)
+        archive = build_archive(model, packer, task)
         archive.write_out(str(staging), verbose=False)
-        labels_path = staging / LABELS_FILE
-        labels_path.parent.mkdir(parents=True, exist_ok=True)
-        labels_path.write_text("".join(name + "\n" for name in label_names), encoding="utf-8")
+        (staging / TASK_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (staging / TASK_FILE).write_text(json.dumps(task.metadata(), indent=2) + "\n", encoding="utf-8")
+        if task.label_names is not None:
+            (staging / LABELS_FILE).write_text("".join(name + "\n" for name in task.label_names), encoding="utf-8")
         if warmup_requests:
-            write_warmup_requests(staging / WARMUP_FILE, model_name, pair=pair, count=warmup_requests)
+            write_warmup_requests(staging / WARMUP_FILE, model_name, task.warmup_inputs(warmup_requests))
         final = _publish(staging, base_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -153,60 +151,35 @@ def _publish(staging: pathlib.Path, base_dir: pathlib.Path) -> pathlib.Path:
     raise RuntimeError(f"Could not claim a new version folder under {base_dir}.")
 
 
-def build_archive(model: keras.Model, packer, label_names: list[str], pair: bool = False):
-    """A `keras.export.ExportArchive` with the two serving signatures."""
+def build_archive(model: keras.Model, packer, task):
+    """A `keras.export.ExportArchive` with the task's serving signatures."""
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(packer.preprocessor)
-    names = tf.constant(label_names)
-
-    def outputs(features):
-        features = trim_to_longest(features)
-        probabilities = tf.cast(model(features, training=False), tf.float32)
-        label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
-        return {"probabilities": probabilities, "label": tf.gather(names, label_id), "label_id": label_id}
-
-    text_spec = tf.TensorSpec([None], tf.string, name="text")
-    if pair:
-        pair_spec = tf.TensorSpec([None], tf.string, name="text_pair")
-        archive.add_endpoint(
-            "serving_default", lambda text, text_pair: outputs(packer(text, text_pair)), [text_spec, pair_spec]
-        )
-    else:
-        archive.add_endpoint("serving_default", lambda text: outputs(packer(text)), [text_spec])
-
-    token_specs = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in packer.input_names}
-    archive.add_endpoint("serve_token_ids", outputs, [token_specs])
+    for name, (function, specs) in task.serving_signatures(model, packer).items():
+        archive.add_endpoint(name, function, specs)
     return archive
 
 
-def trim_to_longest(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """Cuts a padded batch down to its longest sequence (at least one position)."""
-    longest = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), axis=1)), 1)
-    return {name: value[:, :longest] for name, value in features.items()}
-
-
-def write_warmup_requests(path: pathlib.Path, model_name: str, pair: bool = False, count: int = 3) -> None:
-    """Writes `count` PredictRequests for `serving_default` as TF Serving warmup records."""
+def write_warmup_requests(path: pathlib.Path, model_name: str, requests: list[dict[str, list[str]]]) -> None:
+    """Writes PredictRequests for `serving_default` as TF Serving warmup records."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for i in range(count):
-            texts = [WARMUP_TEXTS[j % len(WARMUP_TEXTS)] for j in range(i, i + 2)]
+        for inputs in requests:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
             )
-            request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
-            if pair:
-                request.inputs["text_pair"].CopyFrom(tf.make_tensor_proto(texts[::-1], dtype=tf.string))
+            for name, values in inputs.items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
 
 
 def run(config) -> pathlib.Path:
     """`tfft export`: exports the model trained in `config.output_dir` as a new version."""
-    from tfft import train as train_lib
+    from tfft.model import load_trained
 
-    model, packer, labels = train_lib.load_trained(config)
-    return export_model(model, packer, labels.names, config)
+    trained = load_trained(config)
+    return export_model(trained.model, trained.packer, trained.task, config)

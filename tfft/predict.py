@@ -1,7 +1,15 @@
-"""Batched inference from an exported SavedModel alone (`tfft predict`).
+"""Batched inference from an exported SavedModel alone (`tfft predict`), for any task.
 
-Needs only TensorFlow and TensorFlow Text: no keras, keras-hub or tfft model
-code, exactly what a serving process has.
+The model runs from the SavedModel (TensorFlow and TensorFlow Text only: no
+keras-hub or tfft model code). `assets/tfft_task.json` in the export names
+its task, whose `prediction_columns` turn the outputs into columns:
+
+| task | columns added to the input's |
+|---|---|
+| classification | `predicted_label`, `predicted_label_id`, `probability_<label>` per label |
+| multi_label | `predicted_labels` (joined by the separator), `probability_<label>` per label |
+| regression | `predicted_score` |
+| token_classification | `entities` (JSON spans: text, type, start and end character), `tags` |
 
 Example:
 
@@ -12,6 +20,7 @@ predict_file("saved_models/demo/1", "new.csv", "predictions.csv")
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 
@@ -25,8 +34,14 @@ from tfft import data
 logger = logging.getLogger(__name__)
 
 
-def load_labels(model_dir: str | pathlib.Path) -> list[str]:
-    return (pathlib.Path(model_dir) / "assets" / "labels.txt").read_text(encoding="utf-8").splitlines()
+def load_metadata(model_dir: str | pathlib.Path) -> dict:
+    """The export's `assets/tfft_task.json` (older exports: a classifier with `assets/labels.txt`)."""
+    model_dir = pathlib.Path(model_dir)
+    path = model_dir / "assets" / "tfft_task.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    labels = (model_dir / "assets" / "labels.txt").read_text(encoding="utf-8").splitlines()
+    return {"type": "classification", "inputs": ["text"], "labels": labels}
 
 
 def predict_file(
@@ -45,49 +60,53 @@ def predict_file(
         model_dir: str. A SavedModel version folder written by `tfft export`.
         input_path: str. `.csv`, `.tsv` or `.jsonl` with a `text_column`.
         output_path: str. CSV (or `.tsv`/`.jsonl` by extension) to write: the
-            input columns, then `predicted_label`, `predicted_label_id` and
-            one `probability_<label>` column per label.
+            input columns, then the task's prediction columns (module docstring).
         text_column: str. Column with the text.
-        text_pair_column: str or None. Column with the second text.
+        text_pair_column: str or None. Column with the second text, for
+            models trained on pairs.
         batch_size: int. Rows per SavedModel call.
         progress: bool. Show a progress bar.
 
     Returns:
         The written frame.
     """
+    from tfft.tasks import TASKS
+
     model_dir = pathlib.Path(model_dir)
     if not (model_dir / "saved_model.pb").is_file():
         raise FileNotFoundError(
             f"`{model_dir}` is not a SavedModel folder (no saved_model.pb). Pass a version folder, "
             "e.g. saved_models/demo/1."
         )
+    metadata = load_metadata(model_dir)
+    columns = {"text": text_column, "text_pair": text_pair_column}
+    if "text_pair" in metadata["inputs"] and not text_pair_column:
+        raise data.DataError(
+            f"`{model_dir}` was trained on text pairs: pass the second text's column with --text_pair_column."
+        )
     frame = data.read_table(input_path)
-    for column in filter(None, [text_column, text_pair_column]):
-        if column not in frame.columns:
+    for name in metadata["inputs"]:
+        if columns[name] not in frame.columns:
+            flag = "--text_column" if name == "text" else "--text_pair_column"
             raise data.DataError(
-                f"Data file `{input_path}` has no column `{column}`. Its columns are: {', '.join(frame.columns)}."
+                f"Data file `{input_path}` has no column `{columns[name]}`. Its columns are: "
+                f"{', '.join(frame.columns)}. Pass the right one with {flag}."
             )
     serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
-    labels = load_labels(model_dir)
+    task = TASKS[metadata["type"]]
     bar = tf.keras.utils.Progbar(len(frame), unit_name="example") if progress else None
-    probabilities, label_ids = [], []
+    predicted: dict[str, list] = {}
     for start in range(0, len(frame), batch_size):
         rows = frame.iloc[start : start + batch_size]
-        inputs = {"text": tf.constant(rows[text_column].tolist())}
-        if text_pair_column:
-            inputs["text_pair"] = tf.constant(rows[text_pair_column].tolist())
-        outputs = serve(**inputs)
-        probabilities.append(outputs["probabilities"].numpy())
-        label_ids.append(outputs["label_id"].numpy())
+        inputs = {name: rows[columns[name]].astype(str).tolist() for name in metadata["inputs"]}
+        outputs = {k: v.numpy() for k, v in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+        for name, values in task.prediction_columns(outputs, metadata, inputs).items():
+            predicted.setdefault(name, []).extend(np.asarray(values).tolist() if not isinstance(values, list) else values)
         if bar is not None:
             bar.add(len(rows))
-    probabilities = np.concatenate(probabilities) if probabilities else np.zeros([0, len(labels)], np.float32)
-    label_ids = np.concatenate(label_ids) if label_ids else np.zeros([0], np.int64)
     result = frame.copy()
-    result["predicted_label"] = [labels[i] for i in label_ids]
-    result["predicted_label_id"] = label_ids
-    for i, name in enumerate(labels):
-        result[f"probability_{name}"] = probabilities[:, i]
+    for name, values in predicted.items():
+        result[name] = values
     _write_table(result, pathlib.Path(output_path))
     logger.info("Wrote %d predictions to %s", len(result), output_path)
     return result

@@ -1,4 +1,4 @@
-"""`tfft.train.run(config)`: read data, build the model, fit, evaluate, export.
+"""`tfft.train.run(config)`: read data, build the model, fit, evaluate, export, for any task.
 
 The CLI and notebooks call the same function:
 
@@ -10,57 +10,57 @@ result = tfft.train.run(config)
 print(result.metrics["accuracy"], result.export_path)
 ```
 
-A run's `output_dir` holds everything needed to repeat, resume or reuse it:
-`config.yaml`, `labels.txt`, `checkpoints/best.weights.h5`,
-`model.weights.h5`, `history.csv`, `logs/` (TensorBoard), `metrics.json`,
-and `backup/` while training is unfinished. Starting the same command again
-after a crash resumes from the last completed epoch.
+Everything that differs between tasks (targets, head, loss, metrics, scores,
+serving outputs) comes from `config.task`'s `tfft.tasks.Task`; everything
+that differs between backbone sources from `tfft.backbones`. A run's
+`output_dir` holds everything needed to repeat, resume or reuse it (see
+`tfft.run_dir`). Starting the same command again after a crash resumes from
+the last completed epoch.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
 import os
 import pathlib
-import shutil
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from tfft import backbones, data, distribute, evaluate, optimization
-from tfft.config import Config, ConfigError, from_dict
-from tfft.tasks import TextClassifier, count_parameters, freeze
+from tfft import backbones, data, distribute, evaluate, optimization, tasks
+from tfft.config import Config
+from tfft.errors import OutputDirError
+from tfft.freezing import count_parameters
+from tfft.model import build_model
+from tfft.run_dir import (
+    BACKUP_DIR,
+    BEST_WEIGHTS,
+    COMPLETE_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    WEIGHTS_FILE,
+    best_so_far,
+    prepare_output_dir,
+)
+
+__all__ = ["run", "TrainResult", "OutputDirError", "prepare_output_dir", "CONFIG_FILE", "WEIGHTS_FILE",
+           "BEST_WEIGHTS", "BACKUP_DIR", "HISTORY_FILE", "COMPLETE_FILE"]
 
 logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
-WEIGHTS_FILE = "model.weights.h5"
-BEST_WEIGHTS = "checkpoints/best.weights.h5"
-BACKUP_DIR = "backup"
-HISTORY_FILE = "history.csv"
-COMPLETE_FILE = "run_complete.json"
-# Keys that may change between a run and its resumption.
-_RESUMABLE_CHANGES = {"train.overwrite_output_dir", "export.enabled", "export.base_dir"}
-
-
-class OutputDirError(RuntimeError):
-    """`output_dir` holds an earlier run that tfft will not silently overwrite."""
-
 
 @dataclasses.dataclass
 class TrainResult:
     """What `run` returns.
 
     Args:
-        model: `TextClassifier`. The trained model, with its best weights.
+        model: `tfft.tasks.TaskModel`. The trained model (float32 logits),
+            with its best weights.
         packer: `TextPacker`. Its in-graph tokenizer.
-        labels: `LabelVocabulary`. Label names in id order.
-        metrics: dict or None. Validation metrics (None without validation).
+        task: `tfft.tasks.Task`. With its label or tag vocabulary.
+        metrics: dict or None. Validation scores (None without validation).
         export_path: str or None. The SavedModel version folder, if exported.
         history: dict. Keras' per-epoch logs.
         output_dir: str. Where the run's files are.
@@ -68,11 +68,17 @@ class TrainResult:
 
     model: keras.Model
     packer: backbones.TextPacker
-    labels: data.LabelVocabulary
+    task: tasks.Task
     metrics: dict | None
     export_path: str | None
     history: dict
     output_dir: str
+
+    @property
+    def labels(self) -> data.LabelVocabulary | None:
+        """The task's label or tag names, in id order (None for regression)."""
+        names = self.task.label_names
+        return data.LabelVocabulary(names, minimum=1) if names is not None else None
 
 
 def run(
@@ -112,30 +118,29 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
     resuming = prepare_output_dir(config, output_dir) if chief else False
     keras.utils.set_random_seed(tc.seed)
     set_mixed_precision(tc.mixed_precision)
+    task = tasks.create(config)
 
     # Data: read and check everything before building anything.
-    train_examples = data.read_split(config.data.train, config.data, split="train")
-    val_examples = (
-        data.read_split(config.data.validation, config.data, split="validation") if config.data.validation else None
-    )
-    labels = data.LabelVocabulary.from_labels(train_examples.labels)
-    y_train = labels.encode(train_examples)
-    y_val = labels.encode(val_examples) if val_examples is not None else None
-    labels.save(output_dir)
+    train_examples = task.read(config.data.train, split="train")
+    val_examples = task.read(config.data.validation, split="validation") if config.data.validation else None
+    task.fit_vocabulary(train_examples)
+    y_train = task.encode(train_examples)
+    y_val = task.encode(val_examples) if val_examples is not None else None
+    task.save_vocabulary(output_dir)
     logger.info(
-        "Data: %d training examples, %s validation examples, %d labels: %s",
+        "Data: %d training examples, %s validation examples; task %s, %s",
         len(train_examples),
         len(val_examples) if val_examples is not None else "no",
-        len(labels),
-        ", ".join(labels.names),
+        task.type,
+        task.describe(),
     )
 
     source = backbones.resolve(config.model)
     source.prepare(train_examples.texts, output_dir)
     packer = source.packer()
-    truncation = {"train": data.truncation_stats(train_examples, packer)}
+    truncation = {"train": data.truncation_stats(train_examples, packer, task)}
     if val_examples is not None:
-        truncation["validation"] = data.truncation_stats(val_examples, packer)
+        truncation["validation"] = data.truncation_stats(val_examples, packer, task)
     for split, stats in truncation.items():
         (logger.warning if stats.truncated else logger.info)(stats.message(split))
 
@@ -143,23 +148,24 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
     pad_to = "buckets" if static_shapes and tc.pad_to == "longest" else tc.pad_to
     steps = data.steps_per_epoch(len(train_examples), tc.batch_size, drop_remainder=static_shapes)
     train_ds = data.make_dataset(
-        train_examples, y_train, packer, batch_size=tc.batch_size, training=True, seed=tc.seed,
+        train_examples, y_train, packer, task=task, batch_size=tc.batch_size, training=True, seed=tc.seed,
         pad_to=pad_to, shuffle_buffer=config.data.shuffle_buffer, repeat=True, drop_remainder=static_shapes,
         epochs=tc.epochs,
     )
     val_ds = (
-        data.make_dataset(val_examples, y_val, packer, batch_size=tc.batch_size, pad_to=pad_to)
+        data.make_dataset(val_examples, y_val, packer, task=task, batch_size=tc.batch_size, pad_to=pad_to)
         if val_examples is not None
         else None
     )
 
     with strategy.scope():
-        model = build_model(config, source, len(labels))
+        model = build_model(config, source, task)
         optimizer = optimization.create_optimizer(tc, steps * tc.epochs, model.trainable_variables)
         model.compile(
             optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            loss=task.loss(),
+            metrics=task.metrics(),
+            weighted_metrics=task.weighted_metrics() or None,
             jit_compile=tc.jit_compile,
             steps_per_execution=tc.steps_per_execution,
         )
@@ -174,7 +180,11 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
         steps, tc.epochs, tc.batch_size, strategy.num_replicas_in_sync,
     )
 
-    class_weight = labels.class_weights(y_train) if tc.class_weight == "balanced" else None
+    scorer = (
+        ValidationScores(task, packer, val_examples, tc.batch_size)
+        if val_examples is not None and not task.monitor_in_keras
+        else None
+    )
     started = time.time()
     history = model.fit(
         train_ds,
@@ -182,10 +192,10 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
         steps_per_epoch=steps,
         validation_data=val_ds,
         callbacks=[
-            *_callbacks(config, output_dir, has_validation=val_ds is not None, resuming=resuming),
+            *_callbacks(config, task, output_dir, has_validation=val_ds is not None, resuming=resuming, scorer=scorer),
             *extra_callbacks,
         ],
-        class_weight=class_weight,
+        class_weight=task.class_weight(y_train),
         shuffle=False,  # The pipeline shuffles.
         verbose=_verbosity(),
     )
@@ -199,45 +209,44 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
 
     metrics = None
     if val_examples is not None:
-        val_features = data.make_dataset(val_examples, None, packer, batch_size=tc.batch_size, pad_to=pad_to)
-        y_pred = predict_probabilities(model, val_features, strategy).argmax(axis=-1)
-        metrics = evaluate.classification_metrics(y_val, y_pred, labels.names)
+        outputs = evaluate.predict_outputs(task, model, packer, val_examples, tc.batch_size)
+        metrics = task.score(val_examples, outputs)
         metrics["truncation"] = {split: dataclasses.asdict(s) for split, s in truncation.items()}
         metrics["train_seconds"] = round(train_seconds, 2)
         if chief:
-            print(evaluate.format_metrics(metrics), flush=True)
+            print(task.report(metrics), flush=True)
             evaluate.write_metrics(metrics, output_dir)
 
     export_path = None
     if config.export.enabled and chief:
         from tfft import export
 
-        export_path = str(export.export_model(model, packer, labels.names, config))
+        export_path = str(export.export_model(model, packer, task, config))
     if chief:
         (output_dir / COMPLETE_FILE).write_text(
             json.dumps({"epochs": tc.epochs, "train_seconds": round(train_seconds, 2), "export": export_path}) + "\n"
         )
-    return TrainResult(model, packer, labels, metrics, export_path, dict(history.history), str(output_dir))
+    return TrainResult(model, packer, task, metrics, export_path, dict(history.history), str(output_dir))
 
 
-def build_model(config: Config, source: backbones.BackboneSource, num_classes: int) -> TextClassifier:
-    """The backbone from `source` with the head, frozen as the config says."""
-    backbone = source.backbone()
-    model = TextClassifier(backbone, num_classes=num_classes, dropout=config.model.dropout)
-    freeze(backbone, source.layer_groups(backbone), config.model.freeze_layers, config.model.freeze_embeddings)
-    return model
+class ValidationScores(keras.callbacks.Callback):
+    """Scores the validation split with the task's own scoring at each epoch's end.
 
-
-def predict_probabilities(model: keras.Model, dataset: tf.data.Dataset, strategy=None) -> np.ndarray:
-    """Probabilities for every example of `dataset`, in order, on this process alone.
-
-    Runs the model locally instead of `model.predict`, whose multi-worker
-    gather does not keep the dataset's order; TPUs go through `predict`.
+    Puts `val_<score>` (e.g. `val_f1`, `val_pearson`) into the epoch's logs,
+    before the checkpoint, early stopping and the CSV log read them: tasks
+    whose monitored score is no Keras metric (entity F1, correlations) pick
+    their best epoch by it.
     """
-    if isinstance(strategy, tf.distribute.TPUStrategy):
-        return evaluate.predict_probabilities(model, dataset)
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    return np.concatenate([forward(batch).numpy() for batch in dataset], axis=0)
+
+    def __init__(self, task, packer, examples: data.Examples, batch_size: int):
+        super().__init__()
+        self.task, self.packer, self.examples, self.batch_size = task, packer, examples, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        outputs = evaluate.predict_outputs(self.task, self.model, self.packer, self.examples, self.batch_size)
+        scores = self.task.logged_scores(self.task.score(self.examples, outputs))
+        if logs is not None:
+            logs.update({f"val_{name}": value for name, value in scores.items()})
 
 
 def set_mixed_precision(policy: str) -> None:
@@ -249,11 +258,16 @@ def _verbosity() -> int | str:
     return "auto" if os.isatty(1) else 2
 
 
-def _callbacks(config: Config, output_dir: pathlib.Path, has_validation: bool, resuming: bool) -> list:
+def _callbacks(
+    config: Config, task, output_dir: pathlib.Path, has_validation: bool, resuming: bool, scorer=None
+) -> list:
+    monitor, mode = f"val_{task.monitor[0]}", task.monitor[1]
     callbacks: list[keras.callbacks.Callback] = [
         # First, so the others see the restored epoch.
         # Saves model and optimizer state each epoch; restores both on resume.
         keras.callbacks.BackupAndRestore(backup_dir=str(output_dir / BACKUP_DIR)),
+        # Next, so the CSV log, checkpoint and early stopping see the task's scores.
+        *([scorer] if scorer is not None else []),
         keras.callbacks.CSVLogger(str(output_dir / HISTORY_FILE), append=resuming),
         keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")),
     ]
@@ -262,112 +276,15 @@ def _callbacks(config: Config, output_dir: pathlib.Path, has_validation: bool, r
         callbacks.append(
             keras.callbacks.ModelCheckpoint(
                 str(output_dir / BEST_WEIGHTS),
-                monitor="val_accuracy",
-                mode="max",
+                monitor=monitor,
+                mode=mode,
                 save_best_only=True,
                 save_weights_only=True,
-                initial_value_threshold=_best_so_far(output_dir) if resuming else None,
+                initial_value_threshold=best_so_far(output_dir, monitor, mode) if resuming else None,
             )
         )
         if config.train.early_stopping_patience:
             callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_accuracy", mode="max", patience=config.train.early_stopping_patience
-                )
+                keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.train.early_stopping_patience)
             )
     return callbacks
-
-
-def _best_so_far(output_dir: pathlib.Path) -> float | None:
-    """The best `val_accuracy` an interrupted run logged, so resuming keeps its best checkpoint."""
-    path = output_dir / HISTORY_FILE
-    if not path.is_file():
-        return None
-    with open(path, newline="") as f:
-        scores = [float(row["val_accuracy"]) for row in csv.DictReader(f) if row.get("val_accuracy")]
-    return max(scores) if scores else None
-
-
-# --- output_dir -------------------------------------------------------------
-
-
-def prepare_output_dir(config: Config, output_dir: pathlib.Path) -> bool:
-    """Makes `output_dir` ready; returns whether an interrupted run is resumed.
-
-    - empty or missing: a new run;
-    - an unfinished run with the same config: resumed from its last epoch;
-    - a finished run, or an unfinished one with another config: refused,
-      unless `train.overwrite_output_dir` is true;
-    - a non-empty folder that is not a tfft run: refused.
-    """
-    saved_config = output_dir / CONFIG_FILE
-    resuming = False
-    if output_dir.is_dir() and any(output_dir.iterdir()):
-        if config.train.overwrite_output_dir:
-            logger.warning("Overwriting %s (train.overwrite_output_dir=true).", output_dir)
-            shutil.rmtree(output_dir)
-        elif not saved_config.is_file():
-            raise OutputDirError(
-                f"output_dir `{output_dir}` exists, is not empty and holds no tfft run ({CONFIG_FILE} is "
-                "missing). Choose another `output_dir`."
-            )
-        elif (output_dir / COMPLETE_FILE).is_file():
-            raise OutputDirError(
-                f"output_dir `{output_dir}` holds a finished run. Set a new `output_dir`, or "
-                "`--set train.overwrite_output_dir=true` to replace it."
-            )
-        else:
-            differences = _config_differences(config, saved_config)
-            if differences:
-                raise OutputDirError(
-                    f"output_dir `{output_dir}` holds an unfinished run with another config ("
-                    + "; ".join(differences[:5])
-                    + "). Run the same config to resume it, set a new `output_dir`, or "
-                    "`--set train.overwrite_output_dir=true` to start over."
-                )
-            resuming = True
-            logger.info("Resuming the unfinished run in %s from its last completed epoch.", output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    config.save(saved_config)
-    return resuming
-
-
-def _config_differences(config: Config, saved_path: pathlib.Path) -> list[str]:
-    import yaml
-
-    try:
-        saved = from_dict(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
-    except (ConfigError, yaml.YAMLError) as err:
-        return [f"its {CONFIG_FILE} does not load: {err}"]
-    differences = []
-    for section, values in config.to_dict().items():
-        old_values = saved.to_dict()[section]
-        if not isinstance(values, dict):
-            values, old_values = {"": values}, {"": old_values}
-        for key, value in values.items():
-            name = f"{section}.{key}".rstrip(".")
-            if name not in _RESUMABLE_CHANGES and old_values.get(key) != value:
-                differences.append(f"{name}: {old_values.get(key)!r} there, {value!r} now")
-    return differences
-
-
-# --- Reloading a finished run -----------------------------------------------
-
-
-def load_trained(config: Config):
-    """Rebuilds the model a run trained, from its `output_dir`.
-
-    Returns:
-        `(model, packer, labels)`, with the run's final (best) weights.
-    """
-    output_dir = pathlib.Path(config.output_dir)
-    weights = output_dir / WEIGHTS_FILE
-    if not weights.is_file():
-        raise OutputDirError(f"`{weights}` does not exist: train first (`tfft train --config=...`).")
-    labels = data.LabelVocabulary.load(output_dir)
-    source = backbones.resolve(config.model)
-    source.prepare(None, output_dir)
-    packer = source.packer()
-    model = build_model(config, source, len(labels))
-    model.load_weights(weights)
-    return model, packer, labels

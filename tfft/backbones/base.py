@@ -60,6 +60,45 @@ class TextPacker:
         features = self.preprocessor(x=segments)
         return {name: tf.cast(value, tf.int32) for name, value in features.items()}
 
+    def pack_words(self, words: tf.RaggedTensor) -> tuple[dict[str, tf.Tensor], tf.RaggedTensor, tf.Tensor]:
+        """Packs sentences given as words, for per-word predictions (token classification).
+
+        Each word is tokenized on its own, so every word piece belongs to
+        exactly one word; the pieces of a sentence are then packed as one
+        segment, truncated to `sequence_length`.
+
+        Args:
+            words: `tf.RaggedTensor` of strings, `[batch, (words)]`.
+
+        Returns:
+            `(features, first_piece, counts)`: the packed int32 inputs, as
+            `__call__` returns them; the position of each word's first piece,
+            int32 `[batch, (words)]`, -1 where the word has no pieces or was
+            cut off by `sequence_length`; and each sentence's untruncated
+            length with its special tokens, int32 `[batch]`.
+        """
+        if tf.executing_eagerly():  # keras-hub turns eager outputs into Python lists
+            return tf.function(self.pack_words)(words)
+        pieces = tf.cast(self.tokenizer(words.flat_values), tf.int32)  # [words in the batch, (pieces)]
+        sentence_splits = tf.gather(pieces.row_splits, words.row_splits)
+        sentences = tf.RaggedTensor.from_row_splits(pieces.flat_values, sentence_splits)
+        token_ids, segment_ids = self.preprocessor.packer((sentences,))
+        token_ids = tf.cast(token_ids, tf.int32)
+        packed = {
+            "token_ids": token_ids,
+            "segment_ids": tf.cast(segment_ids, tf.int32),
+            "padding_mask": tf.cast(token_ids != self.tokenizer.pad_token_id, tf.int32),
+        }
+        features = {name: packed[name] for name in self.input_names}
+        # Position of each word's first piece: pieces before it in its sentence, after the start token.
+        word_sentence_start = tf.gather(sentence_splits, words.value_rowids())
+        position = tf.cast(pieces.row_splits[:-1] - word_sentence_start, tf.int32) + 1
+        kept = self.sequence_length - self._specials[0]  # pieces that fit beside the special tokens
+        valid = (pieces.row_lengths() > 0) & (position - 1 < kept)
+        first_piece = words.with_flat_values(tf.where(valid, position, -1))
+        counts = tf.cast(sentences.row_lengths(), tf.int32) + self._specials[0]
+        return features, first_piece, counts
+
     def token_counts(self, text, text_pair=None) -> tf.Tensor:
         """Untruncated lengths, special tokens included, as int32 `[batch]`."""
         count = self.tokenizer(text).row_lengths()

@@ -1,5 +1,24 @@
-"""Task heads put on top of a backbone."""
+"""Tasks: what a model predicts, from reading targets to serving outputs (see `tfft.tasks.base`).
 
-from tfft.tasks.classifier import TextClassifier, count_parameters, freeze
+`create(config)` returns the task `config.task.type` names. Register a new one
+in `TASKS`.
+"""
 
-__all__ = ["TextClassifier", "count_parameters", "freeze"]
+from tfft.freezing import count_parameters, freeze
+from tfft.tasks.base import Task, TaskModel
+from tfft.tasks.classification import Classification
+from tfft.tasks.multi_label import MultiLabel
+from tfft.tasks.regression import Regression
+from tfft.tasks.token_classification import TokenClassification
+
+#: `task.type` -> its `Task` class.
+TASKS: dict[str, type[Task]] = {
+    cls.type: cls for cls in (Classification, MultiLabel, Regression, TokenClassification)
+}
+
+__all__ = ["TASKS", "Task", "TaskModel", "create", "count_parameters", "freeze"]
+
+
+def create(config) -> Task:
+    """The `Task` for `config.task.type`."""
+    return TASKS[config.task.type](config)

@@ -1,0 +1,59 @@
+"""Building a task model on a backbone, and rebuilding a trained one from its run folder.
+
+Kept apart from `train` so that `evaluate` and `export` reload a run
+without importing the training loop.
+
+```python
+trained = tfft.model.load_trained(config)       # model, packer, task
+outputs = trained.task.outputs(trained.model, trained.packer, {"text": tf.constant(["a fine film"])})
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+from tfft import backbones, run_dir, tasks
+from tfft.config import Config
+from tfft.errors import OutputDirError
+from tfft.freezing import freeze
+
+
+@dataclasses.dataclass
+class Trained:
+    """A model rebuilt from a run folder.
+
+    Args:
+        model: `tfft.tasks.TaskModel`. With the run's final (best) weights.
+        packer: `TextPacker`. The in-graph tokenizer it was trained with.
+        task: `tfft.tasks.Task`. With the run's label or tag vocabulary.
+    """
+
+    model: tasks.TaskModel
+    packer: backbones.TextPacker
+    task: tasks.Task
+
+
+def build_model(config: Config, source: backbones.BackboneSource, task: tasks.Task) -> tasks.TaskModel:
+    """The backbone from `source` with the task's head, frozen as the config says."""
+    backbone = source.backbone()
+    model = tasks.TaskModel(backbone, task, dropout=config.model.dropout)
+    freeze(backbone, source.layer_groups(backbone), config.model.freeze_layers, config.model.freeze_embeddings)
+    return model
+
+
+def load_trained(config: Config) -> Trained:
+    """Rebuilds the model a run trained, from `config.output_dir`."""
+    output_dir = pathlib.Path(config.output_dir)
+    weights = output_dir / run_dir.WEIGHTS_FILE
+    if not weights.is_file():
+        raise OutputDirError(f"`{weights}` does not exist: train first (`tfft train --config=...`).")
+    task = tasks.create(config)
+    task.load_vocabulary(output_dir)
+    source = backbones.resolve(config.model)
+    source.prepare(None, output_dir)
+    packer = source.packer()
+    model = build_model(config, source, task)
+    model.load_weights(weights)
+    return Trained(model, packer, task)

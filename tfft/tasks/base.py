@@ -1,0 +1,265 @@
+"""The task interface: everything that differs between single-label, multi-label, regression and tagging.
+
+`train`, `evaluate`, `export` and `predict` call a `Task` and never ask which
+one they have. A task owns:
+
+| stage | hooks |
+|---|---|
+| data | `read` (targets checked, errors name the file and row), `fit_vocabulary`, `save_vocabulary` / `load_vocabulary`, `encode`, `inputs`, `pack`, `token_counts` |
+| model | `head` (float32 logits), `loss`, `metrics`, `weighted_metrics`, `monitor`, `class_weight` |
+| outputs | `outputs` (raw inputs -> named outputs, in the graph; serving and evaluation share it), `serving_signatures`, `warmup_inputs` |
+| scores | `score` (`metrics.json`), `report` (the printed table), `summary` (one line), `logged_scores` |
+| predict | `metadata` (saved in the export), `prediction_columns` (a classmethod: `tfft predict` needs no config) |
+
+Example:
+
+```python
+task = tfft.tasks.create(config)
+train = task.read(config.data.train, split="train")
+task.fit_vocabulary(train)
+model = TaskModel(backbone, task, dropout=0.1)   # float32 logits
+outputs = task.outputs(model, packer, task.inputs(train))
+print(task.report(task.score(train, outputs)))
+```
+"""
+
+from __future__ import annotations
+
+import abc
+import pathlib
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfft import data
+from tfft.config import Config
+
+#: Name of the JSON file in an export's `assets/` that tells `tfft predict` which task wrote it.
+METADATA_FILE = "tfft_task.json"
+
+
+class TaskModel(keras.Model):
+    """A backbone with a task's head: the packer's int32 inputs in, float32 logits out.
+
+    Built by composition, as keras-hub's task models: the head is added on
+    `backbone(inputs)`, and computes in float32 under mixed precision.
+
+    Args:
+        backbone: keras.Model. Returns a dict with `pooled_output` and
+            `sequence_output`.
+        task: `Task`. Builds the head (`task.head`).
+        dropout: float. Dropout rate before the head's Dense layer.
+
+    Example:
+
+    ```python
+    model = TaskModel(backbone, task, dropout=0.1)
+    logits = model(packer(tf.constant(["a fine film"])))
+    ```
+    """
+
+    def __init__(self, backbone: keras.Model, task: Task, dropout: float = 0.1, **kwargs):
+        inputs = backbone.input
+        logits = task.head(backbone(inputs), dropout)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.backbone = backbone
+
+
+def dense_head(x, units: int, dropout: float):
+    """Dropout, then a float32 Dense layer named `head` that outputs logits."""
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    return keras.layers.Dense(
+        units,
+        kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        dtype="float32",
+        name="head",
+    )(x)
+
+
+def trim_to_longest(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Cuts a padded batch down to its longest sequence (at least one position)."""
+    longest = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), axis=1)), 1)
+    return {name: value[:, :longest] for name, value in features.items()}
+
+
+class Task(abc.ABC):
+    """One kind of prediction. Subclasses set the class attributes and fill in the hooks.
+
+    Args:
+        config: `tfft.config.Config`. The task reads `config.task` and
+            `config.data` (columns, header).
+    """
+
+    #: `task.type` in the config.
+    type: ClassVar[str] = ""
+    #: The score that picks the best checkpoint and drives early stopping, and its direction.
+    monitor: ClassVar[tuple[str, str]] = ("loss", "min")
+    #: Whether Keras' own validation metric is the monitored score (no extra validation pass).
+    monitor_in_keras: ClassVar[bool] = False
+    #: Whether targets are per token: they are then trimmed with the features.
+    sequence_targets: ClassVar[bool] = False
+    #: Names of the inputs of the `serving_default` signature (and of `tfft predict`'s columns).
+    serving_input_names: ClassVar[tuple[str, ...]] = ("text",)
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    # --- Data ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def read(self, spec: str, split: str = "train", labelled: bool = True) -> data.Examples:
+        """Reads and checks one split; a bad target fails naming the file and row."""
+
+    def fit_vocabulary(self, train: data.Examples) -> None:
+        """Learns the label or tag names from the training split (if the task has any)."""
+        del train
+
+    @property
+    def label_names(self) -> list[str] | None:
+        """Label or tag names in id order; None for tasks without a vocabulary."""
+        return None
+
+    def save_vocabulary(self, output_dir: str | pathlib.Path) -> None:
+        if self.label_names is not None:
+            data.LabelVocabulary(self.label_names, minimum=1).save(output_dir)
+
+    def load_vocabulary(self, output_dir: str | pathlib.Path) -> None:
+        """Reads back what `save_vocabulary` wrote (`tfft evaluate`, `tfft export`)."""
+        del output_dir
+
+    @abc.abstractmethod
+    def encode(self, examples: data.Examples) -> Any:
+        """The targets as arrays for `tf.data`; a label the vocabulary lacks fails naming its row."""
+
+    def describe(self) -> str:
+        """What the task learns, for the log."""
+        names = self.label_names
+        return f"{len(names)} labels: {', '.join(names)}" if names is not None else "no labels"
+
+    def inputs(self, examples: data.Examples) -> dict:
+        """The model inputs of `examples`, as `tf.data.Dataset.from_tensor_slices` takes them."""
+        return data.text_inputs(examples)
+
+    def pack(self, packer, inputs: dict, targets=None):
+        """Packs a batch of `inputs` (and targets) in the graph: `features`, `(features, y)` or `(features, y, w)`."""
+        return data.pack_texts(packer, inputs, targets)
+
+    def token_counts(self, packer, inputs: dict):
+        """Untruncated lengths of a batch, int32 `[batch]` (or with words held and lost, for tagging)."""
+        return packer.token_counts(inputs["text"], inputs.get("text_pair"))
+
+    def class_weight(self, targets) -> dict[int, float] | None:
+        """Keras `class_weight` for `train.class_weight: balanced`, where the task supports it."""
+        del targets
+        return None
+
+    # --- Model -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def head(self, backbone_outputs: dict, dropout: float):
+        """The head on the backbone's outputs: float32 logits."""
+
+    @abc.abstractmethod
+    def loss(self) -> keras.losses.Loss:
+        """The training loss on the head's logits."""
+
+    def metrics(self) -> list[keras.metrics.Metric]:
+        """Keras metrics shown during `fit` (on logits)."""
+        return []
+
+    def weighted_metrics(self) -> list[keras.metrics.Metric]:
+        """Keras metrics that honour the sample weights (masked tokens)."""
+        return []
+
+    # --- Outputs ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def postprocess(self, logits: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Logits -> named outputs (probabilities, labels, scores), in the graph."""
+
+    def outputs(self, model: keras.Model, packer, inputs: dict) -> dict[str, tf.Tensor]:
+        """Raw inputs -> named outputs, in the graph. Serving and evaluation both call this."""
+        features = trim_to_longest(packer(inputs["text"], inputs.get("text_pair")))
+        return self.postprocess(tf.cast(model(features, training=False), tf.float32))
+
+    def input_names(self) -> tuple[str, ...]:
+        """The `serving_default` inputs of this run: `text`, plus `text_pair` for pair data."""
+        return ("text", "text_pair") if self.config.data.text_pair_column else ("text",)
+
+    def serving_signatures(self, model: keras.Model, packer) -> dict[str, tuple[Any, list]]:
+        """Signature name -> (function, input specs) for the export.
+
+        Text tasks serve `serving_default` (raw strings) and `serve_token_ids`
+        (the packer's int32 inputs, for clients that tokenize).
+        """
+        names = self.input_names()
+        specs = [tf.TensorSpec([None], tf.string, name=name) for name in names]
+
+        def serving_default(*texts):
+            return self.outputs(model, packer, dict(zip(names, texts, strict=True)))
+
+        def serve_token_ids(features):
+            return self.postprocess(tf.cast(model(trim_to_longest(features), training=False), tf.float32))
+
+        token_specs = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in packer.input_names}
+        return {"serving_default": (serving_default, specs), "serve_token_ids": (serve_token_ids, [token_specs])}
+
+    WARMUP_TEXTS: ClassVar[list[str]] = [
+        "tfft warmup request.",
+        "",
+        "A somewhat longer warmup request, so that TF Serving also traces a batch of a few dozen tokens "
+        "before the first real request arrives.",
+    ]
+
+    def warmup_inputs(self, count: int) -> list[dict[str, list[str]]]:
+        """`count` requests for `serving_default`, as input name -> strings."""
+        requests = []
+        for i in range(count):
+            texts = [self.WARMUP_TEXTS[j % len(self.WARMUP_TEXTS)] for j in range(i, i + 2)]
+            request = {"text": texts}
+            if "text_pair" in self.input_names():
+                request["text_pair"] = texts[::-1]
+            requests.append(request)
+        return requests
+
+    def collect(self, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Joins per-batch outputs (numpy) into one dict of arrays, in example order."""
+        if not batches:
+            return {}
+        return {name: np.concatenate([b[name] for b in batches], axis=0) for name in batches[0]}
+
+    # --- Scores ----------------------------------------------------------
+
+    @abc.abstractmethod
+    def score(self, examples: data.Examples, outputs: dict[str, np.ndarray]) -> dict:
+        """Scores `outputs` against the targets of `examples`: the dict in `metrics.json`."""
+
+    @abc.abstractmethod
+    def report(self, scores: dict) -> str:
+        """The scores as a plain-text table."""
+
+    def logged_scores(self, scores: dict) -> dict[str, float]:
+        """The scalar scores that go into the per-epoch logs (`val_<name>`)."""
+        return {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and k != "examples"}
+
+    def summary(self, scores: dict) -> str:
+        """One line of the main scores, for the CLI."""
+        return "  ".join(f"{k} {v:.4f}" for k, v in self.logged_scores(scores).items())
+
+    # --- Predict ---------------------------------------------------------
+
+    def metadata(self) -> dict:
+        """What `tfft predict` needs to write an export's outputs as columns."""
+        return {"type": self.type, "inputs": list(self.input_names()), "labels": self.label_names}
+
+    @classmethod
+    @abc.abstractmethod
+    def prediction_columns(cls, outputs: dict[str, np.ndarray], metadata: dict, inputs: dict[str, list[str]]) -> dict:
+        """Column name -> values, from a batch of `serving_default` outputs (numpy)."""
+
+
+def decode(values) -> list[str]:
+    """Byte strings from TensorFlow as Python strings."""
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in np.asarray(values).reshape(-1)]

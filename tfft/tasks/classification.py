@@ -1,0 +1,84 @@
+"""Single-label classification: one label per row, softmax over the labels."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfft import data, metrics
+from tfft.tasks.base import Task, decode, dense_head
+
+
+class Classification(Task):
+    """`task.type: classification`. One label per row, from `data.label_column`.
+
+    Labels may be strings or integers; the vocabulary is taken from the
+    training split (integers in numeric order, strings sorted) and saved as
+    `labels.txt`. Serving returns `probabilities` `float32[batch, labels]`,
+    `label` `string[batch]` and `label_id` `int64[batch]`.
+    """
+
+    type = "classification"
+    monitor = ("accuracy", "max")
+    monitor_in_keras = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.vocabulary: data.LabelVocabulary | None = None
+
+    def read(self, spec, split="train", labelled=True):
+        return data.read_split(spec, self.config.data, split=split, labelled=labelled)
+
+    def fit_vocabulary(self, train):
+        self.vocabulary = data.LabelVocabulary.from_labels(train.labels)
+
+    @property
+    def label_names(self):
+        return self.vocabulary.names if self.vocabulary is not None else None
+
+    def load_vocabulary(self, output_dir):
+        self.vocabulary = data.LabelVocabulary.load(output_dir)
+
+    def encode(self, examples):
+        return self.vocabulary.encode(examples)
+
+    def class_weight(self, targets):
+        if self.config.train.class_weight == "balanced":
+            return self.vocabulary.class_weights(targets)
+        return None
+
+    def head(self, backbone_outputs, dropout):
+        return dense_head(backbone_outputs["pooled_output"], len(self.vocabulary), dropout)
+
+    def loss(self):
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def metrics(self):
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def postprocess(self, logits):
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        return {
+            "probabilities": probabilities,
+            "label": tf.gather(tf.constant(self.vocabulary.names), label_id),
+            "label_id": label_id,
+        }
+
+    def score(self, examples, outputs):
+        return metrics.classification_metrics(self.encode(examples), outputs["label_id"], self.vocabulary.names)
+
+    def report(self, scores):
+        return metrics.format_metrics(scores)
+
+    def logged_scores(self, scores):
+        return {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
+
+    @classmethod
+    def prediction_columns(cls, outputs, metadata, inputs):
+        labels = metadata["labels"]
+        columns = {"predicted_label": decode(outputs["label"]), "predicted_label_id": np.asarray(outputs["label_id"])}
+        for i, name in enumerate(labels):
+            columns[f"probability_{name}"] = np.asarray(outputs["probabilities"])[:, i]
+        return columns

@@ -1,0 +1,217 @@
+"""Multi-label classification: any number of labels per row, one sigmoid per label."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfft import data, metrics
+from tfft.errors import DataError
+from tfft.tasks.base import Task, decode, dense_head
+
+logger = logging.getLogger(__name__)
+
+_TRUE, _FALSE = ("1", "1.0", "true"), ("0", "0.0", "false", "")
+
+
+class MultiLabel(Task):
+    """`task.type: multi_label`. Labels come in one of three forms:
+
+    - one column (`data.label_column`) whose cells list label names separated
+      by `task.label_separator` (`joy,love`), or 0-based ids into
+      `task.label_names_file` (GoEmotions: `8,20`);
+    - in JSONL, a JSON list (`"labels": ["joy", "love"]`) in that column;
+    - one 0/1 column per label, named by `task.label_columns`.
+
+    Rows with no label are allowed. Sigmoid outputs with binary
+    cross-entropy; a label is predicted when its probability is at least
+    `task.threshold`. Serving returns `probabilities` `float32[batch,
+    labels]`, `predicted` `int32[batch, labels]` (0/1) and `labels`
+    `string[batch]`, the predicted names joined by `task.label_separator`.
+    """
+
+    type = "multi_label"
+    monitor = ("macro_f1", "max")
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.names: list[str] | None = None
+
+    # --- Reading ---------------------------------------------------------
+
+    def _names_file(self) -> list[str] | None:
+        path = self.config.task.label_names_file
+        if not path:
+            return None
+        path = pathlib.Path(path)
+        if not path.is_file():
+            raise DataError(
+                f"`task.label_names_file` `{path}` does not exist. It must list one label name per line."
+            )
+        names = [line.strip() for line in data.read_text(path).splitlines()]
+        while names and not names[-1]:
+            names.pop()
+        return names
+
+    def read(self, spec, split="train", labelled=True):
+        dc, tc = self.config.data, self.config.task
+        columns = list(tc.label_columns or []) if labelled else []
+        single = dc.label_column if labelled and not tc.label_columns else None
+        frame = data.read_frame(spec, dc, split, columns + ([single] if single else []))
+        data.require_columns(frame, spec, dc, {"label_column": single})
+        for column in columns:
+            data.require_columns(frame, spec, dc, {"task.label_columns": column})
+        texts, pairs = data.text_columns(frame, spec, dc)
+        examples = data.Examples(spec, texts, pairs)
+        if columns:
+            examples.labels = self._from_indicator_columns(frame, columns, examples)
+        elif single:
+            examples.labels = self._from_label_cells(frame[single].tolist(), examples)
+        return data.limit_train_examples(examples, dc, split)
+
+    def _from_indicator_columns(self, frame, columns, examples) -> list[list[str]]:
+        labels: list[list[str]] = [[] for _ in range(len(frame))]
+        for column in columns:
+            bad = []
+            for i, cell in enumerate(frame[column].tolist()):
+                value = str(cell).strip().lower()
+                if value in _TRUE:
+                    labels[i].append(column)
+                elif value not in _FALSE:
+                    bad.append((examples.where(i), cell))
+            if bad:
+                raise data.rows_error(
+                    examples.source, f"has cells in the label column `{column}` that are not 0 or 1", bad,
+                    "Each of `task.label_columns` holds 1 where the row has that label and 0 (or empty) where not.",
+                )
+        return labels
+
+    def _from_label_cells(self, cells, examples) -> list[list[str]]:
+        separator = self.config.task.label_separator
+        names = self._names_file()
+        labels, bad = [], []
+        for i, cell in enumerate(cells):
+            cell = str(cell).strip()
+            if cell.startswith("["):
+                try:
+                    entries = [str(v).strip() for v in json.loads(cell)]
+                except (json.JSONDecodeError, TypeError):
+                    bad.append((examples.where(i), cell))
+                    entries = []
+            else:
+                entries = [part.strip() for part in cell.split(separator)]
+            entries = [e for e in entries if e]
+            if names is not None:
+                ids = [int(e) if e.isdigit() else -1 for e in entries]
+                if any(not 0 <= j < len(names) for j in ids):
+                    bad.append((examples.where(i), cell))
+                    continue
+                entries = [names[j] for j in ids]
+            labels.append(sorted(set(entries), key=entries.index))
+        if bad:
+            why = (
+                f"hold 0-based ids into `task.label_names_file` ({len(names)} names), separated by {separator!r}"
+                if names is not None
+                else f"hold label names separated by {separator!r} (`task.label_separator`), or a JSON list"
+            )
+            raise data.rows_error(
+                examples.source, "has label cells that cannot be read", bad, f"Label cells must {why}."
+            )
+        return labels
+
+    # --- Vocabulary and targets -------------------------------------------
+
+    def fit_vocabulary(self, train):
+        names = self.config.task.label_columns or self._names_file()
+        if names is None:
+            seen = {label for row in train.labels for label in row}
+            if not seen:
+                raise DataError(f"Data file `{train.source}` has no labels in any row: nothing to learn.")
+            names = data.LabelVocabulary.from_labels(seen, minimum=1).names
+        counts = dict.fromkeys(names, 0)
+        for row in train.labels:
+            for label in row:
+                counts[label] = counts.get(label, 0) + 1
+        unused = [name for name, count in counts.items() if count == 0]
+        if unused:
+            logger.warning("%d label(s) have no training example and will rarely be predicted: %s",
+                           len(unused), ", ".join(unused))
+        self.names = list(names)
+
+    @property
+    def label_names(self):
+        return self.names
+
+    def load_vocabulary(self, output_dir):
+        self.names = data.LabelVocabulary.load(output_dir, minimum=1).names
+
+    def describe(self):
+        return f"{len(self.names)} labels (multi-label, threshold {self.config.task.threshold:g}): {', '.join(self.names)}"
+
+    def encode(self, examples):
+        ids = {name: i for i, name in enumerate(self.names)}
+        targets = np.zeros([len(examples), len(self.names)], np.float32)
+        unknown = []
+        for i, row in enumerate(examples.labels):
+            for label in row:
+                if label in ids:
+                    targets[i, ids[label]] = 1.0
+                else:
+                    unknown.append((examples.where(i), label))
+        if unknown:
+            raise data.rows_error(
+                examples.source, "has labels that the training split never had", unknown,
+                f"Known labels: {self.names}. Fix those rows or add examples of the label to the training data.",
+            )
+        return targets
+
+    # --- Model and outputs -----------------------------------------------
+
+    def head(self, backbone_outputs, dropout):
+        return dense_head(backbone_outputs["pooled_output"], len(self.names), dropout)
+
+    def loss(self):
+        return keras.losses.BinaryCrossentropy(from_logits=True)
+
+    def metrics(self):
+        t = self.config.task.threshold
+        # On logits: probability >= t is logit >= log(t / (1 - t)).
+        return [keras.metrics.BinaryAccuracy(name="binary_accuracy", threshold=math.log(t / (1 - t)))]
+
+    def postprocess(self, logits):
+        probabilities = tf.math.sigmoid(logits)
+        predicted = probabilities >= self.config.task.threshold
+        names = tf.broadcast_to(tf.constant(self.names), tf.shape(predicted))
+        labels = tf.strings.reduce_join(
+            tf.ragged.boolean_mask(names, predicted), axis=-1, separator=self.config.task.label_separator
+        )
+        return {"probabilities": probabilities, "predicted": tf.cast(predicted, tf.int32), "labels": labels}
+
+    def score(self, examples, outputs):
+        return metrics.multi_label_metrics(
+            self.encode(examples), outputs["predicted"], self.names, self.config.task.threshold
+        )
+
+    def report(self, scores):
+        return metrics.format_multi_label_metrics(scores)
+
+    def logged_scores(self, scores):
+        return {k: scores[k] for k in ("micro_f1", "macro_f1", "exact_match")}
+
+    def metadata(self):
+        return {**super().metadata(), "separator": self.config.task.label_separator,
+                "threshold": self.config.task.threshold}
+
+    @classmethod
+    def prediction_columns(cls, outputs, metadata, inputs):
+        columns = {"predicted_labels": decode(outputs["labels"])}
+        probabilities = np.asarray(outputs["probabilities"])
+        for i, name in enumerate(metadata["labels"]):
+            columns[f"probability_{name}"] = probabilities[:, i]
+        return columns

@@ -45,6 +45,63 @@ def sentiment_rows(n: int, seed: int = 0, integer_labels: bool = False) -> list[
     return rows
 
 
+def multi_label_rows(n: int, seed: int = 0, separator: str = ",") -> list[tuple[str, str]]:
+    """Learnable multi-label rows: `pos` if a positive adjective is there, `neg` if a negative one.
+
+    A quarter of the rows have both labels, and a quarter none (`fine`).
+    """
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        labels = sorted(rng.sample(["pos", "neg"], k=rng.choice([0, 1, 1, 2])))
+        adjectives = [rng.choice(POSITIVE if label == "pos" else NEGATIVE) for label in labels] or ["fine"]
+        rng.shuffle(adjectives)
+        rows.append((f"the {rng.choice(NOUNS)} was {' and '.join(adjectives)}", separator.join(labels)))
+    return rows
+
+
+def regression_rows(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """Learnable sentence pairs: the score is 1 + 2 x (positive sentences), so 1, 3 or 5."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        positive = [rng.random() < 0.5 for _ in range(2)]
+        texts = [f"the {rng.choice(NOUNS)} was {rng.choice(POSITIVE if p else NEGATIVE)}" for p in positive]
+        rows.append((*texts, f"{1 + 2 * sum(positive):.1f}"))
+    return rows
+
+
+def ner_sentences(n: int, seed: int = 0) -> list[list[tuple[str, str]]]:
+    """Learnable tagged sentences: `<adjective> <noun>` is a POS or NEG entity by its adjective, a lone noun THING."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(n):
+        words: list[tuple[str, str]] = []
+        for _ in range(rng.randint(2, 5)):
+            kind = rng.random()
+            if kind < 0.3:
+                words += [("the", "O"), (rng.choice(NOUNS), "B-THING")]
+            elif kind < 0.7:
+                positive = rng.random() < 0.5
+                label = "POS" if positive else "NEG"
+                words += [(rng.choice(POSITIVE if positive else NEGATIVE), f"B-{label}"),
+                          (rng.choice(NOUNS), f"I-{label}")]
+            else:
+                words += [(rng.choice(["was", "and", "fine", ".", ","]), "O")]
+        sentences.append(words)
+    return sentences
+
+
+def write_conll(path: pathlib.Path, sentences, docstart: bool = True) -> pathlib.Path:
+    """A CoNLL-2003 style file: `word POS chunk tag` lines, blank lines between sentences."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["-DOCSTART- -X- -X- O", ""] if docstart else []
+    for sentence in sentences:
+        lines += [f"{word} NN I-NP {tag}" for word, tag in sentence] + [""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def write_csv(path: pathlib.Path, rows, header=("text", "label")) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
@@ -63,7 +120,25 @@ def data_dir(tmp_path_factory) -> pathlib.Path:
     root = tmp_path_factory.mktemp("data")
     write_csv(root / "train.csv", sentiment_rows(960, seed=0))
     write_csv(root / "validation.csv", sentiment_rows(96, seed=1))
+    write_csv(root / "multi_train.csv", multi_label_rows(960, seed=0))
+    write_csv(root / "multi_validation.csv", multi_label_rows(96, seed=1))
+    write_csv(root / "pairs_train.csv", regression_rows(960, seed=0), header=("text", "text_pair", "label"))
+    write_csv(root / "pairs_validation.csv", regression_rows(96, seed=1), header=("text", "text_pair", "label"))
+    write_conll(root / "ner_train.txt", ner_sentences(960, seed=0))
+    write_conll(root / "ner_validation.txt", ner_sentences(96, seed=1))
     return root
+
+
+#: Per task: the config overrides that point a run at its synthetic data in `data_dir`.
+TASK_DATA = {
+    "classification": lambda d: [f"data.train={d / 'train.csv'}", f"data.validation={d / 'validation.csv'}"],
+    "multi_label": lambda d: ["task.type=multi_label", f"data.train={d / 'multi_train.csv'}",
+                              f"data.validation={d / 'multi_validation.csv'}"],
+    "regression": lambda d: ["task.type=regression", "data.text_pair_column=text_pair",
+                             f"data.train={d / 'pairs_train.csv'}", f"data.validation={d / 'pairs_validation.csv'}"],
+    "token_classification": lambda d: ["task.type=token_classification", f"data.train={d / 'ner_train.txt'}",
+                                       f"data.validation={d / 'ner_validation.txt'}"],
+}
 
 
 def _write_tiny_preset(path: pathlib.Path, dropout: float = 0.1) -> pathlib.Path:

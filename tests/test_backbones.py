@@ -178,8 +178,29 @@ def test_transformers_source_trains_freezes_and_exports(tf_bert, make_config, tm
 
     texts = ["the movie was great", "Café was dull", ""]
     served = tf.saved_model.load(result.export_path).signatures["serving_default"](text=tf.constant(texts))
-    expected = result.model.predict(result.packer(tf.constant(texts)), verbose=0)
+    expected = tf.nn.softmax(result.model.predict(result.packer(tf.constant(texts)), verbose=0))
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+
+
+def test_transformers_source_honours_pretrained_false(tf_bert):
+    """`model.pretrained: false` builds the architecture with random weights; it used to load them anyway."""
+    def source(pretrained):
+        backbone = resolve(ModelConfig(backbone=str(tf_bert), source="transformers", sequence_length=32,
+                                       pretrained=pretrained))
+        backbone.prepare(None, None)
+        return backbone
+
+    pretrained, random_init = source(True).backbone(), source(False).backbone()
+    fresh = {w.name.split("/", 1)[1]: w.numpy() for w in transformers.TFBertModel.from_pretrained(tf_bert).weights}
+
+    def weights(backbone):
+        return {w.name.split("/", 1)[1]: w.numpy() for w in backbone.get_layer("transformers_encoder")._hf_model[0].weights}
+
+    loaded, random = weights(pretrained), weights(random_init)
+    assert loaded.keys() == random.keys() == fresh.keys()
+    key = next(k for k in fresh if "word_embeddings" in k)
+    assert np.array_equal(loaded[key], fresh[key])
+    assert not np.array_equal(random[key], fresh[key])
 
 
 @pytest.mark.slow

@@ -14,7 +14,13 @@ if TYPE_CHECKING:
     from tfft.backbones.base import LayerGroups
 
 
-def freeze(backbone: keras.Model, groups: LayerGroups, freeze_layers: int, freeze_embeddings: bool = True) -> None:
+def freeze(
+    backbone: keras.Model,
+    groups: LayerGroups,
+    freeze_layers: int,
+    freeze_embeddings: bool = True,
+    freeze_pooler: bool = False,
+) -> None:
     """Freezes the embeddings and the lowest `freeze_layers` encoder layers.
 
     Args:
@@ -24,6 +30,8 @@ def freeze(backbone: keras.Model, groups: LayerGroups, freeze_layers: int, freez
             freezes the whole backbone, pooler included (only the head trains).
         freeze_embeddings: bool. Whether the embeddings are frozen too
             (always, when `freeze_layers` is -1).
+        freeze_pooler: bool. Freeze the pooler too: for heads on
+            `sequence_output`, which never use it.
     """
     num_layers = len(groups.encoder)
     if not -1 <= freeze_layers <= num_layers:
@@ -39,6 +47,8 @@ def freeze(backbone: keras.Model, groups: LayerGroups, freeze_layers: int, freez
         layer.trainable = not freeze_embeddings
     for i, layer in enumerate(groups.encoder):
         layer.trainable = i >= frozen
+    for layer in groups.pooler:
+        layer.trainable = not freeze_pooler
 
 
 def count_parameters(weights) -> int:

@@ -118,10 +118,13 @@ class LayerGroups:
             normalization.
         encoder: list of layers. Encoder blocks, lowest (closest to the
             embeddings) first.
+        pooler: list of layers. The layers that make `pooled_output` only;
+            frozen for tasks that read `sequence_output` alone.
     """
 
     embeddings: list
     encoder: list
+    pooler: list = dataclasses.field(default_factory=list)
 
 
 class BackboneSource(abc.ABC):
@@ -210,4 +213,5 @@ def keras_hub_layer_groups(backbone: keras.Model) -> LayerGroups:
             "`model.freeze_layers` cannot pick its lower layers. Use `model.freeze_layers: -1` (freeze "
             "everything) or a BERT-style encoder."
         )
-    return LayerGroups(embeddings=embeddings, encoder=encoder)
+    pooler = [layer for layer in model.layers if layer.name == "pooled_dense"]
+    return LayerGroups(embeddings=embeddings, encoder=encoder, pooler=pooler)

@@ -46,17 +46,23 @@ def _attribute(obj, path: str):
     return obj
 
 
-def load_tf_model(spec: str):
+def load_tf_model(spec: str, pretrained: bool = True):
     """A built `TFAutoModel` with the checkpoint's weights, never from pickles.
 
     Args:
         spec: str. A checkpoint folder or `hf://<id>`; files of an id are
             fetched one by one (`read_checkpoint_file`), then loaded locally.
+        pretrained: bool. False builds the checkpoint's architecture with
+            random weights and reads no weight file.
     """
     transformers = _import_transformers()
     from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
     config = transformers.AutoConfig.from_pretrained(str(read_checkpoint_file(spec, "config.json")))
+    if not pretrained:
+        model = transformers.TFAutoModel.from_config(config)
+        model(model.dummy_inputs, training=False)  # builds the variables
+        return model
     h5_path = read_checkpoint_file(spec, "tf_model.h5")
     if h5_path is not None:
         # `use_safetensors=False`: beside tf_model.h5, transformers would prefer a PyTorch-format
@@ -157,11 +163,12 @@ class TransformersModel(BackboneSource):
         return TextPacker(preprocessor)
 
     def backbone(self) -> keras.Model:
-        encoder = TransformersEncoder(load_tf_model(self.config.backbone), self.model_type, name="transformers_encoder")
+        hf_model = load_tf_model(self.config.backbone, pretrained=self.config.pretrained)
+        encoder = TransformersEncoder(hf_model, self.model_type, name="transformers_encoder")
         check_sequence_length(self.config, encoder.max_sequence_length)
         inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in ("token_ids", "segment_ids", "padding_mask")}
         return keras.Model(inputs, encoder(inputs), name="transformers_backbone")
 
     def layer_groups(self, backbone: keras.Model) -> LayerGroups:
         encoder = backbone.get_layer("transformers_encoder")
-        return LayerGroups(embeddings=[encoder.embeddings], encoder=list(encoder.encoder_layers))
+        return LayerGroups(embeddings=[encoder.embeddings], encoder=list(encoder.encoder_layers), pooler=[encoder.pooler])

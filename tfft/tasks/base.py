@@ -100,8 +100,8 @@ class Task(abc.ABC):
     monitor_in_keras: ClassVar[bool] = False
     #: Whether targets are per token: they are then trimmed with the features.
     sequence_targets: ClassVar[bool] = False
-    #: Names of the inputs of the `serving_default` signature (and of `tfft predict`'s columns).
-    serving_input_names: ClassVar[tuple[str, ...]] = ("text",)
+    #: Whether the head reads `pooled_output`; if not, the pooler is frozen (it would get no gradient).
+    uses_pooled_output: ClassVar[bool] = True
 
     def __init__(self, config: Config):
         self.config = config
@@ -240,9 +240,9 @@ class Task(abc.ABC):
     def report(self, scores: dict) -> str:
         """The scores as a plain-text table."""
 
+    @abc.abstractmethod
     def logged_scores(self, scores: dict) -> dict[str, float]:
-        """The scalar scores that go into the per-epoch logs (`val_<name>`)."""
-        return {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and k != "examples"}
+        """The main scalar scores: the per-epoch logs (`val_<name>`) and the CLI's summary line."""
 
     def summary(self, scores: dict) -> str:
         """One line of the main scores, for the CLI."""

@@ -73,6 +73,9 @@ class Regression(Task):
     def report(self, scores):
         return metrics.format_regression_metrics(scores)
 
+    def logged_scores(self, scores):
+        return {k: scores[k] for k in ("pearson", "spearman", "mse", "mae")}
+
     @classmethod
     def prediction_columns(cls, outputs, metadata, inputs):
         return {"predicted_score": np.asarray(outputs["score"], np.float32)}

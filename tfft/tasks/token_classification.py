@@ -54,7 +54,7 @@ class TokenClassification(Task):
     type = "token_classification"
     monitor = ("f1", "max")
     sequence_targets = True
-    serving_input_names = ("text",)
+    uses_pooled_output = False
 
     def __init__(self, config):
         super().__init__(config)

@@ -195,6 +195,17 @@ def make_config(tmp_path, data_dir, tiny_preset):
     return make
 
 
+@pytest.fixture
+def no_fit(monkeypatch):
+    """Fails the test if `fit` starts: bad input must be caught before training."""
+    import keras
+
+    def fail(*args, **kwargs):
+        raise AssertionError("fit must not start on bad input")
+
+    monkeypatch.setattr(keras.Model, "fit", fail)
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, data_dir, tiny_preset):
     """One trained and exported run, shared by the tests that only read it."""

@@ -136,14 +136,6 @@ def test_foreign_folder_is_refused(make_config):
     assert (out / "notes.txt").read_text() == "mine"
 
 
-@pytest.fixture
-def no_fit(monkeypatch):
-    def fail(*args, **kwargs):
-        raise AssertionError("fit must not start on bad input")
-
-    monkeypatch.setattr(keras.Model, "fit", fail)
-
-
 @pytest.mark.parametrize(
     "override, error, message",
     [

@@ -74,6 +74,10 @@ class DataConfig:
         label_column: str. Column with string or integer labels.
         has_header: bool. False for header-less files: columns are then named
             by position, `"0"`, `"1"`, ...
+        quoting: str. How `"` is read in `.csv`/`.tsv` cells: `auto` reads
+            CSV quoting in `.csv` and keeps quotes as text in `.tsv` (as GLUE
+            needs); `csv` reads quoted cells in both (GoEmotions' TSVs);
+            `none` keeps every quote as text.
         tfds_data_dir: str or None. `data_dir` for TFDS data sets.
         max_train_examples: int or None. Use only the first N training rows.
         shuffle_buffer: int. Examples in the shuffle buffer (0: the whole set).
@@ -85,6 +89,7 @@ class DataConfig:
     text_pair_column: str | None = None
     label_column: str = "label"
     has_header: bool = True
+    quoting: Literal["auto", "csv", "none"] = "auto"
     tfds_data_dir: str | None = None
     max_train_examples: int | None = None
     shuffle_buffer: int = 0

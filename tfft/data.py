@@ -128,7 +128,7 @@ def read_frame(spec: str, data: DataConfig, split: str, label_columns: list[str]
     """One split as a frame of strings: a file, or a TFDS data set (`label_columns` name their features)."""
     if spec.startswith(TFDS_PREFIX):
         return _read_tfds(spec, data, split, list(label_columns))
-    return read_table(spec, has_header=data.has_header)
+    return read_table(spec, has_header=data.has_header, quoting=data.quoting)
 
 
 def text_columns(frame: pd.DataFrame, source: str, data: DataConfig) -> tuple[list[str], list[str] | None]:
@@ -152,7 +152,7 @@ def require_columns(frame: pd.DataFrame, source: str, data: DataConfig, columns:
             )
 
 
-def read_table(path: str | pathlib.Path, has_header: bool = True) -> pd.DataFrame:
+def read_table(path: str | pathlib.Path, has_header: bool = True, quoting: str = "auto") -> pd.DataFrame:
     """Reads a `.csv`, `.tsv` or `.jsonl` file into a frame of strings.
 
     Every cell stays a string (no `NA` guessing), a UTF-8 byte-order mark is
@@ -180,8 +180,9 @@ def read_table(path: str | pathlib.Path, has_header: bool = True) -> pd.DataFram
             dtype=str,
             keep_default_na=False,
             na_filter=False,
-            # GLUE tsvs hold stray `"` that are part of the text.
-            quoting=csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL,
+            # GLUE tsvs hold stray `"` that are part of the text (`quoting: auto`).
+            quoting=csv.QUOTE_NONE if quoting == "none" or (quoting == "auto" and suffix == ".tsv")
+            else csv.QUOTE_MINIMAL,
         )
         frame.columns = [str(c) for c in frame.columns]
     if frame.empty:

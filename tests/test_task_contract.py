@@ -1,0 +1,95 @@
+"""One contract for every registered task, as keras-hub's `run_task_test`: build, fit two steps, evaluate,
+export, answer raw text from a process that has only TensorFlow and TensorFlow Text, and predict a CSV."""
+
+import json
+import pathlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from conftest import TASK_DATA, run_python
+from tfft import evaluate, predict, train
+from tfft.tasks import TASKS
+
+pytestmark = pytest.mark.slow
+
+# Raw requests for each task's `serving_default`, held out from training, with the inputs servers get wrong:
+# an empty string, non-ASCII text, and text far past the sequence length.
+REQUESTS = {
+    "text": ["the plot was superb and the meal was fine", "", "Le café était excellent 映画 🎬",
+             "the movie was great . " * 30],
+    "text_pair": ["the cast was dull", "the ending was lovely", "", "ok"],
+}
+
+# A serving process has none of keras, keras-hub or tfft; the export must not need them.
+SERVE = """
+import importlib.abc, importlib.machinery, json, os, sys
+
+class Blocked(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("keras_hub", "keras_nlp", "tfft", "tf_keras"):
+            return importlib.machinery.ModuleSpec(name, self)
+    def create_module(self, spec):
+        raise ImportError(f"{spec.name} is not available in a serving process")
+    def exec_module(self, module):
+        pass
+
+sys.meta_path.insert(0, Blocked())
+os.environ.pop("TF_USE_LEGACY_KERAS", None)
+import numpy as np
+import tensorflow as tf
+import tensorflow_text  # registers the tokenizer ops
+loaded = tf.saved_model.load(sys.argv[1])
+inputs = json.loads(sys.argv[2])
+outputs = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})
+np.savez(sys.argv[3], **{k: v.numpy() for k, v in outputs.items()})
+print(json.dumps({"signatures": sorted(loaded.signatures), "modules": sorted(m for m in ("keras_hub", "tfft") if m in sys.modules)}))
+"""
+
+
+@pytest.mark.parametrize("task_type", sorted(TASKS))
+def test_task_runs_every_stage(task_type, make_config, data_dir, tmp_path):
+    config = make_config(*TASK_DATA[task_type](data_dir), "data.max_train_examples=32", "train.epochs=1",
+                         "export.enabled=true")
+    result = train.run(config)
+    task = result.task
+
+    # Fit: two steps of 16.
+    assert len(result.history["loss"]) == 1 and np.isfinite(result.history["loss"]).all()
+    saved = json.loads((pathlib.Path(config.output_dir) / "metrics.json").read_text())
+    assert task.monitor[0] in saved and "truncation" in saved
+    assert f"val_{task.monitor[0]}" in result.history  # the monitored score is logged per epoch
+
+    # Evaluate: the reloaded run scores the validation split as training did.
+    again = evaluate.run(config)
+    assert again[task.monitor[0]] == pytest.approx(saved[task.monitor[0]], abs=1e-6)
+    assert again["train_seconds"] == saved["train_seconds"]  # training's fields are kept
+
+    # Serve: a separate process with TensorFlow and TensorFlow Text only gives the in-memory model's outputs.
+    names = task.input_names()
+    requests = {name: REQUESTS[name] for name in names}
+    function, specs = task.serving_signatures(result.model, result.packer)["serving_default"]
+    expected = function(*[tf.constant(requests[spec.name]) for spec in specs])
+    out = run_python(SERVE, result.export_path, json.dumps(requests), str(tmp_path / "served.npz"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["modules"] == []
+    assert set(report["signatures"]) == set(task.serving_signatures(result.model, result.packer))
+    served = np.load(tmp_path / "served.npz", allow_pickle=True)  # string outputs are object arrays
+    assert set(served.files) == set(expected)
+    for name, value in expected.items():
+        if value.dtype.is_floating:
+            np.testing.assert_allclose(served[name], value.numpy(), atol=1e-5, err_msg=name)
+        else:
+            np.testing.assert_array_equal(served[name], value.numpy(), err_msg=name)
+
+    # Predict: a CSV in, the input columns plus the task's columns out.
+    columns = {"text": REQUESTS["text"], "text_pair": REQUESTS["text_pair"]}
+    pd.DataFrame({name: columns[name] for name in names}).to_csv(tmp_path / "in.csv", index=False)
+    frame = predict.predict_file(result.export_path, tmp_path / "in.csv", tmp_path / "out.csv",
+                                 text_pair_column="text_pair" if "text_pair" in names else None, progress=False)
+    written = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert len(written) == len(REQUESTS["text"]) and list(written.columns) == list(frame.columns)
+    assert list(written.columns)[: len(names)] == list(names) and len(written.columns) > len(names)

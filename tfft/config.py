@@ -74,6 +74,9 @@ class DataConfig:
         label_column: str. Column with string or integer labels.
         has_header: bool. False for header-less files: columns are then named
             by position, `"0"`, `"1"`, ...
+        format: str. `auto` goes by the extension (`.csv`, `.tsv`, `.jsonl`);
+            `csv`, `tsv` or `jsonl` reads any file name so (SICK's `.txt`
+            files are `tsv`).
         quoting: str. How `"` is read in `.csv`/`.tsv` cells: `auto` reads
             CSV quoting in `.csv` and keeps quotes as text in `.tsv` (as GLUE
             needs); `csv` reads quoted cells in both (GoEmotions' TSVs);
@@ -89,6 +92,7 @@ class DataConfig:
     text_pair_column: str | None = None
     label_column: str = "label"
     has_header: bool = True
+    format: Literal["auto", "csv", "tsv", "jsonl"] = "auto"
     quoting: Literal["auto", "csv", "none"] = "auto"
     tfds_data_dir: str | None = None
     max_train_examples: int | None = None

@@ -128,7 +128,7 @@ def read_frame(spec: str, data: DataConfig, split: str, label_columns: list[str]
     """One split as a frame of strings: a file, or a TFDS data set (`label_columns` name their features)."""
     if spec.startswith(TFDS_PREFIX):
         return _read_tfds(spec, data, split, list(label_columns))
-    return read_table(spec, has_header=data.has_header, quoting=data.quoting)
+    return read_table(spec, has_header=data.has_header, quoting=data.quoting, format=data.format)
 
 
 def text_columns(frame: pd.DataFrame, source: str, data: DataConfig) -> tuple[list[str], list[str] | None]:
@@ -152,7 +152,9 @@ def require_columns(frame: pd.DataFrame, source: str, data: DataConfig, columns:
             )
 
 
-def read_table(path: str | pathlib.Path, has_header: bool = True, quoting: str = "auto") -> pd.DataFrame:
+def read_table(
+    path: str | pathlib.Path, has_header: bool = True, quoting: str = "auto", format: str = "auto"
+) -> pd.DataFrame:
     """Reads a `.csv`, `.tsv` or `.jsonl` file into a frame of strings.
 
     Every cell stays a string (no `NA` guessing), a UTF-8 byte-order mark is
@@ -160,12 +162,12 @@ def read_table(path: str | pathlib.Path, has_header: bool = True, quoting: str =
     Without a header, columns are named by position: `"0"`, `"1"`, ...
     """
     path = pathlib.Path(path)
-    suffix = path.suffix.lower()
+    suffix = path.suffix.lower() if format == "auto" else f".{format}"
     if suffix not in (".csv", ".tsv", ".jsonl", ".json"):
         _check_exists(path)
         raise DataError(
-            f"Data file `{path}` has an unsupported extension `{suffix}`. "
-            "Use .csv, .tsv, .jsonl, or `tfds:NAME[:SPLIT]` for a TFDS data set."
+            f"Data file `{path}` has an unsupported extension `{suffix}`. Use .csv, .tsv, .jsonl, or "
+            "`tfds:NAME[:SPLIT]` for a TFDS data set; for other names set `data.format` (csv, tsv or jsonl)."
         )
     text = read_text(path)
     if not text.strip():

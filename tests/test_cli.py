@@ -107,3 +107,14 @@ def test_saved_model_export_keeps_absl_quiet(tmp_path):
     finally:
         absl_logging.set_verbosity(absl_logging.INFO)
         absl_logger.setLevel(before)
+
+
+def test_help_does_not_import_tensorflow():
+    """`tfft --help` answers without loading TensorFlow: the CLI's error types live in `tfft.errors`, which imports nothing."""
+    code = (
+        "import sys\nsys.argv = ['tfft', '--help']\nfrom tfft.cli import run_main\n"
+        "try:\n    run_main()\nexcept SystemExit:\n    pass\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    result = run_python(code)
+    assert result.stdout.strip().splitlines()[-1] == "False False", result.stderr[-2000:]

@@ -244,6 +244,30 @@ def classification_task(labels=("a", "b", "c"), pair: bool = False):
     return task
 
 
+#: The start of a script run as a serving process: TensorFlow and TensorFlow Text only. keras-hub, tfft and tf_keras
+#: look absent (`find_spec` answers with no origin, as for a missing module, since TensorFlow itself probes for
+#: tf_keras; an import raises), and `TF_USE_LEGACY_KERAS`, which importing transformers' TF code sets for the whole
+#: process tree, is dropped: a server has none of it.
+SERVING_PROCESS = """
+import importlib.abc, importlib.machinery, json, os, sys
+
+class Blocked(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("keras_hub", "keras_nlp", "tfft", "tf_keras"):
+            return importlib.machinery.ModuleSpec(name, self)
+    def create_module(self, spec):
+        raise ImportError(f"{spec.name} is not available in a serving process")
+    def exec_module(self, module):
+        pass
+
+sys.meta_path.insert(0, Blocked())
+os.environ.pop("TF_USE_LEGACY_KERAS", None)
+import numpy as np
+import tensorflow as tf
+import tensorflow_text  # registers the tokenizer ops
+"""
+
+
 def run_python(code: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Runs `code` in a fresh Python process (nothing imported from this one)."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}

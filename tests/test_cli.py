@@ -109,12 +109,18 @@ def test_saved_model_export_keeps_absl_quiet(tmp_path):
         absl_logger.setLevel(before)
 
 
-def test_help_does_not_import_tensorflow():
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_commands_flags_and_examples_without_tensorflow(flag):
     """`tfft --help` answers without loading TensorFlow: the CLI's error types live in `tfft.errors`, which imports nothing."""
     code = (
-        "import sys\nsys.argv = ['tfft', '--help']\nfrom tfft.cli import run_main\n"
-        "try:\n    run_main()\nexcept SystemExit:\n    pass\n"
+        f"import sys\nsys.argv = ['tfft', '{flag}']\nfrom tfft.cli import run_main\n"
+        "try:\n    run_main()\nexcept SystemExit as e:\n    print('exit', e.code)\n"
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
     result = run_python(code)
-    assert result.stdout.strip().splitlines()[-1] == "False False", result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2:] == ["exit 0", "False False"], result.stderr[-2000:]
+    for command in ("train", "evaluate", "export", "predict"):
+        assert f"\n  {command}  " in result.stdout
+    assert "--config=FILE" in result.stdout and "--set=KEY=VALUE" in result.stdout
+    assert "tfft train --config=configs/demo.yaml" in result.stdout

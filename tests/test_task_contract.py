@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from conftest import TASK_DATA, run_python
+from conftest import SERVING_PROCESS, TASK_DATA, run_python
 from tfft import evaluate, predict, train
 from tfft.tasks import TASKS
 
@@ -23,24 +23,7 @@ REQUESTS = {
     "text_pair": ["the cast was dull", "the ending was lovely", "", "ok"],
 }
 
-# A serving process has none of keras, keras-hub or tfft; the export must not need them.
-SERVE = """
-import importlib.abc, importlib.machinery, json, os, sys
-
-class Blocked(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("keras_hub", "keras_nlp", "tfft", "tf_keras"):
-            return importlib.machinery.ModuleSpec(name, self)
-    def create_module(self, spec):
-        raise ImportError(f"{spec.name} is not available in a serving process")
-    def exec_module(self, module):
-        pass
-
-sys.meta_path.insert(0, Blocked())
-os.environ.pop("TF_USE_LEGACY_KERAS", None)
-import numpy as np
-import tensorflow as tf
-import tensorflow_text  # registers the tokenizer ops
+SERVE = SERVING_PROCESS + """
 loaded = tf.saved_model.load(sys.argv[1])
 inputs = json.loads(sys.argv[2])
 outputs = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})

@@ -12,12 +12,38 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 
 COMMANDS = ("train", "evaluate", "export", "predict")
+
+HELP = """usage: tfft COMMAND [--flag=value ...]
+
+Fine-tune a pretrained text encoder, evaluate it, and export it for TF Serving.
+
+commands:
+  train      train, evaluate and export the run a config describes (resumes an interrupted one)
+  evaluate   score a trained run on data.validation, or on --input
+  export     export a trained run as the next SavedModel version
+  predict    run a SavedModel version over a file: --model, --input, --output
+
+main flags:
+  --config=FILE        YAML config (see configs/)
+  --set=KEY=VALUE      override a config key, e.g. --set train.epochs=2; repeat for more
+  --model=DIR          predict: a SavedModel version folder, e.g. saved_models/demo/1
+  --input=FILE         predict: the file to predict; evaluate: a labelled file to score
+  --output=FILE        predict: where to write the predictions (default predictions.csv)
+  --text_column=NAME   predict: the text column (default text); --text_pair_column for pairs
+  --flagfile=FILE      read flags from a file
+  --helpfull           every flag, absl's included
+
+examples:
+  tfft train --config=configs/demo.yaml --set train.epochs=2
+  tfft predict --model=saved_models/demo/1 --input=new.csv --output=predictions.csv
+"""
 
 _CONFIG = flags.DEFINE_string("config", None, "YAML config file (see configs/).")
 _SET = flags.DEFINE_multi_string(
@@ -86,11 +112,27 @@ def _setup_logging() -> None:
 
 
 def run_main() -> None:
-    """Console-script entry point: user errors print one line, not a traceback."""
+    """Console-script entry point: user errors, Ctrl-C and SIGTERM print one line, not a traceback."""
     from tfft.errors import USER_ERRORS
 
+    if len(sys.argv) == 1 or "-h" in sys.argv[1:] or "--help" in sys.argv[1:]:
+        print(HELP, end="")  # Before absl: `-h` is no absl flag, and help needs no TensorFlow.
+        sys.exit(0 if len(sys.argv) > 1 else 2)
+    # Preemptible machines get SIGTERM before they go: stop as for Ctrl-C.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app.run(main)
     except USER_ERRORS as err:
         print(f"tfft: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        command = " ".join(["tfft", *sys.argv[1:]])
+        print(
+            f"tfft: stopped. Run the same command again to resume from the last completed epoch: {command}",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")

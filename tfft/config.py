@@ -237,7 +237,10 @@ class Config:
         """
         _check(bool(self.name.strip()), "name", self.name, "must be a non-empty string")
         _check(bool(self.output_dir.strip()), "output_dir", self.output_dir, "must be a non-empty path")
-        _check("/" not in self.name, "name", self.name, "must not contain `/` (it names one folder)")
+        _check(
+            self.name not in (".", "..") and not set(self.name) & set("/\\\0") and not self.name.startswith("."),
+            "name", self.name, "must be one folder name: no `/` or `\\`, not `.` or `..`, not starting with `.`",
+        )
         m, d, t, e, k = self.model, self.data, self.train, self.export, self.task
         _check(bool(m.backbone), "model.backbone", m.backbone, "must name a preset, a folder or a recipe")
         _check(m.freeze_layers >= -1, "model.freeze_layers", m.freeze_layers,
@@ -279,6 +282,8 @@ class Config:
         _check(t.steps_per_execution >= 1, "train.steps_per_execution", t.steps_per_execution,
                "must be >= 1")
         _check(e.warmup_requests >= 0, "export.warmup_requests", e.warmup_requests, "must be >= 0")
+        _check(bool(e.base_dir.strip()), "export.base_dir", e.base_dir,
+               "must name a folder (empty would export to the filesystem root)")
         return self
 
 

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import pathlib
+import re
 
 import numpy as np
 import pandas as pd
@@ -153,7 +154,11 @@ def require_columns(frame: pd.DataFrame, source: str, data: DataConfig, columns:
 
 
 def read_table(
-    path: str | pathlib.Path, has_header: bool = True, quoting: str = "auto", format: str = "auto"
+    path: str | pathlib.Path,
+    has_header: bool = True,
+    quoting: str = "auto",
+    format: str = "auto",
+    key: str = "`data.train` / `data.validation`",
 ) -> pd.DataFrame:
     """Reads a `.csv`, `.tsv` or `.jsonl` file into a frame of strings.
 
@@ -164,18 +169,28 @@ def read_table(
     path = pathlib.Path(path)
     suffix = path.suffix.lower() if format == "auto" else f".{format}"
     if suffix not in (".csv", ".tsv", ".jsonl", ".json"):
-        _check_exists(path)
+        _check_exists(path, key)
         raise DataError(
             f"Data file `{path}` has an unsupported extension `{suffix}`. Use .csv, .tsv, .jsonl, or "
             "`tfds:NAME[:SPLIT]` for a TFDS data set; for other names set `data.format` (csv, tsv or jsonl)."
         )
-    text = read_text(path)
+    text = read_text(path, key)
     if not text.strip():
         raise DataError(f"Data file `{path}` is empty: it has no rows.")
     if suffix in (".jsonl", ".json"):
         frame = _read_jsonl(text, path)
     else:
-        frame = pd.read_csv(
+        frame = _read_delimited(text, path, suffix, has_header, quoting)
+        frame.columns = [str(c) for c in frame.columns]
+    if frame.empty:
+        raise DataError(f"Data file `{path}` has a header but no rows.")
+    return frame
+
+
+def _read_delimited(text: str, path: pathlib.Path, suffix: str, has_header: bool, quoting: str) -> pd.DataFrame:
+    """A `.csv`/`.tsv` text as a frame of strings; a row with too many fields fails naming its line."""
+    try:
+        return pd.read_csv(
             io.StringIO(text),
             sep="\t" if suffix == ".tsv" else ",",
             header=0 if has_header else None,
@@ -186,23 +201,31 @@ def read_table(
             quoting=csv.QUOTE_NONE if quoting == "none" or (quoting == "auto" and suffix == ".tsv")
             else csv.QUOTE_MINIMAL,
         )
-        frame.columns = [str(c) for c in frame.columns]
-    if frame.empty:
-        raise DataError(f"Data file `{path}` has a header but no rows.")
-    return frame
+    except pd.errors.ParserError as err:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+        where = f"line {found.group(2)} has {found.group(3)} fields where the header has {found.group(1)}" if found else str(err)
+        fix = (
+            "A tab inside a text cell splits it: remove it, or set `data.quoting: csv` and quote the cell."
+            if suffix == ".tsv"
+            else 'A comma inside a text cell splits it: quote the cell ("like, this"), or save the file as .tsv.'
+        )
+        raise DataError(f"Data file `{path}`: {where}. {fix}") from None
 
 
-def _check_exists(path: pathlib.Path) -> None:
+def _check_exists(path: pathlib.Path, key: str) -> None:
     if path.is_dir():
         raise DataError(f"Data path `{path}` is a folder, not a file. Name one file in it, e.g. `{path}/train.csv`.")
     if not path.is_file():
-        raise DataError(f"Data file `{path}` does not exist. Check the path in `data.train` / `data.validation`.")
+        raise DataError(f"Data file `{path}` does not exist. Check the path in {key}.")
 
 
-def read_text(path: str | pathlib.Path) -> str:
-    """A data file's text: UTF-8 (a byte-order mark is accepted); other bytes fail naming the line."""
+def read_text(path: str | pathlib.Path, key: str = "`data.train` / `data.validation`") -> str:
+    """A data file's text: UTF-8 (a byte-order mark is accepted); other bytes fail naming the line.
+
+    `key` is where the path came from, for the message when it is missing.
+    """
     path = pathlib.Path(path)
-    _check_exists(path)
+    _check_exists(path, key)
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8-sig")

@@ -28,6 +28,7 @@ includes them).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 LABELS_FILE = "assets/labels.txt"
 TASK_FILE = "assets/tfft_task.json"
+STAGING_PREFIX = ".staging-"
+PUBLISH_LOCK = ".publish.lock"
 
 
 def export_model(model: keras.Model, packer, task, config) -> pathlib.Path | str:
@@ -105,7 +108,9 @@ def write_saved_model(
             return _upload(version, str(base_dir))
     base_dir = pathlib.Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
-    staging = base_dir / f".staging-{uuid.uuid4().hex}"  # TF Serving skips non-integer names.
+    remove_stale_staging(base_dir)
+    # TF Serving skips non-integer names; the process id tells a later export whether its writer still lives.
+    staging = base_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
     try:
         archive = build_archive(model, packer, task)
         archive.write_out(str(staging), verbose=False)
@@ -138,17 +143,41 @@ def _upload(local_version: pathlib.Path, base_dir: str) -> str:
 
 
 def _publish(staging: pathlib.Path, base_dir: pathlib.Path) -> pathlib.Path:
-    """Renames `staging` to the next free integer version, never replacing one."""
-    for _ in range(100):
-        version = (versions(base_dir) or [0])[-1] + 1
-        final = base_dir / str(version)
-        try:
-            os.mkdir(final)  # Claims the number; fails if another exporter took it.
-        except FileExistsError:
-            continue
-        os.rename(staging, final)  # Replaces only the empty folder just claimed.
+    """Renames the complete `staging` folder to the next integer version, in one step.
+
+    Exporters of the same model take turns under an `flock` on
+    `<base_dir>/.publish.lock`, so two never pick the same number, and the
+    version folder appears whole or not at all: no empty or partial folder
+    is ever visible to TF Serving.
+    """
+    fd = os.open(base_dir / PUBLISH_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        final = base_dir / str((versions(base_dir) or [0])[-1] + 1)
+        os.rename(staging, final)  # `final` does not exist: nothing is replaced
         return final
-    raise RuntimeError(f"Could not claim a new version folder under {base_dir}.")
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def remove_stale_staging(base_dir: pathlib.Path) -> None:
+    """Removes staging folders that exports killed mid-write left behind; never one a live process is writing."""
+    for path in base_dir.glob(f"{STAGING_PREFIX}*"):
+        pid = path.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            logger.info("Removing %s, left by export process %s, which is no longer running.", path, pid)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def build_archive(model: keras.Model, packer, task):
@@ -178,8 +207,14 @@ def write_warmup_requests(path: pathlib.Path, model_name: str, requests: list[di
 
 
 def run(config) -> pathlib.Path:
-    """`tfft export`: exports the model trained in `config.output_dir` as a new version."""
+    """`tfft export`: exports the model trained in `config.output_dir` as a new version.
+
+    Holds the run folder's lock meanwhile: a training run on the same folder
+    is refused, and so is this export while one trains.
+    """
+    from tfft import run_dir
     from tfft.model import load_trained
 
-    trained = load_trained(config)
-    return export_model(trained.model, trained.packer, trained.task, config)
+    with run_dir.locked(pathlib.Path(config.output_dir), "export", create=False):
+        trained = load_trained(config)
+        return export_model(trained.model, trained.packer, trained.task, config)

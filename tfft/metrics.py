@@ -83,11 +83,8 @@ def format_metrics(metrics: dict) -> str:
         f"examples {metrics['examples']}   accuracy {metrics['accuracy']:.4f}   "
         f"macro-F1 {metrics['macro_f1']:.4f}   MCC {metrics['matthews_corrcoef']:.4f}",
         "",
-        f"{'label':<{width}}  precision  recall     f1  support",
+        *_per_name_table({name: metrics["per_class"][name] for name in names}, "label"),
     ]
-    for name in names:
-        s = metrics["per_class"][name]
-        lines.append(f"{name:<{width}}  {s['precision']:9.4f}  {s['recall']:6.4f}  {s['f1']:.4f}  {s['support']:7d}")
     lines += ["", "confusion matrix (rows: true, columns: predicted)"]
     lines.append(" " * width + "  " + "  ".join(f"{n[:8]:>8}" for n in names))
     for name, row in zip(names, metrics["confusion_matrix"], strict=True):

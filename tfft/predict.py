@@ -30,6 +30,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  Registers the tokenizer's ops before loading.
 
 from tfft import data
+from tfft.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ def predict_file(
     """
     from tfft.tasks import TASKS
 
+    if batch_size < 1:
+        raise ConfigError(f"Argument `--batch_size` must be at least 1. Received: batch_size={batch_size}")
     model_dir = pathlib.Path(model_dir)
     if not (model_dir / "saved_model.pb").is_file():
         raise FileNotFoundError(
@@ -84,7 +87,7 @@ def predict_file(
         raise data.DataError(
             f"`{model_dir}` was trained on text pairs: pass the second text's column with --text_pair_column."
         )
-    frame = data.read_table(input_path)
+    frame = data.read_table(input_path, key="`--input`")
     for name in metadata["inputs"]:
         if columns[name] not in frame.columns:
             flag = "--text_column" if name == "text" else "--text_pair_column"

@@ -2,16 +2,25 @@
 
 `<output_dir>/` holds `config.yaml`, the label or tag vocabulary
 (`labels.txt`), `checkpoints/best.weights.h5`, `model.weights.h5`,
-`history.csv`, `logs/` (TensorBoard), `metrics.json`, and `backup/` while
-training is unfinished.
+`history.csv`, `logs/` (TensorBoard), `metrics.json`, `backup/` while
+training is unfinished, `training_complete.json` once training finished (before
+evaluation and export), `run_complete.json` once everything finished, and
+`.tfft.lock`, the lock a live run holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import json
 import logging
+import os
 import pathlib
 import shutil
+import socket
+import time
+from typing import Literal
 
 from tfft.config import Config, ConfigError, from_dict
 from tfft.errors import OutputDirError
@@ -24,51 +33,160 @@ BEST_WEIGHTS = "checkpoints/best.weights.h5"
 BACKUP_DIR = "backup"
 HISTORY_FILE = "history.csv"
 COMPLETE_FILE = "run_complete.json"
+TRAINED_FILE = "training_complete.json"
+LOCK_FILE = ".tfft.lock"
 # Keys that may change between a run and its resumption.
 _RESUMABLE_CHANGES = {"train.overwrite_output_dir", "export.enabled", "export.base_dir"}
 
-__all__ = ["OutputDirError", "prepare_output_dir", "best_so_far"]
+__all__ = ["OutputDirError", "RunState", "inspect", "start", "locked", "prepare_output_dir", "best_so_far"]
 
 
-def prepare_output_dir(config: Config, output_dir: pathlib.Path) -> bool:
-    """Makes `output_dir` ready; returns whether an interrupted run is resumed.
+RunState = Literal["new", "resume", "trained", "overwrite"]
+"""What `inspect` found: `new` (nothing to keep), `resume` (epochs done, training unfinished), `trained`
+(training finished, evaluation or export did not), `overwrite` (a run to replace)."""
 
-    - empty or missing: a new run;
-    - an unfinished run with the same config: resumed from its last epoch;
+
+def inspect(config: Config, output_dir: pathlib.Path) -> RunState:
+    """Decides what a run does with `output_dir`, reading only: nothing is written, so a refusal loses nothing.
+
+    - missing, empty, or holding a run that never completed an epoch: `new`
+      (a run killed in its first epoch, or stopped by a check, may be
+      started again with a corrected config);
+    - an unfinished run with the same config: `resume` from its last epoch,
+      or `trained` when training finished and only evaluation and export
+      remain;
     - a finished run, or an unfinished one with another config: refused,
-      unless `train.overwrite_output_dir` is true;
+      unless `train.overwrite_output_dir` is true (`overwrite`);
     - a non-empty folder that is not a tfft run: refused.
     """
     saved_config = output_dir / CONFIG_FILE
-    resuming = False
-    if output_dir.is_dir() and any(output_dir.iterdir()):
-        if config.train.overwrite_output_dir:
+    if not output_dir.is_dir() or not _entries(output_dir):
+        return "new"
+    if config.train.overwrite_output_dir:
+        return "overwrite"
+    if not saved_config.is_file():
+        raise OutputDirError(
+            f"output_dir `{output_dir}` exists, is not empty and holds no tfft run ({CONFIG_FILE} is "
+            "missing). Choose another `output_dir`."
+        )
+    if (output_dir / COMPLETE_FILE).is_file():
+        raise OutputDirError(
+            f"output_dir `{output_dir}` holds a finished run. Set a new `output_dir`, or "
+            "`--set train.overwrite_output_dir=true` to replace it."
+        )
+    if not _completed_an_epoch(output_dir):
+        return "new"
+    differences = _config_differences(config, saved_config)
+    if differences:
+        raise OutputDirError(
+            f"output_dir `{output_dir}` holds an unfinished run with another config ("
+            + "; ".join(differences[:5])
+            + "). Run the same config to resume it, set a new `output_dir`, or "
+            "`--set train.overwrite_output_dir=true` to start over."
+        )
+    return "trained" if (output_dir / TRAINED_FILE).is_file() else "resume"
+
+
+def start(config: Config, output_dir: pathlib.Path, state: RunState) -> None:
+    """The run's first write, once every check has passed: clears what a new run replaces, saves the config."""
+    if state in ("new", "overwrite") and output_dir.is_dir():
+        if state == "overwrite":
             logger.warning("Overwriting %s (train.overwrite_output_dir=true).", output_dir)
-            shutil.rmtree(output_dir)
-        elif not saved_config.is_file():
-            raise OutputDirError(
-                f"output_dir `{output_dir}` exists, is not empty and holds no tfft run ({CONFIG_FILE} is "
-                "missing). Choose another `output_dir`."
-            )
-        elif (output_dir / COMPLETE_FILE).is_file():
-            raise OutputDirError(
-                f"output_dir `{output_dir}` holds a finished run. Set a new `output_dir`, or "
-                "`--set train.overwrite_output_dir=true` to replace it."
-            )
-        else:
-            differences = _config_differences(config, saved_config)
-            if differences:
-                raise OutputDirError(
-                    f"output_dir `{output_dir}` holds an unfinished run with another config ("
-                    + "; ".join(differences[:5])
-                    + "). Run the same config to resume it, set a new `output_dir`, or "
-                    "`--set train.overwrite_output_dir=true` to start over."
-                )
-            resuming = True
-            logger.info("Resuming the unfinished run in %s from its last completed epoch.", output_dir)
+        elif _entries(output_dir):
+            logger.info("Starting over in %s: its run never completed an epoch.", output_dir)
+        for entry in _entries(output_dir):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    elif state == "resume":
+        logger.info("Resuming the unfinished run in %s from its last completed epoch.", output_dir)
+    elif state == "trained":
+        logger.info("Training in %s finished before; evaluating and exporting only.", output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    config.save(saved_config)
-    return resuming
+    config.save(output_dir / CONFIG_FILE)
+
+
+def prepare_output_dir(config: Config, output_dir: pathlib.Path) -> bool:
+    """`inspect`, then `start`; returns whether an interrupted run is resumed (its epochs kept)."""
+    state = inspect(config, output_dir)
+    start(config, output_dir, state)
+    return state in ("resume", "trained")
+
+
+def _entries(output_dir: pathlib.Path) -> list[pathlib.Path]:
+    """The folder's entries, less the lock file (which a waiting or refused process may have made)."""
+    return [entry for entry in output_dir.iterdir() if entry.name != LOCK_FILE]
+
+
+def _completed_an_epoch(output_dir: pathlib.Path) -> bool:
+    if (output_dir / BACKUP_DIR).is_dir() or (output_dir / TRAINED_FILE).is_file():
+        return True
+    history = output_dir / HISTORY_FILE
+    return history.is_file() and len(history.read_text(encoding="utf-8").strip().splitlines()) > 1
+
+
+def mark_trained(output_dir: pathlib.Path, epochs: int, train_seconds: float) -> None:
+    """Records that training finished, before evaluation and export start: a rerun then skips training."""
+    (output_dir / TRAINED_FILE).write_text(json.dumps({"epochs": epochs, "train_seconds": round(train_seconds, 2)}) + "\n")
+
+
+def trained_info(output_dir: pathlib.Path) -> dict:
+    return json.loads((output_dir / TRAINED_FILE).read_text())
+
+
+def read_history(output_dir: pathlib.Path) -> dict[str, list[float]]:
+    """`history.csv` as Keras' `History.history`: key -> one value per epoch."""
+    path = output_dir / HISTORY_FILE
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(row[key]) for row in rows if row.get(key)] for key in (rows[0] if rows else {}) if key != "epoch"}
+
+
+@contextlib.contextmanager
+def locked(output_dir: pathlib.Path, command: str = "train", create: bool = True):
+    """Holds an exclusive lock on `output_dir` for a whole run (or export).
+
+    A second process is refused at once, with a message that names the
+    process holding the lock. The lock is an `flock` on
+    `<output_dir>/.tfft.lock`: the kernel releases it when its process
+    dies, so a lock left behind by a killed run is taken over.
+
+    Args:
+        output_dir: pathlib.Path. The run folder.
+        command: str. Named in the lock, for the refusal message.
+        create: bool. Make a missing folder; if false, a missing folder is
+            not locked (there is nothing in it to protect).
+
+    Raises:
+        OutputDirError: another live process holds the lock.
+    """
+    if not create and not output_dir.is_dir():
+        yield
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip() or "another process"
+        os.close(fd)
+        raise OutputDirError(
+            f"output_dir `{output_dir}` is in use by {holder}. Wait for that run to finish, or set another "
+            "`output_dir`."
+        ) from None
+    try:
+        previous = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
+        if previous:
+            logger.warning("Took over the lock on %s left by %s, which is no longer running.", output_dir, previous)
+        holder = f"process {os.getpid()} on {socket.gethostname()} (tfft {command}, since {time.strftime('%H:%M:%S')})"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode("utf-8"), 0)
+        yield
+    finally:
+        os.ftruncate(fd, 0)  # an empty lock file: released cleanly
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _config_differences(config: Config, saved_path: pathlib.Path) -> list[str]:

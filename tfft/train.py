@@ -20,6 +20,7 @@ the last completed epoch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -30,7 +31,7 @@ import time
 import keras
 import tensorflow as tf
 
-from tfft import backbones, data, distribute, evaluate, optimization, tasks
+from tfft import backbones, data, distribute, evaluate, optimization, run_dir, tasks
 from tfft.config import Config
 from tfft.errors import OutputDirError
 from tfft.freezing import count_parameters
@@ -106,8 +107,11 @@ def run(
     chief = distribute.is_chief(strategy)
     output_dir = pathlib.Path(distribute.worker_dir(config.output_dir, strategy))
     policy = keras.mixed_precision.global_policy()
+    # Only the chief writes the run folder; other workers write to temporary folders of their own.
+    lock = run_dir.locked(output_dir, "train") if chief else contextlib.nullcontext()
     try:
-        return _run(config, strategy, chief, output_dir, callbacks or [])
+        with lock:
+            return _run(config, strategy, chief, output_dir, callbacks or [])
     finally:
         keras.mixed_precision.set_global_policy(policy)  # A notebook's next cell gets its own back.
         distribute.remove_worker_dir(str(output_dir), strategy)
@@ -115,7 +119,8 @@ def run(
 
 def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_callbacks: list) -> TrainResult:
     tc = config.train
-    resuming = prepare_output_dir(config, output_dir) if chief else False
+    # Read only: a refusal, and every check below, fail before anything is written.
+    state = run_dir.inspect(config, output_dir) if chief else "new"
     keras.utils.set_random_seed(tc.seed)
     set_mixed_precision(tc.mixed_precision)
     task = tasks.create(config)
@@ -126,7 +131,6 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
     task.fit_vocabulary(train_examples)
     y_train = task.encode(train_examples)
     y_val = task.encode(val_examples) if val_examples is not None else None
-    task.save_vocabulary(output_dir)
     logger.info(
         "Data: %d training examples, %s validation examples; task %s, %s",
         len(train_examples),
@@ -136,7 +140,7 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
     )
 
     source = backbones.resolve(config.model)
-    source.prepare(train_examples.texts, output_dir)
+    source.prepare(train_examples.texts, output_dir if state in ("resume", "trained") else None)
     packer = source.packer()
     truncation = {"train": data.truncation_stats(train_examples, packer, task)}
     if val_examples is not None:
@@ -172,6 +176,11 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
         # Built here, not lazily in the first trace: variables made while
         # tracing make tf.function trace the whole train step twice.
         optimizer.build(model.trainable_variables)
+    # Every check passed: the run's first write.
+    if chief:
+        run_dir.start(config, output_dir, state)
+    task.save_vocabulary(output_dir)
+    source.save(output_dir)
     trainable, total = count_parameters(model.trainable_weights), count_parameters(model.weights)
     logger.info(
         "Model: %s backbone `%s`, %s of %s parameters trainable (%.1f%%); %d steps/epoch x %d epochs, "
@@ -180,32 +189,40 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
         steps, tc.epochs, tc.batch_size, strategy.num_replicas_in_sync,
     )
 
-    scorer = (
-        ValidationScores(task, packer, val_examples, tc.batch_size)
-        if val_examples is not None and not task.monitor_in_keras
-        else None
-    )
-    started = time.time()
-    history = model.fit(
-        train_ds,
-        epochs=tc.epochs,
-        steps_per_epoch=steps,
-        validation_data=val_ds,
-        callbacks=[
-            *_callbacks(config, task, output_dir, has_validation=val_ds is not None, resuming=resuming, scorer=scorer),
-            *extra_callbacks,
-        ],
-        class_weight=task.class_weight(y_train),
-        shuffle=False,  # The pipeline shuffles.
-        verbose=_verbosity(),
-    )
-    train_seconds = time.time() - started
+    if state == "trained":  # Killed after training, during evaluation or export: train nothing again.
+        model.load_weights(output_dir / WEIGHTS_FILE)
+        history = run_dir.read_history(output_dir)
+        train_seconds = run_dir.trained_info(output_dir)["train_seconds"]
+    else:
+        scorer = (
+            ValidationScores(task, packer, val_examples, tc.batch_size)
+            if val_examples is not None and not task.monitor_in_keras
+            else None
+        )
+        started = time.time()
+        history = model.fit(
+            train_ds,
+            epochs=tc.epochs,
+            steps_per_epoch=steps,
+            validation_data=val_ds,
+            callbacks=[
+                *_callbacks(config, task, output_dir, has_validation=val_ds is not None,
+                            resuming=state == "resume", scorer=scorer),
+                *extra_callbacks,
+            ],
+            class_weight=task.class_weight(y_train),
+            shuffle=False,  # The pipeline shuffles.
+            verbose=_verbosity(),
+        ).history
+        train_seconds = time.time() - started
 
-    best = output_dir / BEST_WEIGHTS
-    if val_ds is not None and best.is_file():
-        model.load_weights(best)
-        logger.info("Restored the best validation checkpoint %s", best)
-    model.save_weights(output_dir / WEIGHTS_FILE)
+        best = output_dir / BEST_WEIGHTS
+        if val_ds is not None and best.is_file():
+            model.load_weights(best)
+            logger.info("Restored the best validation checkpoint %s", best)
+        model.save_weights(output_dir / WEIGHTS_FILE)
+        if chief:
+            run_dir.mark_trained(output_dir, tc.epochs, train_seconds)
 
     metrics = None
     if val_examples is not None:
@@ -226,7 +243,7 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
         (output_dir / COMPLETE_FILE).write_text(
             json.dumps({"epochs": tc.epochs, "train_seconds": round(train_seconds, 2), "export": export_path}) + "\n"
         )
-    return TrainResult(model, packer, task, metrics, export_path, dict(history.history), str(output_dir))
+    return TrainResult(model, packer, task, metrics, export_path, dict(history), str(output_dir))
 
 
 class ValidationScores(keras.callbacks.Callback):

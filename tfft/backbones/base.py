@@ -141,8 +141,16 @@ class BackboneSource(abc.ABC):
         self.config = config
 
     def prepare(self, train_texts: list[str] | None, output_dir: str | pathlib.Path | None) -> None:
-        """Called once before `packer`/`backbone`; recipes build their vocabulary here."""
+        """Called once before `packer`/`backbone`; writes nothing.
+
+        Recipes read their vocabulary from `output_dir` (a resumed or
+        finished run) or learn it from `train_texts`.
+        """
         del train_texts, output_dir  # Most sources need neither.
+
+    def save(self, output_dir: str | pathlib.Path) -> None:
+        """Writes what `prepare` made and a rerun needs (a recipe's vocabulary), once the run's checks passed."""
+        del output_dir
 
     @abc.abstractmethod
     def packer(self) -> TextPacker:

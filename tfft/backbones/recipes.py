@@ -62,9 +62,11 @@ class Recipe(BackboneSource):
             )
         logger.info("Learning a WordPiece vocabulary from %d training texts.", len(train_texts))
         self.vocabulary = learn_vocabulary(train_texts)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(token + "\n" for token in self.vocabulary), encoding="utf-8")
+
+    def save(self, output_dir) -> None:
+        path = pathlib.Path(output_dir) / VOCABULARY_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(token + "\n" for token in self.vocabulary), encoding="utf-8")
 
     def packer(self) -> TextPacker:
         tokenizer = keras_hub.models.BertTokenizer(vocabulary=self.vocabulary, lowercase=True, strip_accents=True)

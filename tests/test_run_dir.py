@@ -1,0 +1,228 @@
+"""The run folder survives kills, races and typos: a test for each way a user lost work."""
+
+import csv
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import keras
+import pytest
+
+from conftest import REPO, run_python
+from tfft import export, run_dir, train
+from tfft.config import ConfigError
+from tfft.data import DataError
+from tfft.errors import OutputDirError
+
+
+def _epochs(out: pathlib.Path) -> list[int]:
+    with open(out / "history.csv") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+# Trains, then dies by SIGKILL in the middle of the export: the SavedModel is in its staging folder.
+KILLED_DURING_EXPORT = """
+import os, signal, sys
+from tfft import export, train
+from tfft.config import load_config
+real = export.build_archive
+def dying(*args, **kwargs):
+    archive = real(*args, **kwargs)
+    class Dying:
+        def write_out(self, path, verbose=False):
+            archive.write_out(path, verbose=verbose)
+            os.kill(os.getpid(), signal.SIGKILL)
+    return Dying()
+export.build_archive = dying
+train.run(load_config(sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+def test_kill_during_export_then_rerun_trains_nothing_again(make_config, tmp_path, monkeypatch):
+    config = make_config("train.epochs=2", "export.enabled=true")
+    config.save(tmp_path / "config.yaml")
+    child = run_python(KILLED_DURING_EXPORT, str(tmp_path / "config.yaml"))
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    out, models = pathlib.Path(config.output_dir), pathlib.Path(config.export.base_dir) / "tiny"
+    assert (out / run_dir.TRAINED_FILE).is_file() and not (out / run_dir.COMPLETE_FILE).exists()
+    assert [p.name for p in models.glob(".staging-*")] and export.versions(models) == []
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished training must not run again")
+
+    monkeypatch.setattr(keras.Model, "fit", no_training)
+    result = train.run(config)  # the same command again
+    assert _epochs(out) == [0, 1]  # each epoch once
+    assert len(result.history["loss"]) == 2 and result.metrics["accuracy"] >= 0.5
+    assert result.export_path == str(models / "1") and (models / "1" / "saved_model.pb").is_file()
+    assert not list(models.glob(".staging-*"))  # the dead export's staging folder is gone
+    assert (out / run_dir.COMPLETE_FILE).is_file()
+
+
+@pytest.mark.parametrize(
+    "bad, error",
+    [("model.freeze_layers=20", ConfigError), ("data.label_column=sentiment", DataError)],
+)
+def test_a_failed_check_writes_nothing_and_the_fix_runs(make_config, bad, error):
+    out = pathlib.Path(make_config().output_dir)
+    with pytest.raises(error):
+        train.run(make_config(bad, "train.epochs=1"))
+    assert not out.exists() or [p.name for p in out.iterdir()] == [run_dir.LOCK_FILE]  # no config.yaml
+    result = train.run(make_config("train.epochs=1"))  # the corrected command is not refused
+    assert len(result.history["loss"]) == 1
+
+
+def test_a_run_that_never_completed_an_epoch_accepts_a_changed_config(make_config):
+    first = make_config("train.learning_rate=1e-2")
+    out = pathlib.Path(first.output_dir)
+    run_dir.prepare_output_dir(first, out)  # then killed in its first epoch
+    (out / "logs").mkdir()
+    changed = make_config("train.learning_rate=1e-4")
+    assert run_dir.prepare_output_dir(changed, out) is False  # a new run, not refused
+    assert "learning_rate: 0.0001" in (out / "config.yaml").read_text()
+    assert not (out / "logs").exists()
+
+
+HOLD_LOCK = """
+import pathlib, sys, time
+from tfft import run_dir
+with run_dir.locked(pathlib.Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def _hold_lock(out: pathlib.Path) -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True, cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert child.stdout.readline().strip() == "locked"
+    return child
+
+
+def test_a_second_run_on_a_live_folder_is_refused_naming_the_holder(make_config, no_fit, caplog):
+    config = make_config()
+    out = pathlib.Path(config.output_dir)
+    child = _hold_lock(out)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OutputDirError, match=rf"is in use by process {child.pid} on .*\(tfft train, since"):
+            train.run(config)
+        assert time.monotonic() - started < 30  # refused at once, not after reading data
+        with pytest.raises(OutputDirError, match="in use by process"):
+            export.run(config)
+    finally:
+        child.kill()
+        child.wait()
+    # The killed holder left its name in the lock file; the lock itself died with it and is taken over.
+    with caplog.at_level("WARNING"), run_dir.locked(out):
+        pass
+    assert f"left by process {child.pid}" in caplog.text
+
+
+def test_concurrent_publishers_get_distinct_whole_versions(tmp_path):
+    base = tmp_path / "m"
+    base.mkdir()
+    stagings = []
+    for i in range(12):
+        staging = base / f".staging-{os.getpid()}-{i}"
+        staging.mkdir()
+        (staging / "saved_model.pb").write_text(str(i))
+        stagings.append(staging)
+    threads = [threading.Thread(target=export._publish, args=(s, base)) for s in stagings]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert export.versions(base) == list(range(1, 13))
+    assert sorted(int((base / str(v) / "saved_model.pb").read_text()) for v in range(1, 13)) == list(range(12))
+
+
+def test_a_crash_inside_publish_leaves_no_version_folder(tmp_path, monkeypatch):
+    base = tmp_path / "m"
+    staging = base / ".staging-1-x"
+    staging.mkdir(parents=True)
+
+    def crash(*args):
+        raise OSError("crash while publishing (injected)")
+
+    monkeypatch.setattr(os, "rename", crash)
+    with pytest.raises(OSError, match="injected"):
+        export._publish(staging, base)
+    assert export.versions(base) == []  # no empty numbered folder for TF Serving to load
+
+
+def test_only_staging_folders_of_dead_exports_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".staging-{int(dead.stdout)}-abc"
+    live = tmp_path / f".staging-{os.getpid()}-def"
+    stale.mkdir()
+    live.mkdir()
+    export.remove_stale_staging(tmp_path)
+    assert not stale.exists() and live.exists()
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("ragged.csv", 'text,label\nfine,pos\nhello, world,neg\n',
+         r"ragged.csv`: line 3 has 3 fields where the header has 2\. A comma inside a text cell splits it"),
+        ("extra.tsv", "text\tlabel\nfine\tpos\nhello\tworld\tneg\n",
+         r"extra.tsv`: line 3 has 3 fields where the header has 2\. A tab inside a text cell splits it"),
+    ],
+)
+def test_malformed_rows_name_the_file_and_line(make_config, no_fit, tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=message):
+        train.run(make_config(f"data.train={tmp_path / name}"))
+
+
+def test_a_folder_as_the_data_path_is_called_a_folder(make_config, no_fit, tmp_path):
+    with pytest.raises(DataError, match=rf"`{tmp_path}` is a folder, not a file"):
+        train.run(make_config(f"data.train={tmp_path}"))
+
+
+@pytest.mark.parametrize("override", ["name=..", "name=a/b", "export.base_dir="])
+def test_unsafe_export_paths_are_refused(make_config, override):
+    with pytest.raises(ConfigError, match="Argument `(name|export.base_dir)`"):
+        make_config(override)
+
+
+def test_predict_input_errors_name_the_flag(trained_run, tmp_path):
+    from tfft import predict
+
+    _, result = trained_run
+    with pytest.raises(ConfigError, match=r"`--batch_size` must be at least 1. Received: batch_size=0"):
+        predict.predict_file(result.export_path, "x.csv", "y.csv", batch_size=0)
+    with pytest.raises(DataError, match=r"`missing.csv` does not exist. Check the path in `--input`"):
+        predict.predict_file(result.export_path, "missing.csv", tmp_path / "y.csv")
+    (tmp_path / "in.csv").write_text("sentence\nhello\n")
+    with pytest.raises(DataError, match="has no column `text`.*Pass the right one with --text_column"):
+        predict.predict_file(result.export_path, tmp_path / "in.csv", tmp_path / "y.csv")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_with_one_line_that_says_how_to_resume(make_config, tmp_path):
+    config = make_config("train.epochs=50")
+    config.save(tmp_path / "c.yaml")
+    err = open(tmp_path / "stderr.txt", "w")  # a file, not a pipe nobody reads while it trains
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from tfft.cli import run_main; run_main()", "train", f"--config={tmp_path / 'c.yaml'}"],
+        stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    for line in child.stdout:  # training has started
+        if line.startswith("Epoch 2/"):
+            break
+    child.send_signal(signal.SIGTERM)
+    child.communicate(timeout=120)
+    err.close()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert child.returncode == 130
+    assert "Traceback" not in stderr
+    assert "tfft: stopped. Run the same command again to resume from the last completed epoch: tfft train" in stderr
+    assert (pathlib.Path(config.output_dir) / run_dir.BACKUP_DIR).is_dir()  # what the rerun resumes from

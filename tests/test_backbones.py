@@ -96,6 +96,25 @@ def test_wordpiece_ids_equal_the_transformers_tokenizer():
     _assert_tokenizer_parity(BERT_TINY_TOKENIZER, "bert")
 
 
+def test_a_vocabulary_that_repeats_a_token_gives_the_transformers_ids(checkpoints, tmp_path):
+    """keras-hub refuses repeated vocab.txt lines; transformers maps such a token to its last line."""
+    import shutil
+
+    path = shutil.copytree(checkpoints["bert"], tmp_path / "repeats")
+    lines = (path / "vocab.txt").read_text().splitlines()
+    the = lines.index("the")
+    lines[-1] = "the"  # listed twice: transformers gives it the last id
+    (path / "vocab.txt").write_text("\n".join(lines) + "\n")
+    (path / "tokenizer.json").unlink()  # built again from vocab.txt
+    sentences = ["the movie was great", "The Cast and the plot", "thematic"]
+    _assert_tokenizer_parity(path, "bert", sentences=sentences)
+    from tfft.backbones.huggingface import HuggingFaceCheckpoint
+
+    source = HuggingFaceCheckpoint(ModelConfig(backbone=str(path), sequence_length=16))
+    source.model_type = "bert"
+    assert the != len(lines) - 1 and source.packer()(tf.constant(["the"]))["token_ids"].numpy()[0, 1] == len(lines) - 1
+
+
 def _has_whitespace_run(sentence):
     return re.search(r"\s\s", sentence) is not None
 

@@ -9,6 +9,7 @@ never runs remote code.
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 
 import keras
@@ -24,6 +25,8 @@ from tfft.backbones.base import (
     with_pooled_output,
 )
 from tfft.config import ConfigError
+
+logger = logging.getLogger(__name__)
 
 HF_PREFIX = "hf://"
 
@@ -98,7 +101,25 @@ def wordpiece_tokenizer(spec: str, model_type: str):
     strip_accents = tokenizer_config.get("strip_accents")
     strip_accents = lowercase if strip_accents is None else bool(strip_accents)
     cls = _LOWERCASING_TOKENIZERS[model_type] if lowercase else _TOKENIZERS[model_type]
-    return cls(vocabulary=str(vocab), lowercase=False, strip_accents=strip_accents)
+    return cls(vocabulary=unique_vocabulary(vocab), lowercase=False, strip_accents=strip_accents)
+
+
+def unique_vocabulary(path: pathlib.Path) -> list[str]:
+    """The lines of a WordPiece `vocab.txt`, with the ids Hugging Face gives a token listed twice.
+
+    `transformers` maps a repeated token to its last line; keras-hub refuses
+    repeated tokens. Earlier copies become placeholders that no text can
+    produce (`[` splits off as punctuation), so every id keeps its line and
+    the token keeps `transformers`' id.
+    """
+    tokens = path.read_text(encoding="utf-8").split("\n")
+    if tokens and tokens[-1] == "":
+        tokens.pop()
+    last = {token: i for i, token in enumerate(tokens)}
+    repeated = sum(1 for i, token in enumerate(tokens) if last[token] != i)
+    if repeated:
+        logger.warning("%s repeats %d token(s); each maps to its last line, as in transformers.", path, repeated)
+    return [token if last[token] == i else f"[tfft-repeated-{i}]" for i, token in enumerate(tokens)]
 
 
 def _lowercase_like_python(cls):

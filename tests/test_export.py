@@ -176,3 +176,28 @@ def test_remote_base_dir_gets_versions_with_saved_model_pb_last(untrained, monke
     assert copied[-1].endswith("/2/saved_model.pb")  # TF Serving waits for this file: it goes last
     assert any(path.endswith("/2/assets/labels.txt") for path in copied)
     assert tf.io.gfile.exists(f"{base}/2/{export.WARMUP_FILE}")
+
+
+def test_token_id_signature_defines_its_edge_cases(untrained, tmp_path):
+    """0 rows give empty outputs; too long a sequence or an id out of the vocabulary fails with a message."""
+    model, packer = untrained
+    path = export.write_saved_model(model, packer, TASK, tmp_path / "ids", warmup_requests=0)
+    import tensorflow_text  # noqa: F401
+
+    serve = tf.saved_model.load(str(path)).signatures["serve_token_ids"]
+
+    def call(token_ids):
+        token_ids = tf.constant(token_ids, tf.int32, shape=np.shape(token_ids))
+        return serve(token_ids=token_ids, segment_ids=tf.zeros_like(token_ids), padding_mask=tf.ones_like(token_ids))
+
+    empty = call(np.zeros([0, 4], np.int32))
+    assert empty["probabilities"].shape == (0, 3) and empty["label"].shape == (0,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more positions than the model takes, sequence_length \\(16\\)"):
+        call(np.full([1, 17], 5))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="negative id"):
+        call([[2, -5, 3]])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="id >= the vocabulary size"):
+        call([[2, 99999, 3]])
+    np.testing.assert_allclose(call([[2, 5, 3]])["probabilities"], tf.nn.softmax(model(packer.check_token_ids(
+        {"token_ids": tf.constant([[2, 5, 3]]), "segment_ids": tf.zeros([1, 3], tf.int32),
+         "padding_mask": tf.ones([1, 3], tf.int32)}))), atol=1e-5)

@@ -99,6 +99,29 @@ class TextPacker:
         counts = tf.cast(sentences.row_lengths(), tf.int32) + self._specials[0]
         return features, first_piece, counts
 
+    def check_token_ids(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Checks packed inputs that a client made itself (`serve_token_ids`), in the graph.
+
+        A batch of 0 rows passes. A sequence longer than `sequence_length`,
+        or a token id outside `[0, vocabulary size)`, fails with an
+        `InvalidArgumentError` that says so, instead of an internal slice
+        error or, for a negative id, a silent answer.
+        """
+        token_ids = features["token_ids"]
+        vocabulary_size = int(self.tokenizer.vocabulary_size())
+        checks = [
+            tf.debugging.assert_less_equal(
+                tf.shape(token_ids)[1], self.sequence_length,
+                message=f"token_ids has more positions than the model takes, sequence_length ({self.sequence_length})",
+            ),
+            tf.debugging.assert_non_negative(token_ids, message="token_ids holds a negative id"),
+            tf.debugging.assert_less(
+                token_ids, vocabulary_size, message=f"token_ids holds an id >= the vocabulary size ({vocabulary_size})"
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            return {name: tf.identity(value) for name, value in features.items()}
+
     def token_counts(self, text, text_pair=None) -> tf.Tensor:
         """Untruncated lengths, special tokens included, as int32 `[batch]`."""
         count = self.tokenizer(text).row_lengths()

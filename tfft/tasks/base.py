@@ -192,7 +192,8 @@ class Task(abc.ABC):
         """Signature name -> (function, input specs) for the export.
 
         Text tasks serve `serving_default` (raw strings) and `serve_token_ids`
-        (the packer's int32 inputs, for clients that tokenize).
+        (the packer's int32 inputs, for clients that tokenize; checked by
+        `TextPacker.check_token_ids`).
         """
         names = self.input_names()
         specs = [tf.TensorSpec([None], tf.string, name=name) for name in names]
@@ -201,7 +202,8 @@ class Task(abc.ABC):
             return self.outputs(model, packer, dict(zip(names, texts, strict=True)))
 
         def serve_token_ids(features):
-            return self.postprocess(tf.cast(model(trim_to_longest(features), training=False), tf.float32))
+            features = trim_to_longest(packer.check_token_ids(features))
+            return self.postprocess(tf.cast(model(features, training=False), tf.float32))
 
         token_specs = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in packer.input_names}
         return {"serving_default": (serving_default, specs), "serve_token_ids": (serve_token_ids, [token_specs])}

@@ -224,3 +224,14 @@ def test_tfds_bad_feature():
 
     with tfds.testing.mock_data(num_examples=2), pytest.raises(data.DataError, match="has no feature `text`"):
         data.read_split("tfds:glue/sst2:validation", DataConfig(), split="validation")
+
+
+def test_tfds_download_path_imports_everything_it_needs():
+    """TFDS imports `importlib_resources` lazily on its download path and does not declare it; tfft does.
+
+    `url_infos` reads a builder's checksums, the first step of a download, with no network.
+    """
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder_cls("glue")
+    assert builder.url_infos is None or isinstance(builder.url_infos, dict)

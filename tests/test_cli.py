@@ -124,3 +124,14 @@ def test_help_lists_commands_flags_and_examples_without_tensorflow(flag):
         assert f"\n  {command}  " in result.stdout
     assert "--config=FILE" in result.stdout and "--set=KEY=VALUE" in result.stdout
     assert "tfft train --config=configs/demo.yaml" in result.stdout
+
+
+def test_first_screen_holds_only_tfft_lines(tmp_path):
+    """TensorFlow's native start-up lines (oneDNN, CUDA, absl::InitializeLog) are kept off the user's screen."""
+    result = run_python("from tfft.cli import run_main; run_main()", "predict", f"--model={tmp_path}",
+                        f"--input={tmp_path / 'x.csv'}", env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"tfft: error: `{tmp_path}` is not a SavedModel folder (no saved_model.pb). Pass a version folder, "
+        "e.g. saved_models/demo/1."
+    ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 
@@ -118,6 +119,7 @@ def run_main() -> None:
     if len(sys.argv) == 1 or "-h" in sys.argv[1:] or "--help" in sys.argv[1:]:
         print(HELP, end="")  # Before absl: `-h` is no absl flag, and help needs no TensorFlow.
         sys.exit(0 if len(sys.argv) > 1 else 2)
+    _quiet_native_start_up_logs()
     # Preemptible machines get SIGTERM before they go: stop as for Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -132,6 +134,43 @@ def run_main() -> None:
             file=sys.stderr,
         )
         sys.exit(130)
+
+
+#: TensorFlow's native start-up lines, written to file descriptor 2 before any flag or env var can silence them
+#: (`TF_CPP_MIN_LOG_LEVEL` does not reach the lines logged before absl::InitializeLog).
+_START_UP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|^[IWE]\d{4} [\d:. ]+\d+ "
+    r"(port\.cc|cudart_stub\.cc|cpu_feature_guard\.cc|cuda_platform\.cc|cuda_executor\.cc|util\.cc)|"
+    r"^To enable the following instructions|rebuild TensorFlow with the appropriate compiler flags"
+)
+
+
+def _quiet_native_start_up_logs() -> None:
+    """Keeps the user's first screen to tfft's own lines.
+
+    Python's `sys.stderr` keeps the terminal; native code's writes to file
+    descriptor 2 pass through a thread that drops TensorFlow's known start-up
+    lines (oneDNN notes, "could not find cuda drivers", `cuInit` on a machine
+    without a GPU, CPU-instruction notes) and forwards every other line.
+    `TFFT_NATIVE_LOGS=1` turns the filter off.
+    """
+    if os.environ.get("TFFT_NATIVE_LOGS") == "1":
+        return
+    import threading
+
+    terminal = os.dup(2)
+    sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1, encoding=sys.stderr.encoding, errors="replace")
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward():
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                if not _START_UP_NOISE.search(line.decode("utf-8", errors="replace")):
+                    os.write(terminal, line)
+
+    threading.Thread(target=forward, name="tfft-native-stderr", daemon=True).start()
 
 
 def _interrupt(signum, frame):

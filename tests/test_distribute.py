@@ -9,6 +9,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import REPO, run_python
 from tfft import distribute, train
@@ -170,3 +171,17 @@ def test_jit_compile_and_steps_per_execution(make_config):
                                    "train.epochs=1", "data.max_train_examples=128"))
     assert np.isfinite(result.history["loss"]).all()
     assert result.model.jit_compile
+
+
+def test_an_empty_tpu_name_tries_local_first(monkeypatch):
+    """TPU VMs (Kaggle, Colab's TPU VM runtime) resolve as `local`; older Colab runtimes from the environment."""
+    tried = []
+
+    def resolver(tpu=None, **kwargs):
+        tried.append(tpu)
+        raise ValueError(f"no TPU {tpu!r} here")
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", resolver)
+    with pytest.raises(distribute.StrategyError, match="local: ValueError: no TPU 'local' here; from the environment"):
+        distribute.create_strategy(TrainConfig(strategy="tpu", tpu=""))
+    assert tried == ["local", None]

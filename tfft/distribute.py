@@ -78,21 +78,26 @@ def _tf_config() -> dict:
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
+    """The TPU at `tpu`; an empty `tpu` tries `local` first (TPU VMs, Kaggle and Colab's TPU VM runtimes,
+    tensorflow/tensorflow#70827), then the address the environment names (older Colab runtimes)."""
     where = tpu or "the local/Colab TPU"
-    try:
-        if tpu.startswith("grpc://"):
-            _check_reachable(tpu)  # TF would wait for a dead address for minutes.
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
-        if tpu:
-            tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-    except (ValueError, tf.errors.OpError, RuntimeError, OSError) as err:
-        raise StrategyError(
-            f"No TPU was found at {where!r} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
-            "Set `train.tpu` to the TPU's name or grpc:// address, run on a TPU runtime, or use "
-            "`train.strategy=auto` to fall back to the CPU/GPUs."
-        ) from None
-    return tf.distribute.TPUStrategy(resolver)
+    errors = []
+    for candidate in [tpu] if tpu else ["local", None]:
+        try:
+            if candidate and candidate.startswith("grpc://"):
+                _check_reachable(candidate)  # TF would wait for a dead address for minutes.
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=candidate)
+            if tpu:  # a named or remote TPU; a local one needs no connection
+                tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            return tf.distribute.TPUStrategy(resolver)
+        except (ValueError, tf.errors.OpError, RuntimeError, OSError) as err:
+            errors.append(f"{candidate or 'from the environment'}: {type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}")
+    raise StrategyError(
+        f"No TPU was found at {where!r} ({'; '.join(errors)}). Set `train.tpu` to the TPU's name or grpc:// "
+        "address, run on a TPU runtime, or use `train.strategy=auto` to fall back to the CPU/GPUs."
+    )
 
 
 def _check_reachable(address: str, timeout: float = 10.0) -> None:

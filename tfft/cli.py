@@ -139,8 +139,11 @@ def run_main() -> None:
 #: TensorFlow's native start-up lines, written to file descriptor 2 before any flag or env var can silence them
 #: (`TF_CPP_MIN_LOG_LEVEL` does not reach the lines logged before absl::InitializeLog).
 _START_UP_NOISE = re.compile(
-    r"All log messages before absl::InitializeLog|^[IWE]\d{4} [\d:. ]+\d+ "
-    r"(port\.cc|cudart_stub\.cc|cpu_feature_guard\.cc|cuda_platform\.cc|cuda_executor\.cc|util\.cc)|"
+    r"All log messages before absl::InitializeLog|"
+    # `I0000 00:00:1795458649.022983   16957 port.cc:153] ...` (2.21) or `2026-11-23 18:44:00.839050: I external/...
+    # /cudart_stub.cc:31] ...` (2.20)
+    r"^(?:[IWE]\d{4} [\d:. ]+\d+ |\d{4}-\d\d-\d\d [\d:.]+: [IWE] \S*?)"
+    r"(?:port|cudart_stub|cpu_feature_guard|cuda_platform|cuda_executor|cuda_diagnostics|util)\.cc:\d+\]|"
     r"^To enable the following instructions|rebuild TensorFlow with the appropriate compiler flags"
 )
 

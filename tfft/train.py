@@ -108,6 +108,8 @@ def run(
     output_dir = pathlib.Path(distribute.worker_dir(config.output_dir, strategy))
     policy = keras.mixed_precision.global_policy()
     # Only the chief writes the run folder; other workers write to temporary folders of their own.
+    if chief:
+        run_dir.inspect(config, output_dir)  # a folder it refuses gets no lock file either
     lock = run_dir.locked(output_dir, "train") if chief else contextlib.nullcontext()
     try:
         with lock:

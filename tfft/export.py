@@ -46,7 +46,6 @@ WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 LABELS_FILE = "assets/labels.txt"
 TASK_FILE = "assets/tfft_task.json"
 STAGING_PREFIX = ".staging-"
-PUBLISH_LOCK = ".publish.lock"
 
 
 def export_model(model: keras.Model, packer, task, config) -> pathlib.Path | str:
@@ -145,12 +144,12 @@ def _upload(local_version: pathlib.Path, base_dir: str) -> str:
 def _publish(staging: pathlib.Path, base_dir: pathlib.Path) -> pathlib.Path:
     """Renames the complete `staging` folder to the next integer version, in one step.
 
-    Exporters of the same model take turns under an `flock` on
-    `<base_dir>/.publish.lock`, so two never pick the same number, and the
+    Exporters of the same model take turns under an `flock` on the
+    `base_dir` folder itself, so two never pick the same number, and the
     version folder appears whole or not at all: no empty or partial folder
     is ever visible to TF Serving.
     """
-    fd = os.open(base_dir / PUBLISH_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(base_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         final = base_dir / str((versions(base_dir) or [0])[-1] + 1)

@@ -63,3 +63,20 @@ def test_count_parameters():
     layer = keras.layers.Dense(3)
     layer.build((None, 4))
     assert count_parameters(layer.weights) == 15
+
+
+def test_mean_pooling_averages_the_real_tokens_and_freezes_the_pooler(tiny_preset, make_config):
+    from tfft import model as model_lib
+
+    config = make_config("model.pooling=mean")
+    source = resolve(config.model)
+    source.prepare(None, None)
+    model = model_lib.build_model(config, source, classification_task())
+    packer = source.packer()
+    features = packer(tf.constant(["the movie was great", "dull"]))
+    sequence = model.backbone(features)["sequence_output"].numpy()
+    mask = features["padding_mask"].numpy()[..., None]
+    expected = (sequence * mask).sum(1) / mask.sum(1)
+    pooled = model.get_layer("mean_pooling")(tf.constant(sequence), tf.constant(features["padding_mask"]))
+    np.testing.assert_allclose(pooled, expected, rtol=1e-5, atol=1e-6)
+    assert not any("pooled_dense" in w.path for w in model.trainable_weights)  # unused: no gradient reaches it

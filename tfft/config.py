@@ -47,7 +47,12 @@ class ModelConfig:
             every backbone weight.
         pretrained: bool. Load the backbone's pretrained weights; false builds
             the same architecture with random weights (a baseline).
-        dropout: float. Dropout rate before the Dense softmax head.
+        dropout: float. Dropout rate before the head's Dense layer.
+        pooling: str. What heads on one vector per text read: `pooled` (the
+            backbone's `pooled_output`, BERT's pooler on `[CLS]`) or `mean`
+            (the mean of `sequence_output` over the real tokens, which
+            sentence-embedding checkpoints such as all-MiniLM-L6-v2 were
+            trained with; their pooler is untrained).
         sequence_length: int. Longest packed sequence, special tokens included.
             Longer inputs are truncated and counted in the log.
     """
@@ -58,6 +63,7 @@ class ModelConfig:
     freeze_embeddings: bool = True
     pretrained: bool = True
     dropout: float = 0.1
+    pooling: Literal["pooled", "mean"] = "pooled"
     sequence_length: int = 128
 
 

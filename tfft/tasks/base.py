@@ -51,6 +51,9 @@ class TaskModel(keras.Model):
             `sequence_output`.
         task: `Task`. Builds the head (`task.head`).
         dropout: float. Dropout rate before the head's Dense layer.
+        pooling: str. `pooled` keeps the backbone's `pooled_output`; `mean`
+            replaces it with the mean of `sequence_output` over the tokens
+            that `padding_mask` marks.
 
     Example:
 
@@ -60,11 +63,28 @@ class TaskModel(keras.Model):
     ```
     """
 
-    def __init__(self, backbone: keras.Model, task: Task, dropout: float = 0.1, **kwargs):
+    def __init__(self, backbone: keras.Model, task: Task, dropout: float = 0.1, pooling: str = "pooled", **kwargs):
         inputs = backbone.input
-        logits = task.head(backbone(inputs), dropout)
+        outputs = dict(backbone(inputs))
+        if pooling == "mean":
+            outputs["pooled_output"] = MaskedMeanPooling(name="mean_pooling")(
+                outputs["sequence_output"], inputs["padding_mask"]
+            )
+        logits = task.head(outputs, dropout)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self.backbone = backbone
+
+
+class MaskedMeanPooling(keras.layers.Layer):
+    """The mean of `[batch, length, hidden]` vectors over the positions a `[batch, length]` mask marks."""
+
+    def call(self, sequence, mask):
+        mask = keras.ops.cast(keras.ops.expand_dims(mask, -1), sequence.dtype)
+        total = keras.ops.sum(sequence * mask, axis=1)
+        return total / keras.ops.maximum(keras.ops.sum(mask, axis=1), keras.ops.cast(1.0, sequence.dtype))
+
+    def compute_output_spec(self, sequence, mask):
+        return keras.KerasTensor((sequence.shape[0], sequence.shape[-1]), dtype=sequence.dtype)
 
 
 def dense_head(x, units: int, dropout: float):

@@ -314,11 +314,6 @@ def _examples_from_frame(frame: pd.DataFrame, source: str, data: DataConfig, lab
     return Examples(source, texts, pairs, labels)
 
 
-def checked_column(frame: pd.DataFrame, column: str, source: str, what: str) -> list[str]:
-    """A column's cells as strings; an empty cell fails naming its rows."""
-    return _checked_column(frame, column, source, what)
-
-
 def _checked_column(frame: pd.DataFrame, column: str, source: str, what: str) -> list[str]:
     values = [str(v) for v in frame[column].tolist()]
     if what == "label":
@@ -413,13 +408,11 @@ class LabelVocabulary:
         """Label ids of `examples`; a label the training split lacks is an error."""
         if examples.labels is None:
             raise DataError(f"`{examples.source}` has no labels to encode.")
-        unknown = [(i, label) for i, label in enumerate(examples.labels) if label not in self._ids]
+        unknown = [(examples.where(i), label) for i, label in enumerate(examples.labels) if label not in self._ids]
         if unknown:
-            shown = ", ".join(f"row {i + 1}: {label!r}" for i, label in unknown[:_MAX_ROWS_IN_ERROR])
-            raise DataError(
-                f"Data file `{examples.source}` has labels that the training split never had ({shown}"
-                f"{', ...' if len(unknown) > _MAX_ROWS_IN_ERROR else ''}). Known labels: {self.names}. "
-                "Fix those rows or add examples of the label to the training data."
+            raise rows_error(
+                examples.source, "has labels that the training split never had", unknown,
+                f"Known labels: {self.names}. Fix those rows or add examples of the label to the training data.",
             )
         return np.asarray([self._ids[label] for label in examples.labels], dtype=np.int32)
 

@@ -1,6 +1,7 @@
 """The run folder survives kills, races and typos: a test for each way a user lost work."""
 
 import csv
+import json
 import os
 import pathlib
 import signal
@@ -10,6 +11,7 @@ import threading
 import time
 
 import keras
+import numpy as np
 import pytest
 
 from conftest import REPO, run_python
@@ -62,6 +64,93 @@ def test_kill_during_export_then_rerun_trains_nothing_again(make_config, tmp_pat
     assert result.export_path == str(models / "1") and (models / "1" / "saved_model.pb").is_file()
     assert not list(models.glob(".staging-*"))  # the dead export's staging folder is gone
     assert (out / run_dir.COMPLETE_FILE).is_file()
+
+
+# Trains with a backup every 5 steps and dies by SIGKILL right after global step argv[2].
+KILLED_MID_EPOCH = """
+import os, signal, sys, keras
+from tfft import train
+from tfft.config import load_config
+class Die(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+train.run(load_config(sys.argv[1]), callbacks=[Die()])
+"""
+
+
+@pytest.mark.slow
+def test_kill_mid_epoch_resumes_at_the_last_backup_with_the_data_order_unchanged(make_config, tmp_path):
+    # Dropout on: its seed generators' state must come back too, or the resumed run differs.
+    overrides = ("train.epochs=2", "train.backup_every_steps=5", "model.dropout=0.1")
+    config = make_config(*overrides)
+    config.save(tmp_path / "config.yaml")
+    steps = 960 // 16
+    child = run_python(KILLED_MID_EPOCH, str(tmp_path / "config.yaml"), str(steps + 17))  # epoch 2, batch 17
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    out = pathlib.Path(config.output_dir)
+    assert _epochs(out) == [0]
+
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(int(self.model.optimizer.iterations.numpy()))
+
+    resumed = train.run(config, callbacks=[Record()])  # the same command again
+    assert seen[0] == steps + 15  # the last backup, not the epoch's start
+    assert len(seen) == steps - 15
+    assert _epochs(out) == [0, 1]
+    assert not (out / run_dir.BACKUP_DIR).exists()
+
+    # A run never stopped ends with the same weights: same batches in the same order, same dropout masks.
+    straight = train.run(make_config(*overrides, f"output_dir={tmp_path / 'straight'}"))
+    for a, b in zip(straight.model.weights, resumed.model.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.path)
+
+
+@pytest.mark.slow
+def test_resume_after_an_epoch_keeps_the_data_order(make_config, tmp_path, monkeypatch):
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt("stopped after epoch 1")
+
+    overrides = ("train.epochs=2", "model.dropout=0.1")
+    with pytest.raises(KeyboardInterrupt):
+        train.run(make_config(*overrides), callbacks=[Stop()])
+    resumed = train.run(make_config(*overrides))
+    straight = train.run(make_config(*overrides, f"output_dir={tmp_path / 'straight'}"))
+    for a, b in zip(straight.model.weights, resumed.model.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.path)
+
+
+@pytest.mark.slow
+def test_ctrl_c_between_steps_backs_up_the_step_reached(make_config):
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 17:
+                raise KeyboardInterrupt
+
+    config = make_config("train.epochs=2")  # no backup_every_steps: epoch ends and interrupts only
+    with pytest.raises(KeyboardInterrupt):
+        train.run(config, callbacks=[CtrlC()])
+    state = json.loads((pathlib.Path(config.output_dir) / run_dir.BACKUP_DIR / "state.json").read_text())
+    assert (state["step"], state["epoch"], state["batch"]) == (17, 0, 17)
+    assert run_dir.inspect(config, pathlib.Path(config.output_dir)) == "resume"  # progress kept, config locked
+
+
+def test_fit_plan_finishes_a_broken_epoch_first():
+    assert train.fit_plan(0, 10, 3) == [(0, 3, 10)]
+    assert train.fit_plan(20, 10, 3) == [(2, 3, 10)]
+    assert train.fit_plan(25, 10, 3) == [(2, 3, 5)]
+    assert train.fit_plan(15, 10, 3) == [(1, 2, 5), (2, 3, 10)]
+    assert train.fit_plan(30, 10, 3) == []
+
+
+def test_history_keeps_only_the_epochs_the_backup_holds(tmp_path):
+    (tmp_path / "history.csv").write_text("epoch,loss\n0,0.5\n1,0.4\n2,0.3\n")
+    run_dir.trim_history(tmp_path, 2)
+    assert _epochs(tmp_path) == [0, 1]
 
 
 @pytest.mark.parametrize(
@@ -224,5 +313,5 @@ def test_sigterm_stops_with_one_line_that_says_how_to_resume(make_config, tmp_pa
     stderr = (tmp_path / "stderr.txt").read_text()
     assert child.returncode == 130
     assert "Traceback" not in stderr
-    assert "tfft: stopped. Run the same command again to resume from the last completed epoch: tfft train" in stderr
+    assert "tfft: stopped. Run the same command again to resume from the last backup: tfft train" in stderr
     assert (pathlib.Path(config.output_dir) / run_dir.BACKUP_DIR).is_dir()  # what the rerun resumes from

@@ -63,12 +63,10 @@ class _Crash(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated crash after epoch 1")
 
 
-def test_interrupted_run_resumes_at_the_next_epoch(make_config, monkeypatch):
+def test_interrupted_run_resumes_at_the_next_epoch(make_config):
     config = make_config("train.epochs=3")
-    original = train._callbacks
-    monkeypatch.setattr(train, "_callbacks", lambda *a, **k: [*original(*a, **k), _Crash()])
     with pytest.raises(KeyboardInterrupt):
-        train.run(config)
+        train.run(config, callbacks=[_Crash()])
     out = pathlib.Path(config.output_dir)
     assert (out / "backup").is_dir() and not (out / "run_complete.json").exists()
 
@@ -79,8 +77,7 @@ def test_interrupted_run_resumes_at_the_next_epoch(make_config, monkeypatch):
             resumed_at.setdefault("epoch", epoch)
             resumed_at.setdefault("step", int(self.model.optimizer.iterations))
 
-    monkeypatch.setattr(train, "_callbacks", lambda *a, **k: [*original(*a, **k), Record()])
-    result = train.run(config)  # same command again
+    result = train.run(config, callbacks=[Record()])  # same command again
     assert len(result.history["loss"]) == 2  # epochs 2 and 3 only
     steps = 960 // 16
     # Optimizer state came back too: the schedule goes on from step 60, not from warmup.

@@ -130,7 +130,7 @@ def run_main() -> None:
     except KeyboardInterrupt:
         command = " ".join(["tfft", *sys.argv[1:]])
         print(
-            f"tfft: stopped. Run the same command again to resume from the last completed epoch: {command}",
+            f"tfft: stopped. Run the same command again to resume from the last backup: {command}",
             file=sys.stderr,
         )
         sys.exit(130)

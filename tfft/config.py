@@ -173,6 +173,10 @@ class TrainConfig:
             next of 16, 32, 64, ... (few static shapes, for TPU/XLA); `max`
             pads to `sequence_length`.
         overwrite_output_dir: bool. Replace a finished run in `output_dir`.
+        backup_every_steps: int or None. Also back up the training state
+            every this many steps inside an epoch, so a killed or preempted
+            run resumes at that step, with the data order unchanged. None:
+            back up at each epoch's end (and on Ctrl-C / SIGTERM) only.
     """
 
     epochs: int = 3
@@ -192,6 +196,7 @@ class TrainConfig:
     steps_per_execution: int = 1
     pad_to: Literal["longest", "buckets", "max"] = "longest"
     overwrite_output_dir: bool = False
+    backup_every_steps: int | None = None
 
 
 @dataclasses.dataclass
@@ -287,6 +292,9 @@ class Config:
                    "needs `data.validation` to watch")
         _check(t.steps_per_execution >= 1, "train.steps_per_execution", t.steps_per_execution,
                "must be >= 1")
+        if t.backup_every_steps is not None:
+            _check(t.backup_every_steps >= 1, "train.backup_every_steps", t.backup_every_steps,
+                   "must be >= 1, or null for backups at epoch ends only")
         _check(e.warmup_requests >= 0, "export.warmup_requests", e.warmup_requests, "must be >= 0")
         _check(bool(e.base_dir.strip()), "export.base_dir", e.base_dir,
                "must name a folder (empty would export to the filesystem root)")

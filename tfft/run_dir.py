@@ -36,7 +36,7 @@ COMPLETE_FILE = "run_complete.json"
 TRAINED_FILE = "training_complete.json"
 LOCK_FILE = ".tfft.lock"
 # Keys that may change between a run and its resumption.
-_RESUMABLE_CHANGES = {"train.overwrite_output_dir", "export.enabled", "export.base_dir"}
+_RESUMABLE_CHANGES = {"train.overwrite_output_dir", "train.backup_every_steps", "export.enabled", "export.base_dir"}
 
 __all__ = ["OutputDirError", "RunState", "inspect", "start", "locked", "prepare_output_dir", "best_so_far"]
 
@@ -97,7 +97,7 @@ def start(config: Config, output_dir: pathlib.Path, state: RunState) -> None:
         for entry in _entries(output_dir):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     elif state == "resume":
-        logger.info("Resuming the unfinished run in %s from its last completed epoch.", output_dir)
+        logger.info("Resuming the unfinished run in %s from its last backup.", output_dir)
     elif state == "trained":
         logger.info("Training in %s finished before; evaluating and exporting only.", output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -208,6 +208,23 @@ def _config_differences(config: Config, saved_path: pathlib.Path) -> list[str]:
     return differences
 
 
+
+
+def trim_history(output_dir: pathlib.Path, epochs: int) -> None:
+    """Keeps the first `epochs` rows of `history.csv`: those a resumed run's backup holds.
+
+    A run killed after logging an epoch but before backing it up trains that epoch again; without the cut its
+    row would be there twice.
+    """
+    path = output_dir / HISTORY_FILE
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[: 1 + epochs] if rows else rows
+    if len(kept) < len(rows):
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
 
 
 def best_so_far(output_dir: pathlib.Path, key: str, mode: str) -> float | None:

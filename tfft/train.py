@@ -15,7 +15,7 @@ serving outputs) comes from `config.task`'s `tfft.tasks.Task`; everything
 that differs between backbone sources from `tfft.backbones`. A run's
 `output_dir` holds everything needed to repeat, resume or reuse it (see
 `tfft.run_dir`). Starting the same command again after a crash resumes from
-the last completed epoch.
+the last backup (`tfft.backup`), with the data order of a run never stopped.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import time
 
 import keras
 import tensorflow as tf
 
 from tfft import backbones, data, distribute, evaluate, optimization, run_dir, tasks
+from tfft.backup import TrainingBackup
 from tfft.config import Config
 from tfft.errors import OutputDirError
 from tfft.freezing import count_parameters
@@ -201,21 +203,41 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
             if val_examples is not None and not task.monitor_in_keras
             else None
         )
+        # Every worker restores the chief's backup; only the chief writes one.
+        backup = TrainingBackup(
+            pathlib.Path(config.output_dir) / BACKUP_DIR, steps, every_steps=tc.backup_every_steps, write=chief
+        )
+        start_step = backup.restore(model) if state == "resume" or (not chief and not tc.overwrite_output_dir) else 0
+        if chief and state == "resume":
+            run_dir.trim_history(output_dir, start_step // steps)  # epochs the backup does not hold are redone
+            logger.info("Resuming at epoch %d, step %d of %d.", start_step // steps + 1, start_step % steps, steps)
         started = time.time()
-        history = model.fit(
-            train_ds,
-            epochs=tc.epochs,
-            steps_per_epoch=steps,
-            validation_data=val_ds,
-            callbacks=[
-                *_callbacks(config, task, output_dir, has_validation=val_ds is not None,
-                            resuming=state == "resume", scorer=scorer),
-                *extra_callbacks,
-            ],
-            class_weight=task.class_weight(y_train),
-            shuffle=False,  # The pipeline shuffles.
-            verbose=_verbosity(),
-        ).history
+        history: dict[str, list] = {}
+        try:
+            for initial_epoch, epochs, epoch_steps in fit_plan(start_step, steps, tc.epochs):
+                fitted = model.fit(
+                    train_ds.skip(int(model.optimizer.iterations.numpy())),  # the data order of a run never stopped
+                    initial_epoch=initial_epoch,
+                    epochs=epochs,
+                    steps_per_epoch=epoch_steps,
+                    validation_data=val_ds,
+                    callbacks=[
+                        *_callbacks(config, task, output_dir, has_validation=val_ds is not None,
+                                    resuming=state == "resume" or bool(history), scorer=scorer),
+                        backup,
+                        *extra_callbacks,
+                    ],
+                    class_weight=task.class_weight(y_train),
+                    shuffle=False,  # The pipeline shuffles.
+                    verbose=_verbosity(),
+                ).history
+                for key, values in fitted.items():
+                    history.setdefault(key, []).extend(values)
+        except KeyboardInterrupt:
+            backup.save_on_interrupt()
+            raise
+        if not history:  # killed after its last step's backup: nothing was left to train
+            history = run_dir.read_history(output_dir)
         train_seconds = time.time() - started
 
         best = output_dir / BEST_WEIGHTS
@@ -225,6 +247,7 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
         model.save_weights(output_dir / WEIGHTS_FILE)
         if chief:
             run_dir.mark_trained(output_dir, tc.epochs, train_seconds)
+            shutil.rmtree(output_dir / BACKUP_DIR, ignore_errors=True)  # after: a kill between them resumes
 
     metrics = None
     if val_examples is not None:
@@ -268,6 +291,24 @@ class ValidationScores(keras.callbacks.Callback):
             logs.update({f"val_{name}": value for name, value in scores.items()})
 
 
+def fit_plan(start_step: int, steps_per_epoch: int, epochs: int) -> list[tuple[int, int, int]]:
+    """The `fit` calls that train from global step `start_step` to the end: `(initial_epoch, epochs, steps)` each.
+
+    A run resumed inside an epoch first finishes that epoch with one shorter `fit`, then runs the rest.
+
+    >>> fit_plan(0, 10, 3), fit_plan(20, 10, 3), fit_plan(25, 10, 3)
+    ([(0, 3, 10)], [(2, 3, 10)], [(2, 3, 5)])
+    """
+    epoch, batch = divmod(start_step, steps_per_epoch)
+    plan = []
+    if batch:
+        plan.append((epoch, epoch + 1, steps_per_epoch - batch))
+        epoch += 1
+    if epoch < epochs:
+        plan.append((epoch, epochs, steps_per_epoch))
+    return plan
+
+
 def set_mixed_precision(policy: str) -> None:
     keras.mixed_precision.set_global_policy("float32" if policy == "none" else policy)
 
@@ -282,10 +323,7 @@ def _callbacks(
 ) -> list:
     monitor, mode = f"val_{task.monitor[0]}", task.monitor[1]
     callbacks: list[keras.callbacks.Callback] = [
-        # First, so the others see the restored epoch.
-        # Saves model and optimizer state each epoch; restores both on resume.
-        keras.callbacks.BackupAndRestore(backup_dir=str(output_dir / BACKUP_DIR)),
-        # Next, so the CSV log, checkpoint and early stopping see the task's scores.
+        # First, so the CSV log, checkpoint and early stopping see the task's scores.
         *([scorer] if scorer is not None else []),
         keras.callbacks.CSVLogger(str(output_dir / HISTORY_FILE), append=resuming),
         keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")),

@@ -133,5 +133,5 @@ def test_first_screen_holds_only_tfft_lines(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"tfft: error: `{tmp_path}` is not a SavedModel folder (no saved_model.pb). Pass a version folder, "
-        "e.g. saved_models/demo/1."
+        "e.g. saved_models/demo/1, or the model.tflite file in one."
     ]

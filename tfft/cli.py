@@ -2,7 +2,7 @@
 
     tfft train    --config=configs/demo.yaml [--set train.epochs=2 ...]
     tfft evaluate --config=configs/demo.yaml [--input=other.csv]
-    tfft export   --config=configs/demo.yaml
+    tfft export   --config=configs/demo.yaml [--format=litert]
     tfft predict  --model=saved_models/demo/1 --input=in.csv --output=out.csv
 
 `--flagfile=FILE` reads flags from a file. `python -m tfft ...` is the same.
@@ -28,13 +28,14 @@ Fine-tune a pretrained text encoder, evaluate it, and export it for TF Serving.
 commands:
   train      train, evaluate and export the run a config describes (resumes an interrupted one)
   evaluate   score a trained run on data.validation, or on --input
-  export     export a trained run as the next SavedModel version
-  predict    run a SavedModel version over a file: --model, --input, --output
+  export     export a trained run as the next SavedModel version (--format=litert adds model.tflite)
+  predict    run a SavedModel version, or its model.tflite, over a file: --model, --input, --output
 
 main flags:
   --config=FILE        YAML config (see configs/)
   --set=KEY=VALUE      override a config key, e.g. --set train.epochs=2; repeat for more
-  --model=DIR          predict: a SavedModel version folder, e.g. saved_models/demo/1
+  --model=DIR          predict: a SavedModel version folder, e.g. saved_models/demo/1, or its model.tflite
+  --format=litert      train, export: write a LiteRT file (raw text in) beside the SavedModel
   --input=FILE         predict: the file to predict; evaluate: a labelled file to score
   --output=FILE        predict: where to write the predictions (default predictions.csv)
   --text_column=NAME   predict: the text column (default text); --text_pair_column for pairs
@@ -50,12 +51,17 @@ _CONFIG = flags.DEFINE_string("config", None, "YAML config file (see configs/)."
 _SET = flags.DEFINE_multi_string(
     "set", [], "Config override `section.key=value`, e.g. `train.epochs=2`; repeat for more."
 )
-_MODEL = flags.DEFINE_string("model", None, "predict: a SavedModel version folder, e.g. saved_models/demo/1.")
+_MODEL = flags.DEFINE_string(
+    "model", None, "predict: a SavedModel version folder, e.g. saved_models/demo/1, or its model.tflite."
+)
 _INPUT = flags.DEFINE_string("input", None, "predict: file to predict; evaluate: labelled file to score.")
 _OUTPUT = flags.DEFINE_string("output", "predictions.csv", "predict: where to write the predictions.")
 _TEXT_COLUMN = flags.DEFINE_string("text_column", "text", "predict: column with the text.")
 _TEXT_PAIR_COLUMN = flags.DEFINE_string("text_pair_column", None, "predict: column with the second text.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "predict: rows per SavedModel call.")
+_FORMAT = flags.DEFINE_list(
+    "format", [], "train/export: also write these formats beside the SavedModel, e.g. `litert` (model.tflite)."
+)
 
 
 def main(argv: list[str]) -> int:
@@ -83,7 +89,10 @@ def main(argv: list[str]) -> int:
 
     if not _CONFIG.value:
         raise app.UsageError(f"`tfft {command}` needs --config=<YAML file>, e.g. --config=configs/demo.yaml.")
-    config = config_lib.load_config(_CONFIG.value, _SET.value)
+    overrides = list(_SET.value)
+    if _FORMAT.value:  # `--format=litert`: the SavedModel, and a LiteRT file beside it
+        overrides.append("export.formats=" + ",".join(dict.fromkeys(["saved_model", *_FORMAT.value])))
+    config = config_lib.load_config(_CONFIG.value, overrides)
     if command == "train":
         from tfft import train
 

@@ -207,11 +207,18 @@ class ExportConfig:
         enabled: bool. Export at the end of `tfft train`.
         base_dir: str. Exports go to `<base_dir>/<name>/<version>/`.
         warmup_requests: int. PredictRequests written for TF Serving warmup.
+        formats: list of str. What each version folder holds: `saved_model`
+            (always: TF Serving loads the folder), plus `litert` for a
+            `model.tflite` that takes raw text (`tfft.litert`).
+        quantize: str. The LiteRT file's weights: `none` (float32),
+            `dynamic_range` (int8) or `float16`.
     """
 
     enabled: bool = True
     base_dir: str = "saved_models"
     warmup_requests: int = 3
+    formats: list[str] = dataclasses.field(default_factory=lambda: ["saved_model"])
+    quantize: Literal["none", "dynamic_range", "float16"] = "none"
 
 
 @dataclasses.dataclass
@@ -296,6 +303,10 @@ class Config:
             _check(t.backup_every_steps >= 1, "train.backup_every_steps", t.backup_every_steps,
                    "must be >= 1, or null for backups at epoch ends only")
         _check(e.warmup_requests >= 0, "export.warmup_requests", e.warmup_requests, "must be >= 0")
+        _check(set(e.formats) <= {"saved_model", "litert"}, "export.formats", e.formats,
+               "may hold `saved_model` and `litert` only")
+        _check("saved_model" in e.formats, "export.formats", e.formats,
+               "must include `saved_model` (TF Serving loads every version folder); add `litert` beside it")
         _check(bool(e.base_dir.strip()), "export.base_dir", e.base_dir,
                "must name a folder (empty would export to the filesystem root)")
         return self

@@ -19,7 +19,9 @@ Token classification serves `serving_default` (raw text) and `serve_words`.
 
 The folder also holds `assets/labels.txt` (label or tag names, for tasks
 that have them), `assets/tfft_task.json` (what `tfft predict` needs) and
-`assets.extra/tf_serving_warmup_requests` (PredictRequest records).
+`assets.extra/tf_serving_warmup_requests` (PredictRequest records). With
+`export.formats: [saved_model, litert]` it holds `model.tflite` too, a
+LiteRT file that takes raw text (`tfft.litert`).
 
 The tokenizer's ops live in TensorFlow Text: a Python process that loads the
 export must `import tensorflow_text` first (the official TF Serving binary
@@ -67,6 +69,7 @@ def export_model(model: keras.Model, packer, task, config) -> pathlib.Path | str
         f"{config.export.base_dir.rstrip('/')}/{config.name}",
         model_name=config.name,
         warmup_requests=config.export.warmup_requests,
+        litert_quantize=config.export.quantize if "litert" in config.export.formats else None,
     )
 
 
@@ -92,8 +95,13 @@ def write_saved_model(
     *,
     model_name: str = "model",
     warmup_requests: int = 3,
+    litert_quantize: str | None = None,
 ) -> pathlib.Path | str:
     """Writes the next version of `base_dir` atomically; see the module docstring.
+
+    With `litert_quantize` (`none`, `dynamic_range` or `float16`) the version
+    also holds `model.tflite` (`tfft.litert`), written before the folder is
+    published like every other file in it.
 
     A remote `base_dir` (`gs://...`) is written locally first, then copied
     with `saved_model.pb` last: TF Serving loads a version only once that
@@ -102,7 +110,8 @@ def write_saved_model(
     if is_remote(base_dir):
         with tempfile.TemporaryDirectory(prefix="tfft_export_") as local:
             version = write_saved_model(
-                model, packer, task, local, model_name=model_name, warmup_requests=warmup_requests
+                model, packer, task, local, model_name=model_name, warmup_requests=warmup_requests,
+                litert_quantize=litert_quantize,
             )
             return _upload(version, str(base_dir))
     base_dir = pathlib.Path(base_dir)
@@ -119,6 +128,10 @@ def write_saved_model(
             (staging / LABELS_FILE).write_text("".join(name + "\n" for name in task.label_names), encoding="utf-8")
         if warmup_requests:
             write_warmup_requests(staging / WARMUP_FILE, model_name, task.warmup_inputs(warmup_requests))
+        if litert_quantize is not None:
+            from tfft import litert
+
+            (staging / litert.LITERT_FILE).write_bytes(litert.convert(model, packer, task, quantize=litert_quantize))
         final = _publish(staging, base_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,7 +1,8 @@
-"""Batched inference from an exported SavedModel alone (`tfft predict`), for any task.
+"""Batched inference from an exported SavedModel or LiteRT file alone (`tfft predict`), for any task.
 
 The model runs from the SavedModel (TensorFlow and TensorFlow Text only: no
-keras-hub or tfft model code). `assets/tfft_task.json` in the export names
+keras-hub or tfft model code), or from a version's `model.tflite` through the
+LiteRT interpreter (`tfft.litert.LiteRTModel`), which writes the same columns. `assets/tfft_task.json` in the export names
 its task, whose `prediction_columns` turn the outputs into columns:
 
 | task | columns added to the input's |
@@ -58,7 +59,8 @@ def predict_file(
     """Predicts every row of `input_path` and writes the rows with predictions.
 
     Args:
-        model_dir: str. A SavedModel version folder written by `tfft export`.
+        model_dir: str. A SavedModel version folder written by `tfft export`,
+            or the `model.tflite` file in one.
         input_path: str. `.csv`, `.tsv` or `.jsonl` with a `text_column`.
         output_path: str. CSV (or `.tsv`/`.jsonl` by extension) to write: the
             input columns, then the task's prediction columns (module docstring).
@@ -75,11 +77,15 @@ def predict_file(
 
     if batch_size < 1:
         raise ConfigError(f"Argument `--batch_size` must be at least 1. Received: batch_size={batch_size}")
-    model_dir = pathlib.Path(model_dir)
-    if not (model_dir / "saved_model.pb").is_file():
+    model_path = pathlib.Path(model_dir)
+    litert_file = model_path.suffix == ".tflite"
+    model_dir = model_path.parent if litert_file else model_path
+    if litert_file and not model_path.is_file():
+        raise FileNotFoundError(f"`{model_path}` does not exist. Export one with `tfft export --format=litert`.")
+    if not litert_file and not (model_dir / "saved_model.pb").is_file():
         raise FileNotFoundError(
             f"`{model_dir}` is not a SavedModel folder (no saved_model.pb). Pass a version folder, "
-            "e.g. saved_models/demo/1."
+            "e.g. saved_models/demo/1, or the model.tflite file in one."
         )
     metadata = load_metadata(model_dir)
     columns = {"text": text_column, "text_pair": text_pair_column}
@@ -95,14 +101,14 @@ def predict_file(
                 f"Data file `{input_path}` has no column `{columns[name]}`. Its columns are: "
                 f"{', '.join(frame.columns)}. Pass the right one with {flag}."
             )
-    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    serve = _serving_function(model_path, litert_file)
     task = TASKS[metadata["type"]]
     bar = tf.keras.utils.Progbar(len(frame), unit_name="example") if progress else None
     predicted: dict[str, list] = {}
     for start in range(0, len(frame), batch_size):
         rows = frame.iloc[start : start + batch_size]
         inputs = {name: rows[columns[name]].astype(str).tolist() for name in metadata["inputs"]}
-        outputs = {k: v.numpy() for k, v in serve(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+        outputs = serve(inputs)
         for name, values in task.prediction_columns(outputs, metadata, inputs).items():
             predicted.setdefault(name, []).extend(np.asarray(values).tolist() if not isinstance(values, list) else values)
         if bar is not None:
@@ -113,6 +119,17 @@ def predict_file(
     _write_table(result, pathlib.Path(output_path))
     logger.info("Wrote %d predictions to %s", len(result), output_path)
     return result
+
+
+def _serving_function(model_path: pathlib.Path, litert_file: bool):
+    """Input name -> list of strings, to output name -> numpy array: a SavedModel's or a LiteRT file's."""
+    if litert_file:
+        from tfft.litert import LiteRTModel
+
+        model = LiteRTModel(model_path)
+        return lambda inputs: model(**inputs)
+    signature = tf.saved_model.load(str(model_path)).signatures["serving_default"]
+    return lambda inputs: {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
 
 
 def _write_table(frame: pd.DataFrame, path: pathlib.Path) -> None:

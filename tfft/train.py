@@ -146,6 +146,10 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
     source = backbones.resolve(config.model)
     source.prepare(train_examples.texts, output_dir if state in ("resume", "trained") else None)
     packer = source.packer()
+    if config.export.enabled and "litert" in config.export.formats:
+        from tfft import litert
+
+        litert.check(task, packer)  # an unsupported task or tokenizer fails now, not after training
     truncation = {"train": data.truncation_stats(train_examples, packer, task)}
     if val_examples is not None:
         truncation["validation"] = data.truncation_stats(val_examples, packer, task)

@@ -131,6 +131,8 @@ def _lowercase_like_python(cls):
     """
 
     class PythonLowercase(cls):
+        lowercases_text = True  # keras-hub's `lowercase` is False: tfft lowercases (`tfft.backbones.litert`)
+
         def tokenize(self, inputs, *args, **kwargs):
             return super().tokenize(tf.strings.lower(inputs, encoding="utf-8"), *args, **kwargs)
 

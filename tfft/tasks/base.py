@@ -122,6 +122,10 @@ class Task(abc.ABC):
     sequence_targets: ClassVar[bool] = False
     #: Whether the head reads `pooled_output`; if not, the pooler is frozen (it would get no gradient).
     uses_pooled_output: ClassVar[bool] = True
+    #: The outputs a LiteRT export keeps (`tfft.litert`): those made by ops TFLite has. None: no LiteRT export.
+    litert_outputs: ClassVar[tuple[str, ...] | None] = None
+    #: Why there is no LiteRT export, when `litert_outputs` is None.
+    litert_unsupported: ClassVar[str] = "not implemented for this task"
 
     def __init__(self, config: Config):
         self.config = config

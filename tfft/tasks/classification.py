@@ -22,6 +22,7 @@ class Classification(Task):
     type = "classification"
     monitor = ("accuracy", "max")
     monitor_in_keras = True
+    litert_outputs = ("probabilities", "label_id", "label")
 
     def __init__(self, config):
         super().__init__(config)

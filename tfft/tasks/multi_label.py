@@ -38,6 +38,8 @@ class MultiLabel(Task):
 
     type = "multi_label"
     monitor = ("macro_f1", "max")
+    # `labels` joins strings with `reduce_join`, which TFLite lacks: `tfft predict` joins them from `predicted`.
+    litert_outputs = ("probabilities", "predicted")
 
     def __init__(self, config):
         super().__init__(config)
@@ -210,7 +212,13 @@ class MultiLabel(Task):
 
     @classmethod
     def prediction_columns(cls, outputs, metadata, inputs):
-        columns = {"predicted_labels": decode(outputs["labels"])}
+        if "labels" in outputs:
+            names = decode(outputs["labels"])
+        else:  # a LiteRT export
+            separator = metadata.get("separator", ",")
+            names = [separator.join(n for n, on in zip(metadata["labels"], row, strict=True) if on)
+                     for row in np.asarray(outputs["predicted"])]
+        columns = {"predicted_labels": names}
         probabilities = np.asarray(outputs["probabilities"])
         for i, name in enumerate(metadata["labels"]):
             columns[f"probability_{name}"] = probabilities[:, i]

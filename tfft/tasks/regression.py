@@ -21,6 +21,7 @@ class Regression(Task):
 
     type = "regression"
     monitor = ("pearson", "max")
+    litert_outputs = ("score",)
 
     def read(self, spec, split="train", labelled=True):
         dc = self.config.data

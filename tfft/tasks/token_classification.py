@@ -53,6 +53,9 @@ class TokenClassification(Task):
 
     type = "token_classification"
     monitor = ("f1", "max")
+    litert_unsupported = (
+        "its word splitting (TensorFlow Text's `regex_split_with_offsets`) and span decoding have no TFLite kernels"
+    )
     sequence_targets = True
     uses_pooled_output = False
 

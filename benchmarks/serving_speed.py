@@ -10,6 +10,7 @@ Each row is measured in a fresh process, on the 872 SST-2 dev sentences, tokeniz
 - latency at batch 1: every dev sentence once, after 20 warmup calls; p50 and p99;
 - throughput at batch 32: the dev set in batches of 32, after one warmup pass;
 - size: the files a server loads (SavedModel folder; `.tflite` file; the Hugging Face folder);
+- agreement with the SavedModel: predicted labels, and the largest probability difference;
 - peak RSS of the serving process; dev accuracy.
 
 Rows run in the order given, then again in reverse (--rounds=2), and each figure is the median of its rounds.
@@ -88,7 +89,8 @@ if row == "saved_model":
     import tensorflow as tf, tensorflow_text  # noqa: F401
     serve = tf.saved_model.load(path).signatures["serving_default"]
     def predict(batch):
-        return serve(text=tf.constant(batch))["label_id"].numpy()
+        out = serve(text=tf.constant(batch))
+        return out["label_id"].numpy(), out["probabilities"].numpy()
     size = sum(p.stat().st_size for p in pathlib.Path(path).rglob("*") if p.is_file() and "litert" not in p.name
                and p.suffix != ".tflite")
     labels_out = [l.strip() for l in (pathlib.Path(path) / "assets" / "labels.txt").read_text().splitlines()]
@@ -96,7 +98,8 @@ elif row.startswith("litert"):
     from tfft.litert import LiteRTModel
     model = LiteRTModel(path, num_threads=os.cpu_count())
     def predict(batch):
-        return model(text=batch)["label_id"]
+        out = model(text=batch)
+        return out["label_id"], out["probabilities"]
     size = pathlib.Path(path).stat().st_size
     labels_out = [l.strip() for l in (pathlib.Path(path).parent / "assets" / "labels.txt").read_text().splitlines()]
 else:
@@ -104,17 +107,19 @@ else:
     from transformers import pipeline
     pipe = pipeline("text-classification", model=path, tokenizer=path, device=-1, truncation=True, max_length=128)
     def predict(batch):
-        return np.array([int(r["label"].split("_")[-1]) for r in pipe(batch, batch_size=len(batch))])
+        return np.array([int(r["label"].split("_")[-1]) for r in pipe(batch, batch_size=len(batch))]), None
     size = sum(p.stat().st_size for p in pathlib.Path(path).rglob("*") if p.is_file())
     labels_out = ["0", "1"]
 
 for text in texts[:20]:
     predict([text])
-latencies, predicted = [], []
+latencies, predicted, probabilities = [], [], []
 for text in texts:
     started = time.perf_counter()
-    predicted.append(predict([text])[0])
+    label_id, probs = predict([text])
     latencies.append(time.perf_counter() - started)
+    predicted.append(label_id[0])
+    probabilities.append(None if probs is None else probs[0].tolist())
 batches = [texts[i:i + 32] for i in range(0, len(texts), 32)]
 for batch in batches:
     predict(batch)
@@ -126,7 +131,8 @@ predicted_labels = np.array([int(labels_out[i]) for i in predicted])
 ms = np.array(latencies) * 1000
 print(json.dumps({"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
                   "batch32_per_s": throughput, "size_mb": size / 1e6, "peak_rss_mb": peak_rss_mb(),
-                  "accuracy": float((predicted_labels == labels).mean()), "predicted": predicted_labels.tolist()}))
+                  "accuracy": float((predicted_labels == labels).mean()), "predicted": predicted_labels.tolist(),
+                  "probabilities": probabilities}))
 """
 
 
@@ -175,18 +181,23 @@ def main(argv):
     rows = []
     for row, results in measured.items():
         median = lambda key, results=results: statistics.median(r[key] for r in results)  # noqa: E731
-        agree = ""
+        agree, gap = "", ""
         if reference is not None:
             same = sum(a == b for a, b in zip(results[0]["predicted"], reference["predicted"], strict=True))
             agree = f"{same}/{len(reference['predicted'])}"
+            if results[0]["probabilities"][0] is not None:
+                import numpy as np
+
+                diff = np.abs(np.array(results[0]["probabilities"]) - np.array(reference["probabilities"]))
+                gap = f"{diff.max():.1e}"
         rows.append({
             "model": names[row], "p50 ms (batch 1)": median("p50_ms"), "p99 ms (batch 1)": median("p99_ms"),
             "sentences/s (batch 32)": median("batch32_per_s"), "size MB": results[0]["size_mb"],
             "peak RSS MB": median("peak_rss_mb"), "dev accuracy": results[0]["accuracy"],
-            "labels = SavedModel's": agree,
+            "labels = SavedModel's": agree, "max abs prob. diff.": gap,
         })
     columns = ["model", "p50 ms (batch 1)", "p99 ms (batch 1)", "sentences/s (batch 32)", "size MB", "peak RSS MB",
-               "dev accuracy", "labels = SavedModel's"]
+               "dev accuracy", "labels = SavedModel's", "max abs prob. diff."]
     common.report("serving_speed", rows, columns, {"train_examples": _TRAIN_EXAMPLES.value, "rounds": _ROUNDS.value})
 
 

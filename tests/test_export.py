@@ -200,3 +200,12 @@ def test_token_id_signature_defines_its_edge_cases(untrained, tmp_path):
     np.testing.assert_allclose(call([[2, 5, 3]])["probabilities"], tf.nn.softmax(model(packer.check_token_ids(
         {"token_ids": tf.constant([[2, 5, 3]]), "segment_ids": tf.zeros([1, 3], tf.int32),
          "padding_mask": tf.ones([1, 3], tf.int32)}))), atol=1e-5)
+
+
+def test_export_holds_each_weight_once(exported):
+    _, result, path = exported
+    saved = {name for name, _ in tf.train.list_variables(str(path / "variables" / "variables"))}
+    assert not [name for name in saved if "optimizer" in name.lower()]  # no AdamW state either
+    size = sum(p.stat().st_size for p in (path / "variables").iterdir())
+    weights = sum(int(np.prod(w.shape)) * 4 for w in result.model.weights)
+    assert size < 1.2 * weights

@@ -195,7 +195,8 @@ def _alive(pid: int) -> bool:
 def build_archive(model: keras.Model, packer, task):
     """A `keras.export.ExportArchive` with the task's serving signatures."""
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # Not `archive.track(model)`: the endpoints track the variables they use themselves, and tracking the model
+    # too saved every weight twice (Keras' variable and the tf.Variable inside it): 174 MB for MiniLM, not 87.
     archive.track(packer.preprocessor)
     for name, (function, specs) in task.serving_signatures(model, packer).items():
         archive.add_endpoint(name, function, specs)

@@ -67,7 +67,7 @@ def convert(model, packer, task, quantize: str = "none") -> bytes:
         return {name: outputs[name] for name in kept}
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # The endpoint tracks the variables it uses; tracking the model too would save each weight twice.
     archive.add_endpoint("serving_default", serve, [tf.TensorSpec([None], tf.string, name=n) for n in names])
     # Converting from a SavedModel freezes the Keras variables into the file; from a concrete function it does not.
     with tempfile.TemporaryDirectory(prefix="tfft_litert_") as tmp:

@@ -36,7 +36,10 @@ COMPLETE_FILE = "run_complete.json"
 TRAINED_FILE = "training_complete.json"
 LOCK_FILE = ".tfft.lock"
 # Keys that may change between a run and its resumption.
-_RESUMABLE_CHANGES = {"train.overwrite_output_dir", "train.backup_every_steps", "export.enabled", "export.base_dir"}
+_RESUMABLE_CHANGES = {
+    "train.overwrite_output_dir", "train.backup_every_steps", "export.enabled", "export.base_dir", "export.formats",
+    "export.quantize", "export.warmup_requests",
+}
 
 __all__ = ["OutputDirError", "RunState", "inspect", "start", "locked", "prepare_output_dir", "best_so_far"]
 

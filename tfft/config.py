@@ -72,7 +72,10 @@ class DataConfig:
     """Where the labelled examples are and which columns hold what.
 
     Args:
-        train: str. A `.csv`, `.tsv` or `.jsonl` file, or `tfds:NAME[:SPLIT]`.
+        train: str. A `.csv`, `.tsv` or `.jsonl` file, or `tfds:NAME[:SPLIT]`;
+            or, to stream, several `.csv`, `.tsv`, `.jsonl` or `.tfrecord`
+            files: comma-separated paths and glob patterns, on any
+            filesystem TensorFlow reads (`gs://bucket/train-*.csv`).
         validation: str. Same forms as `train`; empty to train without one.
         text_column: str. Column with the (first) text.
         text_pair_column: str or None. Column with the second text of a
@@ -89,7 +92,13 @@ class DataConfig:
             `none` keeps every quote as text.
         tfds_data_dir: str or None. `data_dir` for TFDS data sets.
         max_train_examples: int or None. Use only the first N training rows.
-        shuffle_buffer: int. Examples in the shuffle buffer (0: the whole set).
+        shuffle_buffer: int. Examples in the shuffle buffer (0: the whole
+            set; 10,000 rows when streaming).
+        streaming: str. `false` reads the training split into memory;
+            `true` streams it from its files (`tfft.streaming`); `auto`
+            streams several files, or more than 256 MB.
+        on_bad_row: str. `error` stops at a bad row, naming its file and
+            line; `skip` (streamed data) skips it, counts it and logs it.
     """
 
     train: str = ""
@@ -98,11 +107,13 @@ class DataConfig:
     text_pair_column: str | None = None
     label_column: str = "label"
     has_header: bool = True
-    format: Literal["auto", "csv", "tsv", "jsonl"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "tfrecord"] = "auto"
     quoting: Literal["auto", "csv", "none"] = "auto"
     tfds_data_dir: str | None = None
     max_train_examples: int | None = None
     shuffle_buffer: int = 0
+    streaming: Literal["auto", "true", "false"] = "auto"
+    on_bad_row: Literal["error", "skip"] = "error"
 
 
 TASK_TYPES = ("classification", "multi_label", "regression", "token_classification")
@@ -453,6 +464,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         raise ConfigError(errors[0] + (" (or null)" if type(None) in options else ""))
     if origin is Literal:
         choices = typing.get_args(hint)
+        if isinstance(value, bool) and str(value).lower() in choices:  # YAML reads `streaming: true` as a bool
+            value = str(value).lower()
         if value not in choices:
             raise ConfigError(
                 f"Argument `{key}` must be one of {', '.join(map(str, choices))}. Received: {leaf}={value!r}"
@@ -487,6 +500,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
+        if key in ("data.train", "data.validation") and isinstance(value, list):  # several files to stream
+            return ",".join(str(v) for v in value)
         raise ConfigError(f"Argument `{key}` must be a string. Received: {leaf}={value!r}")
     if origin is list:
         (item,) = typing.get_args(hint)

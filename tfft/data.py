@@ -112,7 +112,7 @@ def read_split(spec: str, data: DataConfig, split: str = "train", labelled: bool
         `Examples`, with every text non-empty and every label present.
     """
     frame = read_frame(spec, data, split, [data.label_column] if labelled else [])
-    examples = _examples_from_frame(frame, spec, data, labelled)
+    examples = examples_from_frame(frame, spec, data, labelled)
     return limit_train_examples(examples, data, split)
 
 
@@ -132,12 +132,22 @@ def read_frame(spec: str, data: DataConfig, split: str, label_columns: list[str]
     return read_table(spec, has_header=data.has_header, quoting=data.quoting, format=data.format)
 
 
-def text_columns(frame: pd.DataFrame, source: str, data: DataConfig) -> tuple[list[str], list[str] | None]:
-    """The checked `data.text_column` (and `data.text_pair_column`) of a frame."""
+def text_columns(
+    frame: pd.DataFrame, source: str, data: DataConfig, first_line: int | None = None
+) -> tuple[list[str], list[str] | None]:
+    """The checked `data.text_column` (and `data.text_pair_column`) of a frame.
+
+    `first_line`: the file line of the frame's first row (a streamed chunk); errors then name lines.
+    """
     require_columns(frame, source, data, {"text_column": data.text_column, "text_pair_column": data.text_pair_column})
-    texts = _checked_column(frame, data.text_column, source, "text")
-    pairs = _checked_column(frame, data.text_pair_column, source, "text") if data.text_pair_column else None
+    texts = _checked_column(frame, data.text_column, source, "text", first_line)
+    pairs = _checked_column(frame, data.text_pair_column, source, "text", first_line) if data.text_pair_column else None
     return texts, pairs
+
+
+def line_numbers(n: int, first_line: int | None) -> list[int] | None:
+    """The file lines of a chunk's `n` rows, or None for a whole file (errors then name rows)."""
+    return None if first_line is None else list(range(first_line, first_line + n))
 
 
 def require_columns(frame: pd.DataFrame, source: str, data: DataConfig, columns: dict[str, str | None]) -> None:
@@ -306,25 +316,32 @@ def _cell(value) -> str:
     return str(value)
 
 
-def _examples_from_frame(frame: pd.DataFrame, source: str, data: DataConfig, labelled: bool) -> Examples:
+def examples_from_frame(
+    frame: pd.DataFrame, source: str, data: DataConfig, labelled: bool, first_line: int | None = None
+) -> Examples:
+    """A table's rows as checked text examples with string labels (classification)."""
     require_columns(frame, source, data, {"text_column": data.text_column, "text_pair_column": data.text_pair_column,
                                           "label_column": data.label_column if labelled else None})
-    texts, pairs = text_columns(frame, source, data)
-    labels = _checked_column(frame, data.label_column, source, "label") if labelled else None
-    return Examples(source, texts, pairs, labels)
+    texts, pairs = text_columns(frame, source, data, first_line)
+    labels = _checked_column(frame, data.label_column, source, "label", first_line) if labelled else None
+    return Examples(source, texts, pairs, labels, lines=line_numbers(len(texts), first_line))
 
 
-def _checked_column(frame: pd.DataFrame, column: str, source: str, what: str) -> list[str]:
+def _checked_column(frame: pd.DataFrame, column: str, source: str, what: str, first_line: int | None = None) -> list[str]:
     values = [str(v) for v in frame[column].tolist()]
     if what == "label":
         values = [v.strip() for v in values]
     empty = [i for i, v in enumerate(values) if not v.strip()]
     if empty:
-        rows = ", ".join(str(i + 1) for i in empty[:_MAX_ROWS_IN_ERROR])
+        if first_line is None:
+            rows = ", ".join(str(i + 1) for i in empty[:_MAX_ROWS_IN_ERROR])
+            where = f"row(s) {rows}{{more}} (rows count from 1, the header not counted)"
+        else:
+            where = "line(s) " + ", ".join(str(first_line + i) for i in empty[:_MAX_ROWS_IN_ERROR]) + "{more}"
         more = f" and {len(empty) - _MAX_ROWS_IN_ERROR} more" if len(empty) > _MAX_ROWS_IN_ERROR else ""
         raise DataError(
-            f"Data file `{source}`: the {what} column `{column}` is empty in row(s) {rows}{more} "
-            f"(rows count from 1, the header not counted). Fill or remove those rows."
+            f"Data file `{source}`: the {what} column `{column}` is empty in {where.format(more=more)}. "
+            "Fill or remove those rows."
         )
     return values
 

@@ -32,7 +32,7 @@ import time
 import keras
 import tensorflow as tf
 
-from tfft import backbones, data, distribute, evaluate, optimization, run_dir, tasks
+from tfft import backbones, data, distribute, evaluate, optimization, run_dir, streaming, tasks
 from tfft.backup import TrainingBackup
 from tfft.config import Config
 from tfft.errors import OutputDirError
@@ -130,27 +130,39 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
     task = tasks.create(config)
 
     # Data: read and check everything before building anything.
-    train_examples = task.read(config.data.train, split="train")
-    val_examples = task.read(config.data.validation, split="validation") if config.data.validation else None
-    task.fit_vocabulary(train_examples)
-    y_train = task.encode(train_examples)
+    kept = output_dir if state in ("resume", "trained") else None
+    train_files = streaming.training_files(config.data)
+    if train_files is not None:  # streamed: one pre-pass checks every row and counts them; nothing is held
+        streaming.check_streamable(task, config)
+        scanned = streaming.scan(train_files, task, config.data, cache_dir=kept)
+        train_examples = None
+        task.fit_vocabulary(data.Examples(config.data.train, [], labels=scanned.labels))
+        n_train, y_train = scanned.rows, None
+    else:
+        train_examples = task.read(config.data.train, split="train")
+        task.fit_vocabulary(train_examples)
+        n_train, y_train = len(train_examples), task.encode(train_examples)
+    val_examples = streaming.read_all(task, config.data.validation, "validation") if config.data.validation else None
     y_val = task.encode(val_examples) if val_examples is not None else None
     logger.info(
-        "Data: %d training examples, %s validation examples; task %s, %s",
-        len(train_examples),
+        "Data: %d training examples%s, %s validation examples; task %s, %s",
+        n_train,
+        f" streamed from {len(train_files)} file(s)" if train_files is not None else "",
         len(val_examples) if val_examples is not None else "no",
         task.type,
         task.describe(),
     )
 
     source = backbones.resolve(config.model)
-    source.prepare(train_examples.texts, output_dir if state in ("resume", "trained") else None)
+    source.prepare(
+        train_examples.texts if train_examples is not None else streaming.sample_texts(train_files, config.data), kept
+    )
     packer = source.packer()
     if config.export.enabled and "litert" in config.export.formats:
         from tfft import litert
 
         litert.check(task, packer)  # an unsupported task or tokenizer fails now, not after training
-    truncation = {"train": data.truncation_stats(train_examples, packer, task)}
+    truncation = {"train": data.truncation_stats(train_examples, packer, task)} if train_examples is not None else {}
     if val_examples is not None:
         truncation["validation"] = data.truncation_stats(val_examples, packer, task)
     for split, stats in truncation.items():
@@ -158,12 +170,18 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
 
     static_shapes = isinstance(strategy, tf.distribute.TPUStrategy)
     pad_to = "buckets" if static_shapes and tc.pad_to == "longest" else tc.pad_to
-    steps = data.steps_per_epoch(len(train_examples), tc.batch_size, drop_remainder=static_shapes)
-    train_ds = data.make_dataset(
-        train_examples, y_train, packer, task=task, batch_size=tc.batch_size, training=True, seed=tc.seed,
-        pad_to=pad_to, shuffle_buffer=config.data.shuffle_buffer, repeat=True, drop_remainder=static_shapes,
-        epochs=tc.epochs,
-    )
+    steps = data.steps_per_epoch(n_train, tc.batch_size, drop_remainder=static_shapes)
+    if train_files is not None:
+        train_ds = streaming.stream_dataset(
+            train_files, task, packer, config.data, batch_size=tc.batch_size, seed=tc.seed, epochs=tc.epochs,
+            pad_to=pad_to, drop_remainder=static_shapes,
+        )
+    else:
+        train_ds = data.make_dataset(
+            train_examples, y_train, packer, task=task, batch_size=tc.batch_size, training=True, seed=tc.seed,
+            pad_to=pad_to, shuffle_buffer=config.data.shuffle_buffer, repeat=True, drop_remainder=static_shapes,
+            epochs=tc.epochs,
+        )
     val_ds = (
         data.make_dataset(val_examples, y_val, packer, task=task, batch_size=tc.batch_size, pad_to=pad_to)
         if val_examples is not None
@@ -189,6 +207,8 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
         run_dir.start(config, output_dir, state)
     task.save_vocabulary(output_dir)
     source.save(output_dir)
+    if train_files is not None and chief:
+        streaming.save_scan(output_dir)
     trainable, total = count_parameters(model.trainable_weights), count_parameters(model.weights)
     logger.info(
         "Model: %s backbone `%s`, %s of %s parameters trainable (%.1f%%); %d steps/epoch x %d epochs, "
@@ -231,7 +251,7 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
                         backup,
                         *extra_callbacks,
                     ],
-                    class_weight=task.class_weight(y_train),
+                    class_weight=task.class_weight(y_train) if y_train is not None else None,
                     shuffle=False,  # The pipeline shuffles.
                     verbose=_verbosity(),
                 ).history
@@ -259,6 +279,8 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
         metrics = task.score(val_examples, outputs)
         metrics["truncation"] = {split: dataclasses.asdict(s) for split, s in truncation.items()}
         metrics["train_seconds"] = round(train_seconds, 2)
+        if train_files is not None:
+            metrics["training_data"] = {"files": len(train_files), "rows": scanned.rows, "skipped_rows": scanned.skipped}
         if chief:
             print(task.report(metrics), flush=True)
             evaluate.write_metrics(metrics, output_dir)

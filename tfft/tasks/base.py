@@ -162,6 +162,23 @@ class Task(abc.ABC):
         names = self.label_names
         return f"{len(names)} labels: {', '.join(names)}" if names is not None else "no labels"
 
+    def examples_from_frame(self, frame, source: str, labelled: bool = True, first_line: int | None = None):
+        """The checked examples of one table's rows (a whole file, or a streamed file's chunk).
+
+        `first_line` is the file line of the frame's first row: errors then name lines, not rows.
+        Tasks whose data are no tables (CoNLL) do not implement it.
+        """
+        raise NotImplementedError(f"`task.type: {self.type}` reads no tables.")
+
+    def stream_targets(self):
+        """`(targets_fn, valid_fn)` for streamed data, built eagerly, or None if the task cannot stream.
+
+        Both take a string tensor of label cells, in the graph: `targets_fn` gives
+        what `encode` gives for them, `valid_fn` whether each passes the checks
+        the pre-pass applied (rows it skipped are dropped from the stream too).
+        """
+        return None
+
     def inputs(self, examples: data.Examples) -> dict:
         """The model inputs of `examples`, as `tf.data.Dataset.from_tensor_slices` takes them."""
         return data.text_inputs(examples)

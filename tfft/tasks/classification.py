@@ -31,6 +31,19 @@ class Classification(Task):
     def read(self, spec, split="train", labelled=True):
         return data.read_split(spec, self.config.data, split=split, labelled=labelled)
 
+    def examples_from_frame(self, frame, source, labelled=True, first_line=None):
+        return data.examples_from_frame(frame, source, self.config.data, labelled, first_line)
+
+    def stream_targets(self):
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(self.vocabulary.names), tf.range(len(self.vocabulary), dtype=tf.int32)
+            ),
+            default_value=-1,
+        )
+        ids = lambda cells: table.lookup(tf.strings.strip(cells))  # noqa: E731
+        return ids, lambda cells: ids(cells) >= 0
+
     def fit_vocabulary(self, train):
         self.vocabulary = data.LabelVocabulary.from_labels(train.labels)
 

@@ -6,6 +6,7 @@ import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfft import data, metrics
 from tfft.tasks.base import Task, dense_head
@@ -26,9 +27,13 @@ class Regression(Task):
     def read(self, spec, split="train", labelled=True):
         dc = self.config.data
         frame = data.read_frame(spec, dc, split, [dc.label_column] if labelled else [])
+        return data.limit_train_examples(self.examples_from_frame(frame, spec, labelled), dc, split)
+
+    def examples_from_frame(self, frame, source, labelled=True, first_line=None):
+        dc, spec = self.config.data, source
         data.require_columns(frame, spec, dc, {"label_column": dc.label_column if labelled else None})
-        texts, pairs = data.text_columns(frame, spec, dc)
-        examples = data.Examples(spec, texts, pairs)
+        texts, pairs = data.text_columns(frame, spec, dc, first_line)
+        examples = data.Examples(spec, texts, pairs, lines=data.line_numbers(len(texts), first_line))
         if labelled:
             cells = [str(v).strip() for v in frame[dc.label_column].tolist()]
             values, bad = [], []
@@ -46,7 +51,18 @@ class Regression(Task):
                     "Regression targets must be numbers such as 3.5; fix or remove those rows.",
                 )
             examples.labels = values
-        return data.limit_train_examples(examples, dc, split)
+        return examples
+
+    def stream_targets(self):
+        pattern = r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*"  # what float() reads, less inf and nan
+
+        def numbers(cells):
+            return tf.strings.to_number(tf.where(tf.strings.regex_full_match(cells, pattern), cells, "nan"))
+
+        def valid(cells):
+            return tf.math.is_finite(numbers(cells))
+
+        return (lambda cells: tf.expand_dims(numbers(cells), -1)), valid
 
     def describe(self):
         return "a float target"

@@ -1,0 +1,175 @@
+"""Streaming sharded training data (`tfft.streaming`): the pre-pass, the stream, and training on it."""
+
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import TASK_DATA, regression_rows, sentiment_rows, write_csv
+from tfft import streaming, tasks, train
+from tfft.config import ConfigError, load_config
+from tfft.data import DataError
+
+ROWS = sentiment_rows(960, seed=0)
+
+
+def _shards(folder: pathlib.Path, rows, n: int = 8, kind: str = "csv", header=("text", "label")) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        part = rows[i::n]
+        path = folder / f"train-{i:02d}.{kind}"
+        if kind == "csv":
+            write_csv(path, part, header=header)
+        elif kind == "jsonl":
+            path.write_text("".join(json.dumps(dict(zip(header, r, strict=True))) + "\n" for r in part))
+        else:
+            with tf.io.TFRecordWriter(str(path)) as writer:
+                for text, label in part:
+                    feature = {"text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()])),
+                               "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label == "pos")]))}
+                    writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return str(folder / f"train-*.{kind}")
+
+
+def _config(*overrides):
+    return load_config(None, ["data.train=unused.csv", *overrides])
+
+
+def _scan(spec, *overrides):
+    config = _config(f"data.train={spec}", *overrides)
+    task = tasks.create(config)
+    return streaming.scan(streaming.expand_files(spec), task, config.data, progress=False)
+
+
+def test_shards_on_disk_and_on_a_tf_filesystem_scan_as_one_file(tmp_path):
+    one = write_csv(tmp_path / "all.csv", ROWS)
+    whole = _scan(str(one))
+    local = _scan(_shards(tmp_path / "shards", ROWS))
+    # `ram://` is TensorFlow's in-memory filesystem, standing in for gs://.
+    for path in sorted((tmp_path / "shards").iterdir()):
+        tf.io.gfile.copy(str(path), f"ram://bucket/{path.name}", overwrite=True)
+    remote = _scan("ram://bucket/train-*.csv")
+    assert whole.rows == local.rows == remote.rows == 960
+    assert whole.labels == local.labels == remote.labels == ["neg", "pos"]
+    assert len(remote.files) == 8 and sum(remote.files.values()) == 960
+
+
+def test_a_bad_row_in_shard_7_is_named_with_its_file_and_line(tmp_path):
+    spec = _shards(tmp_path, ROWS)
+    shard = tmp_path / "train-07.csv"
+    lines = shard.read_text().splitlines()
+    lines[41] = ",pos"  # line 42: an empty text
+    shard.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"train-07\.csv`: the text column `text` is empty in line\(s\) 42\b"):
+        _scan(spec)
+
+
+def test_on_bad_row_skip_counts_the_skipped_rows(tmp_path):
+    spec = _shards(tmp_path, ROWS)
+    shard = tmp_path / "train-03.csv"
+    lines = shard.read_text().splitlines()
+    lines[5], lines[9] = ",pos", "the meal was fine,"  # empty text, empty label
+    shard.write_text("\n".join(lines) + "\n")
+    scanned = _scan(spec, "data.on_bad_row=skip")
+    assert (scanned.rows, scanned.skipped) == (958, 2)
+    assert "train-03.csv, line 6" in scanned.skipped_examples[0]
+
+
+def _stream_rows(spec, *overrides, files=None):
+    config = _config(f"data.train={spec}", *overrides)
+    task = tasks.create(config)
+    files = files or streaming.expand_files(spec)
+    scanned = streaming.scan(files, task, config.data, progress=False)
+    task.fit_vocabulary(streaming.data_lib.Examples(spec, [], labels=scanned.labels))
+    rows = streaming._rows(files, files, config.data, task.stream_targets())
+    return sorted((inputs["text"].decode(), int(label)) for inputs, label in rows.as_numpy_iterator())
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "tfrecord"])
+def test_jsonl_and_tfrecord_shards_stream_the_same_rows_as_csv(tmp_path, kind):
+    integer = [(text, "1" if label == "pos" else "0") for text, label in ROWS]
+    expected = _stream_rows(_shards(tmp_path / "csv", integer))
+    assert _stream_rows(_shards(tmp_path / kind, ROWS if kind == "tfrecord" else integer, kind=kind)) == expected
+    assert len(expected) == 960
+
+
+def test_two_workers_see_disjoint_files_and_every_row_once(tmp_path):
+    from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
+
+    spec = _shards(tmp_path, ROWS)
+    config = _config(f"data.train={spec}")
+    task = tasks.create(config)
+    task.fit_vocabulary(streaming.data_lib.Examples(spec, [], labels=["neg", "pos"]))
+    files = streaming.expand_files(spec)
+    rows = streaming._rows(files, files, config.data, task.stream_targets())
+    seen = []
+    for worker in range(2):  # what MultiWorkerMirroredStrategy does to each worker's dataset
+        sharded = _AutoShardDataset(rows, num_workers=2, index=worker)
+        seen.append([inputs["text"] for inputs, _ in sharded.as_numpy_iterator()])
+    # By file: worker w reads shards w, w + 2, ... (here the rows i with i % 8 in those shards).
+    for worker in range(2):
+        expected = sorted(text for i, (text, _) in enumerate(ROWS) if (i % 8) % 2 == worker)
+        assert sorted(t.decode() for t in seen[worker]) == expected
+
+
+def test_tasks_that_cannot_stream_fail_before_training(tmp_path, make_config, data_dir, no_fit):
+    config = make_config(*TASK_DATA["token_classification"](data_dir), "data.streaming=true")
+    with pytest.raises(ConfigError, match="token_classification` cannot stream"):
+        train.run(config)
+    config = make_config(f"data.train={_shards(tmp_path / 's', ROWS)}", "train.class_weight=balanced")
+    with pytest.raises(ConfigError, match="train.class_weight` applies to data read into memory"):
+        train.run(config)
+
+
+@pytest.mark.slow
+def test_training_on_shards_matches_the_in_memory_epochs_and_learns(tmp_path, make_config):
+    spec = _shards(tmp_path / "shards", ROWS)
+    steps = {}
+
+    class Steps(keras.callbacks.Callback):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def on_epoch_end(self, epoch, logs=None):
+            steps.setdefault(self.name, []).append(int(self.model.optimizer.iterations.numpy()))
+            steps.setdefault(self.name + "_lr", []).append(float(self.model.optimizer.learning_rate.numpy()))
+
+    streamed = train.run(make_config(f"data.train={spec}", "train.epochs=2", f"output_dir={tmp_path / 's'}"),
+                         callbacks=[Steps("stream")])
+    train.run(make_config("train.epochs=2", f"output_dir={tmp_path / 'm'}"), callbacks=[Steps("memory")])
+    assert steps["stream"] == steps["memory"] == [60, 120]  # same epoch length
+    np.testing.assert_allclose(steps["stream_lr"], steps["memory_lr"])  # same schedule
+    assert streamed.metrics["accuracy"] >= 0.9
+    assert streamed.metrics["training_data"] == {"files": 8, "rows": 960, "skipped_rows": 0}
+    assert (pathlib.Path(tmp_path / "s") / streaming.SCAN_FILE).is_file()
+
+
+@pytest.mark.slow
+def test_streamed_regression_trains(tmp_path, make_config):
+    spec = _shards(tmp_path, regression_rows(960, seed=0), n=4, header=("text", "text_pair", "label"))
+    config = make_config("task.type=regression", "data.text_pair_column=text_pair", f"data.train={spec}",
+                         f"data.validation={tmp_path / 'train-00.csv'}", "train.epochs=8", "train.learning_rate=3e-3")
+    result = train.run(config)  # as tests/test_regression.py trains it in memory
+    assert result.metrics["pearson"] >= 0.8  # in memory: >= 0.9 on its own data order
+
+
+@pytest.mark.slow
+def test_a_streamed_run_resumes_after_a_stop_with_the_same_weights(tmp_path, make_config):
+    spec = _shards(tmp_path / "shards", ROWS)
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 77:
+                raise KeyboardInterrupt
+
+    overrides = (f"data.train={spec}", "train.epochs=2", "model.dropout=0.1")
+    with pytest.raises(KeyboardInterrupt):
+        train.run(make_config(*overrides), callbacks=[CtrlC()])
+    resumed = train.run(make_config(*overrides))  # reads the cached pre-pass, skips 77 batches
+    straight = train.run(make_config(*overrides, f"output_dir={tmp_path / 'straight'}"))
+    for a, b in zip(straight.model.weights, resumed.model.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.path)

@@ -1,0 +1,489 @@
+"""Training data larger than memory: sharded files, checked by one pre-pass, streamed through `tf.data`.
+
+`data.train` may name several files: comma-separated paths and glob patterns
+(`data/train-*.csv`, `gs://bucket/train-*.tfrecord`), on any filesystem
+TensorFlow reads. With `data.streaming: true` (or `auto`, for more than one
+file or more than `STREAM_ABOVE_MB` in all) the training split is never held
+in memory:
+
+1. **Pre-pass** (`scan`). Every file is read in chunks, in parallel threads,
+   with a progress bar: rows are counted, the label vocabulary is built and
+   each row gets the same checks as the in-memory path, by the same task
+   code. A bad row fails naming its file and line; with
+   `data.on_bad_row: skip` it is skipped, counted and logged instead. The
+   result is cached in `output_dir` (`data_scan.json`), so a resumed run
+   does not read the data twice.
+2. **Stream** (`stream_dataset`). TensorFlow's file readers (`CsvDataset`,
+   `TextLineDataset`, `TFRecordDataset`) read the files, interleaved; rows
+   are shuffled within `data.shuffle_buffer`, tokenized in the graph,
+   length-grouped and padded as in memory. Each epoch's order comes from the
+   seed, so resuming skips to the right batch. The epoch length and the
+   learning-rate schedule come from the pre-pass count. Under
+   `multi_worker`, `tf.distribute` shards by file when there are at least as
+   many files as workers, else by row.
+
+Supported formats: `.csv`, `.tsv`, `.jsonl` and `.tfrecord` (`tf.train.Example`
+records with bytes, int64 or float features). Tasks stream when they can
+build their targets in the graph (`Task.stream_targets`): classification and
+regression.
+
+Example:
+
+```python
+files = expand_files("data/train-*.csv")
+scan_result = scan(files, task, config.data)
+ds = stream_dataset(files, scan_result, task, packer, config.data, batch_size=32, training=True)
+```
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import functools
+import io
+import json
+import logging
+import os
+import pathlib
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from tfft import data as data_lib
+from tfft.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+SCAN_FILE = "data_scan.json"
+STREAM_ABOVE_MB = 256
+CHUNK_ROWS = 50_000
+_KINDS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".tfrecord": "tfrecord",
+          ".tfrecords": "tfrecord"}
+
+__all__ = ["expand_files", "should_stream", "scan", "ScanResult", "stream_dataset", "SCAN_FILE"]
+
+
+# --- Files ------------------------------------------------------------------
+
+
+def expand_files(spec: str, key: str = "data.train") -> list[str]:
+    """The files `spec` names: comma-separated paths and glob patterns, each pattern's matches sorted."""
+    files = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if any(c in part for c in "*?["):
+            matched = sorted(tf.io.gfile.glob(part))
+            if not matched:
+                raise DataError(f"`{part}` in `{key}` matches no file. Check the pattern and the folder.")
+            files += matched
+        else:
+            if tf.io.gfile.isdir(part):
+                raise DataError(f"Data path `{part}` is a folder, not a file. Name its files, e.g. `{part}/*.csv`.")
+            if not tf.io.gfile.exists(part):
+                raise DataError(f"Data file `{part}` does not exist. Check the path in `{key}`.")
+            files.append(part)
+    return files
+
+
+def training_files(data) -> list[str] | None:
+    """The files to stream `data.train` from, or None when it is read into memory (`data.streaming`)."""
+    if data.train.startswith(data_lib.TFDS_PREFIX) or data.streaming == "false":
+        return None
+    files = expand_files(data.train)
+    return files if should_stream(files, data.streaming) else None
+
+
+def read_all(task, spec: str, split: str) -> data_lib.Examples:
+    """A split read into memory by the task, from one file or several (`expand_files`), in order."""
+    if spec.startswith(data_lib.TFDS_PREFIX) or ("," not in spec and not any(c in spec for c in "*?[")):
+        return task.read(spec, split=split)
+    parts = [task.read(f, split=split) for f in expand_files(spec, key=f"data.{split}")]
+    joined = data_lib.Examples(spec, [t for p in parts for t in p.texts])
+    for field in ("pairs", "labels", "words"):
+        if getattr(parts[0], field) is not None:
+            setattr(joined, field, [v for p in parts for v in getattr(p, field)])
+    return joined
+
+
+def sample_texts(files: list[str], data, n: int = 100_000) -> list[str]:
+    """The first `n` texts of the files, for backbones that learn a vocabulary (recipes)."""
+    texts: list[str] = []
+    for path in files:
+        for frame, _, _ in read_chunks(path, data):
+            texts += [str(t) for t in frame[data.text_column].tolist()][: n - len(texts)]
+            if len(texts) >= n:
+                return texts
+    return texts
+
+
+def should_stream(files: list[str], setting: str) -> bool:
+    """`data.streaming`: `true`, `false`, or `auto` (several files, or more than `STREAM_ABOVE_MB` in all)."""
+    if setting in ("true", "false"):
+        return setting == "true"
+    if len(files) > 1:
+        return True
+    return sum(tf.io.gfile.stat(f).length for f in files) > STREAM_ABOVE_MB * 1e6
+
+
+def file_kind(path: str, data) -> str:
+    """`csv`, `tsv`, `jsonl` or `tfrecord`, by `data.format` or the extension."""
+    if data.format != "auto":
+        return data.format
+    suffix = pathlib.PurePosixPath(path).suffix.lower()
+    if suffix not in _KINDS:
+        raise DataError(
+            f"Data file `{path}` has an extension tfft cannot stream (`{suffix}`). Use .csv, .tsv, .jsonl or "
+            ".tfrecord, or set `data.format`."
+        )
+    return _KINDS[suffix]
+
+
+# --- Pre-pass -----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ScanResult:
+    """What the pre-pass found in the training files.
+
+    Args:
+        rows: int. Rows that train (bad rows skipped are not counted).
+        skipped: int. Bad rows skipped (`data.on_bad_row: skip`).
+        labels: list or None. The distinct labels, for the task's vocabulary.
+        files: dict. File -> rows kept in it.
+        skipped_examples: list of str. The first few skipped rows, "file, line N: why".
+    """
+
+    rows: int
+    skipped: int
+    labels: list | None
+    files: dict[str, int]
+    skipped_examples: list[str] = dataclasses.field(default_factory=list)
+
+
+def _fingerprint(files: list[str], data) -> dict:
+    stats = [[f, tf.io.gfile.stat(f).length, tf.io.gfile.stat(f).mtime_nsec] for f in files]
+    keys = ("text_column", "text_pair_column", "label_column", "has_header", "format", "quoting", "on_bad_row")
+    return {"files": stats, "data": {k: getattr(data, k) for k in keys}}
+
+
+def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = None, progress: bool = True) -> ScanResult:
+    """Reads every training row once: counts, label vocabulary, checks. See the module docstring.
+
+    Args:
+        files: list of str. The training files (`expand_files`).
+        task: `tfft.tasks.Task`. Its `examples_from_frame` checks each chunk.
+        data: `DataConfig`. Columns, format, `on_bad_row`.
+        cache_dir: path or None. Where a previous scan of the same files was cached.
+        progress: bool. Show a progress bar (rows read).
+    """
+    fingerprint = _fingerprint(files, data)
+    cached = pathlib.Path(cache_dir) / SCAN_FILE if cache_dir is not None else None
+    if cached is not None and cached.is_file():
+        saved = json.loads(cached.read_text())
+        if saved.get("fingerprint") == json.loads(json.dumps(fingerprint)):
+            logger.info("Training data: the pre-pass of %d file(s) was cached in %s.", len(files), cached)
+            return ScanResult(**saved["result"])
+    total_bytes = sum(row[1] for row in fingerprint["files"])
+    bar = tf.keras.utils.Progbar(total_bytes, unit_name="byte") if progress else None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1)) as pool:
+        futures = [pool.submit(_scan_file, f, task, data, bar) for f in files]
+        parts = [future.result() for future in futures]
+    labels = None
+    if any(part[2] is not None for part in parts):
+        labels = sorted({label for part in parts for label in part[2]}, key=str)
+    result = ScanResult(
+        rows=sum(p[0] for p in parts),
+        skipped=sum(p[1] for p in parts),
+        labels=labels,
+        files={f: p[0] for f, p in zip(files, parts, strict=True)},
+        skipped_examples=[e for p in parts for e in p[3]][:20],
+    )
+    if result.rows == 0:
+        raise DataError(f"The training files ({', '.join(files[:3])}...) hold no usable rows.")
+    logger.info("Training data: %d rows in %d file(s)%s.", result.rows, len(files),
+                f", {result.skipped} bad rows skipped (data.on_bad_row: skip)" if result.skipped else "")
+    for example in result.skipped_examples[:5]:
+        logger.warning("Skipped %s", example)
+    result_dict = dataclasses.asdict(result)
+    scan.last = {"fingerprint": fingerprint, "result": result_dict}  # written by `save_scan` once checks pass
+    return result
+
+
+def save_scan(output_dir: str | pathlib.Path) -> None:
+    """Caches the last `scan` in `output_dir`, for a resumed run."""
+    last = getattr(scan, "last", None)
+    if last is not None:
+        (pathlib.Path(output_dir) / SCAN_FILE).write_text(json.dumps(last) + "\n")
+
+
+def _scan_file(path: str, task, data, bar) -> tuple[int, int, set | None, list[str]]:
+    kept = skipped = 0
+    labels: set | None = None
+    skipped_examples: list[str] = []
+    for frame, first_line, size in read_chunks(path, data):
+        examples, bad = _checked_chunk(task, frame, path, first_line, data.on_bad_row)
+        kept += len(examples)
+        skipped += len(bad)
+        skipped_examples += bad[: 20 - len(skipped_examples)]
+        if examples.labels is not None:
+            labels = labels or set()
+            for label in examples.labels:
+                labels.update(label if isinstance(label, list) else [label])
+        if bar is not None:
+            bar.add(size)
+    return kept, skipped, labels, skipped_examples
+
+
+def _checked_chunk(task, frame: pd.DataFrame, path: str, first_line: int, on_bad_row: str):
+    """The chunk's examples, by the task's checks; with `skip`, bad rows are dropped one by one."""
+    try:
+        return task.examples_from_frame(frame, path, labelled=True, first_line=first_line), []
+    except DataError as err:
+        if on_bad_row != "skip":
+            raise
+        if len(frame) == 1:
+            return None, [f"{path}, line {first_line}: {err}"]
+    good, bad = [], []
+    for i in range(len(frame)):
+        examples, why = _checked_chunk(task, frame.iloc[i : i + 1], path, first_line + i, on_bad_row)
+        (good.append(i) if examples is not None else bad.extend(why))
+    examples = task.examples_from_frame(frame.iloc[good], path, labelled=True, first_line=first_line)
+    return examples, bad
+
+
+def read_chunks(path: str, data, chunk_rows: int = CHUNK_ROWS):
+    """`(frame of strings, line of its first row, bytes read)` chunks of one file, for the pre-pass."""
+    kind = file_kind(path, data)
+    if kind == "tfrecord":
+        yield from _tfrecord_chunks(path, chunk_rows)
+        return
+    with tf.io.gfile.GFile(path, "rb") as f:
+        raw = f.read()  # one file of a sharded set: shards are sized to be read whole
+    text = _decode(raw, path)
+    if kind == "jsonl":
+        lines = text.splitlines()
+        for start in range(0, len(lines), chunk_rows):
+            part = "\n".join(lines[start : start + chunk_rows])
+            yield data_lib._read_jsonl(part, pathlib.Path(path)), start + 1, len(part.encode("utf-8"))
+        return
+    header = 1 if data.has_header else 0
+    reader = pd.read_csv(
+        io.StringIO(text), sep="\t" if kind == "tsv" else ",", header=0 if data.has_header else None, dtype=str,
+        keep_default_na=False, na_filter=False, chunksize=chunk_rows,
+        quoting=csv.QUOTE_NONE if _quote_none(kind, data) else csv.QUOTE_MINIMAL,
+    )
+    line = 1 + header
+    share = len(raw) / max(text.count("\n"), 1)
+    try:
+        for frame in reader:
+            frame.columns = [str(c) for c in frame.columns]
+            yield frame, line, int(share * len(frame))
+            line += len(frame)
+    except pd.errors.ParserError as err:
+        raise DataError(f"Data file `{path}`: {err}. Quote cells that hold the separator.") from None
+    lines = sum(1 for row in text.splitlines() if row)
+    if lines != line - 1:
+        raise DataError(
+            f"Data file `{path}` has {lines} non-empty lines but {line - 1 - header} rows (and {header} header line): "
+            "a quoted cell spans lines. A streamed file holds one row per line; replace the line breaks in cells."
+        )
+
+
+def _quote_none(kind: str, data) -> bool:
+    return data.quoting == "none" or (data.quoting == "auto" and kind == "tsv")
+
+
+def _decode(raw: bytes, path: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(f"Data file `{path}` is not valid UTF-8 at line {line}. Re-save it as UTF-8.") from None
+
+
+def _tfrecord_chunks(path: str, chunk_rows: int):
+    line = 1
+    for batch in tf.data.TFRecordDataset(path).batch(chunk_rows):
+        records = [tf.train.Example.FromString(r) for r in batch.numpy()]
+        frame = pd.DataFrame.from_records([{k: _feature_text(v) for k, v in r.features.feature.items()} for r in records])
+        yield frame.fillna(""), line, int(sum(len(r) for r in batch.numpy()))
+        line += len(records)
+
+
+def _feature_text(feature: tf.train.Feature) -> str:
+    kind = feature.WhichOneof("kind")
+    values = list(getattr(feature, kind).value) if kind else []
+    if not values:
+        return ""
+    value = values[0]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# --- Stream -------------------------------------------------------------------
+
+
+def stream_dataset(
+    files: list[str],
+    task,
+    packer,
+    data,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    epochs: int = 1,
+    pad_to: str = "longest",
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """The training pipeline over `files`, as `tfft.data.make_dataset` builds it in memory; see the module docstring.
+
+    Epoch `e` reads the files in an order shuffled with `seed + e` and
+    shuffles rows within `data.shuffle_buffer` (0: 10,000 rows) with the same
+    seed; the epochs are laid out one after another, then repeated.
+    """
+    buffer = data.shuffle_buffer or 10_000
+    targets = task.stream_targets()  # built eagerly: its lookup table lives outside the dataset's functions
+    rounds = []
+    for e in range(epochs):
+        order = list(np.random.default_rng(seed + e).permutation(len(files)))
+        rows = _rows(files, [files[i] for i in order], data, targets)
+        rows = rows.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False)
+        packed = data_lib._batch(rows, data_lib._TOKENIZE_BATCH).map(
+            lambda inputs, targets: task.pack(packer, inputs, targets), num_parallel_calls=tf.data.AUTOTUNE
+        ).unbatch()
+        if pad_to == "max":
+            rounds.append(packed.batch(batch_size, drop_remainder=drop_remainder))
+        else:
+            rounds.append(data_lib._length_grouped_batches(packed, batch_size, drop_remainder, seed=seed + e))
+    ds = functools.reduce(tf.data.Dataset.concatenate, rounds).repeat()
+    if pad_to != "max":
+        lengths = data_lib.bucket_lengths(packer.sequence_length) if pad_to == "buckets" else None
+        trim = functools.partial(data_lib._trim_batch, lengths=lengths, sequence_targets=task.sequence_targets)
+        ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Shard by file when every worker gets one, else by row (tf.distribute reads this under multi_worker).
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.AUTO
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def check_streamable(task, config) -> None:
+    """Fails with a `ConfigError` before training when the run cannot stream its training files."""
+    from tfft.tasks.base import Task
+
+    if type(task).stream_targets is Task.stream_targets:  # not overridden: the task cannot stream
+        raise ConfigError(
+            f"`task.type: {task.type}` cannot stream its training data (its targets are not built in the graph). "
+            "Set `data.streaming: false` and give one file."
+        )
+    for key, value in (("data.max_train_examples", config.data.max_train_examples),
+                       ("train.class_weight", config.train.class_weight)):
+        if value is not None:
+            raise ConfigError(
+                f"Argument `{key}` applies to data read into memory, not streamed. Received: "
+                f"{key.split('.')[1]}={value!r}. Remove it, or set `data.streaming: false`."
+            )
+
+
+def _rows(all_files: list[str], files: list[str], data, targets) -> tf.data.Dataset:
+    """`(inputs, targets)` per row, read by TensorFlow's file readers; bad rows dropped as the pre-pass did."""
+    kinds = {file_kind(f, data) for f in all_files}
+    if len(kinds) != 1:
+        raise DataError(f"The training files mix formats ({', '.join(sorted(kinds))}); convert them to one.")
+    kind = kinds.pop()
+    columns = [data.text_column] + ([data.text_pair_column] if data.text_pair_column else []) + [data.label_column]
+    names = _column_names(all_files[0], kind, data)
+    plain = [n.split(":", 1)[1] for n in names] if kind == "tfrecord" else names
+    for column in columns:
+        if column not in plain:
+            raise DataError(f"Data file `{all_files[0]}` has no column `{column}`. Its columns are: {', '.join(plain)}.")
+    reader = functools.partial(_read_file, kind=kind, data=data, names=names, columns=columns)
+    rows = tf.data.Dataset.from_tensor_slices(files).interleave(
+        reader, cycle_length=min(len(files), 4), block_length=16, num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if data.on_bad_row == "skip":
+        rows = rows.ignore_errors()  # rows the reader cannot parse; the pre-pass counted them
+
+    def valid(row):
+        ok = tf.strings.length(tf.strings.strip(row[data.text_column])) > 0
+        if data.text_pair_column:
+            ok &= tf.strings.length(tf.strings.strip(row[data.text_pair_column])) > 0
+        return ok & targets[1](row[data.label_column])
+
+    def split(row):
+        inputs = {"text": row[data.text_column]}
+        if data.text_pair_column:
+            inputs["text_pair"] = row[data.text_pair_column]
+        return inputs, targets[0](row[data.label_column])
+
+    return rows.filter(valid).map(split, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _column_names(path: str, kind: str, data) -> list[str]:
+    if kind == "tfrecord":
+        first = next(iter(tf.data.TFRecordDataset(path).take(1)))
+        features = tf.train.Example.FromString(first.numpy()).features.feature
+        return sorted(f"{features[name].WhichOneof('kind')}:{name}" for name in features)
+    with tf.io.gfile.GFile(path, "r") as f:
+        line = f.readline().lstrip("\ufeff")
+    if kind == "jsonl":
+        return list(json.loads(line))
+    fields = next(csv.reader([line], delimiter="\t" if kind == "tsv" else ","))
+    return fields if data.has_header else [str(i) for i in range(len(fields))]
+
+
+def _read_file(path, *, kind: str, data, names: list[str], columns: list[str]) -> tf.data.Dataset:
+    """One file's rows as `{column: string}`."""
+    if kind in ("csv", "tsv"):
+        # `TextLineDataset` and `decode_csv`, not `CsvDataset`: tf.distribute shards only file readers it knows
+        # by file, and `CsvDataset` is not one of them. A row is one line (the pre-pass checks it).
+        index = [names.index(c) for c in columns]
+        order = sorted(range(len(columns)), key=lambda i: index[i])
+        lines = tf.data.TextLineDataset(path).skip(1 if data.has_header else 0)
+        lines = lines.filter(lambda line: tf.strings.length(line) > 0)
+
+        def decode(line):
+            values = tf.io.decode_csv(
+                line, record_defaults=[tf.constant("", tf.string)] * len(columns), select_cols=sorted(index),
+                field_delim="\t" if kind == "tsv" else ",", use_quote_delim=not _quote_none(kind, data),
+            )
+            return {columns[i]: values[order.index(i)] for i in range(len(columns))}
+
+        return lines.map(decode)
+    if kind == "tfrecord":
+        return tf.data.TFRecordDataset(path).map(_tfrecord_parser(columns, names))
+    lines = tf.data.TextLineDataset(path).filter(lambda line: tf.strings.length(tf.strings.strip(line)) > 0)
+
+    def parse_json(batch):
+        records = [json.loads(line) for line in batch.numpy()]
+        return [np.asarray([data_lib._cell(r.get(c, "")) for r in records], dtype=object) for c in columns]
+
+    def parse(batch):
+        values = tf.py_function(parse_json, [batch], [tf.string] * len(columns))
+        return {c: tf.reshape(v, [-1]) for c, v in zip(columns, values, strict=True)}
+
+    return lines.batch(256).map(parse).unbatch()
+
+
+_FEATURE_DTYPES = {"bytes_list": tf.string, "int64_list": tf.int64, "float_list": tf.float32}
+
+
+def _tfrecord_parser(columns: list[str], names: list[str]):
+    """Parses `tf.train.Example` records into strings; int64 and float features by their text form."""
+    types = dict(name.split(":", 1)[::-1] for name in names)  # `_column_names` gives "kind:name" for records
+    spec = {c: tf.io.FixedLenFeature([], _FEATURE_DTYPES[types[c]], default_value=None) for c in columns}
+
+    def parse(record):
+        values = tf.io.parse_single_example(record, spec)
+        def text(v):
+            if v.dtype == tf.string:
+                return v
+            return tf.strings.as_string(v) if v.dtype == tf.int64 else tf.strings.as_string(v, shortest=True)
+
+        return {c: text(v) for c, v in values.items()}
+
+    return parse

@@ -23,6 +23,10 @@ def _shards(folder: pathlib.Path, rows, n: int = 8, kind: str = "csv", header=("
         path = folder / f"train-{i:02d}.{kind}"
         if kind == "csv":
             write_csv(path, part, header=header)
+        elif kind == "parquet":
+            import pandas as pd
+
+            pd.DataFrame(part, columns=list(header)).to_parquet(path)
         elif kind == "jsonl":
             path.write_text("".join(json.dumps(dict(zip(header, r, strict=True))) + "\n" for r in part))
         else:
@@ -88,8 +92,8 @@ def _stream_rows(spec, *overrides, files=None):
     return sorted((inputs["text"].decode(), int(label)) for inputs, label in rows.as_numpy_iterator())
 
 
-@pytest.mark.parametrize("kind", ["jsonl", "tfrecord"])
-def test_jsonl_and_tfrecord_shards_stream_the_same_rows_as_csv(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["jsonl", "tfrecord", "parquet"])
+def test_jsonl_parquet_and_tfrecord_shards_stream_the_same_rows_as_csv(tmp_path, kind):
     integer = [(text, "1" if label == "pos" else "0") for text, label in ROWS]
     expected = _stream_rows(_shards(tmp_path / "csv", integer))
     assert _stream_rows(_shards(tmp_path / kind, ROWS if kind == "tfrecord" else integer, kind=kind)) == expected
@@ -173,3 +177,20 @@ def test_a_streamed_run_resumes_after_a_stop_with_the_same_weights(tmp_path, mak
     straight = train.run(make_config(*overrides, f"output_dir={tmp_path / 'straight'}"))
     for a, b in zip(straight.model.weights, resumed.model.weights, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.path)
+
+
+@pytest.mark.parametrize("shard_format", ["tfrecord", "jsonl"])
+def test_shard_command_splits_a_file_into_shards_that_stream(tmp_path, shard_format):
+    from absl.testing import flagsaver
+
+    from tfft import cli
+
+    big = write_csv(tmp_path / "big.csv", ROWS)
+    with flagsaver.flagsaver(input=str(big), output=str(tmp_path / "out" / "train"), num_shards=4,
+                             shard_format=shard_format):
+        assert cli.main(["tfft", "shard"]) == 0
+    shards = sorted((tmp_path / "out").iterdir())
+    assert [p.name for p in shards] == [f"train-{i:05d}-of-00004.{shard_format}" for i in range(4)]
+    scanned = _scan(f"{tmp_path}/out/train-*.{shard_format}")
+    assert (scanned.rows, scanned.labels) == (960, ["neg", "pos"])
+    assert list(scanned.files.values()) == [240] * 4

@@ -4,6 +4,7 @@
     tfft evaluate --config=configs/demo.yaml [--input=other.csv]
     tfft export   --config=configs/demo.yaml [--format=litert]
     tfft predict  --model=saved_models/demo/1 --input=in.csv --output=out.csv
+    tfft shard    --input=big.csv --output=gs://bucket/train --num_shards=64 [--shard_format=jsonl]
 
 `--flagfile=FILE` reads flags from a file. `python -m tfft ...` is the same.
 """
@@ -19,7 +20,7 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-COMMANDS = ("train", "evaluate", "export", "predict")
+COMMANDS = ("train", "evaluate", "export", "predict", "shard")
 
 HELP = """usage: tfft COMMAND [--flag=value ...]
 
@@ -30,6 +31,7 @@ commands:
   evaluate   score a trained run on data.validation, or on --input
   export     export a trained run as the next SavedModel version (--format=litert adds model.tflite)
   predict    run a SavedModel version, or its model.tflite, over a file: --model, --input, --output
+  shard      split one large file into shards to stream: --input, --output (a prefix), --num_shards
 
 main flags:
   --config=FILE        YAML config (see configs/)
@@ -59,6 +61,8 @@ _OUTPUT = flags.DEFINE_string("output", "predictions.csv", "predict: where to wr
 _TEXT_COLUMN = flags.DEFINE_string("text_column", "text", "predict: column with the text.")
 _TEXT_PAIR_COLUMN = flags.DEFINE_string("text_pair_column", None, "predict: column with the second text.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "predict: rows per SavedModel call.")
+_NUM_SHARDS = flags.DEFINE_integer("num_shards", 16, "shard: how many shards to write.")
+_SHARD_FORMAT = flags.DEFINE_enum("shard_format", "tfrecord", ["tfrecord", "jsonl"], "shard: the shards' format.")
 _FORMAT = flags.DEFINE_list(
     "format", [], "train/export: also write these formats beside the SavedModel, e.g. `litert` (model.tflite)."
 )
@@ -69,6 +73,14 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"Usage: tfft {{{'|'.join(COMMANDS)}}} --flag=value ... Received: {argv[1:]}")
     command = argv[1]
     _setup_logging()
+    if command == "shard":
+        from tfft import shard
+
+        if not _INPUT.value or not _OUTPUT.value or _OUTPUT.value == _OUTPUT.default:
+            raise app.UsageError("`tfft shard` needs --input=<file> and --output=<path prefix of the shards>.")
+        names = shard.shard_file(_INPUT.value, _OUTPUT.value, _NUM_SHARDS.value, _SHARD_FORMAT.value)
+        print(f"Wrote {len(names)} shards: {names[0]} ... {names[-1]}")
+        return 0
     if command == "predict":
         from tfft import predict
 

@@ -107,7 +107,7 @@ class DataConfig:
     text_pair_column: str | None = None
     label_column: str = "label"
     has_header: bool = True
-    format: Literal["auto", "csv", "tsv", "jsonl", "tfrecord"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "tfrecord", "parquet"] = "auto"
     quoting: Literal["auto", "csv", "none"] = "auto"
     tfds_data_dir: str | None = None
     max_train_examples: int | None = None

@@ -22,8 +22,8 @@ in memory:
    `multi_worker`, `tf.distribute` shards by file when there are at least as
    many files as workers, else by row.
 
-Supported formats: `.csv`, `.tsv`, `.jsonl` and `.tfrecord` (`tf.train.Example`
-records with bytes, int64 or float features). Tasks stream when they can
+Supported formats: `.csv`, `.tsv`, `.jsonl`, `.parquet` (with pyarrow) and
+`.tfrecord` (`tf.train.Example` records with bytes, int64 or float features). Tasks stream when they can
 build their targets in the graph (`Task.stream_targets`): classification and
 regression.
 
@@ -61,7 +61,7 @@ SCAN_FILE = "data_scan.json"
 STREAM_ABOVE_MB = 256
 CHUNK_ROWS = 50_000
 _KINDS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".tfrecord": "tfrecord",
-          ".tfrecords": "tfrecord"}
+          ".tfrecords": "tfrecord", ".parquet": "parquet"}
 
 __all__ = ["expand_files", "should_stream", "scan", "ScanResult", "stream_dataset", "SCAN_FILE"]
 
@@ -136,8 +136,8 @@ def file_kind(path: str, data) -> str:
     suffix = pathlib.PurePosixPath(path).suffix.lower()
     if suffix not in _KINDS:
         raise DataError(
-            f"Data file `{path}` has an extension tfft cannot stream (`{suffix}`). Use .csv, .tsv, .jsonl or "
-            ".tfrecord, or set `data.format`."
+            f"Data file `{path}` has an extension tfft cannot stream (`{suffix}`). Use .csv, .tsv, .jsonl, "
+            ".parquet or .tfrecord, or set `data.format`."
         )
     return _KINDS[suffix]
 
@@ -261,6 +261,12 @@ def read_chunks(path: str, data, chunk_rows: int = CHUNK_ROWS):
     if kind == "tfrecord":
         yield from _tfrecord_chunks(path, chunk_rows)
         return
+    if kind == "parquet":
+        line = 1
+        for frame, size in _parquet_batches(path, chunk_rows):
+            yield frame, line, size
+            line += len(frame)
+        return
     with tf.io.gfile.GFile(path, "rb") as f:
         raw = f.read()  # one file of a sharded set: shards are sized to be read whole
     text = _decode(raw, path)
@@ -305,13 +311,44 @@ def _decode(raw: bytes, path: str) -> str:
         raise DataError(f"Data file `{path}` is not valid UTF-8 at line {line}. Re-save it as UTF-8.") from None
 
 
+def _parquet_file(path: str):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError("Reading Parquet needs pyarrow: `pip install pyarrow` (or tfft's `[parquet]` extra).") from None
+    with tf.io.gfile.GFile(path, "rb") as f:  # one shard, read whole, as for the other formats
+        return pq.ParquetFile(io.BytesIO(f.read()))
+
+
+def _parquet_batches(path: str, rows: int, columns: list[str] | None = None):
+    """`(frame of strings, bytes)` batches of a Parquet file: numbers as their text, nulls as ""."""
+    parquet = _parquet_file(path)
+    share = parquet.metadata.serialized_size / max(parquet.metadata.num_rows, 1)
+    for batch in parquet.iter_batches(batch_size=rows, columns=columns):
+        frame = batch.to_pandas()
+        for column in frame.columns:
+            frame[column] = ["" if v is None or v != v else str(v) for v in frame[column].tolist()]
+        frame.columns = [str(c) for c in frame.columns]
+        yield frame, int(share * len(frame)) or len(frame)
+
+
 def _tfrecord_chunks(path: str, chunk_rows: int):
+    """Record chunks parsed by `tf.io.parse_example` (in C++); the features' kinds come from the first record."""
+    kinds = dict(name.split(":", 1)[::-1] for name in _column_names(path, "tfrecord", None))
+    defaults = {"bytes_list": b"", "int64_list": 0, "float_list": 0.0}
+    spec = {name: tf.io.FixedLenFeature([], _FEATURE_DTYPES[kind], default_value=defaults[kind])
+            for name, kind in kinds.items()}
     line = 1
     for batch in tf.data.TFRecordDataset(path).batch(chunk_rows):
-        records = [tf.train.Example.FromString(r) for r in batch.numpy()]
-        frame = pd.DataFrame.from_records([{k: _feature_text(v) for k, v in r.features.feature.items()} for r in records])
-        yield frame.fillna(""), line, int(sum(len(r) for r in batch.numpy()))
-        line += len(records)
+        parsed = tf.io.parse_example(batch, spec)
+        columns = {}
+        for name, values in parsed.items():
+            values = values.numpy()
+            columns[name] = ([v.decode("utf-8") for v in values] if values.dtype == object
+                             else [str(v) for v in values.tolist()])
+        size = int(tf.reduce_sum(tf.strings.length(batch)))
+        yield pd.DataFrame(columns), line, size
+        line += int(batch.shape[0])
 
 
 def _feature_text(feature: tf.train.Feature) -> str:
@@ -424,6 +461,8 @@ def _rows(all_files: list[str], files: list[str], data, targets) -> tf.data.Data
 
 
 def _column_names(path: str, kind: str, data) -> list[str]:
+    if kind == "parquet":
+        return [str(name) for name in _parquet_file(path).schema_arrow.names]
     if kind == "tfrecord":
         first = next(iter(tf.data.TFRecordDataset(path).take(1)))
         features = tf.train.Example.FromString(first.numpy()).features.feature
@@ -456,6 +495,15 @@ def _read_file(path, *, kind: str, data, names: list[str], columns: list[str]) -
         return lines.map(decode)
     if kind == "tfrecord":
         return tf.data.TFRecordDataset(path).map(_tfrecord_parser(columns, names))
+    if kind == "parquet":
+        # No TensorFlow reader reads Parquet: Python (pyarrow) does, a batch at a time. tf.distribute then
+        # shards such files by row, not by file.
+        def batches(name):
+            for frame, _ in _parquet_batches(name.decode(), 4096, columns):
+                yield {c: np.asarray(frame[c].tolist(), dtype=object) for c in columns}
+
+        spec = {c: tf.TensorSpec([None], tf.string) for c in columns}
+        return tf.data.Dataset.from_generator(batches, args=(path,), output_signature=spec).unbatch()
     lines = tf.data.TextLineDataset(path).filter(lambda line: tf.strings.length(tf.strings.strip(line)) > 0)
 
     def parse_json(batch):

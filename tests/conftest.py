@@ -268,6 +268,19 @@ import tensorflow_text  # registers the tokenizer ops
 """
 
 
+# Trains (the config in argv[1]) and dies by SIGKILL right after global step argv[2].
+KILLED_MID_EPOCH = """
+import os, signal, sys, keras
+from tfft import train
+from tfft.config import load_config
+class Die(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+train.run(load_config(sys.argv[1]), callbacks=[Die()])
+"""
+
+
 def run_python(code: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Runs `code` in a fresh Python process (nothing imported from this one)."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}

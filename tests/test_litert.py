@@ -25,7 +25,7 @@ HELD_OUT = [
 
 # A process with the LiteRT interpreter and TensorFlow Text's kernels only: no keras, keras-hub or tfft.
 LITERT_PROCESS = """
-import importlib.abc, importlib.machinery, json, sys
+import importlib.abc, importlib.machinery, json, os, sys
 
 class Blocked(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, name, path=None, target=None):
@@ -37,6 +37,7 @@ class Blocked(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 sys.meta_path.insert(0, Blocked())
+os.environ.pop("TF_USE_LEGACY_KERAS", None)  # set for child processes by an earlier import of transformers' TF code
 import numpy as np
 import tensorflow_text
 from ai_edge_litert.interpreter import InterpreterWithCustomOps

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO, run_python
+from conftest import KILLED_MID_EPOCH, REPO, run_python
 from tfft import export, run_dir, train
 from tfft.config import ConfigError
 from tfft.data import DataError
@@ -66,17 +66,6 @@ def test_kill_during_export_then_rerun_trains_nothing_again(make_config, tmp_pat
     assert (out / run_dir.COMPLETE_FILE).is_file()
 
 
-# Trains with a backup every 5 steps and dies by SIGKILL right after global step argv[2].
-KILLED_MID_EPOCH = """
-import os, signal, sys, keras
-from tfft import train
-from tfft.config import load_config
-class Die(keras.callbacks.Callback):
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) == int(sys.argv[2]):
-            os.kill(os.getpid(), signal.SIGKILL)
-train.run(load_config(sys.argv[1]), callbacks=[Die()])
-"""
 
 
 @pytest.mark.slow

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TASK_DATA, regression_rows, sentiment_rows, write_csv
+from conftest import (
+    KILLED_MID_EPOCH,
+    TASK_DATA,
+    regression_rows,
+    run_python,
+    sentiment_rows,
+    write_csv,
+)
 from tfft import streaming, tasks, train
 from tfft.config import ConfigError, load_config
 from tfft.data import DataError
@@ -100,23 +107,34 @@ def test_jsonl_parquet_and_tfrecord_shards_stream_the_same_rows_as_csv(tmp_path,
     assert len(expected) == 960
 
 
-def test_two_workers_see_disjoint_files_and_every_row_once(tmp_path):
+def _worker_rows(spec, workers=2):
+    """Each worker's rows, as MultiWorkerMirroredStrategy shards the stream (its own `_AutoShardDataset`)."""
     from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
 
-    spec = _shards(tmp_path, ROWS)
     config = _config(f"data.train={spec}")
     task = tasks.create(config)
     task.fit_vocabulary(streaming.data_lib.Examples(spec, [], labels=["neg", "pos"]))
     files = streaming.expand_files(spec)
-    rows = streaming._rows(files, files, config.data, task.stream_targets())
-    seen = []
-    for worker in range(2):  # what MultiWorkerMirroredStrategy does to each worker's dataset
-        sharded = _AutoShardDataset(rows, num_workers=2, index=worker)
-        seen.append([inputs["text"] for inputs, _ in sharded.as_numpy_iterator()])
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = streaming.shard_policy(files, config.data, workers)
+    rows = streaming._rows(files, files, config.data, task.stream_targets()).with_options(options)
+    return [sorted(i["text"].decode() for i, _ in _AutoShardDataset(rows, workers, w).as_numpy_iterator())
+            for w in range(workers)]
+
+
+def test_with_fewer_files_than_workers_the_stream_is_split_by_row(tmp_path):
+    seen = _worker_rows(str(write_csv(tmp_path / "one.csv", ROWS)))
+    assert len(seen[0]) == len(seen[1]) == 480
+    assert sorted(seen[0] + seen[1]) == sorted(text for text, _ in ROWS)
+
+
+def test_two_workers_see_disjoint_files_and_every_row_once(tmp_path):
+    spec = _shards(tmp_path, ROWS)
+    seen = _worker_rows(spec)
     # By file: worker w reads shards w, w + 2, ... (here the rows i with i % 8 in those shards).
     for worker in range(2):
         expected = sorted(text for i, (text, _) in enumerate(ROWS) if (i % 8) % 2 == worker)
-        assert sorted(t.decode() for t in seen[worker]) == expected
+        assert seen[worker] == expected
 
 
 def test_tasks_that_cannot_stream_fail_before_training(tmp_path, make_config, data_dir, no_fit):
@@ -162,18 +180,14 @@ def test_streamed_regression_trains(tmp_path, make_config):
 
 
 @pytest.mark.slow
-def test_a_streamed_run_resumes_after_a_stop_with_the_same_weights(tmp_path, make_config):
+def test_a_streamed_run_resumes_after_a_kill_with_the_same_weights(tmp_path, make_config):
     spec = _shards(tmp_path / "shards", ROWS)
-
-    class CtrlC(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.optimizer.iterations.numpy()) == 77:
-                raise KeyboardInterrupt
-
-    overrides = (f"data.train={spec}", "train.epochs=2", "model.dropout=0.1")
-    with pytest.raises(KeyboardInterrupt):
-        train.run(make_config(*overrides), callbacks=[CtrlC()])
-    resumed = train.run(make_config(*overrides))  # reads the cached pre-pass, skips 77 batches
+    overrides = (f"data.train={spec}", "train.epochs=2", "model.dropout=0.1", "train.backup_every_steps=5")
+    make_config(*overrides).save(tmp_path / "config.yaml")
+    child = run_python(KILLED_MID_EPOCH, str(tmp_path / "config.yaml"), "77")  # kill -9 after step 77
+    assert child.returncode == -9, child.stderr[-2000:]
+    assert (pathlib.Path(make_config().output_dir) / streaming.SCAN_FILE).is_file()
+    resumed = train.run(make_config(*overrides))  # reads the cached pre-pass, resumes at step 75
     straight = train.run(make_config(*overrides, f"output_dir={tmp_path / 'straight'}"))
     for a, b in zip(straight.model.weights, resumed.model.weights, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.path)

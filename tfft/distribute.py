@@ -125,6 +125,15 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict())
 
 
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """Hosts that each read their own share of the training data: the workers of `multi_worker`, else 1."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return 1
+    cluster = resolver.cluster_spec().as_dict()
+    return max(1, len(cluster.get("worker", [])) + len(cluster.get("chief", [])))
+
+
 def worker_dir(output_dir: str, strategy: tf.distribute.Strategy) -> str:
     """`output_dir` for the chief, a fresh temporary folder for the other workers."""
     if is_chief(strategy):

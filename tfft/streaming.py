@@ -374,6 +374,7 @@ def stream_dataset(
     epochs: int = 1,
     pad_to: str = "longest",
     drop_remainder: bool = False,
+    workers: int = 1,
 ) -> tf.data.Dataset:
     """The training pipeline over `files`, as `tfft.data.make_dataset` builds it in memory; see the module docstring.
 
@@ -401,10 +402,19 @@ def stream_dataset(
         trim = functools.partial(data_lib._trim_batch, lengths=lengths, sequence_targets=task.sequence_targets)
         ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
-    # Shard by file when every worker gets one, else by row (tf.distribute reads this under multi_worker).
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.AUTO
+    options.experimental_distribute.auto_shard_policy = shard_policy(files, data, workers)
     options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def shard_policy(files: list[str], data, workers: int) -> tf.data.experimental.AutoShardPolicy:
+    """How `tf.distribute` splits the stream between `workers`: by file when each gets one, else by row.
+
+    TensorFlow's own `AUTO` fails outright with fewer files than workers, and Parquet files (read by Python,
+    not a TensorFlow reader) cannot be split by file.
+    """
+    by_file = len(files) >= workers and file_kind(files[0], data) != "parquet"
+    return tf.data.experimental.AutoShardPolicy.FILE if by_file else tf.data.experimental.AutoShardPolicy.DATA
 
 
 def check_streamable(task, config) -> None:

@@ -174,7 +174,7 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
     if train_files is not None:
         train_ds = streaming.stream_dataset(
             train_files, task, packer, config.data, batch_size=tc.batch_size, seed=tc.seed, epochs=tc.epochs,
-            pad_to=pad_to, drop_remainder=static_shapes,
+            pad_to=pad_to, drop_remainder=static_shapes, workers=distribute.num_workers(strategy),
         )
     else:
         train_ds = data.make_dataset(

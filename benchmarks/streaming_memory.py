@@ -11,7 +11,7 @@ shards each (and, for the smallest size, one CSV file too, for the in-memory row
   same rows; SST-2 dev accuracy.
 
     python benchmarks/streaming_memory.py                                  # everything (about 25 minutes)
-    python benchmarks/streaming_memory.py --sizes=100000 --noaccuracy      # a quick look
+    python benchmarks/streaming_memory.py --parts=prepass                  # the pre-pass rows only
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _WORK_DIR = flags.DEFINE_string("work_dir", "runs/bench_streaming", "Where the g
 _SIZES = flags.DEFINE_list("sizes", ["100000", "1000000", "5000000"], "Row counts to stream.")
 _STEPS = flags.DEFINE_integer("steps", 400, "Training steps per memory/speed row.")
 _PREPASS_ROWS = flags.DEFINE_integer("prepass_rows", 1_000_000, "Rows for the pre-pass speed rows.")
-_ACCURACY = flags.DEFINE_bool("accuracy", True, "Run the MiniLM accuracy rows (one file against 8 shards).")
+_PARTS = flags.DEFINE_list("parts", ["memory", "prepass", "accuracy"], "Which tables to measure.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the accuracy rows (data order, head, dropout).")
 
 SHARDS = 16
@@ -120,28 +120,33 @@ def main(argv):
             "train.epochs=1", "train.overwrite_output_dir=true"]
     rows = []
     smallest = min(sizes)
-    folder = ensure(smallest, one_file=True, tfrecord=False)
-    result = common.run_child(TRAIN, json.dumps([*base, f"data.train={folder / 'all.csv'}", "data.streaming=false",
+    if "memory" not in _PARTS.value:
+        sizes = []
+    folder = ensure(smallest, one_file=True, tfrecord=False) if sizes else None
+    result = {} if not sizes else common.run_child(TRAIN, json.dumps([*base, f"data.train={folder / 'all.csv'}", "data.streaming=false",
                                                  f"output_dir={work / 'run_memory'}"]), str(_STEPS.value))
-    rows.append({"data": f"{smallest:,} rows, one file, in memory", **result})
-    print(rows[-1], flush=True)
+    if sizes:
+        rows.append({"data": f"{smallest:,} rows, one file, in memory", **result})
+        print(rows[-1], flush=True)
     for n in sizes:
         folder = ensure(n, one_file=n == smallest, tfrecord=False)
         result = common.run_child(TRAIN, json.dumps([*base, f"data.train={folder}/train-*.csv", "data.streaming=true",
                                                      f"output_dir={work / f'run_{n}'}"]), str(_STEPS.value))
         rows.append({"data": f"{n:,} rows, {SHARDS} CSV shards, streamed", **result})
         print(rows[-1], flush=True)
-    common.report("streaming_memory", rows, ["data", "peak_rss_mb", "steps_per_s", "seconds_to_first_step"])
+    if rows:
+        common.report("streaming_memory", rows, ["data", "peak_rss_mb", "steps_per_s", "seconds_to_first_step"])
 
-    folder = ensure(_PREPASS_ROWS.value, one_file=False, tfrecord=True)
+    folder = ensure(_PREPASS_ROWS.value, one_file=False, tfrecord=True) if "prepass" in _PARTS.value else None
     prepass = []
-    for kind in ("csv", "tfrecord"):
+    for kind in ("csv", "tfrecord") if folder else ():
         result = common.run_child(PREPASS, f"{folder}/train-*.{kind}")
         prepass.append({"files": f"{SHARDS} {kind} shards", **result})
         print(prepass[-1], flush=True)
-    common.report("streaming_prepass", prepass, ["files", "rows", "seconds", "rows_per_s"])
+    if prepass:
+        common.report("streaming_prepass", prepass, ["files", "rows", "seconds", "rows_per_s"])
 
-    if _ACCURACY.value:
+    if "accuracy" in _PARTS.value:
         accuracy = []
         folder = work / "data" / "sst2_8000"
         if not (folder / "all.csv").is_file():

@@ -208,3 +208,24 @@ def test_shard_command_splits_a_file_into_shards_that_stream(tmp_path, shard_for
     scanned = _scan(f"{tmp_path}/out/train-*.{shard_format}")
     assert (scanned.rows, scanned.labels) == (960, ["neg", "pos"])
     assert list(scanned.files.values()) == [240] * 4
+
+
+def test_the_pre_pass_reads_as_it_goes_and_names_lines(tmp_path):
+    # Chunks of 100 rows: errors still name the file's own line.
+    shard = write_csv(tmp_path / "train-0.csv", ROWS[:300])
+    lines = shard.read_text().splitlines()
+    lines[250] = '"the cast was fine\nand more",pos'  # line 251: a quoted cell over two lines
+    shard.write_text("\n".join(lines) + "\n")
+    config = _config(f"data.train={shard}")
+    with pytest.raises(DataError, match=r"train-0\.csv`: the 100 lines from line 202 hold 99 rows: a quoted cell"):
+        for _ in streaming.read_chunks(str(shard), config.data, chunk_rows=100):
+            pass
+    lines[250] = "the cast was fine,pos,extra"
+    shard.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"line 251 has 3 fields where the header has 2"):
+        for _ in streaming.read_chunks(str(shard), config.data, chunk_rows=100):
+            pass
+    shard.write_bytes("\n".join(lines[:250]).encode() + b"\nthe caf\xe9 was fine,pos\n")
+    with pytest.raises(DataError, match=r"not valid UTF-8: line 251, column 8"):
+        for _ in streaming.read_chunks(str(shard), config.data, chunk_rows=100):
+            pass

@@ -47,6 +47,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 
 import numpy as np
 import pandas as pd
@@ -267,48 +268,75 @@ def read_chunks(path: str, data, chunk_rows: int = CHUNK_ROWS):
             yield frame, line, size
             line += len(frame)
         return
+    header_line = None
+    for lines, first_line, size in _line_chunks(path, chunk_rows, skip_header=kind != "jsonl" and data.has_header):
+        if kind == "jsonl":
+            yield data_lib._read_jsonl("\n".join(lines), pathlib.Path(path)), first_line, size
+            continue
+        if header_line is None:
+            header_line = _header(path) if data.has_header else ""
+        text = (header_line + "\n" if data.has_header else "") + "\n".join(lines)
+        try:
+            frame = pd.read_csv(
+                io.StringIO(text), sep="\t" if kind == "tsv" else ",", header=0 if data.has_header else None,
+                dtype=str, keep_default_na=False, na_filter=False,
+                quoting=csv.QUOTE_NONE if _quote_none(kind, data) else csv.QUOTE_MINIMAL,
+            )
+        except pd.errors.ParserError as err:
+            found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
+            where = (f"line {first_line + int(found.group(2)) - 1 - int(data.has_header)} has {found.group(3)} "
+                     f"fields where the header has {found.group(1)}") if found else str(err)
+            raise DataError(f"Data file `{path}`: {where}. Quote cells that hold the separator.") from None
+        if len(frame) != len(lines):
+            raise DataError(
+                f"Data file `{path}`: the {len(lines)} lines from line {first_line} hold {len(frame)} rows: a quoted "
+                "cell spans lines. A streamed file holds one row per line; replace the line breaks in cells."
+            )
+        frame.columns = [str(c) for c in frame.columns]
+        yield frame, first_line, size
+
+
+def _header(path: str) -> str:
     with tf.io.gfile.GFile(path, "rb") as f:
-        raw = f.read()  # one file of a sharded set: shards are sized to be read whole
-    text = _decode(raw, path)
-    if kind == "jsonl":
-        lines = text.splitlines()
-        for start in range(0, len(lines), chunk_rows):
-            part = "\n".join(lines[start : start + chunk_rows])
-            yield data_lib._read_jsonl(part, pathlib.Path(path)), start + 1, len(part.encode("utf-8"))
-        return
-    header = 1 if data.has_header else 0
-    reader = pd.read_csv(
-        io.StringIO(text), sep="\t" if kind == "tsv" else ",", header=0 if data.has_header else None, dtype=str,
-        keep_default_na=False, na_filter=False, chunksize=chunk_rows,
-        quoting=csv.QUOTE_NONE if _quote_none(kind, data) else csv.QUOTE_MINIMAL,
-    )
-    line = 1 + header
-    share = len(raw) / max(text.count("\n"), 1)
-    try:
-        for frame in reader:
-            frame.columns = [str(c) for c in frame.columns]
-            yield frame, line, int(share * len(frame))
-            line += len(frame)
-    except pd.errors.ParserError as err:
-        raise DataError(f"Data file `{path}`: {err}. Quote cells that hold the separator.") from None
-    lines = sum(1 for row in text.splitlines() if row)
-    if lines != line - 1:
-        raise DataError(
-            f"Data file `{path}` has {lines} non-empty lines but {line - 1 - header} rows (and {header} header line): "
-            "a quoted cell spans lines. A streamed file holds one row per line; replace the line breaks in cells."
-        )
+        return _decode(f.readline(), path, 1).rstrip("\r\n")
+
+
+def _line_chunks(path: str, chunk_rows: int, skip_header: bool):
+    """`(non-empty lines, line number of the first, bytes)` of a text file, `chunk_rows` lines at a time.
+
+    Reads as it goes: memory holds one chunk, however large the file.
+    """
+    lines, first, size = [], None, 0
+    with tf.io.gfile.GFile(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            size += len(raw)
+            if number == 1 and skip_header:
+                continue
+            line = _decode(raw, path, number).rstrip("\r\n")
+            if not line.strip():
+                continue
+            if first is None:
+                first = number
+            lines.append(line)
+            if len(lines) == chunk_rows:
+                yield lines, first, size
+                lines, first, size = [], None, 0
+    if lines:
+        yield lines, first, size
 
 
 def _quote_none(kind: str, data) -> bool:
     return data.quoting == "none" or (data.quoting == "auto" and kind == "tsv")
 
 
-def _decode(raw: bytes, path: str) -> str:
+def _decode(raw: bytes, path: str, line: int) -> str:
     try:
-        return raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig" if line == 1 else "utf-8")
     except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"Data file `{path}` is not valid UTF-8 at line {line}. Re-save it as UTF-8.") from None
+        raise DataError(
+            f"Data file `{path}` is not valid UTF-8: line {line}, column {err.start + 1} holds the bytes "
+            f"{raw[err.start : err.end + 2]!r}. Re-save the file as UTF-8."
+        ) from None
 
 
 def _parquet_file(path: str):

@@ -73,8 +73,9 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path, data_dir, determinist
 
 
 WORKER = """
-import json, os, sys
+import json, logging, os, sys
 import numpy as np
+logging.basicConfig(level=logging.INFO)
 from tfft import train
 from tfft.config import load_config
 base, weights_path = json.loads(sys.argv[1]), sys.argv[2]
@@ -94,14 +95,23 @@ def _free_ports(n):
     return ports
 
 
-def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path, data_dir, deterministic_preset):
+@pytest.mark.parametrize("data", ["one file", "streamed shards"])
+def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path, data_dir, deterministic_preset, data):
     import os
+
+    import pandas as pd
 
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     base = _base_overrides(
         tmp_path, data_dir, deterministic_preset, "train.strategy=multi_worker", f"output_dir={tmp_path / 'run'}"
     )
+    if data == "streamed shards":  # 4 shards of the same 320 rows: each worker streams 2 (sharded by file)
+        rows = pd.read_csv(data_dir / "train.csv").head(320)
+        for i in range(4):
+            rows.iloc[i::4].to_csv(tmp_path / f"train-{i}.csv", index=False)
+        base = [o for o in base if not o.startswith(("data.train=", "data.max_train_examples="))]
+        base.append(f"data.train={tmp_path}/train-*.csv")
     workers = []
     for index in range(2):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -110,11 +120,12 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path,
             [sys.executable, "-c", WORKER, json.dumps(base), str(tmp_path / f"weights_{index}.npz")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
         ))
-    outputs = []
+    outputs, logs = [], []
     for worker in workers:
         stdout, stderr = worker.communicate(timeout=600)
         assert worker.returncode == 0, stderr[-4000:]
         outputs.append(json.loads(stdout.split("RESULT ")[-1]))
+        logs.append(stderr)
     chief, other = outputs
     with np.load(tmp_path / "weights_0.npz") as a, np.load(tmp_path / "weights_1.npz") as b:
         assert len(a.files) == len(b.files) > 0
@@ -124,6 +135,10 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path,
     assert chief["output_dir"] == str(tmp_path / "run")
     assert (tmp_path / "run" / "metrics.json").is_file()
     assert chief["export"] and other["export"] is None
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    if data == "streamed shards":
+        assert all("4 file(s) over 2 workers, sharded by file" in log for log in logs)
+        assert metrics["training_data"] == {"files": 4, "rows": 320, "skipped_rows": 0}
     assert sorted(p.name for p in (tmp_path / "saved_models" / "dist").iterdir()) == ["1"]
     assert not pathlib.Path(other["output_dir"]).exists()
 

@@ -431,6 +431,9 @@ def stream_dataset(
         ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = shard_policy(files, data, workers)
+    if workers > 1:
+        by = "file" if options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.FILE else "row"
+        logger.info("Training data: %d file(s) over %d workers, sharded by %s.", len(files), workers, by)
     options.deterministic = True
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 

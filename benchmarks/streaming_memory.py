@@ -29,7 +29,7 @@ _SIZES = flags.DEFINE_list("sizes", ["100000", "1000000", "5000000"], "Row count
 _STEPS = flags.DEFINE_integer("steps", 400, "Training steps per memory/speed row.")
 _PREPASS_ROWS = flags.DEFINE_integer("prepass_rows", 1_000_000, "Rows for the pre-pass speed rows.")
 _PARTS = flags.DEFINE_list("parts", ["memory", "prepass", "accuracy"], "Which tables to measure.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the accuracy rows (data order, head, dropout).")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds of the accuracy rows (data order, head, dropout).")
 
 SHARDS = 16
 

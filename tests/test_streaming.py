@@ -229,3 +229,35 @@ def test_the_pre_pass_reads_as_it_goes_and_names_lines(tmp_path):
     with pytest.raises(DataError, match=r"not valid UTF-8: line 251, column 8"):
         for _ in streaming.read_chunks(str(shard), config.data, chunk_rows=100):
             pass
+
+
+def test_multi_label_shards_stream_the_in_memory_targets(tmp_path, data_dir):
+    from conftest import multi_label_rows
+
+    rows = multi_label_rows(400, seed=0)
+    rows[7] = (rows[7][0], '["neg", "pos"]')  # a JSON list cell
+    spec = _shards(tmp_path / "shards", rows, n=4)
+    config = _config(f"data.train={spec}", "task.type=multi_label")
+    task = tasks.create(config)
+    files = streaming.expand_files(spec)
+    scanned = streaming.scan(files, task, config.data, progress=False)
+    task.fit_vocabulary(streaming.data_lib.Examples(spec, [], labels=scanned.labels))
+    streamed = sorted((i["text"].decode(), tuple(t)) for i, t in
+                      streaming._rows(files, files, config.data, task.stream_targets()).as_numpy_iterator())
+    examples = streaming.read_all(task, spec, "train")  # the same files, read into memory
+    expected = sorted(zip(examples.texts, map(tuple, task.encode(examples)), strict=True))
+    assert streamed == expected and len(streamed) == 400
+    refused = tasks.create(_config(f"data.train={spec}", "task.type=multi_label", "task.label_columns=pos,neg"))
+    with pytest.raises(ConfigError, match="cannot stream .*task.label_columns"):
+        streaming.check_streamable(refused, _config(f"data.train={spec}"))
+
+
+@pytest.mark.slow
+def test_streamed_multi_label_trains(tmp_path, make_config, data_dir):
+    from conftest import multi_label_rows
+
+    spec = _shards(tmp_path, multi_label_rows(960, seed=0), n=4)
+    config = make_config(*TASK_DATA["multi_label"](data_dir), f"data.train={spec}", "train.epochs=8",
+                         "train.learning_rate=3e-3")  # as tests/test_multi_label.py trains it in memory
+    result = train.run(config)
+    assert result.metrics["macro_f1"] >= 0.8 and result.metrics["training_data"]["files"] == 4

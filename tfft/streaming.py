@@ -24,8 +24,8 @@ in memory:
 
 Supported formats: `.csv`, `.tsv`, `.jsonl`, `.parquet` (with pyarrow) and
 `.tfrecord` (`tf.train.Example` records with bytes, int64 or float features). Tasks stream when they can
-build their targets in the graph (`Task.stream_targets`): classification and
-regression.
+build their targets in the graph (`Task.stream_targets`): classification,
+regression and multi-label (from one label column).
 
 Example:
 
@@ -153,7 +153,8 @@ class ScanResult:
     Args:
         rows: int. Rows that train (bad rows skipped are not counted).
         skipped: int. Bad rows skipped (`data.on_bad_row: skip`).
-        labels: list or None. The distinct labels, for the task's vocabulary.
+        labels: list or None. The distinct labels as the task reads them (label
+            lists for multi-label), for `Task.fit_vocabulary`.
         files: dict. File -> rows kept in it.
         skipped_examples: list of str. The first few skipped rows, "file, line N: why".
     """
@@ -195,7 +196,8 @@ def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = No
         parts = [future.result() for future in futures]
     labels = None
     if any(part[2] is not None for part in parts):
-        labels = sorted({label for part in parts for label in part[2]}, key=str)
+        labels = sorted({label for part in parts for label in (part[2] or ())}, key=str)
+        labels = [list(label) if isinstance(label, tuple) else label for label in labels]
     result = ScanResult(
         rows=sum(p[0] for p in parts),
         skipped=sum(p[1] for p in parts),
@@ -232,8 +234,8 @@ def _scan_file(path: str, task, data, bar) -> tuple[int, int, set | None, list[s
         skipped_examples += bad[: 20 - len(skipped_examples)]
         if examples.labels is not None:
             labels = labels or set()
-            for label in examples.labels:
-                labels.update(label if isinstance(label, list) else [label])
+            # Distinct labels as the task reads them (a name; a tuple of names for multi-label rows).
+            labels.update(tuple(label) if isinstance(label, list) else label for label in examples.labels)
         if bar is not None:
             bar.add(size)
     return kept, skipped, labels, skipped_examples
@@ -450,11 +452,10 @@ def shard_policy(files: list[str], data, workers: int) -> tf.data.experimental.A
 
 def check_streamable(task, config) -> None:
     """Fails with a `ConfigError` before training when the run cannot stream its training files."""
-    from tfft.tasks.base import Task
-
-    if type(task).stream_targets is Task.stream_targets:  # not overridden: the task cannot stream
+    reason = task.stream_unsupported()
+    if reason is not None:
         raise ConfigError(
-            f"`task.type: {task.type}` cannot stream its training data (its targets are not built in the graph). "
+            f"`task.type: {task.type}` cannot stream its training data ({reason}). "
             "Set `data.streaming: false` and give one file."
         )
     for key, value in (("data.max_train_examples", config.data.max_train_examples),

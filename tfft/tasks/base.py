@@ -170,6 +170,12 @@ class Task(abc.ABC):
         """
         raise NotImplementedError(f"`task.type: {self.type}` reads no tables.")
 
+    def stream_unsupported(self) -> str | None:
+        """Why this run's data cannot stream, or None when `stream_targets` can build its targets."""
+        if type(self).stream_targets is Task.stream_targets:
+            return "its targets are not built in the graph"
+        return None
+
     def stream_targets(self):
         """`(targets_fn, valid_fn)` for streamed data, built eagerly, or None if the task cannot stream.
 

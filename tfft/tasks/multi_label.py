@@ -66,16 +66,53 @@ class MultiLabel(Task):
         columns = list(tc.label_columns or []) if labelled else []
         single = dc.label_column if labelled and not tc.label_columns else None
         frame = data.read_frame(spec, dc, split, columns + ([single] if single else []))
+        return data.limit_train_examples(self.examples_from_frame(frame, spec, labelled), dc, split)
+
+    def examples_from_frame(self, frame, source, labelled=True, first_line=None):
+        dc, tc, spec = self.config.data, self.config.task, source
+        columns = list(tc.label_columns or []) if labelled else []
+        single = dc.label_column if labelled and not tc.label_columns else None
         data.require_columns(frame, spec, dc, {"label_column": single})
         for column in columns:
             data.require_columns(frame, spec, dc, {"task.label_columns": column})
-        texts, pairs = data.text_columns(frame, spec, dc)
-        examples = data.Examples(spec, texts, pairs)
+        texts, pairs = data.text_columns(frame, spec, dc, first_line)
+        examples = data.Examples(spec, texts, pairs, lines=data.line_numbers(len(texts), first_line))
         if columns:
             examples.labels = self._from_indicator_columns(frame, columns, examples)
         elif single:
             examples.labels = self._from_label_cells(frame[single].tolist(), examples)
-        return data.limit_train_examples(examples, dc, split)
+        return examples
+
+    def stream_unsupported(self):
+        if self.config.task.label_columns:
+            return "its labels come from several columns (`task.label_columns`); streaming reads one label column"
+        return None
+
+    def stream_targets(self):
+        """Label cells to multi-hot targets in the graph, read as `_from_label_cells` reads them."""
+        names = self._names_file()
+        keys = [str(i) for i in range(len(names))] if names is not None else self.names
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.range(len(keys), dtype=tf.int32)), -1
+        )
+        separator, size = self.config.task.label_separator, len(self.names)
+
+        def ids(cells):
+            cell = tf.strings.strip(cells)
+            is_json = tf.strings.regex_full_match(cell, r"\[.*\]")
+            parts = tf.cond(
+                is_json,  # a JSON list of plain strings or numbers
+                lambda: tf.strings.split(tf.strings.regex_replace(cell, r"^\[|\]$", ""), ","),
+                lambda: tf.strings.split(cell, separator),
+            )
+            parts = tf.strings.strip(parts)
+            parts = tf.where(is_json, tf.strings.regex_replace(parts, r'^"(.*)"$', "\\1"), parts)
+            return table.lookup(tf.boolean_mask(parts, tf.strings.length(parts) > 0))
+
+        def targets(cells):
+            return tf.minimum(tf.reduce_sum(tf.one_hot(ids(cells), size, dtype=tf.float32), axis=0), 1.0)
+
+        return targets, lambda cells: tf.reduce_all(ids(cells) >= 0)
 
     def _from_indicator_columns(self, frame, columns, examples) -> list[list[str]]:
         labels: list[list[str]] = [[] for _ in range(len(frame))]

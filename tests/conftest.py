@@ -248,7 +248,7 @@ def classification_task(labels=("a", "b", "c"), pair: bool = False):
 #: look absent (`find_spec` answers with no origin, as for a missing module, since TensorFlow itself probes for
 #: tf_keras; an import raises), and `TF_USE_LEGACY_KERAS`, which importing transformers' TF code sets for the whole
 #: process tree, is dropped: a server has none of it.
-SERVING_PROCESS = """
+SERVING_ONLY = """
 import importlib.abc, importlib.machinery, json, os, sys
 
 class Blocked(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -262,6 +262,8 @@ class Blocked(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 sys.meta_path.insert(0, Blocked())
 os.environ.pop("TF_USE_LEGACY_KERAS", None)
+"""
+SERVING_PROCESS = SERVING_ONLY + """
 import numpy as np
 import tensorflow as tf
 import tensorflow_text  # registers the tokenizer ops

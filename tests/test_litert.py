@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import hf_checkpoints
-from conftest import SHARED_DATA, run_python, write_csv
+from conftest import SERVING_ONLY, SHARED_DATA, run_python, write_csv
 from tfft import backbones, litert, predict, train
 from tfft.backbones.litert import LitePacker
 from tfft.config import ConfigError, load_config
@@ -24,20 +24,7 @@ HELD_OUT = [
 ]
 
 # A process with the LiteRT interpreter and TensorFlow Text's kernels only: no keras, keras-hub or tfft.
-LITERT_PROCESS = """
-import importlib.abc, importlib.machinery, json, os, sys
-
-class Blocked(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("keras_hub", "keras_nlp", "tfft", "tf_keras"):
-            return importlib.machinery.ModuleSpec(name, self)
-    def create_module(self, spec):
-        raise ImportError(f"{spec.name} is not available here")
-    def exec_module(self, module):
-        pass
-
-sys.meta_path.insert(0, Blocked())
-os.environ.pop("TF_USE_LEGACY_KERAS", None)  # set for child processes by an earlier import of transformers' TF code
+LITERT_PROCESS = SERVING_ONLY + """
 import numpy as np
 import tensorflow_text
 from ai_edge_litert.interpreter import InterpreterWithCustomOps

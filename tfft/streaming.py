@@ -157,6 +157,8 @@ class ScanResult:
             lists for multi-label), for `Task.fit_vocabulary`.
         files: dict. File -> rows kept in it.
         skipped_examples: list of str. The first few skipped rows, "file, line N: why".
+        fingerprint: dict. The files (sizes, times) and reading options
+            scanned: a cached scan is reused only for the same.
     """
 
     rows: int
@@ -164,10 +166,11 @@ class ScanResult:
     labels: list | None
     files: dict[str, int]
     skipped_examples: list[str] = dataclasses.field(default_factory=list)
+    fingerprint: dict = dataclasses.field(default_factory=dict)
 
 
 def _fingerprint(files: list[str], data) -> dict:
-    stats = [[f, tf.io.gfile.stat(f).length, tf.io.gfile.stat(f).mtime_nsec] for f in files]
+    stats = [[f, stat.length, stat.mtime_nsec] for f, stat in ((f, tf.io.gfile.stat(f)) for f in files)]
     keys = ("text_column", "text_pair_column", "label_column", "has_header", "format", "quoting", "on_bad_row")
     return {"files": stats, "data": {k: getattr(data, k) for k in keys}}
 
@@ -182,13 +185,13 @@ def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = No
         cache_dir: path or None. Where a previous scan of the same files was cached.
         progress: bool. Show a progress bar (rows read).
     """
-    fingerprint = _fingerprint(files, data)
+    fingerprint = json.loads(json.dumps(_fingerprint(files, data)))  # as it reads back from the cache
     cached = pathlib.Path(cache_dir) / SCAN_FILE if cache_dir is not None else None
     if cached is not None and cached.is_file():
-        saved = json.loads(cached.read_text())
-        if saved.get("fingerprint") == json.loads(json.dumps(fingerprint)):
+        saved = ScanResult(**json.loads(cached.read_text()))
+        if saved.fingerprint == fingerprint:
             logger.info("Training data: the pre-pass of %d file(s) was cached in %s.", len(files), cached)
-            return ScanResult(**saved["result"])
+            return saved
     total_bytes = sum(row[1] for row in fingerprint["files"])
     bar = tf.keras.utils.Progbar(total_bytes, unit_name="byte") if progress else None
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1)) as pool:
@@ -204,6 +207,7 @@ def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = No
         labels=labels,
         files={f: p[0] for f, p in zip(files, parts, strict=True)},
         skipped_examples=[e for p in parts for e in p[3]][:20],
+        fingerprint=fingerprint,
     )
     if result.rows == 0:
         raise DataError(f"The training files ({', '.join(files[:3])}...) hold no usable rows.")
@@ -211,16 +215,12 @@ def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = No
                 f", {result.skipped} bad rows skipped (data.on_bad_row: skip)" if result.skipped else "")
     for example in result.skipped_examples[:5]:
         logger.warning("Skipped %s", example)
-    result_dict = dataclasses.asdict(result)
-    scan.last = {"fingerprint": fingerprint, "result": result_dict}  # written by `save_scan` once checks pass
     return result
 
 
-def save_scan(output_dir: str | pathlib.Path) -> None:
-    """Caches the last `scan` in `output_dir`, for a resumed run."""
-    last = getattr(scan, "last", None)
-    if last is not None:
-        (pathlib.Path(output_dir) / SCAN_FILE).write_text(json.dumps(last) + "\n")
+def save_scan(scanned: ScanResult, output_dir: str | pathlib.Path) -> None:
+    """Caches a `scan` in `output_dir` (once the run's checks passed), for a resumed run."""
+    (pathlib.Path(output_dir) / SCAN_FILE).write_text(json.dumps(dataclasses.asdict(scanned)) + "\n")
 
 
 def _scan_file(path: str, task, data, bar) -> tuple[int, int, set | None, list[str]]:
@@ -364,10 +364,8 @@ def _parquet_batches(path: str, rows: int, columns: list[str] | None = None):
 
 def _tfrecord_chunks(path: str, chunk_rows: int):
     """Record chunks parsed by `tf.io.parse_example` (in C++); the features' kinds come from the first record."""
-    kinds = dict(name.split(":", 1)[::-1] for name in _column_names(path, "tfrecord", None))
-    defaults = {"bytes_list": b"", "int64_list": 0, "float_list": 0.0}
-    spec = {name: tf.io.FixedLenFeature([], _FEATURE_DTYPES[kind], default_value=defaults[kind])
-            for name, kind in kinds.items()}
+    kinds = _feature_kinds(_column_names(path, "tfrecord", None))
+    spec = _tfrecord_spec(kinds, list(kinds), missing_ok=True)
     line = 1
     for batch in tf.data.TFRecordDataset(path).batch(chunk_rows):
         parsed = tf.io.parse_example(batch, spec)
@@ -379,15 +377,6 @@ def _tfrecord_chunks(path: str, chunk_rows: int):
         size = int(tf.reduce_sum(tf.strings.length(batch)))
         yield pd.DataFrame(columns), line, size
         line += int(batch.shape[0])
-
-
-def _feature_text(feature: tf.train.Feature) -> str:
-    kind = feature.WhichOneof("kind")
-    values = list(getattr(feature, kind).value) if kind else []
-    if not values:
-        return ""
-    value = values[0]
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 # --- Stream -------------------------------------------------------------------
@@ -562,10 +551,21 @@ def _read_file(path, *, kind: str, data, names: list[str], columns: list[str]) -
 _FEATURE_DTYPES = {"bytes_list": tf.string, "int64_list": tf.int64, "float_list": tf.float32}
 
 
+def _feature_kinds(names: list[str]) -> dict[str, str]:
+    """Feature name -> kind (`bytes_list`, ...), from `_column_names`' "kind:name" entries for records."""
+    return dict(name.split(":", 1)[::-1] for name in names)
+
+
+def _tfrecord_spec(kinds: dict[str, str], columns: list[str], missing_ok: bool) -> dict:
+    """`parse_example` features for `columns`; `missing_ok` gives a record without one an empty value."""
+    defaults = {"bytes_list": b"", "int64_list": 0, "float_list": 0.0}
+    return {c: tf.io.FixedLenFeature([], _FEATURE_DTYPES[kinds[c]], default_value=defaults[kinds[c]] if missing_ok
+                                     else None) for c in columns}
+
+
 def _tfrecord_parser(columns: list[str], names: list[str]):
     """Parses `tf.train.Example` records into strings; int64 and float features by their text form."""
-    types = dict(name.split(":", 1)[::-1] for name in names)  # `_column_names` gives "kind:name" for records
-    spec = {c: tf.io.FixedLenFeature([], _FEATURE_DTYPES[types[c]], default_value=None) for c in columns}
+    spec = _tfrecord_spec(_feature_kinds(names), columns, missing_ok=False)
 
     def parse(record):
         values = tf.io.parse_single_example(record, spec)

@@ -208,7 +208,7 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
     task.save_vocabulary(output_dir)
     source.save(output_dir)
     if train_files is not None and chief:
-        streaming.save_scan(output_dir)
+        streaming.save_scan(scanned, output_dir)
     trainable, total = count_parameters(model.trainable_weights), count_parameters(model.weights)
     logger.info(
         "Model: %s backbone `%s`, %s of %s parameters trainable (%.1f%%); %d steps/epoch x %d epochs, "

@@ -369,11 +369,8 @@ def _tfrecord_chunks(path: str, chunk_rows: int):
     line = 1
     for batch in tf.data.TFRecordDataset(path).batch(chunk_rows):
         parsed = tf.io.parse_example(batch, spec)
-        columns = {}
-        for name, values in parsed.items():
-            values = values.numpy()
-            columns[name] = ([v.decode("utf-8") for v in values] if values.dtype == object
-                             else [str(v) for v in values.tolist()])
+        # Numbers become text by the stream's own op, so a label reads the same in both.
+        columns = {name: [v.decode("utf-8") for v in _feature_text(values).numpy()] for name, values in parsed.items()}
         size = int(tf.reduce_sum(tf.strings.length(batch)))
         yield pd.DataFrame(columns), line, size
         line += int(batch.shape[0])
@@ -568,12 +565,13 @@ def _tfrecord_parser(columns: list[str], names: list[str]):
     spec = _tfrecord_spec(_feature_kinds(names), columns, missing_ok=False)
 
     def parse(record):
-        values = tf.io.parse_single_example(record, spec)
-        def text(v):
-            if v.dtype == tf.string:
-                return v
-            return tf.strings.as_string(v) if v.dtype == tf.int64 else tf.strings.as_string(v, shortest=True)
-
-        return {c: text(v) for c, v in values.items()}
+        return {c: _feature_text(v) for c, v in tf.io.parse_single_example(record, spec).items()}
 
     return parse
+
+
+def _feature_text(values: tf.Tensor) -> tf.Tensor:
+    """A parsed feature as strings: bytes as they are, int64 and float by their shortest text form."""
+    if values.dtype == tf.string:
+        return values
+    return tf.strings.as_string(values) if values.dtype == tf.int64 else tf.strings.as_string(values, shortest=True)

@@ -7,6 +7,7 @@ and data sets are written by the tests.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import pathlib
 import random
@@ -92,6 +93,34 @@ def ner_sentences(n: int, seed: int = 0) -> list[list[tuple[str, str]]]:
     return sentences
 
 
+def squad_questions(n: int, seed: int = 0, unanswerable: float = 0.0) -> dict:
+    """A learnable SQuAD-format data set: the answer is the one positive adjective in the context.
+
+    Contexts hold 3 to 8 clauses `the <noun> was <adjective> .` (up to 40
+    tokens: several windows at sequence length 32); the question names the
+    clause's noun. With `unanswerable`, that share of the questions have no
+    positive adjective and `is_impossible: true` (SQuAD v2.0).
+    """
+    rng = random.Random(seed)
+    paragraphs = []
+    for i in range(n):
+        nouns = rng.sample(NOUNS, rng.randint(3, 8))
+        impossible = rng.random() < unanswerable
+        k = rng.randrange(len(nouns))
+        adjectives = [rng.choice(NEGATIVE) for _ in nouns]
+        if not impossible:
+            adjectives[k] = rng.choice(POSITIVE)
+        clauses = [f"the {noun} was {adjective} ." for noun, adjective in zip(nouns, adjectives)]
+        context = " ".join(clauses)
+        start = sum(len(c) + 1 for c in clauses[:k]) + len(f"the {nouns[k]} was ")
+        answers = [] if impossible else [{"text": adjectives[k], "answer_start": start}]
+        qa = {"id": f"q{seed}-{i}", "question": f"the {nouns[k]} was", "answers": answers}
+        if unanswerable:
+            qa["is_impossible"] = impossible
+        paragraphs.append({"context": context, "qas": [qa]})
+    return {"version": "v2.0" if unanswerable else "1.1", "data": [{"title": "synthetic", "paragraphs": paragraphs}]}
+
+
 def write_conll(path: pathlib.Path, sentences, docstart: bool = True) -> pathlib.Path:
     """A CoNLL-2003 style file: `word POS chunk tag` lines, blank lines between sentences."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +155,8 @@ def data_dir(tmp_path_factory) -> pathlib.Path:
     write_csv(root / "pairs_validation.csv", regression_rows(96, seed=1), header=("text", "text_pair", "label"))
     write_conll(root / "ner_train.txt", ner_sentences(960, seed=0))
     write_conll(root / "ner_validation.txt", ner_sentences(96, seed=1))
+    (root / "squad_train.json").write_text(json.dumps(squad_questions(960, seed=0)), encoding="utf-8")
+    (root / "squad_validation.json").write_text(json.dumps(squad_questions(96, seed=1)), encoding="utf-8")
     return root
 
 
@@ -138,6 +169,8 @@ TASK_DATA = {
                              f"data.train={d / 'pairs_train.csv'}", f"data.validation={d / 'pairs_validation.csv'}"],
     "token_classification": lambda d: ["task.type=token_classification", f"data.train={d / 'ner_train.txt'}",
                                        f"data.validation={d / 'ner_validation.txt'}"],
+    "extractive_qa": lambda d: ["task.type=extractive_qa", "task.doc_stride=8", "task.max_question_length=8",
+                                f"data.train={d / 'squad_train.json'}", f"data.validation={d / 'squad_validation.json'}"],
 }
 
 

@@ -21,6 +21,9 @@ REQUESTS = {
     "text": ["the plot was superb and the meal was fine", "", "Le café était excellent 映画 🎬",
              "the movie was great . " * 30],
     "text_pair": ["the cast was dull", "the ending was lovely", "", "ok"],
+    "question": ["the plot was", "who won ?", "the café was", "the movie was"],
+    "context": ["the plot was superb . the meal was dull .", "", "Le café était excellent 映画 🎬 the café was great",
+                "the movie was great . " * 30],
 }
 
 SERVE = SERVING_PROCESS + """
@@ -69,8 +72,7 @@ def test_task_runs_every_stage(task_type, make_config, data_dir, tmp_path):
             np.testing.assert_array_equal(served[name], value.numpy(), err_msg=name)
 
     # Predict: a CSV in, the input columns plus the task's columns out.
-    columns = {"text": REQUESTS["text"], "text_pair": REQUESTS["text_pair"]}
-    pd.DataFrame({name: columns[name] for name in names}).to_csv(tmp_path / "in.csv", index=False)
+    pd.DataFrame({name: REQUESTS[name] for name in names}).to_csv(tmp_path / "in.csv", index=False)
     frame = predict.predict_file(result.export_path, tmp_path / "in.csv", tmp_path / "out.csv",
                                  text_pair_column="text_pair" if "text_pair" in names else None, progress=False)
     written = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)

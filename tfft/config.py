@@ -116,7 +116,7 @@ class DataConfig:
     on_bad_row: Literal["error", "skip"] = "error"
 
 
-TASK_TYPES = ("classification", "multi_label", "regression", "token_classification")
+TASK_TYPES = ("classification", "multi_label", "regression", "token_classification", "extractive_qa")
 
 
 @dataclasses.dataclass
@@ -126,8 +126,9 @@ class TaskConfig:
     Args:
         type: str. `classification` (one label per row, softmax),
             `multi_label` (any number of labels per row, sigmoid),
-            `regression` (a float per row) or `token_classification` (a tag
-            per word, e.g. NER).
+            `regression` (a float per row), `token_classification` (a tag
+            per word, e.g. NER) or `extractive_qa` (an answer span in a
+            context, SQuAD JSON).
         threshold: float. multi_label: a label is predicted when its
             probability is at least this.
         label_separator: str. multi_label: separates the labels in one cell
@@ -143,9 +144,22 @@ class TaskConfig:
             holds the tag; -1 is the last.
         tokens_key: str. token_classification, JSONL: the key of the words.
         tags_key: str. token_classification, JSONL: the key of the tags.
+        doc_stride: int. extractive_qa: tokens of overlap between the windows
+            a long context is split into (Hugging Face's `doc_stride`).
+        max_question_length: int. extractive_qa: question tokens kept; longer
+            questions are cut, and counted in the log.
+        max_answer_length: int. extractive_qa: the longest answer span, in
+            tokens.
+        n_best: int. extractive_qa: candidate answers returned per question.
+        null_threshold: float or None. extractive_qa with unanswerable
+            questions (SQuAD v2.0): answer "" when the no-answer score beats
+            the best span's by more than this. None chooses it on
+            `data.validation` (0.0 without validation).
     """
 
-    type: Literal["classification", "multi_label", "regression", "token_classification"] = "classification"
+    type: Literal["classification", "multi_label", "regression", "token_classification", "extractive_qa"] = (
+        "classification"
+    )
     threshold: float = 0.5
     label_separator: str = ","
     label_names_file: str | None = None
@@ -155,6 +169,11 @@ class TaskConfig:
     tag_column: int = -1
     tokens_key: str = "tokens"
     tags_key: str = "tags"
+    doc_stride: int = 128
+    max_question_length: int = 64
+    max_answer_length: int = 30
+    n_best: int = 20
+    null_threshold: float | None = None
 
 
 @dataclasses.dataclass
@@ -294,6 +313,15 @@ class Config:
         if k.label_names_file is not None:
             _check(k.type == "multi_label", "task.label_names_file", k.label_names_file,
                    "applies to `task.type: multi_label` only")
+        if k.type == "extractive_qa":
+            _check(k.doc_stride >= 0, "task.doc_stride", k.doc_stride, "must be >= 0")
+            _check(k.max_question_length >= 1, "task.max_question_length", k.max_question_length, "must be >= 1")
+            _check(k.max_answer_length >= 1, "task.max_answer_length", k.max_answer_length, "must be >= 1")
+            _check(1 <= k.n_best <= 100, "task.n_best", k.n_best, "must be between 1 and 100")
+            room = m.sequence_length - 3 - k.max_question_length
+            _check(k.doc_stride < room, "task.doc_stride", k.doc_stride,
+                   f"must be less than the context tokens of a window, model.sequence_length - "
+                   f"task.max_question_length - 3 = {room}")
         if t.class_weight is not None:
             _check(k.type == "classification", "train.class_weight", t.class_weight,
                    "applies to `task.type: classification` only")

@@ -60,6 +60,8 @@ class Examples:
         words: list of list of str, or None. Token classification: the words.
         lines: list of int or None. The line each example starts on, where it
             differs from its row number (CoNLL files).
+        ids: list of str or None. Each example's own id, where the data have
+            one (SQuAD question ids); errors then name it.
     """
 
     source: str
@@ -68,6 +70,7 @@ class Examples:
     labels: list | None = None
     words: list[list[str]] | None = None
     lines: list[int] | None = None
+    ids: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -75,10 +78,14 @@ class Examples:
     def head(self, n: int) -> Examples:
         """The first `n` examples."""
         cut = lambda values: values[:n] if values is not None else None  # noqa: E731
-        return Examples(self.source, self.texts[:n], cut(self.pairs), cut(self.labels), cut(self.words), cut(self.lines))
+        return Examples(
+            self.source, self.texts[:n], cut(self.pairs), cut(self.labels), cut(self.words), cut(self.lines), cut(self.ids)
+        )
 
     def where(self, i: int) -> str:
-        """How an error names example `i` (0-based): its line, or its row."""
+        """How an error names example `i` (0-based): its id, its line, or its row."""
+        if self.ids is not None:
+            return f"id {self.ids[i]!r}"
         return f"line {self.lines[i]}" if self.lines is not None else f"row {i + 1}"
 
 
@@ -559,13 +566,14 @@ def make_dataset(
 
     ds = _batch(ds, _TOKENIZE_BATCH).map(pack, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     # `unbatch` forgets the size; Keras needs it to see where an epoch ends.
-    ds = ds.apply(tf.data.experimental.assert_cardinality(len(examples))).cache()
+    elements = task.num_elements(packer, examples) if task is not None else len(examples)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(elements)).cache()
     if training:
         # Epoch e is shuffled with seed + e, the same for every iterator. A
         # reshuffling `shuffle` gives each new iterator another order, and
         # Keras makes an extra iterator under a distribution strategy: the
         # examples' order would depend on the strategy.
-        buffer = shuffle_buffer or len(examples)
+        buffer = shuffle_buffer or elements
         rounds = []
         for e in range(epochs):
             shuffled = ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False)

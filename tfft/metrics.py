@@ -4,11 +4,16 @@
 - `multi_label_metrics`: micro/macro F1, per-label P/R/F1/support, exact match.
 - `regression_metrics`: Pearson, Spearman, MSE, MAE.
 - `entity_metrics`: entity-level P/R/F1 with conlleval's chunking (IOB1, IOB2, IOBES), per type, and token accuracy.
+- `squad_metrics`: exact match and F1 with SQuAD's answer normalization, each question against all its gold answers.
 
 Each has a `format_*` function that prints it as a table.
 """
 
 from __future__ import annotations
+
+import collections
+import re
+import string
 
 import numpy as np
 
@@ -308,3 +313,81 @@ def format_entity_metrics(metrics: dict) -> str:
         "",
     ]
     return "\n".join(lines + _per_name_table(metrics["per_type"], "type"))
+
+
+# --- Extractive QA -------------------------------------------------------------
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD's answer normalization: lowercase, drop ASCII punctuation and the articles a/an/the, squeeze spaces.
+
+    The steps, in the order of the official SQuAD v1.1 evaluation script.
+    """
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def answer_f1(prediction: str, gold: str) -> float:
+    """Token F1 of two answers after `normalize_answer` (0 when they share no token).
+
+    A gold answer `""` (SQuAD v2.0's "no answer") scores 1 against an empty
+    prediction and 0 against any other; otherwise an answer that normalizes to
+    nothing scores 0, as in the official v1.1 script.
+    """
+    predicted, true = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not gold:
+        return float(not predicted)
+    if not predicted or not true:
+        return 0.0
+    same = sum((collections.Counter(predicted) & collections.Counter(true)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(predicted), same / len(true)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_metrics(golds: list[list[str]], predictions: list[str]) -> dict:
+    """Exact match and F1, in percent, each question scored against the best of its gold answers.
+
+    Args:
+        golds: list of list of str. Each question's gold answer texts; `[""]`
+            for a question with no answer (SQuAD v2.0).
+        predictions: list of str. The predicted answer of each question
+            (`""`: no answer).
+
+    Returns:
+        A dict with `exact_match`, `f1` and `questions`, and, when some
+        questions have no answer, the same scores over the questions that
+        have one (`has_answer_*`) and those that do not (`no_answer_*`).
+
+    Example:
+
+    ```python
+    squad_metrics([["Denver Broncos", "the Broncos"]], ["Broncos"])  # exact_match 100.0, f1 100.0
+    ```
+    """
+    exact = np.array([max(float(normalize_answer(p) == normalize_answer(g)) for g in gs)
+                      for gs, p in zip(golds, predictions, strict=True)])
+    f1 = np.array([max(answer_f1(p, g) for g in gs) for gs, p in zip(golds, predictions, strict=True)])
+    scores = {"exact_match": 100.0 * float(exact.mean()) if len(exact) else 0.0,
+              "f1": 100.0 * float(f1.mean()) if len(f1) else 0.0, "questions": len(golds)}
+    unanswerable = np.array([gs == [""] for gs in golds], dtype=bool)
+    if unanswerable.any():
+        for name, rows in (("has_answer", ~unanswerable), ("no_answer", unanswerable)):
+            scores[f"{name}_exact_match"] = 100.0 * float(exact[rows].mean()) if rows.any() else 0.0
+            scores[f"{name}_f1"] = 100.0 * float(f1[rows].mean()) if rows.any() else 0.0
+            scores[f"{name}_questions"] = int(rows.sum())
+    return scores
+
+
+def format_squad_metrics(metrics: dict) -> str:
+    lines = [f"exact match  {metrics['exact_match']:6.2f}", f"F1           {metrics['f1']:6.2f}",
+             f"questions    {metrics['questions']:6d}"]
+    for name in ("has_answer", "no_answer"):
+        if f"{name}_f1" in metrics:
+            lines.append(f"{name:<12} EM {metrics[f'{name}_exact_match']:6.2f}  F1 {metrics[f'{name}_f1']:6.2f}  "
+                         f"({metrics[f'{name}_questions']} questions)")
+    return "\n".join(lines)

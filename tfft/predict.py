@@ -11,6 +11,7 @@ its task, whose `prediction_columns` turn the outputs into columns:
 | multi_label | `predicted_labels` (joined by the separator), `probability_<label>` per label |
 | regression | `predicted_score` |
 | token_classification | `entities` (JSON spans: text, type, start and end character), `tags` |
+| extractive_qa | `answer`, `start` and `end` (character offsets into `context`), `score`, `nbest` (JSON candidates) |
 
 Example:
 
@@ -61,7 +62,8 @@ def predict_file(
     Args:
         model_dir: str. A SavedModel version folder written by `tfft export`,
             or the `model.tflite` file in one.
-        input_path: str. `.csv`, `.tsv` or `.jsonl` with a `text_column`.
+        input_path: str. `.csv`, `.tsv` or `.jsonl` with a `text_column`
+            (extractive QA: `question` and `context` columns, or SQuAD JSON).
         output_path: str. CSV (or `.tsv`/`.jsonl` by extension) to write: the
             input columns, then the task's prediction columns (module docstring).
         text_column: str. Column with the text.
@@ -93,16 +95,20 @@ def predict_file(
         raise data.DataError(
             f"`{model_dir}` was trained on text pairs: pass the second text's column with --text_pair_column."
         )
-    frame = data.read_table(input_path, key="`--input`")
+    task = TASKS[metadata["type"]]
+    frame = task.prediction_frame(str(input_path))
+    if frame is None:
+        frame = data.read_table(input_path, key="`--input`")
     for name in metadata["inputs"]:
+        columns.setdefault(name, name)  # other inputs (QA's question, context) are read from their own columns
         if columns[name] not in frame.columns:
-            flag = "--text_column" if name == "text" else "--text_pair_column"
+            flag = {"text": "--text_column", "text_pair": "--text_pair_column"}.get(name)
+            fix = f"Pass the right one with {flag}." if flag else f"This model needs a `{name}` column."
             raise data.DataError(
                 f"Data file `{input_path}` has no column `{columns[name]}`. Its columns are: "
-                f"{', '.join(frame.columns)}. Pass the right one with {flag}."
+                f"{', '.join(frame.columns)}. {fix}"
             )
     serve = _serving_function(model_path, litert_file)
-    task = TASKS[metadata["type"]]
     bar = tf.keras.utils.Progbar(len(frame), unit_name="example") if progress else None
     predicted: dict[str, list] = {}
     for start in range(0, len(frame), batch_size):

@@ -104,7 +104,7 @@ def read_all(task, spec: str, split: str) -> data_lib.Examples:
         return task.read(spec, split=split)
     parts = [task.read(f, split=split) for f in expand_files(spec, key=f"data.{split}")]
     joined = data_lib.Examples(spec, [t for p in parts for t in p.texts])
-    for field in ("pairs", "labels", "words"):
+    for field in ("pairs", "labels", "words", "ids"):
         if getattr(parts[0], field) is not None:
             setattr(joined, field, [v for p in parts for v in getattr(p, field)])
     return joined

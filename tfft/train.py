@@ -158,18 +158,21 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
         train_examples.texts if train_examples is not None else streaming.sample_texts(train_files, config.data), kept
     )
     packer = source.packer()
+    task.check_packer(packer)
     if config.export.enabled and "litert" in config.export.formats:
         from tfft import litert
 
         litert.check(task, packer)  # an unsupported task or tokenizer fails now, not after training
-    truncation = {"train": data.truncation_stats(train_examples, packer, task)} if train_examples is not None else {}
+    truncation = {"train": task.truncation(train_examples, packer)} if train_examples is not None else {}
     if val_examples is not None:
-        truncation["validation"] = data.truncation_stats(val_examples, packer, task)
+        truncation["validation"] = task.truncation(val_examples, packer)
     for split, stats in truncation.items():
         (logger.warning if stats.truncated else logger.info)(stats.message(split))
 
     static_shapes = isinstance(strategy, tf.distribute.TPUStrategy)
     pad_to = "buckets" if static_shapes and tc.pad_to == "longest" else tc.pad_to
+    if train_examples is not None:
+        n_train = task.num_elements(packer, train_examples)  # QA: context windows, not questions
     steps = data.steps_per_epoch(n_train, tc.batch_size, drop_remainder=static_shapes)
     if train_files is not None:
         train_ds = streaming.stream_dataset(
@@ -276,6 +279,9 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
     metrics = None
     if val_examples is not None:
         outputs = evaluate.predict_outputs(task, model, packer, val_examples, tc.batch_size)
+        task.calibrate(val_examples, outputs)
+        if chief:
+            task.save_vocabulary(output_dir)  # with what `calibrate` chose, for `tfft export` and `evaluate`
         metrics = task.score(val_examples, outputs)
         metrics["truncation"] = {split: dataclasses.asdict(s) for split, s in truncation.items()}
         metrics["train_seconds"] = round(train_seconds, 2)

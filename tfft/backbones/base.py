@@ -99,6 +99,18 @@ class TextPacker:
         counts = tf.cast(sentences.row_lengths(), tf.int32) + self._specials[0]
         return features, first_piece, counts
 
+    def with_offsets(self, purpose: str, fix: str):
+        """This packer's tokenizer with byte offsets, and its special tokens (`tfft.backbones.offsets.OffsetsTokenizer`).
+
+        Built once per packer. Tokenizer families without offsets support fail
+        with a `ConfigError` naming `purpose` and `fix`.
+        """
+        if getattr(self, "_offsets", None) is None:
+            from tfft.backbones.offsets import OffsetsTokenizer
+
+            self._offsets = OffsetsTokenizer(self, purpose=purpose, fix=fix)
+        return self._offsets
+
     def check_token_ids(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Checks packed inputs that a client made itself (`serve_token_ids`), in the graph.
 

@@ -29,11 +29,20 @@ from tfft.errors import ConfigError
 __all__ = ["LitePacker", "lite_tokenizer"]
 
 
-def lite_tokenizer(tokenizer):
+_LITERT_FIX = "Export with `export.formats: [saved_model]`."
+
+
+def lite_tokenizer(tokenizer, purpose: str = "LiteRT export", fix: str = _LITERT_FIX):
     """The TFLite-compatible `tensorflow_text.FastBertTokenizer` that gives `tokenizer`'s ids.
+
+    It also gives each piece's byte offsets in the raw text
+    (`tokenize_with_offsets`), which keras-hub's tokenizers do not
+    (keras-team/keras-hub#926): extractive QA uses it for that.
 
     Args:
         tokenizer: the keras-hub tokenizer a `TextPacker` holds.
+        purpose: str. What needs it, for the error message.
+        fix: str. What to do instead, for the error message.
 
     Raises:
         ConfigError: for a tokenizer family with no TFLite equivalent here.
@@ -43,18 +52,18 @@ def lite_tokenizer(tokenizer):
     family = type(tokenizer).__name__
     if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
         raise ConfigError(
-            f"LiteRT export supports WordPiece tokenizers (the BERT family) only; this backbone's tokenizer is "
-            f"`{family}`, whose ops have no TFLite kernel in tfft yet. Export with `export.formats: [saved_model]`."
+            f"{purpose} supports WordPiece tokenizers (the BERT family) only; this backbone's tokenizer is "
+            f"`{family}`, which tfft cannot yet rebuild with TensorFlow Text's FastBertTokenizer. {fix}"
         )
     # tfft's Hugging Face tokenizers lowercase before keras-hub sees the text (`lowercases_text`).
     lowercase = bool(tokenizer.lowercase or getattr(tokenizer, "lowercases_text", False))
     strip_accents = bool(tokenizer.strip_accents)
     if lowercase != strip_accents or not tokenizer.split or not tokenizer.split_on_cjk:
         raise ConfigError(
-            f"LiteRT export needs a WordPiece tokenizer that lowercases and strips accents together (or neither) "
-            f"and splits words and CJK characters, as TFLite's FastBertNormalizer does. `{family}` has "
+            f"{purpose} needs a WordPiece tokenizer that lowercases and strips accents together (or neither) "
+            f"and splits words and CJK characters, as TensorFlow Text's FastBertNormalizer does. `{family}` has "
             f"lowercase={lowercase}, strip_accents={strip_accents}, split={tokenizer.split}, "
-            f"split_on_cjk={tokenizer.split_on_cjk}."
+            f"split_on_cjk={tokenizer.split_on_cjk}. {fix}"
         )
     return tf_text.FastBertTokenizer(
         vocab=list(tokenizer.get_vocabulary()),
@@ -74,12 +83,14 @@ class LitePacker:
 
     Args:
         packer: `tfft.backbones.TextPacker`. The training packer to mirror.
+        purpose: str. What needs it, for error messages.
+        fix: str. What to do instead, for error messages.
     """
 
-    def __init__(self, packer):
+    def __init__(self, packer, purpose: str = "LiteRT export", fix: str = _LITERT_FIX):
         self.sequence_length = packer.sequence_length
         self.input_names = packer.input_names
-        self.tokenizer = lite_tokenizer(packer.tokenizer)
+        self.tokenizer = lite_tokenizer(packer.tokenizer, purpose, fix)
         segment_packer = packer.preprocessor.packer
         if getattr(segment_packer, "truncate", "round_robin") != "round_robin":
             raise ConfigError(f"LiteRT export packs pairs round-robin; this packer truncates `{segment_packer.truncate}`.")

@@ -7,13 +7,14 @@ in `TASKS`.
 from tfft.freezing import count_parameters, freeze
 from tfft.tasks.base import Task, TaskModel
 from tfft.tasks.classification import Classification
+from tfft.tasks.extractive_qa import ExtractiveQA
 from tfft.tasks.multi_label import MultiLabel
 from tfft.tasks.regression import Regression
 from tfft.tasks.token_classification import TokenClassification
 
 #: `task.type` -> its `Task` class.
 TASKS: dict[str, type[Task]] = {
-    cls.type: cls for cls in (Classification, MultiLabel, Regression, TokenClassification)
+    cls.type: cls for cls in (Classification, MultiLabel, Regression, TokenClassification, ExtractiveQA)
 }
 
 __all__ = ["TASKS", "Task", "TaskModel", "create", "count_parameters", "freeze"]

@@ -5,11 +5,11 @@ one they have. A task owns:
 
 | stage | hooks |
 |---|---|
-| data | `read` (targets checked, errors name the file and row), `fit_vocabulary`, `save_vocabulary` / `load_vocabulary`, `encode`, `inputs`, `pack`, `token_counts` |
+| data | `read` (targets checked, errors name the file and row), `fit_vocabulary`, `save_vocabulary` / `load_vocabulary`, `encode`, `inputs`, `pack`, `num_elements`, `truncation` / `token_counts` |
 | model | `head` (float32 logits), `loss`, `metrics`, `weighted_metrics`, `monitor`, `class_weight` |
 | outputs | `outputs` (raw inputs -> named outputs, in the graph; serving and evaluation share it), `serving_signatures`, `warmup_inputs` |
-| scores | `score` (`metrics.json`), `report` (the printed table), `summary` (one line), `logged_scores` |
-| predict | `metadata` (saved in the export), `prediction_columns` (a classmethod: `tfft predict` needs no config) |
+| scores | `calibrate` (post-processing chosen on validation), `score` (`metrics.json`), `report` (the printed table), `summary` (one line), `logged_scores` |
+| predict | `metadata` (saved in the export), `prediction_frame`, `prediction_columns` (classmethods: `tfft predict` needs no config) |
 
 Example:
 
@@ -193,6 +193,19 @@ class Task(abc.ABC):
         """Packs a batch of `inputs` (and targets) in the graph: `features`, `(features, y)` or `(features, y, w)`."""
         return data.pack_texts(packer, inputs, targets)
 
+    def check_packer(self, packer) -> None:
+        """Fails with a `ConfigError` before training when the backbone's tokenizer cannot serve this task."""
+        del packer
+
+    def num_elements(self, packer, examples: data.Examples) -> int:
+        """How many model inputs `pack` makes of `examples` (QA: one per context window)."""
+        del packer
+        return len(examples)
+
+    def truncation(self, examples: data.Examples, packer):
+        """What `model.sequence_length` cuts off in a split: an object with `truncated` and `message(split)`."""
+        return data.truncation_stats(examples, packer, self)
+
     def token_counts(self, packer, inputs: dict):
         """Untruncated lengths of a batch, int32 `[batch]` (or with words held and lost, for tagging)."""
         return packer.token_counts(inputs["text"], inputs.get("text_pair"))
@@ -281,6 +294,10 @@ class Task(abc.ABC):
 
     # --- Scores ----------------------------------------------------------
 
+    def calibrate(self, examples: data.Examples, outputs: dict[str, np.ndarray]) -> None:
+        """Sets post-processing from the final validation outputs (QA's no-answer threshold); saved with the vocabulary."""
+        del examples, outputs
+
     @abc.abstractmethod
     def score(self, examples: data.Examples, outputs: dict[str, np.ndarray]) -> dict:
         """Scores `outputs` against the targets of `examples`: the dict in `metrics.json`."""
@@ -302,6 +319,12 @@ class Task(abc.ABC):
     def metadata(self) -> dict:
         """What `tfft predict` needs to write an export's outputs as columns."""
         return {"type": self.type, "inputs": list(self.input_names()), "labels": self.label_names}
+
+    @classmethod
+    def prediction_frame(cls, path: str):
+        """`tfft predict`'s input rows when the task reads a format of its own (SQuAD JSON); None reads a table."""
+        del path
+        return None
 
     @classmethod
     @abc.abstractmethod

@@ -110,7 +110,7 @@ def squad_questions(n: int, seed: int = 0, unanswerable: float = 0.0) -> dict:
         adjectives = [rng.choice(NEGATIVE) for _ in nouns]
         if not impossible:
             adjectives[k] = rng.choice(POSITIVE)
-        clauses = [f"the {noun} was {adjective} ." for noun, adjective in zip(nouns, adjectives)]
+        clauses = [f"the {noun} was {adjective} ." for noun, adjective in zip(nouns, adjectives, strict=True)]
         context = " ".join(clauses)
         start = sum(len(c) + 1 for c in clauses[:k]) + len(f"the {nouns[k]} was ")
         answers = [] if impossible else [{"text": adjectives[k], "answer_start": start}]

@@ -1,6 +1,7 @@
 """The `tfft` command line. It parses flags and calls the library; nothing more.
 
     tfft train    --config=configs/demo.yaml [--set train.epochs=2 ...]
+    tfft adapt    --config=configs/sst2_adapt.yaml (masked-LM adaptation; writes <output_dir>/backbone)
     tfft evaluate --config=configs/demo.yaml [--input=other.csv]
     tfft export   --config=configs/demo.yaml [--format=litert]
     tfft predict  --model=saved_models/demo/1 --input=in.csv --output=out.csv
@@ -20,7 +21,7 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-COMMANDS = ("train", "evaluate", "export", "predict", "shard")
+COMMANDS = ("train", "adapt", "evaluate", "export", "predict", "shard")
 
 HELP = """usage: tfft COMMAND [--flag=value ...]
 
@@ -28,6 +29,7 @@ Fine-tune a pretrained text encoder, evaluate it, and export it for TF Serving.
 
 commands:
   train      train, evaluate and export the run a config describes (resumes an interrupted one)
+  adapt      continue masked-LM pretraining on unlabelled text; writes the adapted backbone folder
   evaluate   score a trained run on data.validation, or on --input
   export     export a trained run as the next SavedModel version (--format=litert adds model.tflite)
   predict    run a SavedModel version, or its model.tflite, over a file: --model, --input, --output
@@ -101,7 +103,7 @@ def main(argv: list[str]) -> int:
 
     if not _CONFIG.value:
         raise app.UsageError(f"`tfft {command}` needs --config=<YAML file>, e.g. --config=configs/demo.yaml.")
-    overrides = list(_SET.value)
+    overrides = (["task.type=masked_lm"] if command == "adapt" else []) + list(_SET.value)
     if _FORMAT.value:  # `--format=litert`: the SavedModel, and a LiteRT file beside it
         overrides.append("export.formats=" + ",".join(dict.fromkeys(["saved_model", *_FORMAT.value])))
     config = config_lib.load_config(_CONFIG.value, overrides)
@@ -113,6 +115,13 @@ def main(argv: list[str]) -> int:
             print(result.task.summary(result.metrics))
         if result.export_path:
             print(f"Exported {result.export_path}")
+    elif command == "adapt":
+        from tfft import adapt
+
+        adapted = adapt.run(config)
+        if adapted.perplexity_after is not None:
+            print(f"held-out perplexity {adapted.perplexity_before:.3f} -> {adapted.perplexity_after:.3f}")
+        print(f"Adapted backbone {adapted.backbone_dir}")
     elif command == "evaluate":
         from tfft import evaluate
 

@@ -116,7 +116,7 @@ class DataConfig:
     on_bad_row: Literal["error", "skip"] = "error"
 
 
-TASK_TYPES = ("classification", "multi_label", "regression", "token_classification", "extractive_qa")
+TASK_TYPES = ("classification", "multi_label", "regression", "token_classification", "extractive_qa", "masked_lm")
 
 
 @dataclasses.dataclass
@@ -127,8 +127,9 @@ class TaskConfig:
         type: str. `classification` (one label per row, softmax),
             `multi_label` (any number of labels per row, sigmoid),
             `regression` (a float per row), `token_classification` (a tag
-            per word, e.g. NER) or `extractive_qa` (an answer span in a
-            context, SQuAD JSON).
+            per word, e.g. NER), `extractive_qa` (an answer span in a
+            context, SQuAD JSON) or `masked_lm` (domain adaptation on
+            unlabelled text; `tfft adapt`).
         threshold: float. multi_label: a label is predicted when its
             probability is at least this.
         label_separator: str. multi_label: separates the labels in one cell
@@ -155,11 +156,17 @@ class TaskConfig:
             questions (SQuAD v2.0): answer "" when the no-answer score beats
             the best span's by more than this. None chooses it on
             `data.validation` (0.0 without validation).
+        mask_rate: float. masked_lm: the share of word pieces to predict; of
+            those, 80% become the mask token, 10% a random token and 10% stay.
+        whole_word_masking: bool. masked_lm: mask all pieces of a word
+            together.
+        max_predictions: int or None. masked_lm: predicted pieces per
+            sequence at most; None: 20% of `model.sequence_length`.
     """
 
-    type: Literal["classification", "multi_label", "regression", "token_classification", "extractive_qa"] = (
-        "classification"
-    )
+    type: Literal[
+        "classification", "multi_label", "regression", "token_classification", "extractive_qa", "masked_lm"
+    ] = "classification"
     threshold: float = 0.5
     label_separator: str = ","
     label_names_file: str | None = None
@@ -174,6 +181,9 @@ class TaskConfig:
     max_answer_length: int = 30
     n_best: int = 20
     null_threshold: float | None = None
+    mask_rate: float = 0.15
+    whole_word_masking: bool = False
+    max_predictions: int | None = None
 
 
 @dataclasses.dataclass
@@ -322,6 +332,11 @@ class Config:
             _check(k.doc_stride < room, "task.doc_stride", k.doc_stride,
                    f"must be less than the context tokens of a window, model.sequence_length - "
                    f"task.max_question_length - 3 = {room}")
+        if k.type == "masked_lm":
+            _check(0.0 < k.mask_rate < 1.0, "task.mask_rate", k.mask_rate, "must be in (0, 1)")
+            if k.max_predictions is not None:
+                _check(1 <= k.max_predictions <= m.sequence_length, "task.max_predictions", k.max_predictions,
+                       f"must be between 1 and model.sequence_length ({m.sequence_length}), or null")
         if t.class_weight is not None:
             _check(k.type == "classification", "train.class_weight", t.class_weight,
                    "applies to `task.type: classification` only")

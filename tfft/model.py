@@ -39,6 +39,7 @@ def build_model(config: Config, source: backbones.BackboneSource, task: tasks.Ta
     """The backbone from `source` with the task's head, frozen as the config says."""
     backbone = source.backbone()
     model = tasks.TaskModel(backbone, task, dropout=config.model.dropout, pooling=config.model.pooling)
+    task.load_head(model, source)
     freeze(
         backbone, source.layer_groups(backbone), config.model.freeze_layers, config.model.freeze_embeddings,
         freeze_pooler=not task.uses_pooled_output or config.model.pooling == "mean",

@@ -12,13 +12,13 @@
 
 from __future__ import annotations
 
-from tfft.backbones.base import BackboneSource, LayerGroups, TextPacker
+from tfft.backbones.base import BackboneSource, LayerGroups, TextPacker, save_preset, token_embedding
 from tfft.backbones.huggingface import HuggingFaceCheckpoint, is_huggingface_checkpoint
 from tfft.backbones.keras_hub_preset import KerasHubPreset
 from tfft.backbones.recipes import RECIPES, Recipe
 from tfft.config import ConfigError, ModelConfig
 
-__all__ = ["BackboneSource", "LayerGroups", "TextPacker", "resolve"]
+__all__ = ["BackboneSource", "LayerGroups", "TextPacker", "resolve", "save_preset", "token_embedding"]
 
 
 def resolve(config: ModelConfig) -> BackboneSource:

@@ -199,6 +199,49 @@ class BackboneSource(abc.ABC):
     def layer_groups(self, backbone: keras.Model) -> LayerGroups:
         """The embedding and encoder layers of a backbone this source made."""
 
+    def masked_lm_head_weights(self) -> dict | None:
+        """The pretrained masked-LM head, as `MASKED_LM_HEAD_WEIGHTS` name -> array, or None if the source has none."""
+        return None
+
+
+#: A masked-LM head's weights, by name, as keras-hub's `MaskedLMHead` holds them (the output kernel is the tied
+#: token embedding).
+MASKED_LM_HEAD_WEIGHTS = ("dense_kernel", "dense_bias", "norm_gamma", "norm_beta", "output_bias")
+#: File beside an adapted backbone's preset (`save_preset`) that holds its masked-LM head.
+MASKED_LM_HEAD_FILE = "masked_lm_head.npz"
+
+
+def token_embedding(backbone: keras.Model):
+    """The backbone's token embedding layer (keras-hub's `ReversibleEmbedding`), or None."""
+    return getattr(inner_backbone(backbone), "token_embedding", None)
+
+
+def save_preset(backbone: keras.Model, packer: TextPacker, folder, head_weights: dict | None = None) -> None:
+    """Writes `backbone` and its tokenizer as a keras-hub preset folder that `model.backbone` loads.
+
+    Args:
+        backbone: keras.Model. A backbone a source made (keras-hub inside).
+        packer: `TextPacker`. Its tokenizer is saved with the weights.
+        folder: str or path. Created; must not hold a preset yet.
+        head_weights: dict or None. A masked-LM head (`MASKED_LM_HEAD_WEIGHTS`),
+            saved beside the preset for a later adaptation to resume from.
+    """
+    import keras_hub
+    import numpy as np
+
+    model = inner_backbone(backbone)
+    if not isinstance(model, keras_hub.models.Backbone):
+        raise ConfigError(
+            f"Saving an adapted backbone needs a keras-hub backbone (presets, Hugging Face checkpoints, recipes); "
+            f"this one is `{type(model).__name__}`. Use `model.source: auto`."
+        )
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_to_preset(str(folder))
+    packer.tokenizer.save_to_preset(str(folder))
+    if head_weights is not None:
+        np.savez(folder / MASKED_LM_HEAD_FILE, **head_weights)
+
 
 def check_sequence_length(config: ModelConfig, max_positions: int | None) -> None:
     if max_positions and config.sequence_length > max_positions:

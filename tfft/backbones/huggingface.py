@@ -136,8 +136,9 @@ def _lowercase_like_python(cls):
         def tokenize(self, inputs, *args, **kwargs):
             return super().tokenize(tf.strings.lower(inputs, encoding="utf-8"), *args, **kwargs)
 
-    PythonLowercase.__name__ = f"Lowercase{cls.__name__}"
-    return PythonLowercase
+    PythonLowercase.__name__ = PythonLowercase.__qualname__ = f"Lowercase{cls.__name__}"
+    # Registered, so that a preset folder holding it (`tfft adapt`'s output) loads back as this class.
+    return keras.saving.register_keras_serializable(package="tfft")(PythonLowercase)
 
 
 _TOKENIZERS = {"bert": keras_hub.models.BertTokenizer, "distilbert": keras_hub.models.DistilBertTokenizer}
@@ -247,3 +248,23 @@ class HuggingFaceCheckpoint(BackboneSource):
 
     def layer_groups(self, backbone: keras.Model) -> LayerGroups:
         return keras_hub_layer_groups(backbone)
+
+    def masked_lm_head_weights(self):
+        """BERT's `cls.predictions.*` (transform dense and LayerNorm, output bias), where the checkpoint has them."""
+        from safetensors import safe_open
+
+        path = read_checkpoint_file(self.config.backbone, "model.safetensors")
+        with safe_open(str(path), framework="np") as tensors:
+            keys = set(tensors.keys())
+            prefix = "cls.predictions."
+            norm = "transform.LayerNorm.weight" if prefix + "transform.LayerNorm.weight" in keys else "transform.LayerNorm.gamma"
+            names = {
+                "dense_kernel": "transform.dense.weight", "dense_bias": "transform.dense.bias",
+                "norm_gamma": norm, "norm_beta": norm.replace("weight", "bias").replace("gamma", "beta"),
+                "output_bias": "bias",
+            }
+            if not all(prefix + key in keys for key in names.values()):
+                return None
+            weights = {name: tensors.get_tensor(prefix + key) for name, key in names.items()}
+        weights["dense_kernel"] = weights["dense_kernel"].T  # PyTorch stores [out, in]
+        return weights

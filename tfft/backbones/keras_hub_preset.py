@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import keras
 import keras_hub
+import numpy as np
 
 from tfft.backbones.base import (
+    MASKED_LM_HEAD_FILE,
     BackboneSource,
     LayerGroups,
     TextPacker,
@@ -37,3 +41,11 @@ class KerasHubPreset(BackboneSource):
 
     def layer_groups(self, backbone: keras.Model) -> LayerGroups:
         return keras_hub_layer_groups(backbone)
+
+    def masked_lm_head_weights(self):
+        """The head that `tfft adapt` saved beside its preset, if this folder is one."""
+        path = pathlib.Path(self.config.backbone) / MASKED_LM_HEAD_FILE
+        if not path.is_file():
+            return None
+        with np.load(path) as saved:
+            return {name: saved[name] for name in saved.files}

@@ -70,8 +70,11 @@ class TaskModel(keras.Model):
             outputs["pooled_output"] = MaskedMeanPooling(name="mean_pooling")(
                 outputs["sequence_output"], inputs["padding_mask"]
             )
+        extra = task.extra_inputs()  # e.g. the masked-LM head's `mask_positions`
+        outputs.update(extra)
+        outputs["backbone"] = backbone
         logits = task.head(outputs, dropout)
-        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        super().__init__(inputs={**inputs, **extra}, outputs=logits, **kwargs)
         self.backbone = backbone
 
 
@@ -217,9 +220,17 @@ class Task(abc.ABC):
 
     # --- Model -----------------------------------------------------------
 
+    def extra_inputs(self) -> dict:
+        """Model inputs beside the packer's, as `keras.Input`s that `pack` fills (the masked-LM positions)."""
+        return {}
+
     @abc.abstractmethod
     def head(self, backbone_outputs: dict, dropout: float):
-        """The head on the backbone's outputs: float32 logits."""
+        """The head on the backbone's outputs (and `extra_inputs`, and the `backbone` itself): float32 logits."""
+
+    def load_head(self, model: keras.Model, source) -> None:
+        """Sets pretrained head weights from the backbone source, where the task has such a head (masked LM)."""
+        del model, source
 
     @abc.abstractmethod
     def loss(self) -> keras.losses.Loss:

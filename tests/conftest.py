@@ -157,6 +157,8 @@ def data_dir(tmp_path_factory) -> pathlib.Path:
     write_conll(root / "ner_validation.txt", ner_sentences(96, seed=1))
     (root / "squad_train.json").write_text(json.dumps(squad_questions(960, seed=0)), encoding="utf-8")
     (root / "squad_validation.json").write_text(json.dumps(squad_questions(96, seed=1)), encoding="utf-8")
+    (root / "corpus.txt").write_text("\n".join(t for t, _ in sentiment_rows(960, seed=2)) + "\n", encoding="utf-8")
+    (root / "corpus_held_out.txt").write_text("\n".join(t for t, _ in sentiment_rows(96, seed=3)), encoding="utf-8")
     return root
 
 
@@ -171,6 +173,8 @@ TASK_DATA = {
                                        f"data.validation={d / 'ner_validation.txt'}"],
     "extractive_qa": lambda d: ["task.type=extractive_qa", "task.doc_stride=8", "task.max_question_length=8",
                                 f"data.train={d / 'squad_train.json'}", f"data.validation={d / 'squad_validation.json'}"],
+    "masked_lm": lambda d: ["task.type=masked_lm", f"data.train={d / 'corpus.txt'}",
+                            f"data.validation={d / 'corpus_held_out.txt'}"],
 }
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 # Raw requests for each task's `serving_default`, held out from training, with the inputs servers get wrong:
 # an empty string, non-ASCII text, and text far past the sequence length.
 REQUESTS = {
-    "text": ["the plot was superb and the meal was fine", "", "Le café était excellent 映画 🎬",
+    "text": ["the plot was [MASK] and the meal was fine", "", "Le café était excellent 映画 🎬",
              "the movie was great . " * 30],
     "text_pair": ["the cast was dull", "the ending was lovely", "", "ok"],
     "question": ["the plot was", "who won ?", "the café was", "the movie was"],

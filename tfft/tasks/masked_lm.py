@@ -239,6 +239,8 @@ class MaskedLM(Task):
         vocabulary = tf.constant(tokenizer.get_vocabulary())
 
         def serving_default(text):
+            if tf.executing_eagerly():  # keras-hub's tokenizers give Python lists eagerly
+                return tf.function(serving_default)(text)
             parts = tf.strings.split(text, mask_token)  # the mask token as written, kept whole
             pieces = tf.cast(tokenizer(parts.flat_values), tf.int32)
             last = tf.cast(parts.row_splits[1:] - 1, tf.int32)

@@ -12,7 +12,13 @@
 
 from __future__ import annotations
 
-from tfft.backbones.base import BackboneSource, LayerGroups, TextPacker, save_preset, token_embedding
+from tfft.backbones.base import (
+    BackboneSource,
+    LayerGroups,
+    TextPacker,
+    save_preset,
+    token_embedding,
+)
 from tfft.backbones.huggingface import HuggingFaceCheckpoint, is_huggingface_checkpoint
 from tfft.backbones.keras_hub_preset import KerasHubPreset
 from tfft.backbones.recipes import RECIPES, Recipe

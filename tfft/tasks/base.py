@@ -1,4 +1,4 @@
-"""The task interface: everything that differs between single-label, multi-label, regression and tagging.
+"""The task interface: all that differs between classification, multi-label, regression, tagging, QA and masked LM.
 
 `train`, `evaluate`, `export` and `predict` call a `Task` and never ask which
 one they have. A task owns:

@@ -276,3 +276,16 @@ def test_predict_answers_squad_json_and_csv_from_the_export(qa_run, data_dir, tm
         predict.predict_file(result.export_path, tmp_path / "bad.csv", tmp_path / "o.csv", progress=False)
 
 
+
+
+def test_a_reloaded_model_answers_over_many_batches(qa_run, data_dir):
+    """Regression: the offsets tokenizer, first built inside a trace, broke the next trace (a smaller last batch)."""
+    from tfft import evaluate
+    from tfft.model import load_trained
+
+    config, result = qa_run
+    trained = load_trained(config)
+    examples = trained.task.read(str(data_dir / "squad_validation.json"), split="validation")
+    outputs = evaluate.predict_outputs(trained.task, trained.model, trained.packer, examples, batch_size=10)
+    assert len(outputs["answer"]) == 96
+    assert trained.task.score(examples, outputs)["f1"] == pytest.approx(result.metrics["f1"], abs=1e-6)

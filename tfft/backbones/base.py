@@ -108,7 +108,10 @@ class TextPacker:
         if getattr(self, "_offsets", None) is None:
             from tfft.backbones.offsets import OffsetsTokenizer
 
-            self._offsets = OffsetsTokenizer(self, purpose=purpose, fix=fix)
+            # Built eagerly even when first asked for inside a traced function: its vocabulary constants must
+            # outlive that graph, or the next trace (a retrace, another tf.data map) cannot use them.
+            with tf.init_scope():
+                self._offsets = OffsetsTokenizer(self, purpose=purpose, fix=fix)
         return self._offsets
 
     def check_token_ids(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

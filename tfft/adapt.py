@@ -102,7 +102,7 @@ def run(config: Config) -> AdaptResult:
 
     folder = output_dir / BACKBONE_DIR
     backbones.save_preset(result.model.backbone, result.packer, folder,
-                               head_weights=tasks.MaskedLM.head_weights(result.model))
+                          head_weights=tasks.MaskedLM.head_weights(result.model))
     before = after = None
     summary = json.loads((output_dir / ADAPT_FILE).read_text()) if (output_dir / ADAPT_FILE).is_file() else {}
     if result.metrics is not None:

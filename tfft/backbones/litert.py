@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from tfft.errors import ConfigError
 
-__all__ = ["LitePacker", "lite_tokenizer"]
+__all__ = ["LitePacker", "lite_tokenizer", "shifted", "special_token_ids"]
 
 
 _LITERT_FIX = "Export with `export.formats: [saved_model]`."
@@ -83,22 +83,16 @@ class LitePacker:
 
     Args:
         packer: `tfft.backbones.TextPacker`. The training packer to mirror.
-        purpose: str. What needs it, for error messages.
-        fix: str. What to do instead, for error messages.
     """
 
-    def __init__(self, packer, purpose: str = "LiteRT export", fix: str = _LITERT_FIX):
+    def __init__(self, packer):
         self.sequence_length = packer.sequence_length
         self.input_names = packer.input_names
-        self.tokenizer = lite_tokenizer(packer.tokenizer, purpose, fix)
+        self.tokenizer = lite_tokenizer(packer.tokenizer)
         segment_packer = packer.preprocessor.packer
         if getattr(segment_packer, "truncate", "round_robin") != "round_robin":
             raise ConfigError(f"LiteRT export packs pairs round-robin; this packer truncates `{segment_packer.truncate}`.")
-        special = lambda value: _token_id(packer.tokenizer, value)  # noqa: E731
-        self.start_id = special(segment_packer.start_value)
-        self.end_id = special(segment_packer.end_value)
-        self.sep_id = special(getattr(segment_packer, "sep_value", None) or segment_packer.end_value)
-        self.pad_id = special(segment_packer.pad_value)
+        self.start_id, self.sep_id, self.end_id, self.pad_id = special_token_ids(packer)
 
     def __call__(self, text, text_pair=None) -> dict[str, tf.Tensor]:
         """Packs `text` (and `text_pair`), `string[batch]`, to int32 `[batch, sequence_length]` inputs."""
@@ -118,7 +112,7 @@ class LitePacker:
         first_ids = self._dense(first)
         first_end = kept_first[:, tf.newaxis] + 1  # the position of the first [SEP]
         ids = tf.where(positions == 0, self.start_id, self.pad_id)
-        ids = tf.where((positions >= 1) & (positions < first_end), _shifted(first_ids, positions - 1), ids)
+        ids = tf.where((positions >= 1) & (positions < first_end), shifted(first_ids, positions - 1), ids)
         if text_pair is None:
             ids = tf.where(positions == first_end, self.end_id, ids)
             total = first_end + 1
@@ -128,7 +122,7 @@ class LitePacker:
             second_end = first_end + 1 + kept_second[:, tf.newaxis]
             ids = tf.where(positions == first_end, self.sep_id, ids)
             in_second = (positions > first_end) & (positions < second_end)
-            ids = tf.where(in_second, _shifted(second_ids, positions - first_end - 1), ids)
+            ids = tf.where(in_second, shifted(second_ids, positions - first_end - 1), ids)
             ids = tf.where(positions == second_end, self.end_id, ids)
             total = second_end + 1
             segment_ids = tf.cast((positions > first_end) & (positions < total), tf.int32)
@@ -141,6 +135,14 @@ class LitePacker:
         return pieces.to_tensor(default_value=self.pad_id, shape=[None, self.sequence_length])
 
 
+def special_token_ids(packer) -> tuple[int, int, int, int]:
+    """The packer's `[CLS]`-like start, pair separator, end and padding ids (separator: the end token if none)."""
+    segment_packer = packer.preprocessor.packer
+    sep = getattr(segment_packer, "sep_value", None) or segment_packer.end_value
+    values = (segment_packer.start_value, sep, segment_packer.end_value, segment_packer.pad_value)
+    return tuple(_token_id(packer.tokenizer, value) for value in values)
+
+
 def _token_id(tokenizer, value) -> int:
     """A packer's special token (an id, a token, or a one-item list of either) as an id."""
     if isinstance(value, (list, tuple)) or hasattr(value, "__len__") and not isinstance(value, str):
@@ -150,7 +152,7 @@ def _token_id(tokenizer, value) -> int:
     return int(tokenizer.token_to_id(value)) if isinstance(value, str) else int(value)
 
 
-def _shifted(ids: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+def shifted(ids: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
     """`ids[b, index[b, p]]` for every position, with `index` clipped into range."""
     index = tf.clip_by_value(index, 0, tf.shape(ids)[1] - 1)
     index = tf.broadcast_to(index, tf.shape(ids))

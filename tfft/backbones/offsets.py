@@ -30,7 +30,7 @@ from __future__ import annotations
 import keras_hub
 import tensorflow as tf
 
-from tfft.backbones.litert import _token_id, lite_tokenizer
+from tfft.backbones.litert import lite_tokenizer, special_token_ids
 from tfft.errors import ConfigError
 
 __all__ = ["OffsetsTokenizer"]
@@ -58,11 +58,7 @@ class OffsetsTokenizer:
                 f"only; this backbone's tokenizer is `{family}`. {fix}"
             )
         self.input_names = packer.input_names
-        segment_packer = packer.preprocessor.packer
-        self.start_id = _token_id(tokenizer, segment_packer.start_value)
-        self.end_id = _token_id(tokenizer, segment_packer.end_value)
-        self.sep_id = _token_id(tokenizer, getattr(segment_packer, "sep_value", None) or segment_packer.end_value)
-        self.pad_id = _token_id(tokenizer, segment_packer.pad_value)
+        self.start_id, self.sep_id, self.end_id, self.pad_id = special_token_ids(packer)
         self._python_lowercase = bool(getattr(tokenizer, "lowercases_text", False))
         self._lowercase = bool(tokenizer.lowercase)
         self._strip_accents = bool(tokenizer.strip_accents)

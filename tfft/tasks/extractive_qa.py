@@ -31,6 +31,7 @@ import pandas as pd
 import tensorflow as tf
 
 from tfft import data, metrics
+from tfft.backbones.litert import shifted
 from tfft.errors import DataError
 from tfft.tasks.base import Task, decode, dense_head
 
@@ -165,6 +166,7 @@ class ExtractiveQA(Task):
     def __init__(self, config):
         super().__init__(config)
         self.has_no_answer = False
+        self._counted: dict[int, tuple] = {}
         self.null_threshold = config.task.null_threshold if config.task.null_threshold is not None else 0.0
 
     # --- Reading ---------------------------------------------------------
@@ -278,9 +280,9 @@ class ExtractiveQA(Task):
         in_context = (positions >= offset) & (positions < ends)
         q_dense = tf.gather(q_ids, example).to_tensor(lite.pad_id, shape=[None, length])
         ids = tf.where(positions == 0, lite.start_id, lite.pad_id)
-        ids = tf.where(in_question, _shifted(tf.cast(q_dense, tf.int32), positions - 1), ids)
+        ids = tf.where(in_question, shifted(tf.cast(q_dense, tf.int32), positions - 1), ids)
         ids = tf.where(positions == q_window + 1, lite.sep_id, ids)
-        ids = tf.where(in_context, _shifted(win_ids.to_tensor(lite.pad_id, shape=[None, length]), positions - offset), ids)
+        ids = tf.where(in_context, shifted(win_ids.to_tensor(lite.pad_id, shape=[None, length]), positions - offset), ids)
         ids = tf.where(positions == ends, lite.end_id, ids)
         padding_mask = tf.cast(positions <= ends, tf.int32)
         packed = {
@@ -291,8 +293,8 @@ class ExtractiveQA(Task):
         result = {
             "features": {name: packed[name] for name in lite.input_names},
             "example": example,
-            "byte_start": tf.where(in_context, _shifted(win_starts.to_tensor(-1, shape=[None, length]), positions - offset), -1),
-            "byte_end": tf.where(in_context, _shifted(win_ends.to_tensor(-1, shape=[None, length]), positions - offset), -1),
+            "byte_start": tf.where(in_context, shifted(win_starts.to_tensor(-1, shape=[None, length]), positions - offset), -1),
+            "byte_end": tf.where(in_context, shifted(win_ends.to_tensor(-1, shape=[None, length]), positions - offset), -1),
             "question_length": q_full,
             "count": count,
         }
@@ -315,7 +317,15 @@ class ExtractiveQA(Task):
         return windows["features"] if targets is None else (windows["features"], windows["labels"])
 
     def _window_counts(self, packer, examples):
-        """Per question: its windows and its question's untruncated length (numpy)."""
+        """Per question: its windows and its question's untruncated length (numpy), counted once per split."""
+        cached = self._counted.get(id(examples))
+        if cached is not None and cached[0] is examples and cached[1] is packer:
+            return cached[2]
+        counts = self._count_windows(packer, examples)
+        self._counted[id(examples)] = (examples, packer, counts)  # the log, the epoch length and the pipeline ask
+        return counts
+
+    def _count_windows(self, packer, examples):
         def count(batch):
             w = self.windows(packer, batch["question"], batch["context"])
             return w["count"], w["question_length"]
@@ -510,10 +520,4 @@ def _golds(examples: data.Examples) -> list[list[str]]:
         [""] if label["is_impossible"] or not label["answers"] else [a["text"] for a in label["answers"]]
         for label in examples.labels
     ]
-
-
-def _shifted(values: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-    """`values[b, index[b, p]]` at every position, with `index` clipped into range."""
-    index = tf.clip_by_value(index, 0, tf.shape(values)[1] - 1)
-    return tf.gather(values, tf.broadcast_to(index, tf.shape(values)), batch_dims=1)
 

@@ -175,37 +175,36 @@ class MaskedLM(Task):
         embedding = backbones.token_embedding(backbone_outputs["backbone"])
         if embedding is None:
             raise ConfigError("Masked-LM adaptation needs a keras-hub backbone with a token embedding to tie the head to.")
-        self._head = keras_hub.layers.MaskedLMHead(
+        head = keras_hub.layers.MaskedLMHead(
             token_embedding=embedding, intermediate_activation="gelu",
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), dtype="float32", name="mlm_head",
         )
-        return self._head(backbone_outputs["sequence_output"], mask_positions=backbone_outputs["mask_positions"])
+        return head(backbone_outputs["sequence_output"], mask_positions=backbone_outputs["mask_positions"])
+
+    @staticmethod
+    def _head_variables(model) -> dict:
+        """The head's variables, by `tfft.backbones.base.MASKED_LM_HEAD_WEIGHTS` name."""
+        head = model.get_layer("mlm_head")
+        dense, norm = head._intermediate_dense, head._intermediate_layer_norm
+        return {"dense_kernel": dense.kernel, "dense_bias": dense.bias, "norm_gamma": norm.gamma,
+                "norm_beta": norm.beta, "output_bias": head._bias}
 
     def load_head(self, model, source):
         weights = source.masked_lm_head_weights()
-        head = model.get_layer("mlm_head")
         if weights is None:
             logger.warning(
                 "Backbone `%s` has no masked-LM head weights: the head starts freshly initialized.",
                 self.config.model.backbone,
             )
             return
-        head._intermediate_dense.kernel.assign(weights["dense_kernel"])
-        head._intermediate_dense.bias.assign(weights["dense_bias"])
-        head._intermediate_layer_norm.gamma.assign(weights["norm_gamma"])
-        head._intermediate_layer_norm.beta.assign(weights["norm_beta"])
-        head._bias.assign(weights["output_bias"])
+        for name, variable in self._head_variables(model).items():
+            variable.assign(weights[name])
         logger.info("Masked-LM head loaded from `%s`.", self.config.model.backbone)
 
     @staticmethod
     def head_weights(model) -> dict:
         """The trained head, by `tfft.backbones.base.MASKED_LM_HEAD_WEIGHTS` name."""
-        head = model.get_layer("mlm_head")
-        return {
-            "dense_kernel": head._intermediate_dense.kernel.numpy(), "dense_bias": head._intermediate_dense.bias.numpy(),
-            "norm_gamma": head._intermediate_layer_norm.gamma.numpy(),
-            "norm_beta": head._intermediate_layer_norm.beta.numpy(), "output_bias": head._bias.numpy(),
-        }
+        return {name: variable.numpy() for name, variable in MaskedLM._head_variables(model).items()}
 
     def loss(self):
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")

@@ -62,6 +62,11 @@ def report(name: str, rows: list[dict], columns: list[str], extra: dict | None =
     (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), "rows": rows, **(extra or {})}, indent=2))
 
 
+def speed_up(tfft: dict, peer: dict) -> str:
+    """tfft's training examples per second over the peer's, from children's `examples` and `seconds`."""
+    return f"{(tfft['examples'] / tfft['seconds']) / (peer['examples'] / peer['seconds']):.2f}x"
+
+
 def run_child(module_code: str, *args: str, timeout: int = 3600) -> dict:
     """Runs one measurement in a fresh process (own peak RSS); returns the JSON it prints last."""
     path = os.pathsep.join(filter(None, [str(REPO / "benchmarks"), os.environ.get("PYTHONPATH")]))

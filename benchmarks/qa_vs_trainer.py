@@ -199,7 +199,7 @@ def main(argv):
                "train s": round(r["seconds"], 1), "peak RSS MB": round(r["peak_rss_mb"])}
         if "tfft" in results:
             t = results["tfft"]
-            row["tfft speed-up"] = f"{(t['examples'] / t['seconds']) / (r['examples'] / r['seconds']):.2f}x"
+            row["tfft speed-up"] = common.speed_up(t, r)
             row["tfft - peer EM / F1"] = f"{t['exact_match'] - r['exact_match']:+.2f} / {t['f1'] - r['f1']:+.2f}"
         rows.append(row)
     common.report("qa_vs_trainer", rows,

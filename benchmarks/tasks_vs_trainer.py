@@ -243,7 +243,7 @@ def main(argv):
                    "peak RSS MB": round(r["peak_rss_mb"])}
             if "tfft" in results:
                 tfft = results["tfft"]
-                row["tfft speed-up"] = f"{(tfft['examples'] / tfft['seconds']) / (r['examples'] / r['seconds']):.2f}x"
+                row["tfft speed-up"] = common.speed_up(tfft, r)
                 row["tfft - peer (points)"] = f"{100 * (tfft['test'] - r['test']):+.2f}"
             rows.append(row)
         common.report("tasks_vs_trainer", rows,

@@ -231,25 +231,59 @@ def test_the_pre_pass_reads_as_it_goes_and_names_lines(tmp_path):
             pass
 
 
-def test_multi_label_shards_stream_the_in_memory_targets(tmp_path, data_dir):
-    from conftest import multi_label_rows
-
-    rows = multi_label_rows(400, seed=0)
-    rows[7] = (rows[7][0], '["neg", "pos"]')  # a JSON list cell
-    spec = _shards(tmp_path / "shards", rows, n=4)
-    config = _config(f"data.train={spec}", "task.type=multi_label")
+def _streamed_and_in_memory_targets(spec, *overrides):
+    """`(text, targets)` of every row, streamed and read into memory by the same task, sorted."""
+    config = _config(f"data.train={spec}", "task.type=multi_label", *overrides)
     task = tasks.create(config)
+    streaming.check_streamable(task, config)
     files = streaming.expand_files(spec)
     scanned = streaming.scan(files, task, config.data, progress=False)
     task.fit_vocabulary(streaming.data_lib.Examples(spec, [], labels=scanned.labels))
     streamed = sorted((i["text"].decode(), tuple(t)) for i, t in
                       streaming._rows(files, files, config.data, task.stream_targets()).as_numpy_iterator())
-    examples = streaming.read_all(task, spec, "train")  # the same files, read into memory
-    expected = sorted(zip(examples.texts, map(tuple, task.encode(examples)), strict=True))
+    examples = streaming.read_all(task, spec, "train")
+    return streamed, sorted(zip(examples.texts, map(tuple, task.encode(examples)), strict=True)), task
+
+
+def test_multi_label_shards_stream_the_in_memory_targets(tmp_path, data_dir):
+    from conftest import multi_label_rows
+
+    rows = multi_label_rows(400, seed=0)
+    rows[7] = (rows[7][0], '["neg", "pos"]')  # a JSON list cell
+    streamed, expected, _ = _streamed_and_in_memory_targets(_shards(tmp_path / "shards", rows, n=4))
     assert streamed == expected and len(streamed) == 400
-    refused = tasks.create(_config(f"data.train={spec}", "task.type=multi_label", "task.label_columns=pos,neg"))
-    with pytest.raises(ConfigError, match="cannot stream .*task.label_columns"):
-        streaming.check_streamable(refused, _config(f"data.train={spec}"))
+
+
+def test_multi_label_indicator_columns_stream_the_in_memory_targets(tmp_path):
+    from conftest import multi_label_rows
+
+    cells = [("1", "0"), ("0", "1"), ("true", ""), ("1.0", "1"), ("0", "false"), (" 1 ", "0.0")]
+    rows = [(text, *cells[i % len(cells)]) for i, (text, _) in enumerate(multi_label_rows(300, seed=1))]
+    spec = _shards(tmp_path / "shards", rows, n=3, header=("text", "pos", "neg"))
+    streamed, expected, task = _streamed_and_in_memory_targets(spec, "task.label_columns=pos,neg")
+    assert streamed == expected and len(streamed) == 300 and task.names == ["pos", "neg"]
+    assert {t for _, t in streamed} == {(1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.0, 0.0)}
+    # A cell that is neither 0 nor 1 fails in the pre-pass, naming its shard and line.
+    bad = tmp_path / "bad" / "train-00.csv"
+    write_csv(bad, [*rows[:5], (rows[5][0], "yes", "0")], header=("text", "pos", "neg"))
+    with pytest.raises(DataError, match=r"train-00\.csv.*`pos` that are not 0 or 1") as err:
+        _scan(str(bad), "task.type=multi_label", "task.label_columns=pos,neg")
+    assert "line 7" in str(err.value)
+
+
+def test_json_list_label_cells_with_commas_and_quotes_stream_as_in_memory(tmp_path):
+    from conftest import multi_label_rows
+
+    labels = ['["pos, mostly", "neg"]', '["say \\"hi\\""]', '[ "neg" ]', "[]", '["back\\\\slash","neg"]']
+    rows = [(text, labels[i % len(labels)]) for i, (text, _) in enumerate(multi_label_rows(100, seed=2))]
+    spec = _shards(tmp_path / "shards", rows, n=2)
+    streamed, expected, task = _streamed_and_in_memory_targets(spec)
+    assert streamed == expected and len(streamed) == 100
+    assert sorted(task.names) == ['back\\slash', "neg", "pos, mostly", 'say "hi"']
+    # Other JSON escapes (`json.dumps`' default \\u00e9) fail in the pre-pass, naming the line.
+    bad = write_csv(tmp_path / "bad" / "train-0.csv", [*rows[:3], (rows[3][0], '["caf\\u00e9"]')])
+    with pytest.raises(DataError, match=r"JSON label cells with escapes .*line 5.*ensure_ascii=False"):
+        _scan(str(bad), "task.type=multi_label")
 
 
 @pytest.mark.slow
@@ -277,3 +311,24 @@ def test_float_tfrecord_labels_read_the_same_in_the_pre_pass_and_the_stream(tmp_
     rows = list(streaming._rows([str(path)], [str(path)], config.data, task.stream_targets()).as_numpy_iterator())
     assert len(rows) == scanned.rows == 100  # no row lost to a label the stream spells differently
     assert sorted({int(label) for _, label in rows}) == [0, 1]
+
+
+def test_shard_command_reads_cells_over_several_lines_which_then_stream(tmp_path):
+    from tfft import shard
+
+    rows = [(f"{text}\nsecond line, with a comma" if i % 7 == 0 else text, label)
+            for i, (text, label) in enumerate(ROWS[:200])]
+    big = write_csv(tmp_path / "big.csv", rows)
+    config = _config(f"data.train={big}")
+    with pytest.raises(DataError, match=r"a quoted cell spans lines.*tfft shard --input="):
+        streaming.scan([str(big)], tasks.create(config), config.data, progress=False)
+    shard.shard_file(str(big), str(tmp_path / "out" / "train"), num_shards=3, progress=False)
+    spec = f"{tmp_path}/out/train-*.tfrecord"
+    config = _config(f"data.train={spec}")
+    task = tasks.create(config)
+    files = streaming.expand_files(spec)
+    scanned = streaming.scan(files, task, config.data, progress=False)
+    task.fit_vocabulary(streaming.data_lib.Examples(spec, [], labels=scanned.labels))
+    streamed = sorted(i["text"].decode() for i, _ in
+                      streaming._rows(files, files, config.data, task.stream_targets()).as_numpy_iterator())
+    assert streamed == sorted(text for text, _ in rows) and scanned.rows == 200

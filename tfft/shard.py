@@ -41,6 +41,7 @@ def shard_file(
 
     Args:
         input_path: str. A `.csv`, `.tsv` or `.jsonl` file (read as `data` says: header, quoting, format).
+            Quoted CSV cells may span lines; the shards keep their line breaks.
         output_prefix: str. Path and name prefix of the shards, local or `gs://`.
         num_shards: int. How many shards.
         format: str. `tfrecord` (`tf.train.Example`, a bytes feature per column) or `jsonl`.
@@ -66,7 +67,7 @@ def shard_file(
     bar = tf.keras.utils.Progbar(tf.io.gfile.stat(path).length, unit_name="byte") if progress else None
     row = 0
     try:
-        for frame, _, size in streaming.read_chunks(path, data):
+        for frame, _, size in streaming.read_chunks(path, data, multiline=True):
             columns = list(frame.columns)
             for values in frame.itertuples(index=False, name=None):
                 writers[row % num_shards](dict(zip(columns, (str(v) for v in values), strict=True)))

@@ -25,7 +25,7 @@ in memory:
 Supported formats: `.csv`, `.tsv`, `.jsonl`, `.parquet` (with pyarrow) and
 `.tfrecord` (`tf.train.Example` records with bytes, int64 or float features). Tasks stream when they can
 build their targets in the graph (`Task.stream_targets`): classification,
-regression and multi-label (from one label column).
+regression and multi-label.
 
 Example:
 
@@ -169,10 +169,12 @@ class ScanResult:
     fingerprint: dict = dataclasses.field(default_factory=dict)
 
 
-def _fingerprint(files: list[str], data) -> dict:
+def _fingerprint(files: list[str], data, task) -> dict:
     stats = [[f, stat.length, stat.mtime_nsec] for f, stat in ((f, tf.io.gfile.stat(f)) for f in files)]
     keys = ("text_column", "text_pair_column", "label_column", "has_header", "format", "quoting", "on_bad_row")
-    return {"files": stats, "data": {k: getattr(data, k) for k in keys}}
+    labels = ("type", "label_columns", "label_separator", "label_names_file")  # how the task reads labels
+    return {"files": stats, "data": {k: getattr(data, k) for k in keys},
+            "task": {k: getattr(task.config.task, k) for k in labels}}
 
 
 def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = None, progress: bool = True) -> ScanResult:
@@ -185,7 +187,7 @@ def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = No
         cache_dir: path or None. Where a previous scan of the same files was cached.
         progress: bool. Show a progress bar (rows read).
     """
-    fingerprint = json.loads(json.dumps(_fingerprint(files, data)))  # as it reads back from the cache
+    fingerprint = json.loads(json.dumps(_fingerprint(files, data, task)))  # as it reads back from the cache
     cached = pathlib.Path(cache_dir) / SCAN_FILE if cache_dir is not None else None
     if cached is not None and cached.is_file():
         saved = ScanResult(**json.loads(cached.read_text()))
@@ -244,7 +246,9 @@ def _scan_file(path: str, task, data, bar) -> tuple[int, int, set | None, list[s
 def _checked_chunk(task, frame: pd.DataFrame, path: str, first_line: int, on_bad_row: str):
     """The chunk's examples, by the task's checks; with `skip`, bad rows are dropped one by one."""
     try:
-        return task.examples_from_frame(frame, path, labelled=True, first_line=first_line), []
+        examples = task.examples_from_frame(frame, path, labelled=True, first_line=first_line)
+        task.check_stream_rows(frame, examples)
+        return examples, []
     except DataError as err:
         if on_bad_row != "skip":
             raise
@@ -258,9 +262,16 @@ def _checked_chunk(task, frame: pd.DataFrame, path: str, first_line: int, on_bad
     return examples, bad
 
 
-def read_chunks(path: str, data, chunk_rows: int = CHUNK_ROWS):
-    """`(frame of strings, line of its first row, bytes read)` chunks of one file, for the pre-pass."""
+def read_chunks(path: str, data, chunk_rows: int = CHUNK_ROWS, multiline: bool = False):
+    """`(frame of strings, line of its first row, bytes read)` chunks of one file, for the pre-pass.
+
+    `multiline=True` (for `tfft shard`) reads CSV and TSV cells that span lines, as the in-memory path
+    does; the stream cannot, so the pre-pass refuses them.
+    """
     kind = file_kind(path, data)
+    if multiline and kind in ("csv", "tsv"):
+        yield from _table_chunks(path, kind, data, chunk_rows)
+        return
     if kind == "tfrecord":
         yield from _tfrecord_chunks(path, chunk_rows)
         return
@@ -292,10 +303,32 @@ def read_chunks(path: str, data, chunk_rows: int = CHUNK_ROWS):
         if len(frame) != len(lines):
             raise DataError(
                 f"Data file `{path}`: the {len(lines)} lines from line {first_line} hold {len(frame)} rows: a quoted "
-                "cell spans lines. A streamed file holds one row per line; replace the line breaks in cells."
+                "cell spans lines. A streamed CSV holds one row per line: convert the file with `tfft shard "
+                f"--input={path} --output=<prefix> --num_shards=<N>` (TFRecord shards, which keep the line breaks) "
+                "and train on `<prefix>-*.tfrecord`, or set `data.streaming: false`."
             )
         frame.columns = [str(c) for c in frame.columns]
         yield frame, first_line, size
+
+
+def _table_chunks(path: str, kind: str, data, chunk_rows: int):
+    """A CSV or TSV read by pandas a chunk at a time: a quoted cell may span lines. Rows, not lines, are counted."""
+    with tf.io.gfile.GFile(path, "r") as f:  # text: pandas would wrap a binary one, which a GFile cannot be
+        try:
+            reader = pd.read_csv(
+                f, sep="\t" if kind == "tsv" else ",", header=0 if data.has_header else None, dtype=str,
+                keep_default_na=False, na_filter=False, chunksize=chunk_rows,
+                quoting=csv.QUOTE_NONE if _quote_none(kind, data) else csv.QUOTE_MINIMAL,
+            )
+            row, done = 1 + int(data.has_header), 0
+            for frame in reader:
+                frame.columns = [str(c).lstrip("\ufeff") for c in frame.columns]
+                position = f.tell()
+                yield frame, row, position - done
+                row, done = row + len(frame), position
+        except (pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise DataError(f"Data file `{path}` cannot be read as UTF-8 {kind.upper()}: {err}. Re-save it as "
+                            f"UTF-8 {kind.upper()}, with the separator quoted in cells.") from None
 
 
 def _header(path: str) -> str:
@@ -459,7 +492,7 @@ def _rows(all_files: list[str], files: list[str], data, targets) -> tf.data.Data
     if len(kinds) != 1:
         raise DataError(f"The training files mix formats ({', '.join(sorted(kinds))}); convert them to one.")
     kind = kinds.pop()
-    columns = [data.text_column] + ([data.text_pair_column] if data.text_pair_column else []) + [data.label_column]
+    columns = [data.text_column] + ([data.text_pair_column] if data.text_pair_column else []) + targets.columns
     names = _column_names(all_files[0], kind, data)
     plain = [n.split(":", 1)[1] for n in names] if kind == "tfrecord" else names
     for column in columns:
@@ -477,13 +510,13 @@ def _rows(all_files: list[str], files: list[str], data, targets) -> tf.data.Data
         ok = tf.strings.length(tf.strings.strip(row[data.text_column])) > 0
         if data.text_pair_column:
             ok &= tf.strings.length(tf.strings.strip(row[data.text_pair_column])) > 0
-        return ok & targets[1](row[data.label_column])
+        return ok & targets.valid(row)
 
     def split(row):
         inputs = {"text": row[data.text_column]}
         if data.text_pair_column:
             inputs["text_pair"] = row[data.text_pair_column]
-        return inputs, targets[0](row[data.label_column])
+        return inputs, targets.targets(row)
 
     return rows.filter(valid).map(split, num_parallel_calls=tf.data.AUTOTUNE)
 

@@ -26,7 +26,9 @@ print(task.report(task.score(train, outputs)))
 from __future__ import annotations
 
 import abc
+import dataclasses
 import pathlib
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import keras
@@ -107,6 +109,22 @@ def trim_to_longest(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return {name: value[:, :longest] for name, value in features.items()}
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamTargets:
+    """How a task reads the targets of a streamed row, in the graph.
+
+    Args:
+        columns: list of str. The label columns a row needs.
+        targets: callable. `{column: string scalar}` -> the targets `encode` gives that row.
+        valid: callable. `{column: string scalar}` -> bool scalar: the row passes the
+            pre-pass's checks (rows it skipped are dropped from the stream too).
+    """
+
+    columns: list[str]
+    targets: Callable
+    valid: Callable
+
+
 class Task(abc.ABC):
     """One kind of prediction. Subclasses set the class attributes and fill in the hooks.
 
@@ -179,14 +197,19 @@ class Task(abc.ABC):
             return "its targets are not built in the graph"
         return None
 
-    def stream_targets(self):
-        """`(targets_fn, valid_fn)` for streamed data, built eagerly, or None if the task cannot stream.
+    def stream_targets(self) -> StreamTargets | None:
+        """How streamed rows become targets, in the graph (`StreamTargets`), or None if the task cannot stream.
 
-        Both take a string tensor of label cells, in the graph: `targets_fn` gives
-        what `encode` gives for them, `valid_fn` whether each passes the checks
-        the pre-pass applied (rows it skipped are dropped from the stream too).
+        Built eagerly, after the vocabulary: lookup tables live outside the dataset's functions.
         """
         return None
+
+    def check_stream_rows(self, frame, examples: data.Examples) -> None:
+        """Fails with a `DataError` naming the rows of a checked chunk that `stream_targets` cannot read.
+
+        The pre-pass calls it after `examples_from_frame`, so such rows fail (or are skipped) before training.
+        """
+        del frame, examples
 
     def inputs(self, examples: data.Examples) -> dict:
         """The model inputs of `examples`, as `tf.data.Dataset.from_tensor_slices` takes them."""

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfft import data, metrics
-from tfft.tasks.base import Task, decode, dense_head
+from tfft.tasks.base import StreamTargets, Task, decode, dense_head
 
 
 class Classification(Task):
@@ -41,8 +41,9 @@ class Classification(Task):
             ),
             default_value=-1,
         )
-        ids = lambda cells: table.lookup(tf.strings.strip(cells))  # noqa: E731
-        return ids, lambda cells: ids(cells) >= 0
+        column = self.config.data.label_column
+        ids = lambda row: table.lookup(tf.strings.strip(row[column]))  # noqa: E731
+        return StreamTargets([column], ids, lambda row: ids(row) >= 0)
 
     def fit_vocabulary(self, train):
         self.vocabulary = data.LabelVocabulary.from_labels(train.labels)

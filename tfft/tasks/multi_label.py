@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import pathlib
+import re
 
 import keras
 import numpy as np
@@ -13,11 +14,12 @@ import tensorflow as tf
 
 from tfft import data, metrics
 from tfft.errors import DataError
-from tfft.tasks.base import Task, decode, dense_head
+from tfft.tasks.base import StreamTargets, Task, decode, dense_head
 
 logger = logging.getLogger(__name__)
 
 _TRUE, _FALSE = ("1", "1.0", "true"), ("0", "0.0", "false", "")
+_UNIT = "\x1f"  # splits a streamed JSON list's entries: no label name holds it
 
 
 class MultiLabel(Task):
@@ -83,36 +85,55 @@ class MultiLabel(Task):
             examples.labels = self._from_label_cells(frame[single].tolist(), examples)
         return examples
 
-    def stream_unsupported(self):
-        if self.config.task.label_columns:
-            return "its labels come from several columns (`task.label_columns`); streaming reads one label column"
-        return None
-
     def stream_targets(self):
-        """Label cells to multi-hot targets in the graph, read as `_from_label_cells` reads them."""
+        """Multi-hot targets in the graph, read as `examples_from_frame` reads the row's label cells."""
+        columns = self.config.task.label_columns
+        if columns:
+            def cells(row):
+                return tf.strings.lower(tf.strings.strip(tf.stack([row[c] for c in columns])))
+
+            def targets(row):
+                return tf.cast(tf.reduce_any(tf.expand_dims(cells(row), -1) == _TRUE, axis=-1), tf.float32)
+
+            def valid(row):
+                return tf.reduce_all(tf.reduce_any(tf.expand_dims(cells(row), -1) == _TRUE + _FALSE, axis=-1))
+
+            return StreamTargets(list(columns), targets, valid)
         names = self._names_file()
         keys = [str(i) for i in range(len(names))] if names is not None else self.names
         table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.range(len(keys), dtype=tf.int32)), -1
         )
-        separator, size = self.config.task.label_separator, len(self.names)
+        column, separator, size = self.config.data.label_column, self.config.task.label_separator, len(self.names)
 
-        def ids(cells):
-            cell = tf.strings.strip(cells)
-            is_json = tf.strings.regex_full_match(cell, r"\[.*\]")
-            parts = tf.cond(
-                is_json,  # a JSON list of plain strings or numbers
-                lambda: tf.strings.split(tf.strings.regex_replace(cell, r"^\[|\]$", ""), ","),
-                lambda: tf.strings.split(cell, separator),
-            )
-            parts = tf.strings.strip(parts)
-            parts = tf.where(is_json, tf.strings.regex_replace(parts, r'^"(.*)"$', "\\1"), parts)
+        def ids(row):
+            cell = tf.strings.strip(row[column])
+            inner = tf.strings.strip(tf.strings.regex_replace(cell, r"^\[|\]$", ""))
+            # A JSON list of strings splits between quotes (`"a, b", "c"`), one of numbers at its commas.
+            quoted = tf.strings.regex_full_match(inner, r'".*"')
+            strings = tf.strings.regex_replace(tf.strings.regex_replace(inner, r'^"|"$', ""), r'"\s*,\s*"', _UNIT)
+            listed = tf.strings.split(tf.where(quoted, strings, tf.strings.regex_replace(inner, ",", _UNIT)), _UNIT)
+            listed = tf.strings.regex_replace(tf.strings.strip(listed), r"\\(.)", "\\1")  # \" and \\ unescaped
+            parts = tf.cond(tf.strings.regex_full_match(cell, r"\[.*\]"), lambda: listed,
+                            lambda: tf.strings.strip(tf.strings.split(cell, separator)))
             return table.lookup(tf.boolean_mask(parts, tf.strings.length(parts) > 0))
 
-        def targets(cells):
-            return tf.minimum(tf.reduce_sum(tf.one_hot(ids(cells), size, dtype=tf.float32), axis=0), 1.0)
+        def targets(row):
+            return tf.minimum(tf.reduce_sum(tf.one_hot(ids(row), size, dtype=tf.float32), axis=0), 1.0)
 
-        return targets, lambda cells: tf.reduce_all(ids(cells) >= 0)
+        return StreamTargets([column], targets, lambda row: tf.reduce_all(ids(row) >= 0))
+
+    def check_stream_rows(self, frame, examples):
+        if self.config.task.label_columns:
+            return
+        bad = [(examples.where(i), cell) for i, cell in enumerate(frame[self.config.data.label_column].tolist())
+               if str(cell).strip().startswith("[") and set(re.findall(r"\\(.)", str(cell))) - set('"\\/')]
+        if bad:
+            raise data.rows_error(
+                examples.source, "has JSON label cells with escapes that streamed data cannot read", bad,
+                'Streamed JSON lists may escape only \\" and \\\\: write the characters themselves '
+                "(`json.dumps(labels, ensure_ascii=False)`), or set `data.streaming: false`.",
+            )
 
     def _from_indicator_columns(self, frame, columns, examples) -> list[list[str]]:
         labels: list[list[str]] = [[] for _ in range(len(frame))]

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfft import data, metrics
-from tfft.tasks.base import Task, dense_head
+from tfft.tasks.base import StreamTargets, Task, dense_head
 
 
 class Regression(Task):
@@ -56,13 +56,14 @@ class Regression(Task):
     def stream_targets(self):
         pattern = r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*"  # what float() reads, less inf and nan
 
-        def numbers(cells):
-            return tf.strings.to_number(tf.where(tf.strings.regex_full_match(cells, pattern), cells, "nan"))
+        column = self.config.data.label_column
 
-        def valid(cells):
-            return tf.math.is_finite(numbers(cells))
+        def number(row):
+            cell = row[column]
+            return tf.strings.to_number(tf.where(tf.strings.regex_full_match(cell, pattern), cell, "nan"))
 
-        return (lambda cells: tf.expand_dims(numbers(cells), -1)), valid
+        return StreamTargets([column], lambda row: tf.expand_dims(number(row), -1),
+                             lambda row: tf.math.is_finite(number(row)))
 
     def describe(self):
         return "a float target"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, run_python
 from tfft import train
 from tfft.backbones import resolve
 from tfft.config import ConfigError, ModelConfig
@@ -199,6 +199,24 @@ def test_transformers_source_trains_freezes_and_exports(tf_bert, make_config, tm
     served = tf.saved_model.load(result.export_path).signatures["serving_default"](text=tf.constant(texts))
     expected = tf.nn.softmax(result.model.predict(result.packer(tf.constant(texts)), verbose=0))
     np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=1e-5)
+
+
+def test_a_transformers_backbone_leaves_the_processes_a_user_starts_on_keras_3(tf_bert):
+    """Importing transformers' TF code sets TF_USE_LEGACY_KERAS=1 for the process tree; tfft puts it back."""
+    code = """
+import os, subprocess, sys
+os.environ.pop("TF_USE_LEGACY_KERAS", None)  # a fresh process (this one imported transformers' TF code)
+from tfft.backbones import resolve
+from tfft.config import ModelConfig
+source = resolve(ModelConfig(backbone=sys.argv[1], source="transformers", sequence_length=32))
+source.prepare(None, None)
+source.backbone()
+child = "import os, tensorflow as tf; print(os.environ.get('TF_USE_LEGACY_KERAS'), tf.keras.Model.__module__)"
+print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout)
+"""
+    out = run_python(code, str(tf_bert))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["None", "keras.src.models.model"]
 
 
 def test_transformers_source_honours_pretrained_false(tf_bert):

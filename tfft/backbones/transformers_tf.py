@@ -15,6 +15,8 @@ and maps them itself. Pickled weights and remote code are never loaded.
 
 from __future__ import annotations
 
+import os
+
 import keras
 import keras_hub
 
@@ -29,14 +31,24 @@ SUPPORTED_MODEL_TYPES = {
 
 
 def _import_transformers():
+    # Importing transformers' TF code sets TF_USE_LEGACY_KERAS=1 for the whole process tree: every process the
+    # user starts afterwards would get Keras 2 as `tf.keras`. Its models import tf_keras themselves and need
+    # none of it, so the variable is put back as it was.
+    before = os.environ.get("TF_USE_LEGACY_KERAS")
     try:
         import tf_keras  # noqa: F401
         import transformers
+        import transformers.modeling_tf_utils  # noqa: F401  (the module that sets it, imported once)
     except ImportError as err:
         raise ConfigError(
             "`model.source: transformers` needs the `transformers` extra: pip install 'tfft[transformers]' "
             f"(transformers>=4.57,<5 and tf-keras). ({err})"
         ) from None
+    finally:
+        if before is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = before
     return transformers
 
 

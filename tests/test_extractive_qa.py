@@ -289,3 +289,15 @@ def test_a_reloaded_model_answers_over_many_batches(qa_run, data_dir):
     outputs = evaluate.predict_outputs(trained.task, trained.model, trained.packer, examples, batch_size=10)
     assert len(outputs["answer"]) == 96
     assert trained.task.score(examples, outputs)["f1"] == pytest.approx(result.metrics["f1"], abs=1e-6)
+
+
+def test_the_span_head_has_no_dropout_as_in_bert_run_squad():
+    import keras
+
+    from tfft import tasks
+    from tfft.config import load_config
+
+    task = tasks.create(load_config(None, ["data.train=unused.json", "task.type=extractive_qa", "model.sequence_length=384"]))
+    tokens = keras.Input((None, 8))
+    model = keras.Model(tokens, task.head({"sequence_output": tokens}, 0.5))
+    assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.0]

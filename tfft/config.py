@@ -47,7 +47,8 @@ class ModelConfig:
             every backbone weight.
         pretrained: bool. Load the backbone's pretrained weights; false builds
             the same architecture with random weights (a baseline).
-        dropout: float. Dropout rate before the head's Dense layer.
+        dropout: float. Dropout rate before the head's Dense layer (`extractive_qa`: none, as in BERT's
+            run_squad.py).
         pooling: str. What heads on one vector per text read: `pooled` (the
             backbone's `pooled_output`, BERT's pooler on `[CLS]`) or `mean`
             (the mean of `sequence_output` over the real tokens, which

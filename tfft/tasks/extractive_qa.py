@@ -352,7 +352,9 @@ class ExtractiveQA(Task):
     # --- Model and outputs -----------------------------------------------
 
     def head(self, backbone_outputs, dropout):
-        return dense_head(backbone_outputs["sequence_output"], 2, dropout)
+        # No dropout on the token vectors, as in BERT's run_squad.py and `BertForQuestionAnswering`.
+        del dropout
+        return dense_head(backbone_outputs["sequence_output"], 2, 0.0)
 
     def loss(self):
         return SpanLoss()

@@ -204,20 +204,21 @@ def read_table(
     return frame
 
 
+def quotes_ignored(tsv: bool, quoting: str) -> bool:
+    """`data.quoting`: `none`, or `auto` for a TSV (GLUE tsvs hold stray `"` that are part of the text)."""
+    return quoting == "none" or (quoting == "auto" and tsv)
+
+
+def delimited_options(tsv: bool, has_header: bool, quoting: str) -> dict:
+    """`pd.read_csv` options for a `.csv`/`.tsv` as tfft reads one: every cell a string, none read as missing."""
+    return {"sep": "\t" if tsv else ",", "header": 0 if has_header else None, "dtype": str, "keep_default_na": False,
+            "na_filter": False, "quoting": csv.QUOTE_NONE if quotes_ignored(tsv, quoting) else csv.QUOTE_MINIMAL}
+
+
 def _read_delimited(text: str, path: pathlib.Path, suffix: str, has_header: bool, quoting: str) -> pd.DataFrame:
     """A `.csv`/`.tsv` text as a frame of strings; a row with too many fields fails naming its line."""
     try:
-        return pd.read_csv(
-            io.StringIO(text),
-            sep="\t" if suffix == ".tsv" else ",",
-            header=0 if has_header else None,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            # GLUE tsvs hold stray `"` that are part of the text (`quoting: auto`).
-            quoting=csv.QUOTE_NONE if quoting == "none" or (quoting == "auto" and suffix == ".tsv")
-            else csv.QUOTE_MINIMAL,
-        )
+        return pd.read_csv(io.StringIO(text), **delimited_options(suffix == ".tsv", has_header, quoting))
     except pd.errors.ParserError as err:
         found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
         where = f"line {found.group(2)} has {found.group(3)} fields where the header has {found.group(1)}" if found else str(err)

@@ -290,11 +290,8 @@ def read_chunks(path: str, data, chunk_rows: int = CHUNK_ROWS, multiline: bool =
             header_line = _header(path) if data.has_header else ""
         text = (header_line + "\n" if data.has_header else "") + "\n".join(lines)
         try:
-            frame = pd.read_csv(
-                io.StringIO(text), sep="\t" if kind == "tsv" else ",", header=0 if data.has_header else None,
-                dtype=str, keep_default_na=False, na_filter=False,
-                quoting=csv.QUOTE_NONE if _quote_none(kind, data) else csv.QUOTE_MINIMAL,
-            )
+            frame = pd.read_csv(io.StringIO(text), **data_lib.delimited_options(kind == "tsv", data.has_header,
+                                                                                 data.quoting))
         except pd.errors.ParserError as err:
             found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
             where = (f"line {first_line + int(found.group(2)) - 1 - int(data.has_header)} has {found.group(3)} "
@@ -315,11 +312,8 @@ def _table_chunks(path: str, kind: str, data, chunk_rows: int):
     """A CSV or TSV read by pandas a chunk at a time: a quoted cell may span lines. Rows, not lines, are counted."""
     with tf.io.gfile.GFile(path, "r") as f:  # text: pandas would wrap a binary one, which a GFile cannot be
         try:
-            reader = pd.read_csv(
-                f, sep="\t" if kind == "tsv" else ",", header=0 if data.has_header else None, dtype=str,
-                keep_default_na=False, na_filter=False, chunksize=chunk_rows,
-                quoting=csv.QUOTE_NONE if _quote_none(kind, data) else csv.QUOTE_MINIMAL,
-            )
+            reader = pd.read_csv(f, chunksize=chunk_rows,
+                                 **data_lib.delimited_options(kind == "tsv", data.has_header, data.quoting))
             row, done = 1 + int(data.has_header), 0
             for frame in reader:
                 frame.columns = [str(c).lstrip("\ufeff") for c in frame.columns]
@@ -358,10 +352,6 @@ def _line_chunks(path: str, chunk_rows: int, skip_header: bool):
                 lines, first, size = [], None, 0
     if lines:
         yield lines, first, size
-
-
-def _quote_none(kind: str, data) -> bool:
-    return data.quoting == "none" or (data.quoting == "auto" and kind == "tsv")
 
 
 def _decode(raw: bytes, path: str, line: int) -> str:
@@ -549,7 +539,7 @@ def _read_file(path, *, kind: str, data, names: list[str], columns: list[str]) -
         def decode(line):
             values = tf.io.decode_csv(
                 line, record_defaults=[tf.constant("", tf.string)] * len(columns), select_cols=sorted(index),
-                field_delim="\t" if kind == "tsv" else ",", use_quote_delim=not _quote_none(kind, data),
+                field_delim="\t" if kind == "tsv" else ",", use_quote_delim=not data_lib.quotes_ignored(kind == "tsv", data.quoting),
             )
             return {columns[i]: values[order.index(i)] for i in range(len(columns))}
 

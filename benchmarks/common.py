@@ -62,6 +62,16 @@ def report(name: str, rows: list[dict], columns: list[str], extra: dict | None =
     (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), "rows": rows, **(extra or {})}, indent=2))
 
 
+def append_result(name: str, record: dict) -> None:
+    """Appends one child's result, with the time and machine, to benchmarks/results/<name>.jsonl."""
+    import time
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **record}
+    with open(RESULTS / f"{name}.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def speed_up(tfft: dict, peer: dict) -> str:
     """tfft's training examples per second over the peer's, from children's `examples` and `seconds`."""
     return f"{(tfft['examples'] / tfft['seconds']) / (peer['examples'] / peer['seconds']):.2f}x"

@@ -18,6 +18,11 @@ starts x top-20 ends of every window). Both are scored by the same code
 
     python benchmarks/qa_vs_trainer.py                          # both peers, full split
     python benchmarks/qa_vs_trainer.py --train_questions=3000 --epochs=1
+    python benchmarks/qa_vs_trainer.py --epochs=1 --seeds=1,2    # seed spread: each seed, tfft then the Trainer
+
+`--seeds` sets `train.seed` for tfft and `TrainingArguments.seed` for the Trainer (weights of the head,
+data order, dropout). Each child's result is appended to `benchmarks/results/qa_vs_trainer.jsonl` as it
+finishes, so a long run that is cut off keeps the seeds it completed.
 
 The Trainer needs PyTorch: `pip install torch==2.13.0` (the CPU wheel) and `accelerate`.
 """
@@ -28,6 +33,7 @@ import json
 import pathlib
 import zipfile
 
+import numpy as np
 from absl import app, flags
 
 import common
@@ -36,6 +42,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/
 _PEERS = flags.DEFINE_list("peers", ["tfft", "hf_trainer"], "Peers to run, in this order.")
 _EPOCHS = flags.DEFINE_integer("epochs", 0, "Epochs (0: the config's).")
 _TRAIN_QUESTIONS = flags.DEFINE_integer("train_questions", 0, "Use the first N training questions (0: all 9,380).")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; for each, every peer in --peers order.")
 _SPLIT_DIR = pathlib.Path("runs/squad_split")
 
 
@@ -134,7 +141,7 @@ model = AutoModelForQuestionAnswering.from_pretrained(path)
 args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=tc.batch_size,
                          per_device_eval_batch_size=64, num_train_epochs=tc.epochs, learning_rate=tc.learning_rate,
                          warmup_ratio=tc.warmup_ratio, weight_decay=tc.weight_decay, max_grad_norm=tc.clipnorm,
-                         lr_scheduler_type="linear", save_strategy="no", eval_strategy="no", report_to=[], seed=0,
+                         lr_scheduler_type="linear", save_strategy="no", eval_strategy="no", report_to=[], seed=tc.seed,
                          use_cpu=True, logging_steps=100, dataloader_num_workers=0)
 trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=default_data_collator, callbacks=[steps])
 result = trainer.train()
@@ -186,26 +193,34 @@ def main(argv):
     print(f"{n_train} training questions, {n_eval} evaluation questions, {config.train.epochs} epoch(s)", flush=True)
     evaluation = tasks.create(config).read(config.data.validation, split="validation")
     golds = [[a["text"] for a in label["answers"]] for label in evaluation.labels]
-    results = {}
-    for peer in _PEERS.value:
-        out = common.run_child(PEERS[peer][1], json.dumps(values), timeout=6 * 3600)
-        scores = metrics.squad_metrics(golds, [out["answers"][i] for i in evaluation.ids])
-        results[peer] = {**{k: v for k, v in out.items() if k != "answers"}, **scores}
-        print(peer, json.dumps(results[peer]), flush=True)
-    rows = []
-    for peer, r in results.items():
-        row = {"peer": PEERS[peer][0], "EM": round(r["exact_match"], 2), "F1": round(r["f1"], 2),
-               "train questions/s": r["examples"] / r["seconds"], "train windows": r["windows"],
-               "train s": round(r["seconds"], 1), "peak RSS MB": round(r["peak_rss_mb"])}
-        if "tfft" in results:
-            t = results["tfft"]
-            row["tfft speed-up"] = common.speed_up(t, r)
-            row["tfft - peer EM / F1"] = f"{t['exact_match'] - r['exact_match']:+.2f} / {t['f1'] - r['f1']:+.2f}"
-        rows.append(row)
+    results, rows = {}, []
+    for seed in _SEEDS.value:
+        for peer in _PEERS.value:
+            out = common.run_child(PEERS[peer][1], json.dumps([*values, f"train.seed={seed}"]), timeout=6 * 3600)
+            scores = metrics.squad_metrics(golds, [out["answers"][i] for i in evaluation.ids])
+            results[peer, seed] = r = {**{k: v for k, v in out.items() if k != "answers"}, **scores}
+            common.append_result("qa_vs_trainer", {"peer": peer, "seed": seed, "epochs": config.train.epochs,
+                                                   "train_questions": n_train, **r})
+            print(peer, seed, json.dumps(r), flush=True)
+            row = {"peer": PEERS[peer][0], "seed": seed, "EM": round(r["exact_match"], 2), "F1": round(r["f1"], 2),
+                   "train questions/s": r["examples"] / r["seconds"], "train windows": r["windows"],
+                   "train s": round(r["seconds"], 1), "peak RSS MB": round(r["peak_rss_mb"])}
+            if peer != "tfft" and ("tfft", seed) in results:
+                t = results["tfft", seed]
+                row["tfft speed-up"] = common.speed_up(t, r)
+                row["tfft - peer EM / F1"] = f"{t['exact_match'] - r['exact_match']:+.2f} / {t['f1'] - r['f1']:+.2f}"
+            rows.append(row)
+    if len(_SEEDS.value) > 1:
+        for peer in _PEERS.value:
+            em = np.array([results[peer, seed]["exact_match"] for seed in _SEEDS.value])
+            f1 = np.array([results[peer, seed]["f1"] for seed in _SEEDS.value])
+            rows.append({"peer": PEERS[peer][0], "seed": "mean (std)", "EM": f"{em.mean():.2f} ({em.std(ddof=1):.2f})",
+                         "F1": f"{f1.mean():.2f} ({f1.std(ddof=1):.2f})"})
     common.report("qa_vs_trainer", rows,
-                  ["peer", "EM", "F1", "train questions/s", "train windows", "train s", "peak RSS MB", "tfft speed-up",
-                   "tfft - peer EM / F1"],
-                  {"raw": results, "train_questions": n_train, "eval_questions": n_eval, "epochs": config.train.epochs,
+                  ["peer", "seed", "EM", "F1", "train questions/s", "train windows", "train s", "peak RSS MB",
+                   "tfft speed-up", "tfft - peer EM / F1"],
+                  {"raw": {f"{peer} seed {seed}": r for (peer, seed), r in results.items()},
+                   "train_questions": n_train, "eval_questions": n_eval, "epochs": config.train.epochs,
                    "sequence_length": config.model.sequence_length, "doc_stride": config.task.doc_stride})
 
 

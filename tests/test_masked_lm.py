@@ -85,9 +85,10 @@ def test_special_tokens_and_padding_are_never_masked(tiny_preset):
     assert chosen.sum(axis=1).max() <= task.max_predictions(packer)
 
 
-def test_whole_word_masking_masks_every_piece_of_a_chosen_word(tmp_path):
+def _whole_word_masks(tmp_path, *overrides):
+    """(chosen `[texts, length]`, continuation `[texts, length]`, budget) on texts of multi-piece words."""
     bert = hf_checkpoints.write_bert(tmp_path / "bert")
-    task, packer = _task_and_packer(bert, "task.whole_word_masking=true", "task.max_predictions=64")
+    task, packer = _task_and_packer(bert, "task.whole_word_masking=true", *overrides)
     rng = random.Random(0)
     words = ["films", "filmed", "filming", "badly", "goodly", "the", "film", "was", "good", "plots", "casting"]
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) for _ in range(300)]
@@ -97,14 +98,31 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word(tmp_path):
     chosen = np.zeros_like(ids, bool)
     for row, (p, w) in enumerate(zip(masked["mask_positions"].numpy(), weights, strict=True)):
         chosen[row, p[w > 0]] = True
-    continuation = np.char.startswith(vocabulary[ids], "##")
+    return chosen, np.char.startswith(vocabulary[ids], "##"), task.max_predictions(packer)
+
+
+def _assert_whole_words(chosen, continuation):
     checked = 0
-    for row in range(len(texts)):
-        for position in range(1, ids.shape[1]):
+    for row in range(chosen.shape[0]):
+        for position in range(1, chosen.shape[1]):
             if continuation[row, position]:  # a continuation piece is chosen exactly when its word's previous piece is
-                assert chosen[row, position] == chosen[row, position - 1]
+                assert chosen[row, position] == chosen[row, position - 1], f"text {row}, position {position}"
                 checked += 1
     assert checked > 100
+
+
+def test_whole_word_masking_masks_every_piece_of_a_chosen_word(tmp_path):
+    chosen, continuation, _ = _whole_word_masks(tmp_path, "task.max_predictions=64")
+    _assert_whole_words(chosen, continuation)
+
+
+def test_whole_word_masking_leaves_out_a_word_that_would_run_past_the_budget(tmp_path):
+    # 40% of up to ~60 pieces against a budget of 4: the budget ends inside a word in many texts.
+    chosen, continuation, budget = _whole_word_masks(tmp_path, "task.max_predictions=4", "task.mask_rate=0.4")
+    assert budget == 4
+    _assert_whole_words(chosen, continuation)
+    assert chosen.sum(axis=1).max() <= budget
+    assert (chosen.sum(axis=1) > 0).mean() > 0.95  # words still fill the budget
 
 
 def test_empty_corpus_fails_before_training(make_config, tmp_path, no_fit):

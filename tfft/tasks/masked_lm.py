@@ -134,11 +134,19 @@ class MaskedLM(Task):
         wanted = tf.cast(tf.round(tc.mask_rate * tf.cast(candidates, tf.float32)), tf.int32)
         wanted = tf.minimum(tf.maximum(wanted, tf.minimum(candidates, 1)), budget)
         k = tf.minimum(budget, length)
-        ranked, positions = tf.math.top_k(-score, k=k)  # lowest draws first
-        if tc.whole_word_masking:  # the whole of the last chosen word, within the budget
-            cut = tf.gather(-ranked, tf.maximum(wanted - 1, 0), batch_dims=1)
-            chosen = (-ranked <= cut[:, tf.newaxis]) & (-ranked < 2.0) & (wanted[:, tf.newaxis] > 0)
+        if tc.whole_word_masking:
+            # Words in draw order (a word's pieces share a draw, so they sit together), up to the word
+            # holding the wanted-th piece, taken whole; a word that would run past the budget is left
+            # out entirely, as BERT's create_pretraining_data.py and Hugging Face's whole-word collator do.
+            ranked, positions = tf.math.top_k(-score, k=length)
+            ascending = -ranked
+            cut = tf.gather(ascending, tf.maximum(wanted - 1, 0), batch_dims=1)
+            word_ends = tf.searchsorted(ascending, ascending, side="right")  # one past the word's last piece
+            chosen = ((ascending <= cut[:, tf.newaxis]) & (ascending < 2.0) & (wanted[:, tf.newaxis] > 0)
+                      & (word_ends <= budget))
+            positions, chosen = positions[:, :k], chosen[:, :k]  # chosen is a prefix of at most `budget`
         else:
+            ranked, positions = tf.math.top_k(-score, k=k)  # lowest draws first
             chosen = tf.range(k)[tf.newaxis, :] < wanted[:, tf.newaxis]
         positions = tf.where(chosen, positions, 0)
         # Chosen positions first (top_k keeps them in front), padded to the budget.

@@ -4,7 +4,8 @@
   steps, then linear or cosine decay to 0 at the last step.
 - Weight decay on every weight except biases and normalization parameters
   (LayerNorm `gamma`/`beta`, the embeddings' norm included).
-- Gradients clipped by their global norm.
+- Gradients clipped by their global norm: under a distribution strategy, the
+  norm of the gradient summed over all replicas (`AdamW`).
 
 Example:
 
@@ -19,6 +20,7 @@ import math
 import re
 
 import keras
+import tensorflow as tf
 
 from tfft.config import TrainConfig
 
@@ -67,6 +69,45 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return dict(peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps, decay=self.decay)
 
 
+def _replica_context_with_peers():
+    """The replica context when the step runs on more than one replica, else None."""
+    context = tf.distribute.get_replica_context()
+    return context if context is not None and context.num_replicas_in_sync > 1 else None
+
+
+@keras.saving.register_keras_serializable(package="tfft")
+class AdamW(keras.optimizers.AdamW):
+    """Keras' AdamW, with the gradients summed over the replicas before they are clipped.
+
+    Keras 3 clips each replica's share of the gradient before the all-reduce,
+    so `global_clipnorm` under Mirrored, multi-worker or TPU strategies clips a
+    different gradient than on one device (tf.keras 2 refused clipping under
+    strategies for this reason: tensorflow/tensorflow#33929). Here each replica
+    clips the summed gradient, as one device clips the whole batch's. Each
+    gradient also keeps its variable's static shape: gradients traced with
+    unknown dimensions let the replicas pack the all-reduce differently, which
+    aborts it with "Shape mismatch in the collective instance".
+
+    Args: those of `keras.optimizers.AdamW`.
+    """
+
+    def _clip_gradients(self, grads):
+        if _replica_context_with_peers() is not None:
+            return grads  # clipped after the all-reduce, in `_all_reduce_sum_gradients`
+        return super()._clip_gradients(grads)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        grads_and_vars = [
+            (g if g is None or isinstance(g, tf.IndexedSlices) else tf.ensure_shape(g, v.shape), v)
+            for g, v in grads_and_vars
+        ]
+        reduced = super()._all_reduce_sum_gradients(grads_and_vars)
+        if _replica_context_with_peers() is None:
+            return reduced
+        clipped = super()._clip_gradients([g for g, _ in reduced])
+        return [(g, v) for g, (_, v) in zip(clipped, reduced, strict=True)]
+
+
 def excluded_from_decay(variable) -> bool:
     """Whether AdamW leaves `variable` undecayed (a bias or a norm parameter)."""
     return bool(NO_DECAY_PATTERN.search(variable.path if hasattr(variable, "path") else variable.name))
@@ -81,7 +122,7 @@ def create_schedule(config: TrainConfig, total_steps: int) -> WarmupDecay:
     )
 
 
-def create_optimizer(config: TrainConfig, total_steps: int, variables) -> keras.optimizers.AdamW:
+def create_optimizer(config: TrainConfig, total_steps: int, variables) -> AdamW:
     """AdamW on `create_schedule`, with bias/norm variables excluded from decay.
 
     Args:
@@ -89,7 +130,7 @@ def create_optimizer(config: TrainConfig, total_steps: int, variables) -> keras.
         total_steps: int. All optimizer steps of the run (epochs x steps).
         variables: list of variables. The model's trainable variables.
     """
-    optimizer = keras.optimizers.AdamW(
+    optimizer = AdamW(
         learning_rate=create_schedule(config, total_steps),
         weight_decay=config.weight_decay,
         beta_1=0.9,

@@ -103,6 +103,42 @@ def dense_head(x, units: int, dropout: float):
     )(x)
 
 
+class WeightedTokenCrossentropy(keras.losses.Loss):
+    """Sparse cross-entropy from logits, averaged over the weighted positions of the whole global batch.
+
+    Keras' `mean_with_sample_weight` divides each replica's sum by that
+    replica's own weights, so under a distribution strategy a replica with
+    fewer labelled positions counts for more than on one device. Here the
+    weights are summed over the replicas first, and each replica returns its
+    sum over that global count: the replicas' gradients, summed by the
+    optimizer, are the global batch's, and Keras' loss tracker (which
+    multiplies by the replica count) reports the global mean.
+
+    Example:
+
+    ```python
+    loss = WeightedTokenCrossentropy()
+    loss(labels, logits, sample_weight=mask)  # labels [batch, n], logits [batch, n, classes]
+    ```
+    """
+
+    def __init__(self, name: str = "sparse_categorical_crossentropy", **kwargs):
+        kwargs.pop("reduction", None)
+        super().__init__(name=name, reduction="sum", **kwargs)
+
+    def call(self, y_true, y_pred):
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        total = super().__call__(y_true, y_pred, sample_weight)
+        weights = (tf.cast(tf.size(y_true), tf.float32) if sample_weight is None
+                   else tf.reduce_sum(tf.cast(sample_weight, tf.float32)))
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            weights = context.all_reduce(tf.distribute.ReduceOp.SUM, weights)
+        return tf.math.divide_no_nan(total, tf.cast(weights, total.dtype))
+
+
 def trim_to_longest(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """Cuts a padded batch down to its longest sequence (at least one position)."""
     longest = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), axis=1)), 1)

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from tfft import data
 from tfft.errors import ConfigError, DataError
-from tfft.tasks.base import Task, decode, trim_to_longest
+from tfft.tasks.base import Task, WeightedTokenCrossentropy, decode, trim_to_longest
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class MaskedLM(Task):
         return {name: variable.numpy() for name, variable in MaskedLM._head_variables(model).items()}
 
     def loss(self):
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
+        return WeightedTokenCrossentropy()
 
     def weighted_metrics(self):
         return [keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")]

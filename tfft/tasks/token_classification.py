@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tfft import data, metrics
 from tfft.errors import DataError
-from tfft.tasks.base import Task, decode, dense_head, trim_to_longest
+from tfft.tasks.base import Task, WeightedTokenCrossentropy, decode, dense_head, trim_to_longest
 
 #: Punctuation that serving splits off as words of their own: ASCII symbols and Unicode punctuation,
 #: the characters BERT's basic tokenizer splits on.
@@ -184,8 +184,8 @@ class TokenClassification(Task):
         return dense_head(backbone_outputs["sequence_output"], len(self.tags), dropout)
 
     def loss(self):
-        # Averaged over the labelled word pieces, not over every position of the padded batch.
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
+        # Averaged over the labelled word pieces of the whole global batch, not over every padded position.
+        return WeightedTokenCrossentropy()
 
     def weighted_metrics(self):
         return [keras.metrics.SparseCategoricalAccuracy(name="token_accuracy")]

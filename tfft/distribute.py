@@ -25,6 +25,11 @@ from tfft.errors import StrategyError
 logger = logging.getLogger(__name__)
 
 
+def replica_context_with_peers():
+    """The replica context when the step runs on more than one replica (a strategy's `run`), else None."""
+    context = tf.distribute.get_replica_context()
+    return context if context is not None and context.num_replicas_in_sync > 1 else None
+
 def create_strategy(config: TrainConfig) -> tf.distribute.Strategy:
     """The `tf.distribute.Strategy` that `config.strategy` asks for.
 

@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 
 from tfft.config import TrainConfig
+from tfft.distribute import replica_context_with_peers
 
 #: Variables whose path matches are never decayed: biases and norm parameters.
 NO_DECAY_PATTERN = re.compile(r"(^|[/_])(bias|gamma|beta)(:0)?$|layer_?norm|LayerNorm", re.IGNORECASE)
@@ -69,12 +70,6 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return dict(peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps, decay=self.decay)
 
 
-def _replica_context_with_peers():
-    """The replica context when the step runs on more than one replica, else None."""
-    context = tf.distribute.get_replica_context()
-    return context if context is not None and context.num_replicas_in_sync > 1 else None
-
-
 @keras.saving.register_keras_serializable(package="tfft")
 class AdamW(keras.optimizers.AdamW):
     """Keras' AdamW, with the gradients summed over the replicas before they are clipped.
@@ -92,7 +87,7 @@ class AdamW(keras.optimizers.AdamW):
     """
 
     def _clip_gradients(self, grads):
-        if _replica_context_with_peers() is not None:
+        if replica_context_with_peers() is not None:
             return grads  # clipped after the all-reduce, in `_all_reduce_sum_gradients`
         return super()._clip_gradients(grads)
 
@@ -102,7 +97,7 @@ class AdamW(keras.optimizers.AdamW):
             for g, v in grads_and_vars
         ]
         reduced = super()._all_reduce_sum_gradients(grads_and_vars)
-        if _replica_context_with_peers() is None:
+        if replica_context_with_peers() is None:
             return reduced
         clipped = super()._clip_gradients([g for g, _ in reduced])
         return [(g, v) for g, (_, v) in zip(clipped, reduced, strict=True)]

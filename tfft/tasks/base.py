@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from tfft import data
 from tfft.config import Config
+from tfft.distribute import replica_context_with_peers
 
 #: Name of the JSON file in an export's `assets/` that tells `tfft predict` which task wrote it.
 METADATA_FILE = "tfft_task.json"
@@ -133,8 +134,8 @@ class WeightedTokenCrossentropy(keras.losses.Loss):
         total = super().__call__(y_true, y_pred, sample_weight)
         weights = (tf.cast(tf.size(y_true), tf.float32) if sample_weight is None
                    else tf.reduce_sum(tf.cast(sample_weight, tf.float32)))
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
+        context = replica_context_with_peers()
+        if context is not None:
             weights = context.all_reduce(tf.distribute.ReduceOp.SUM, weights)
         return tf.math.divide_no_nan(total, tf.cast(weights, total.dtype))
 

@@ -20,6 +20,12 @@ starts x top-20 ends of every window). Both are scored by the same code
     python benchmarks/qa_vs_trainer.py --train_questions=3000 --epochs=1
     python benchmarks/qa_vs_trainer.py --epochs=1 --seeds=1,2    # seed spread: each seed, tfft then the Trainer
 
+`--dev` tunes without touching XQuAD: it holds out every fifth training paragraph as a dev set (1,865
+questions) and trains on the other 7,515, with XQuAD's paragraphs left out entirely. `--set` adds config overrides
+for tfft only (the Trainer keeps `run_qa`'s recipe), e.g. `--set=train.adam_epsilon=1e-8`:
+
+    python benchmarks/qa_vs_trainer.py --dev --peers=tfft --seeds=0,1 --set=train.adam_epsilon=1e-8
+
 `--seeds` sets `train.seed` for tfft and `TrainingArguments.seed` for the Trainer (weights of the head,
 data order, dropout). Each child's result is appended to `benchmarks/results/qa_vs_trainer.jsonl` as it
 finishes, so a long run that is cut off keeps the seeds it completed.
@@ -43,21 +49,33 @@ _PEERS = flags.DEFINE_list("peers", ["tfft", "hf_trainer"], "Peers to run, in th
 _EPOCHS = flags.DEFINE_integer("epochs", 0, "Epochs (0: the config's).")
 _TRAIN_QUESTIONS = flags.DEFINE_integer("train_questions", 0, "Use the first N training questions (0: all 9,380).")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; for each, every peer in --peers order.")
+_DEV = flags.DEFINE_bool("dev", False, "Evaluate on every fifth training paragraph, not XQuAD (for tuning).")
+_SET = flags.DEFINE_multi_string("set", [], "Config overrides for tfft only, `section.key=value`.")
 _SPLIT_DIR = pathlib.Path("runs/squad_split")
 
 
-def write_split(data: pathlib.Path, train_questions: int) -> tuple[int, int]:
-    """Writes `runs/squad_split/{train,eval}.json`: SQuAD v1.1 dev without / with XQuAD's paragraphs."""
+def write_split(data: pathlib.Path, train_questions: int, dev_split: bool = False) -> tuple[int, int]:
+    """Writes `runs/squad_split/{train,eval}.json`: SQuAD v1.1 dev without / with XQuAD's paragraphs.
+
+    With `dev_split`, XQuAD's paragraphs are left out and every fifth other paragraph is evaluated instead.
+    """
     with zipfile.ZipFile(data / "squad_v1_1" / "dev-v1.1.json.zip") as archive:
-        dev = json.loads(archive.read("dev-v1.1.json"))
+        squad = json.loads(archive.read("dev-v1.1.json"))
     xquad = json.loads((data / "squad_v1_1" / "xquad.en.json").read_text(encoding="utf-8"))
     held_out = {qa["id"] for article in xquad["data"] for p in article["paragraphs"] for qa in p["qas"]}
-    train, evaluation, kept = [], [], 0
-    for article in dev["data"]:
+    train, evaluation, kept, others = [], [], 0, 0
+    for article in squad["data"]:
         train_paragraphs, eval_paragraphs = [], []
         for paragraph in article["paragraphs"]:
             if any(qa["id"] in held_out for qa in paragraph["qas"]):
-                eval_paragraphs.append(paragraph)  # with all of dev's answers per question
+                evaluated = not dev_split
+                if not evaluated:
+                    continue
+            else:
+                others += 1
+                evaluated = dev_split and others % 5 == 0
+            if evaluated:
+                eval_paragraphs.append(paragraph)  # with all of SQuAD's answers per question
             elif not train_questions or kept < train_questions:
                 train_paragraphs.append(paragraph)
                 kept += len(paragraph["qas"])
@@ -184,23 +202,27 @@ def main(argv):
     from tfft.config import load_config
 
     data = common.data_dir(_DATA_DIR.value)
-    n_train, n_eval = write_split(data, _TRAIN_QUESTIONS.value)
+    n_train, n_eval = write_split(data, _TRAIN_QUESTIONS.value, _DEV.value)
     values = [f"model.backbone={data / 'all_minilm_l6_v2'}", "train.overwrite_output_dir=true", "export.enabled=false",
               "output_dir=runs/bench_qa", "model.freeze_embeddings=false"]
     if _EPOCHS.value:
         values.append(f"train.epochs={_EPOCHS.value}")
     config = load_config("configs/squad_minilm.yaml", values)
-    print(f"{n_train} training questions, {n_eval} evaluation questions, {config.train.epochs} epoch(s)", flush=True)
+    split = "dev (every fifth training paragraph)" if _DEV.value else "XQuAD-en"
+    print(f"{n_train} training questions, {n_eval} {split} questions, {config.train.epochs} epoch(s), "
+          f"tfft overrides: {_SET.value or 'none'}", flush=True)
     evaluation = tasks.create(config).read(config.data.validation, split="validation")
     golds = [[a["text"] for a in label["answers"]] for label in evaluation.labels]
     results, rows = {}, []
     for seed in _SEEDS.value:
         for peer in _PEERS.value:
-            out = common.run_child(PEERS[peer][1], json.dumps([*values, f"train.seed={seed}"]), timeout=6 * 3600)
+            extra = _SET.value if peer == "tfft" else []
+            out = common.run_child(PEERS[peer][1], json.dumps([*values, f"train.seed={seed}", *extra]),
+                                   timeout=6 * 3600)
             scores = metrics.squad_metrics(golds, [out["answers"][i] for i in evaluation.ids])
             results[peer, seed] = r = {**{k: v for k, v in out.items() if k != "answers"}, **scores}
             common.append_result("qa_vs_trainer", {"peer": peer, "seed": seed, "epochs": config.train.epochs,
-                                                   "train_questions": n_train, **r})
+                                                   "train_questions": n_train, "split": split, "set": extra, **r})
             print(peer, seed, json.dumps(r), flush=True)
             row = {"peer": PEERS[peer][0], "seed": seed, "EM": round(r["exact_match"], 2), "F1": round(r["f1"], 2),
                    "train questions/s": r["examples"] / r["seconds"], "train windows": r["windows"],
@@ -220,7 +242,8 @@ def main(argv):
                   ["peer", "seed", "EM", "F1", "train questions/s", "train windows", "train s", "peak RSS MB",
                    "tfft speed-up", "tfft - peer EM / F1"],
                   {"raw": {f"{peer} seed {seed}": r for (peer, seed), r in results.items()},
-                   "train_questions": n_train, "eval_questions": n_eval, "epochs": config.train.epochs,
+                   "train_questions": n_train, "eval_questions": n_eval, "split": split, "tfft_set": _SET.value,
+                   "epochs": config.train.epochs,
                    "sequence_length": config.model.sequence_length, "doc_stride": config.task.doc_stride})
 
 

@@ -77,6 +77,19 @@ def test_optimizer_decays_only_the_decayed_variables(bert):
             np.testing.assert_allclose(v.numpy(), before[v.path] * (1 - 0.1 * 0.5), rtol=1e-5, err_msg=v.path)
 
 
+@pytest.mark.parametrize("epsilon, first_step", [(1e-6, 0.03065), (1e-8, 0.7597)])
+def test_adam_epsilon_is_added_to_sqrt_v_before_bias_correction(epsilon, first_step):
+    # Keras' first step is lr * sqrt(1 - b2) / (1 - b1) * m / (sqrt(v) + eps), m = 0.1 g, sqrt(v) = sqrt(0.001) g:
+    # for g = 1e-6 that is lr * 0.0316 / (0.0316 + eps / g). The BERT recipe's 1e-6 shrinks this small gradient's
+    # step to 3% of the learning rate; the Trainer's 1e-8 leaves it at 76%.
+    variable = keras.Variable(np.zeros([1], "float32"), name="kernel")
+    config = TrainConfig(learning_rate=0.1, warmup_ratio=0.0, weight_decay=0.0, clipnorm=0.0, adam_epsilon=epsilon)
+    optimizer = optimization.create_optimizer(config, 10, [variable])
+    assert optimizer.epsilon == epsilon
+    optimizer.apply_gradients([(np.array([1e-6], "float32"), variable)])
+    np.testing.assert_allclose(-variable.numpy(), [0.1 * first_step], rtol=1e-3)
+
+
 def test_gradients_are_clipped_by_global_norm():
     variable = keras.Variable(np.zeros([2], "float32"), name="kernel")
     optimizer = keras.optimizers.SGD(learning_rate=1.0, global_clipnorm=1.0)

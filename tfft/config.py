@@ -199,6 +199,11 @@ class TrainConfig:
         schedule: str. Decay after warmup, `linear` or `cosine`, to zero.
         weight_decay: float. AdamW decay; never applied to biases and norms.
         clipnorm: float. Global gradient-norm clip; 0 disables it.
+        adam_epsilon: float. AdamW's epsilon. Keras adds it to `sqrt(v)`
+            before bias correction, so early in training it weighs up to
+            `1 / sqrt(1 - beta_2)` (about 32x) more than PyTorch's same
+            value; the BERT recipe's 1e-6 here damps small gradients more
+            than the Hugging Face `Trainer`'s 1e-8 does there.
         seed: int. Seed for weights, dropout and shuffling.
         class_weight: str or None. `balanced` weighs classes by inverse
             frequency in the training split.
@@ -227,6 +232,7 @@ class TrainConfig:
     schedule: Literal["linear", "cosine"] = "linear"
     weight_decay: float = 0.01
     clipnorm: float = 1.0
+    adam_epsilon: float = 1e-6
     seed: int = 0
     class_weight: Literal["balanced"] | None = None
     early_stopping_patience: int | None = None
@@ -346,6 +352,7 @@ class Config:
         _check(0.0 < t.learning_rate < 1.0, "train.learning_rate", t.learning_rate, "must be in (0, 1)")
         _check(0.0 <= t.warmup_ratio <= 1.0, "train.warmup_ratio", t.warmup_ratio, "must be in [0, 1]")
         _check(t.weight_decay >= 0.0, "train.weight_decay", t.weight_decay, "must be >= 0")
+        _check(t.adam_epsilon > 0.0, "train.adam_epsilon", t.adam_epsilon, "must be > 0")
         _check(t.clipnorm >= 0.0, "train.clipnorm", t.clipnorm, "must be >= 0 (0 disables clipping)")
         if t.early_stopping_patience is not None:
             _check(t.early_stopping_patience >= 1, "train.early_stopping_patience",

@@ -130,7 +130,7 @@ def create_optimizer(config: TrainConfig, total_steps: int, variables) -> AdamW:
         weight_decay=config.weight_decay,
         beta_1=0.9,
         beta_2=0.999,
-        epsilon=1e-6,
+        epsilon=config.adam_epsilon,
         global_clipnorm=config.clipnorm or None,
     )
     optimizer.exclude_from_weight_decay(var_list=[v for v in variables if excluded_from_decay(v)])

@@ -9,6 +9,7 @@ import platform
 import resource
 import subprocess
 import sys
+import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -64,8 +65,6 @@ def report(name: str, rows: list[dict], columns: list[str], extra: dict | None =
 
 def append_result(name: str, record: dict) -> None:
     """Appends one child's result, with the time and machine, to benchmarks/results/<name>.jsonl."""
-    import time
-
     RESULTS.mkdir(parents=True, exist_ok=True)
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **record}
     with open(RESULTS / f"{name}.jsonl", "a", encoding="utf-8") as f:

@@ -1,3 +1,7 @@
+import dataclasses
+import pathlib
+import re
+
 import pytest
 import yaml
 
@@ -96,3 +100,19 @@ def test_string_overrides_are_taken_verbatim():
     config = load_config(None, ["data.train=a.csv", "data.text_pair_column=null", "data.tfds_data_dir=~"])
     assert config.data.text_pair_column is None and config.data.tfds_data_dir is None
     assert load_config(None, ["data.train=a.csv", "train.epochs=2"]).train.epochs == 2  # other keys: YAML
+
+
+def test_every_config_key_has_a_row_in_the_readme_table():
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    documented = set()
+    for keys in re.findall(r"^\| (`[a-z_.0-9]+`(?: / `[a-z_.0-9]+`)*) \|", readme, re.M):
+        documented.update(re.findall(r"`([a-z_.0-9]+)`", keys))
+    config, keys = Config(), set()
+    for section in dataclasses.fields(config):
+        value = getattr(config, section.name)
+        if dataclasses.is_dataclass(value):
+            keys.update(f"{section.name}.{field.name}" for field in dataclasses.fields(value))
+        else:
+            keys.add(section.name)
+    assert "train.adam_epsilon" in keys
+    assert sorted(keys - documented) == []

@@ -154,6 +154,23 @@ def test_training_batches_group_similar_lengths_and_keep_labels(packer):
     assert seen == 64  # one epoch, nothing dropped
 
 
+def test_group_by_length_false_gives_random_batches(packer):
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 12, size=64)
+    examples = data.Examples("mem", [" ".join(["great"] * int(n)) for n in counts], labels=[str(n) for n in counts])
+
+    def spreads(group_by_length):
+        ds = data.make_dataset(examples, counts, packer, batch_size=8, training=True, seed=3,
+                               group_by_length=group_by_length)
+        batches = [y.numpy() for _, y in ds]
+        assert sorted(np.concatenate(batches)) == sorted(counts)  # one epoch, every example once
+        return [int(b.max() - b.min()) for b in batches]
+
+    # One megabatch holds the whole epoch here: sorted, each batch spans a word or two; random ones span most of 1-11.
+    assert max(spreads(True)) <= 2
+    assert np.mean(spreads(False)) >= 6
+
+
 def test_static_bucket_shapes(packer):
     examples = data.Examples("mem", ["great"] * 3 + ["great " * 20] * 3, labels=["a"] * 6)
     ds = data.make_dataset(examples, np.zeros(6, np.int32), packer, batch_size=3, pad_to="buckets", drop_remainder=True)

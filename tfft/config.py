@@ -214,10 +214,12 @@ class TrainConfig:
         mixed_precision: str. `none`, `mixed_float16` or `mixed_bfloat16`.
         jit_compile: bool. Compile the train step with XLA.
         steps_per_execution: int. Steps run per `tf.function` call (TPU).
-        pad_to: str. `longest` pads each batch to its longest sequence
-            (training batches group similar lengths); `buckets` pads to the
-            next of 16, 32, 64, ... (few static shapes, for TPU/XLA); `max`
-            pads to `sequence_length`.
+        pad_to: str. `longest` pads each batch to its longest sequence;
+            `buckets` pads to the next of 16, 32, 64, ... (few static
+            shapes, for TPU/XLA); `max` pads to `sequence_length`.
+        group_by_length: bool. Training batches of similar lengths, which
+            `longest` and `buckets` pad less; false: random batches, as the
+            Hugging Face `Trainer`'s default.
         overwrite_output_dir: bool. Replace a finished run in `output_dir`.
         backup_every_steps: int or None. Also back up the training state
             every this many steps inside an epoch, so a killed or preempted
@@ -242,6 +244,7 @@ class TrainConfig:
     jit_compile: bool = False
     steps_per_execution: int = 1
     pad_to: Literal["longest", "buckets", "max"] = "longest"
+    group_by_length: bool = True
     overwrite_output_dir: bool = False
     backup_every_steps: int | None = None
 

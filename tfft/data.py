@@ -520,10 +520,12 @@ def make_dataset(
     repeat: bool = False,
     drop_remainder: bool = False,
     epochs: int = 1,
+    group_by_length: bool = True,
 ) -> tf.data.Dataset:
     """Builds the `tf.data` pipeline of one split.
 
-    Training batches group examples of similar length: each epoch is
+    Training batches group examples of similar length (unless
+    `group_by_length` is False or `pad_to` is `max`): each epoch is
     shuffled, cut into megabatches of `MEGABATCH_BATCHES` batches, each
     megabatch sorted by length and cut into batches, and the batches
     shuffled. An epoch still holds every example exactly once, in
@@ -550,6 +552,8 @@ def make_dataset(
             batch size).
         epochs: int. Epochs of shuffled order to lay out, each with its own
             seed (training only); `repeat` continues past them.
+        group_by_length: bool. Training batches of similar lengths (less
+            padding); False: random batches.
 
     Returns:
         A dataset of `features`, `(features, targets)` or `(features,
@@ -578,10 +582,8 @@ def make_dataset(
         rounds = []
         for e in range(epochs):
             shuffled = ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False)
-            if pad_to == "max":  # every batch is full width: grouping lengths gains nothing
-                rounds.append(shuffled.batch(batch_size, drop_remainder=drop_remainder))
-            else:
-                rounds.append(_length_grouped_batches(shuffled, batch_size, drop_remainder, seed=seed + e))
+            grouped = group_by_length and pad_to != "max"  # full-width batches gain nothing from grouping
+            rounds.append(training_batches(shuffled, batch_size, drop_remainder, seed + e, grouped))
         ds = functools.reduce(tf.data.Dataset.concatenate, rounds)
     else:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
@@ -598,6 +600,13 @@ def make_dataset(
 
 
 # Elements are `features` or `(features, label_id)`: `element[0]` is the features.
+
+
+def training_batches(ds, batch_size: int, drop_remainder: bool, seed: int, group_by_length: bool) -> tf.data.Dataset:
+    """One shuffled epoch's batches: grouped by length (`_length_grouped_batches`), or in the shuffled order."""
+    if group_by_length:
+        return _length_grouped_batches(ds, batch_size, drop_remainder, seed=seed)
+    return ds.batch(batch_size, drop_remainder=drop_remainder)
 
 
 def _length_grouped_batches(ds, batch_size: int, drop_remainder: bool, seed: int) -> tf.data.Dataset:

@@ -414,6 +414,7 @@ def stream_dataset(
     pad_to: str = "longest",
     drop_remainder: bool = False,
     workers: int = 1,
+    group_by_length: bool = True,
 ) -> tf.data.Dataset:
     """The training pipeline over `files`, as `tfft.data.make_dataset` builds it in memory; see the module docstring.
 
@@ -431,10 +432,8 @@ def stream_dataset(
         packed = data_lib._batch(rows, data_lib._TOKENIZE_BATCH).map(
             lambda inputs, targets: task.pack(packer, inputs, targets), num_parallel_calls=tf.data.AUTOTUNE
         ).unbatch()
-        if pad_to == "max":
-            rounds.append(packed.batch(batch_size, drop_remainder=drop_remainder))
-        else:
-            rounds.append(data_lib._length_grouped_batches(packed, batch_size, drop_remainder, seed=seed + e))
+        grouped = group_by_length and pad_to != "max"
+        rounds.append(data_lib.training_batches(packed, batch_size, drop_remainder, seed + e, grouped))
     ds = functools.reduce(tf.data.Dataset.concatenate, rounds).repeat()
     if pad_to != "max":
         lengths = data_lib.bucket_lengths(packer.sequence_length) if pad_to == "buckets" else None

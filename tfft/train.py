@@ -178,12 +178,13 @@ def _run(config: Config, strategy, chief: bool, output_dir: pathlib.Path, extra_
         train_ds = streaming.stream_dataset(
             train_files, task, packer, config.data, batch_size=tc.batch_size, seed=tc.seed, epochs=tc.epochs,
             pad_to=pad_to, drop_remainder=static_shapes, workers=distribute.num_workers(strategy),
+            group_by_length=tc.group_by_length,
         )
     else:
         train_ds = data.make_dataset(
             train_examples, y_train, packer, task=task, batch_size=tc.batch_size, training=True, seed=tc.seed,
             pad_to=pad_to, shuffle_buffer=config.data.shuffle_buffer, repeat=True, drop_remainder=static_shapes,
-            epochs=tc.epochs,
+            epochs=tc.epochs, group_by_length=tc.group_by_length,
         )
     val_ds = (
         data.make_dataset(val_examples, y_val, packer, task=task, batch_size=tc.batch_size, pad_to=pad_to)

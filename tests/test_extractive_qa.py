@@ -298,6 +298,24 @@ def test_the_span_head_has_no_dropout_as_in_bert_run_squad():
     from tfft.config import load_config
 
     task = tasks.create(load_config(None, ["data.train=unused.json", "task.type=extractive_qa", "model.sequence_length=384"]))
-    tokens = keras.Input((None, 8))
-    model = keras.Model(tokens, task.head({"sequence_output": tokens}, 0.5))
+    tokens, mask = keras.Input((None, 8)), keras.Input((None,), dtype="int32")
+    model = keras.Model([tokens, mask], task.head({"sequence_output": tokens, "padding_mask": mask}, 0.5))
     assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.0]
+
+
+def test_padding_takes_no_probability_so_the_loss_ignores_how_far_a_batch_is_padded(deterministic_preset):
+    # Without the head's padding mask the start and end softmaxes spread over the padding too: the same window
+    # padded to 64 rather than to its own length gives another loss, so length-sorted and random batches differ.
+    task, packer = _task_and_packer(deterministic_preset, sequence_length=64)
+    context, start = _long_context(3, "superb", 1)
+    byte_start = len(context[:start].encode())
+    w = task.windows(packer, tf.constant(["the plot was"]), tf.constant([context]),
+                     tf.constant([[byte_start, byte_start + len(b"superb")]], tf.int64))
+    features = w["features"]
+    assert int(tf.reduce_sum(features["padding_mask"])) < 40  # the window is well short of its 64 positions
+    backbone = backbones.resolve(task.config.model).backbone()
+    model = tasks.TaskModel(backbone, task, dropout=0.0)
+    padded, trimmed = model(features), model(tasks.base.trim_to_longest(features))
+    loss = task.loss()
+    assert loss(w["labels"], padded).numpy() == pytest.approx(loss(w["labels"], trimmed).numpy(), rel=1e-5)
+    assert float(tf.reduce_max(tf.boolean_mask(padded, features["padding_mask"] == 0))) <= -1e8

@@ -75,6 +75,7 @@ class TaskModel(keras.Model):
             )
         extra = task.extra_inputs()  # e.g. the masked-LM head's `mask_positions`
         outputs.update(extra)
+        outputs["padding_mask"] = inputs["padding_mask"]
         outputs["backbone"] = backbone
         logits = task.head(outputs, dropout)
         super().__init__(inputs={**inputs, **extra}, outputs=logits, **kwargs)
@@ -286,7 +287,10 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def head(self, backbone_outputs: dict, dropout: float):
-        """The head on the backbone's outputs (and `extra_inputs`, and the `backbone` itself): float32 logits."""
+        """The head on the backbone's outputs (and `extra_inputs`, the `padding_mask` input and the `backbone` itself).
+
+        Returns float32 logits.
+        """
 
     def load_head(self, model: keras.Model, source) -> None:
         """Sets pretrained head weights from the backbone source, where the task has such a head (masked LM)."""

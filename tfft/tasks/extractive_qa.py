@@ -143,6 +143,23 @@ class SpanLoss(keras.losses.Loss):
         return (start + end) / 2.0
 
 
+class MaskPadding(keras.layers.Layer):
+    """Sets the `[batch, length, n]` logits of padding positions to -1e9, out of every softmax over positions.
+
+    A span can only start or end on a real token. Without this, the start and
+    end cross-entropies also spread probability over the padding, so how far a
+    batch is padded (longest in a batch of random lengths, or sorted by
+    length) would change what is learned.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+
+    def call(self, logits, padding_mask):
+        real = keras.ops.expand_dims(keras.ops.cast(padding_mask, "bool"), -1)
+        return keras.ops.where(real, logits, keras.ops.cast(-1e9, logits.dtype))
+
+
 class ExtractiveQA(Task):
     """`task.type: extractive_qa`: the answer to a question, as a span of its context (SQuAD).
 
@@ -354,7 +371,8 @@ class ExtractiveQA(Task):
     def head(self, backbone_outputs, dropout):
         # No dropout on the token vectors, as in BERT's run_squad.py and `BertForQuestionAnswering`.
         del dropout
-        return dense_head(backbone_outputs["sequence_output"], 2, 0.0)
+        logits = dense_head(backbone_outputs["sequence_output"], 2, 0.0)
+        return MaskPadding(name="mask_padding")(logits, backbone_outputs["padding_mask"])
 
     def loss(self):
         return SpanLoss()

@@ -29,7 +29,8 @@ def _corpus() -> list[str]:
     return parity_sentences(400, seed=1)
 
 
-def write_bert(path: pathlib.Path, distil: bool = False) -> pathlib.Path:
+def write_bert(path: pathlib.Path, distil: bool = False, **config) -> pathlib.Path:
+    """A 2-layer, 32-wide BERT (or DistilBERT) checkpoint; `config` overrides `BertConfig` fields."""
     import transformers
 
     path.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,7 @@ def write_bert(path: pathlib.Path, distil: bool = False) -> pathlib.Path:
     else:
         config = transformers.BertConfig(
             vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=64,
+            intermediate_size=64, max_position_embeddings=64, **config,
         )
         model = transformers.BertModel(config)
         tokenizer = transformers.BertTokenizerFast(str(path / "vocab.txt"), do_lower_case=True)

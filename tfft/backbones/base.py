@@ -213,6 +213,39 @@ MASKED_LM_HEAD_WEIGHTS = ("dense_kernel", "dense_bias", "norm_gamma", "norm_beta
 #: File beside an adapted backbone's preset (`save_preset`) that holds its masked-LM head.
 MASKED_LM_HEAD_FILE = "masked_lm_head.npz"
 
+#: Beside a saved preset: the feed-forward activation its encoder ran with, where it is not keras-hub's default.
+ACTIVATION_FILE = "feedforward_activation.txt"
+
+#: Feed-forward activations by name: `gelu` is the exact (erf) form, `gelu_approximate` the tanh form.
+ACTIVATIONS = {
+    "gelu": lambda x: keras.activations.gelu(x, approximate=False),
+    "gelu_approximate": lambda x: keras.activations.gelu(x, approximate=True),
+    "relu": keras.activations.relu,
+}
+
+
+def set_feedforward_activation(backbone: keras.Model, name: str) -> None:
+    """Makes every encoder block of a keras-hub backbone use the feed-forward activation `name` (`ACTIVATIONS`).
+
+    keras-hub builds each architecture with one fixed activation (BERT: the
+    tanh approximation of GELU), while a checkpoint says what it was trained
+    with (Hugging Face BERT: `hidden_act: gelu`, the exact form).
+    """
+    import keras_hub
+
+    for layer in inner_backbone(backbone)._flatten_layers():
+        if isinstance(layer, keras_hub.layers.TransformerEncoder):
+            layer._feedforward_intermediate_dense.activation = ACTIVATIONS[name]
+            layer.tfft_activation = name
+
+
+def feedforward_activation(backbone: keras.Model) -> str | None:
+    """The activation `set_feedforward_activation` gave the backbone, or None (keras-hub's own)."""
+    for layer in inner_backbone(backbone)._flatten_layers():
+        if hasattr(layer, "tfft_activation"):
+            return layer.tfft_activation
+    return None
+
 
 def token_embedding(backbone: keras.Model):
     """The backbone's token embedding layer (keras-hub's `ReversibleEmbedding`), or None."""
@@ -244,6 +277,9 @@ def save_preset(backbone: keras.Model, packer: TextPacker, folder, head_weights:
     packer.tokenizer.save_to_preset(str(folder))
     if head_weights is not None:
         np.savez(folder / MASKED_LM_HEAD_FILE, **head_weights)
+    activation = feedforward_activation(model)
+    if activation is not None:
+        (folder / ACTIVATION_FILE).write_text(activation + "\n", encoding="utf-8")
 
 
 def check_sequence_length(config: ModelConfig, max_positions: int | None) -> None:

@@ -22,6 +22,7 @@ from tfft.backbones.base import (
     TextPacker,
     check_sequence_length,
     keras_hub_layer_groups,
+    set_feedforward_activation,
     with_pooled_output,
 )
 from tfft.config import ConfigError
@@ -39,6 +40,9 @@ SUPPORTED_MODEL_TYPES = {
     "albert": "AlbertTextClassifierPreprocessor",
 }
 _WORDPIECE_TYPES = ("bert", "distilbert")
+
+#: A checkpoint's `hidden_act` (DistilBERT: `activation`) -> tfft's name for it (`base.ACTIVATIONS`).
+HIDDEN_ACTS = {"gelu": "gelu", "gelu_new": "gelu_approximate", "gelu_pytorch_tanh": "gelu_approximate", "relu": "relu"}
 
 
 def is_huggingface_checkpoint(spec: str) -> bool:
@@ -68,6 +72,19 @@ def checkpoint_config(spec: str) -> dict:
     if path is None:
         raise ConfigError(f"Hugging Face checkpoint `{spec}` has no config.json.")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def checkpoint_activation(spec: str) -> str:
+    """The feed-forward activation the checkpoint was trained with, as a `base.ACTIVATIONS` name."""
+    config = checkpoint_config(spec)
+    key = "activation" if "activation" in config and "hidden_act" not in config else "hidden_act"
+    hidden_act = config.get(key, "gelu")
+    if hidden_act not in HIDDEN_ACTS:
+        raise ConfigError(
+            f"Hugging Face checkpoint `{spec}` has {key}={hidden_act!r} in config.json, which tfft does not "
+            f"support. Supported: {', '.join(HIDDEN_ACTS)}."
+        )
+    return HIDDEN_ACTS[hidden_act]
 
 
 def checkpoint_model_type(spec: str) -> str:
@@ -244,6 +261,7 @@ class HuggingFaceCheckpoint(BackboneSource):
         check_sequence_length(self.config, getattr(backbone, "max_sequence_length", None))
         if self.model_type == "roberta" and self.config.pretrained:  # keras-hub's XLM-R converter folds it itself.
             fold_token_type_embedding(backbone, self.config.backbone)
+        set_feedforward_activation(backbone, checkpoint_activation(self.config.backbone))
         return with_pooled_output(backbone)
 
     def layer_groups(self, backbone: keras.Model) -> LayerGroups:

@@ -9,14 +9,18 @@ import keras_hub
 import numpy as np
 
 from tfft.backbones.base import (
+    ACTIVATION_FILE,
+    ACTIVATIONS,
     MASKED_LM_HEAD_FILE,
     BackboneSource,
     LayerGroups,
     TextPacker,
     check_sequence_length,
     keras_hub_layer_groups,
+    set_feedforward_activation,
     with_pooled_output,
 )
+from tfft.config import ConfigError
 
 
 class KerasHubPreset(BackboneSource):
@@ -37,6 +41,14 @@ class KerasHubPreset(BackboneSource):
     def backbone(self) -> keras.Model:
         backbone = keras_hub.models.Backbone.from_preset(self.config.backbone, load_weights=self.config.pretrained)
         check_sequence_length(self.config, getattr(backbone, "max_sequence_length", None))
+        activation = pathlib.Path(self.config.backbone) / ACTIVATION_FILE  # a folder `tfft adapt` wrote
+        if activation.is_file():
+            name = activation.read_text(encoding="utf-8").strip()
+            if name not in ACTIVATIONS:
+                raise ConfigError(
+                    f"`{activation}` names the activation {name!r}; expected one of {', '.join(ACTIVATIONS)}."
+                )
+            set_feedforward_activation(backbone, name)
         return with_pooled_output(backbone)
 
     def layer_groups(self, backbone: keras.Model) -> LayerGroups:

@@ -213,7 +213,7 @@ MASKED_LM_HEAD_WEIGHTS = ("dense_kernel", "dense_bias", "norm_gamma", "norm_beta
 #: File beside an adapted backbone's preset (`save_preset`) that holds its masked-LM head.
 MASKED_LM_HEAD_FILE = "masked_lm_head.npz"
 
-#: Beside a saved preset: the feed-forward activation its encoder ran with, where it is not keras-hub's default.
+#: Beside a saved preset: the feed-forward activation its encoder ran with, where a checkpoint named one.
 ACTIVATION_FILE = "feedforward_activation.txt"
 
 #: Feed-forward activations by name: `gelu` is the exact (erf) form, `gelu_approximate` the tanh form.

@@ -28,6 +28,25 @@ def _source(path, source="auto", sequence_length=32):
     return backbone
 
 
+PARITY_TEXTS = tf.constant(["the movie was great", "Café 東京 😀 was dull!"])
+
+
+def _hidden_states(backbone, features):
+    """tfft's backbone's `sequence_output` at the real (unpadded) positions of `features`."""
+    return backbone(features)["sequence_output"].numpy()[features["padding_mask"].numpy().astype(bool)]
+
+
+def _transformers_hidden_states(path, features):
+    """The `transformers` model's last hidden states at the real positions of the same packed `features`."""
+    reference = transformers.AutoModel.from_pretrained(path).eval()
+    with torch.no_grad():
+        theirs = reference(
+            input_ids=torch.tensor(features["token_ids"].numpy(), dtype=torch.long),
+            attention_mask=torch.tensor(features["padding_mask"].numpy(), dtype=torch.long),
+        ).last_hidden_state.numpy()
+    return theirs[features["padding_mask"].numpy().astype(bool)]
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
@@ -64,16 +83,9 @@ def test_converted_backbone_equals_the_transformers_model(checkpoints, arch):
     path = checkpoints[arch]
     source = _source(path)
     backbone = source.backbone()
-    features = source.packer()(tf.constant(["the movie was great", "Café 東京 😀 was dull!"]))
-    ours = backbone(features)["sequence_output"].numpy()
-    reference = transformers.AutoModel.from_pretrained(path).eval()
-    with torch.no_grad():
-        theirs = reference(
-            input_ids=torch.tensor(features["token_ids"].numpy(), dtype=torch.long),
-            attention_mask=torch.tensor(features["padding_mask"].numpy(), dtype=torch.long),
-        ).last_hidden_state.numpy()
-    mask = features["padding_mask"].numpy().astype(bool)
-    np.testing.assert_allclose(ours[mask], theirs[mask], atol=1e-4)
+    features = source.packer()(PARITY_TEXTS)
+    ours = _hidden_states(backbone, features)
+    np.testing.assert_allclose(ours, _transformers_hidden_states(path, features), atol=1e-4)
     assert len(source.layer_groups(backbone).encoder) == ENCODER_GROUPS.get(arch, 2)
 
 
@@ -240,11 +252,6 @@ def test_transformers_source_honours_pretrained_false(tf_bert):
     assert not np.array_equal(random[key], fresh[key])
 
 
-def _hidden_states(source, texts=("the movie was great", "Café 東京 😀 was dull!")):
-    features = source.packer()(tf.constant(list(texts)))
-    return source.backbone()(features)["sequence_output"].numpy()[features["padding_mask"].numpy().astype(bool)]
-
-
 @pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new", "relu"])
 def test_the_checkpoints_feedforward_activation_is_used(tmp_path, hidden_act):
     # keras-hub's BERT always uses the tanh approximation of GELU; Hugging Face BERT checkpoints say `gelu`, the
@@ -252,15 +259,9 @@ def test_the_checkpoints_feedforward_activation_is_used(tmp_path, hidden_act):
     torch.manual_seed(0)
     path = hf_checkpoints.write_bert(tmp_path / "bert", hidden_act=hidden_act, initializer_range=0.5)
     source = _source(path)
-    features = source.packer()(tf.constant(["the movie was great", "Café 東京 😀 was dull!"]))
-    reference = transformers.AutoModel.from_pretrained(path).eval()
-    with torch.no_grad():
-        theirs = reference(
-            input_ids=torch.tensor(features["token_ids"].numpy(), dtype=torch.long),
-            attention_mask=torch.tensor(features["padding_mask"].numpy(), dtype=torch.long),
-        ).last_hidden_state.numpy()
-    mask = features["padding_mask"].numpy().astype(bool)
-    np.testing.assert_allclose(_hidden_states(source), theirs[mask], atol=1e-5)
+    features = source.packer()(PARITY_TEXTS)
+    ours = _hidden_states(source.backbone(), features)
+    np.testing.assert_allclose(ours, _transformers_hidden_states(path, features), atol=1e-5)
 
 
 def test_an_adapted_folder_keeps_the_checkpoints_activation(tmp_path):
@@ -269,8 +270,11 @@ def test_an_adapted_folder_keeps_the_checkpoints_activation(tmp_path):
 
     torch.manual_seed(0)
     source = _source(hf_checkpoints.write_bert(tmp_path / "bert", hidden_act="gelu", initializer_range=0.5))
-    save_preset(source.backbone(), source.packer(), tmp_path / "preset")
-    np.testing.assert_allclose(_hidden_states(_source(tmp_path / "preset")), _hidden_states(source), atol=1e-6)
+    backbone, packer = source.backbone(), source.packer()
+    save_preset(backbone, packer, tmp_path / "preset")
+    features = packer(PARITY_TEXTS)
+    reloaded = _source(tmp_path / "preset").backbone()
+    np.testing.assert_allclose(_hidden_states(reloaded, features), _hidden_states(backbone, features), atol=1e-6)
 
 
 def test_an_unsupported_activation_is_named(tmp_path):

@@ -21,10 +21,11 @@ def test_defaults_then_file_then_overrides(tmp_path):
 
 
 def test_every_config_in_configs_folder_loads():
-    import pathlib
-
-    for path in sorted(pathlib.Path(__file__).parents[1].joinpath("configs").glob("*.yaml")):
-        load_config(path)
+    paths = sorted(pathlib.Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
+    assert {"demo", "sst2_minilm", "squad_minilm", "conll2003_minilm"} <= {p.stem for p in paths}
+    for path in paths:
+        config = load_config(path)  # validated: a bad key or value raises ConfigError
+        assert config.name == path.stem, path  # each config names its own runs
 
 
 def test_saved_yaml_round_trips(tmp_path):

@@ -105,7 +105,7 @@ outputs = evaluate.predict_outputs(task, result.model, result.packer, examples, 
 train_examples = task.read(config.data.train, split="train")
 print(json.dumps({"seconds": timer.total_seconds, "steps": len(timer.times), "steady_ms": timer.steady_ms,
                   "examples": len(train_examples) * config.train.epochs,
-                  "windows": task.num_elements(result.packer, train_examples) * config.train.epochs,
+                  "windows": task.prepare(train_examples, result.packer).elements * config.train.epochs,
                   "peak_rss_mb": peak_rss_mb(),
                   "answers": dict(zip(examples.ids, [a.decode() for a in outputs["answer"]]))}))
 """

@@ -195,7 +195,7 @@ def read_table(
     if not text.strip():
         raise DataError(f"Data file `{path}` is empty: it has no rows.")
     if suffix in (".jsonl", ".json"):
-        frame = _read_jsonl(text, path)
+        frame = jsonl_frame(text, path)
     else:
         frame = _read_delimited(text, path, suffix, has_header, quoting)
         frame.columns = [str(c) for c in frame.columns]
@@ -300,7 +300,8 @@ def read_conll(path: str | pathlib.Path, tag_column: int = -1) -> tuple[list[lis
     return sentences, tags, starts
 
 
-def _read_jsonl(text: str, path: pathlib.Path) -> pd.DataFrame:
+def jsonl_frame(text: str, path: pathlib.Path) -> pd.DataFrame:
+    """JSON Lines text as a frame of string cells (`json_cell`); a bad line fails naming it."""
     records = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -311,11 +312,11 @@ def _read_jsonl(text: str, path: pathlib.Path) -> pd.DataFrame:
             raise DataError(f"Data file `{path}`, line {line_number}: not a JSON object ({err.msg}).") from None
         if not isinstance(record, dict):
             raise DataError(f"Data file `{path}`, line {line_number}: expected a JSON object, got {type(record).__name__}.")
-        records.append({k: _cell(v) for k, v in record.items()})
+        records.append({k: json_cell(v) for k, v in record.items()})
     return pd.DataFrame.from_records(records).fillna("")
 
 
-def _cell(value) -> str:
+def json_cell(value) -> str:
     """A JSON value as a cell: lists and objects stay JSON, so a task can parse them back."""
     if value is None:
         return ""
@@ -461,7 +462,8 @@ class LabelVocabulary:
 
 # --- tf.data ----------------------------------------------------------------
 
-_TOKENIZE_BATCH = 1024
+#: Rows tokenized per call of the packer in a pipeline.
+TOKENIZE_BATCH = 1024
 
 
 def text_inputs(examples: Examples) -> dict[str, list[str]]:
@@ -480,10 +482,10 @@ def pack_texts(packer, inputs: dict, targets=None):
 
 def batched_inputs(inputs: dict, batch_size: int) -> tf.data.Dataset:
     """Model inputs (`Task.inputs`) in row order, `batch_size` at a time."""
-    return _batch(tf.data.Dataset.from_tensor_slices(inputs), batch_size).prefetch(tf.data.AUTOTUNE)
+    return batch_rows(tf.data.Dataset.from_tensor_slices(inputs), batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _batch(ds: tf.data.Dataset, size: int) -> tf.data.Dataset:
+def batch_rows(ds: tf.data.Dataset, size: int) -> tf.data.Dataset:
     """`batch`, or `ragged_batch` where an element has a dimension of varying length (words, tags)."""
     ragged = any(isinstance(spec, tf.RaggedTensorSpec) or None in spec.shape for spec in tf.nest.flatten(ds.element_spec))
     return ds.ragged_batch(size) if ragged else ds.batch(size)
@@ -506,23 +508,103 @@ def bucket_lengths(sequence_length: int) -> list[int]:
     return lengths + [sequence_length]
 
 
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """How a pipeline cuts packed examples into batches.
+
+    Args:
+        batch_size: int. Batch size (global, under a distribution strategy).
+        pad_to: str. `longest` (each batch to its longest sequence), `buckets`
+            (to the next of `bucket_lengths`: few static shapes for TPU/XLA)
+            or `max` (every batch to the packer's `sequence_length`).
+        drop_remainder: bool. Drop each epoch's last partial batch (static
+            batch size).
+        group_by_length: bool. Training batches of similar lengths (less
+            padding); False: random batches. `pad_to="max"` never groups.
+    """
+
+    batch_size: int
+    pad_to: str = "longest"
+    drop_remainder: bool = False
+    group_by_length: bool = True
+
+
+def training_pipeline(
+    epoch_examples,
+    batching: Batching,
+    *,
+    seed: int,
+    epochs: int,
+    sequence_length: int,
+    sequence_targets: bool = False,
+    repeat: bool = True,
+    shard_policy=tf.data.experimental.AutoShardPolicy.DATA,
+) -> tf.data.Dataset:
+    """The training batches of `epochs` epochs, from packed examples in each epoch's shuffled order.
+
+    The tail both the in-memory (`make_dataset`) and the streamed
+    (`tfft.streaming.stream_dataset`) training pipelines end with. Epoch `e`
+    is batched with seed `seed + e` (`training_batches`), the epochs are
+    laid out one after another, then repeated, trimmed and given their
+    options (`finish_batches`).
+
+    Args:
+        epoch_examples: callable. Epoch number -> dataset of packed examples
+            in that epoch's shuffled order.
+        batching: `Batching`.
+        seed: int. The first epoch's seed.
+        epochs: int. Epochs of shuffled order to lay out; `repeat` continues past them.
+        sequence_length: int. The packer's; `pad_to="buckets"` pads up to it.
+        sequence_targets: bool. Per-token targets, trimmed with the features.
+        repeat: bool. Repeat forever (train with `steps_per_epoch`).
+        shard_policy: `tf.data.experimental.AutoShardPolicy`. How
+            `tf.distribute` splits the data between workers.
+    """
+    grouped = batching.group_by_length and batching.pad_to != "max"  # full-width batches gain nothing from grouping
+    rounds = [
+        training_batches(epoch_examples(e), batching.batch_size, batching.drop_remainder, seed + e, grouped)
+        for e in range(epochs)
+    ]
+    ds = functools.reduce(tf.data.Dataset.concatenate, rounds)
+    if repeat:
+        ds = ds.repeat()
+    return finish_batches(ds, batching.pad_to, sequence_length, sequence_targets, shard_policy)
+
+
+def finish_batches(
+    ds: tf.data.Dataset,
+    pad_to: str,
+    sequence_length: int,
+    sequence_targets: bool = False,
+    shard_policy=tf.data.experimental.AutoShardPolicy.DATA,
+) -> tf.data.Dataset:
+    """Trims each batch's padding (`pad_to`), sets the pipeline's options and prefetches: every pipeline's end."""
+    if pad_to != "max":
+        lengths = bucket_lengths(sequence_length) if pad_to == "buckets" else None
+        trim = functools.partial(_trim_batch, lengths=lengths, sequence_targets=sequence_targets)
+        ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = shard_policy
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
 def make_dataset(
     examples: Examples,
     label_ids,
     packer,
     *,
     task=None,
-    batch_size: int,
+    elements: int | None = None,
+    batching: Batching | None = None,
     training: bool = False,
     seed: int = 0,
-    pad_to: str = "longest",
     shuffle_buffer: int = 0,
     repeat: bool = False,
-    drop_remainder: bool = False,
     epochs: int = 1,
-    group_by_length: bool = True,
+    **batching_args,
 ) -> tf.data.Dataset:
-    """Builds the `tf.data` pipeline of one split.
+    """Builds the `tf.data` pipeline of one split held in memory.
 
     Training batches group examples of similar length (unless
     `group_by_length` is False or `pad_to` is `max`): each epoch is
@@ -536,67 +618,57 @@ def make_dataset(
         label_ids: np.ndarray, tf.RaggedTensor or None. The task's encoded
             targets; None yields features only.
         packer: `tfft.backbones.TextPacker`. Tokenizes and packs in the graph.
-        task: `tfft.tasks.Task` or None. Gives the model inputs
-            (`task.inputs`), packs them with their targets (`task.pack`) and
-            says whether targets are per token (trimmed with the features).
-            None: a text classification task.
-        batch_size: int. Batch size (global, under a distribution strategy).
+        task: `tfft.tasks.Task` or None. Gives the model inputs and packs
+            them with their targets; None: a text classification task.
+        elements: int or None. The model inputs `task.pack` makes of the
+            split (`task.prepare(...).elements`); None: one per example.
+        batching: `Batching`, or None to make one of `batching_args`
+            (`batch_size`, `pad_to`, `drop_remainder`, `group_by_length`).
         training: bool. Shuffle, and batch examples of similar length together.
         seed: int. Shuffle seed.
-        pad_to: str. `longest` (each batch to its longest sequence), `buckets`
-            (to the next of `bucket_lengths`: few static shapes for TPU/XLA)
-            or `max` (every batch to `sequence_length`).
         shuffle_buffer: int. Shuffle buffer size; 0 shuffles the whole split.
         repeat: bool. Repeat forever (train with `steps_per_epoch`).
-        drop_remainder: bool. Drop each epoch's last partial batch (static
-            batch size).
         epochs: int. Epochs of shuffled order to lay out, each with its own
             seed (training only); `repeat` continues past them.
-        group_by_length: bool. Training batches of similar lengths (less
-            padding); False: random batches.
 
     Returns:
         A dataset of `features`, `(features, targets)` or `(features,
         targets, sample_weights)`, where `features` holds the packer's int32
         inputs, e.g. `token_ids`, `segment_ids` and `padding_mask`.
     """
-    columns = task.inputs(examples) if task is not None else text_inputs(examples)
-    pack_fn = task.pack if task is not None else pack_texts
+    batching = batching or Batching(**batching_args)
     sequence_targets = bool(task is not None and task.sequence_targets)
-    inputs = columns if label_ids is None else (columns, label_ids)
-    ds = tf.data.Dataset.from_tensor_slices(inputs)
-
-    def pack(*batch):
-        return pack_fn(packer, batch[0], batch[1] if len(batch) > 1 else None)
-
-    ds = _batch(ds, _TOKENIZE_BATCH).map(pack, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    # `unbatch` forgets the size; Keras needs it to see where an epoch ends.
-    elements = task.num_elements(packer, examples) if task is not None else len(examples)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(elements)).cache()
+    elements = len(examples) if elements is None else elements
+    ds = _packed_examples(examples, label_ids, packer, task, elements)
     if training:
         # Epoch e is shuffled with seed + e, the same for every iterator. A
         # reshuffling `shuffle` gives each new iterator another order, and
         # Keras makes an extra iterator under a distribution strategy: the
         # examples' order would depend on the strategy.
         buffer = shuffle_buffer or elements
-        rounds = []
-        for e in range(epochs):
-            shuffled = ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False)
-            grouped = group_by_length and pad_to != "max"  # full-width batches gain nothing from grouping
-            rounds.append(training_batches(shuffled, batch_size, drop_remainder, seed + e, grouped))
-        ds = functools.reduce(tf.data.Dataset.concatenate, rounds)
-    else:
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        return training_pipeline(
+            lambda e: ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False), batching, seed=seed,
+            epochs=epochs, sequence_length=packer.sequence_length, sequence_targets=sequence_targets, repeat=repeat,
+        )
+    ds = ds.batch(batching.batch_size, drop_remainder=batching.drop_remainder)
     if repeat:
         ds = ds.repeat()
-    if pad_to != "max":
-        lengths = bucket_lengths(packer.sequence_length) if pad_to == "buckets" else None
-        trim = functools.partial(_trim_batch, lengths=lengths, sequence_targets=sequence_targets)
-        ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
-    options = tf.data.Options()
     # Shard by element: the data come from memory, not from several files.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return finish_batches(ds, batching.pad_to, packer.sequence_length, sequence_targets)
+
+
+def _packed_examples(examples: Examples, label_ids, packer, task, elements: int) -> tf.data.Dataset:
+    """The split's packed model inputs (with their targets), one element each, cached."""
+    columns = task.inputs(examples) if task is not None else text_inputs(examples)
+    pack_fn = task.pack if task is not None else pack_texts
+    ds = tf.data.Dataset.from_tensor_slices(columns if label_ids is None else (columns, label_ids))
+
+    def pack(*batch):
+        return pack_fn(packer, batch[0], batch[1] if len(batch) > 1 else None)
+
+    ds = batch_rows(ds, TOKENIZE_BATCH).map(pack, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    # `unbatch` forgets the size; Keras needs it to see where an epoch ends.
+    return ds.apply(tf.data.experimental.assert_cardinality(elements)).cache()
 
 
 # Elements are `features` or `(features, label_id)`: `element[0]` is the features.
@@ -673,6 +745,21 @@ class TruncationStats:
         return text
 
 
+@dataclasses.dataclass
+class PreparedSplit:
+    """A split made ready for one packer, once (`Task.prepare`): what the log, the epoch length and the pipeline need.
+
+    Args:
+        examples: `Examples`. The split.
+        elements: int. The model inputs `Task.pack` makes of it (QA: one per context window).
+        truncation: `TruncationStats` or the task's own (an object with `truncated` and `message(split)`).
+    """
+
+    examples: Examples
+    elements: int
+    truncation: object
+
+
 def truncation_stats(examples: Examples, packer, task=None) -> TruncationStats:
     """Counts the examples longer than the packer's `sequence_length`.
 
@@ -684,7 +771,7 @@ def truncation_stats(examples: Examples, packer, task=None) -> TruncationStats:
         functools.partial(task.token_counts, packer) if task is not None
         else lambda c: packer.token_counts(c["text"], c.get("text_pair"))
     )
-    ds = _batch(tf.data.Dataset.from_tensor_slices(columns), _TOKENIZE_BATCH)
+    ds = batch_rows(tf.data.Dataset.from_tensor_slices(columns), TOKENIZE_BATCH)
     ds = ds.map(count, num_parallel_calls=tf.data.AUTOTUNE)
     batches = [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in ds]
     parts = [np.concatenate([b[i] for b in batches]) for i in range(3)] if batches and isinstance(batches[0], tuple) else None

@@ -32,7 +32,7 @@ Example:
 ```python
 files = expand_files("data/train-*.csv")
 scan_result = scan(files, task, config.data)
-ds = stream_dataset(files, scan_result, task, packer, config.data, batch_size=32, training=True)
+ds = stream_dataset(files, task, packer, config.data, tfft.data.Batching(batch_size=32))
 ```
 """
 
@@ -284,7 +284,7 @@ def read_chunks(path: str, data, chunk_rows: int = CHUNK_ROWS, multiline: bool =
     header_line = None
     for lines, first_line, size in _line_chunks(path, chunk_rows, skip_header=kind != "jsonl" and data.has_header):
         if kind == "jsonl":
-            yield data_lib._read_jsonl("\n".join(lines), pathlib.Path(path)), first_line, size
+            yield data_lib.jsonl_frame("\n".join(lines), pathlib.Path(path)), first_line, size
             continue
         if header_line is None:
             header_line = _header(path) if data.has_header else ""
@@ -407,45 +407,38 @@ def stream_dataset(
     task,
     packer,
     data,
+    batching: data_lib.Batching,
     *,
-    batch_size: int,
     seed: int = 0,
     epochs: int = 1,
-    pad_to: str = "longest",
-    drop_remainder: bool = False,
     workers: int = 1,
-    group_by_length: bool = True,
 ) -> tf.data.Dataset:
     """The training pipeline over `files`, as `tfft.data.make_dataset` builds it in memory; see the module docstring.
 
     Epoch `e` reads the files in an order shuffled with `seed + e` and
     shuffles rows within `data.shuffle_buffer` (0: 10,000 rows) with the same
-    seed; the epochs are laid out one after another, then repeated.
+    seed; the epochs are laid out one after another, then repeated
+    (`tfft.data.training_pipeline`).
     """
     buffer = data.shuffle_buffer or 10_000
     targets = task.stream_targets()  # built eagerly: its lookup table lives outside the dataset's functions
-    rounds = []
-    for e in range(epochs):
+
+    def epoch_examples(e: int) -> tf.data.Dataset:
         order = list(np.random.default_rng(seed + e).permutation(len(files)))
         rows = _rows(files, [files[i] for i in order], data, targets)
         rows = rows.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False)
-        packed = data_lib._batch(rows, data_lib._TOKENIZE_BATCH).map(
+        return data_lib.batch_rows(rows, data_lib.TOKENIZE_BATCH).map(
             lambda inputs, targets: task.pack(packer, inputs, targets), num_parallel_calls=tf.data.AUTOTUNE
         ).unbatch()
-        grouped = group_by_length and pad_to != "max"
-        rounds.append(data_lib.training_batches(packed, batch_size, drop_remainder, seed + e, grouped))
-    ds = functools.reduce(tf.data.Dataset.concatenate, rounds).repeat()
-    if pad_to != "max":
-        lengths = data_lib.bucket_lengths(packer.sequence_length) if pad_to == "buckets" else None
-        trim = functools.partial(data_lib._trim_batch, lengths=lengths, sequence_targets=task.sequence_targets)
-        ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = shard_policy(files, data, workers)
+
+    policy = shard_policy(files, data, workers)
     if workers > 1:
-        by = "file" if options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.FILE else "row"
+        by = "file" if policy == tf.data.experimental.AutoShardPolicy.FILE else "row"
         logger.info("Training data: %d file(s) over %d workers, sharded by %s.", len(files), workers, by)
-    options.deterministic = True
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return data_lib.training_pipeline(
+        epoch_examples, batching, seed=seed, epochs=epochs, sequence_length=packer.sequence_length,
+        sequence_targets=task.sequence_targets, shard_policy=policy,
+    )
 
 
 def shard_policy(files: list[str], data, workers: int) -> tf.data.experimental.AutoShardPolicy:
@@ -558,7 +551,7 @@ def _read_file(path, *, kind: str, data, names: list[str], columns: list[str]) -
 
     def parse_json(batch):
         records = [json.loads(line) for line in batch.numpy()]
-        return [np.asarray([data_lib._cell(r.get(c, "")) for r in records], dtype=object) for c in columns]
+        return [np.asarray([data_lib.json_cell(r.get(c, "")) for r in records], dtype=object) for c in columns]
 
     def parse(batch):
         values = tf.py_function(parse_json, [batch], [tf.string] * len(columns))

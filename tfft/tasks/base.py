@@ -5,7 +5,7 @@ one they have. A task owns:
 
 | stage | hooks |
 |---|---|
-| data | `read` (targets checked, errors name the file and row), `fit_vocabulary`, `save_vocabulary` / `load_vocabulary`, `encode`, `inputs`, `pack`, `num_elements`, `truncation` / `token_counts` |
+| data | `read` (targets checked, errors name the file and row), `fit_vocabulary`, `save_vocabulary` / `load_vocabulary`, `encode`, `inputs`, `pack`, `prepare` (element count, truncation), `token_counts` |
 | model | `head` (float32 logits), `loss`, `metrics`, `weighted_metrics`, `monitor`, `class_weight` |
 | outputs | `outputs` (raw inputs -> named outputs, in the graph; serving and evaluation share it), `serving_signatures`, `warmup_inputs` |
 | scores | `calibrate` (post-processing chosen on validation), `score` (`metrics.json`), `report` (the printed table), `summary` (one line), `logged_scores` |
@@ -261,14 +261,9 @@ class Task(abc.ABC):
         """Fails with a `ConfigError` before training when the backbone's tokenizer cannot serve this task."""
         del packer
 
-    def num_elements(self, packer, examples: data.Examples) -> int:
-        """How many model inputs `pack` makes of `examples` (QA: one per context window)."""
-        del packer
-        return len(examples)
-
-    def truncation(self, examples: data.Examples, packer):
-        """What `model.sequence_length` cuts off in a split: an object with `truncated` and `message(split)`."""
-        return data.truncation_stats(examples, packer, self)
+    def prepare(self, examples: data.Examples, packer) -> data.PreparedSplit:
+        """Makes a split ready for `packer`, once: how many model inputs `pack` makes, and what is truncated."""
+        return data.PreparedSplit(examples, len(examples), data.truncation_stats(examples, packer, self))
 
     def token_counts(self, packer, inputs: dict):
         """Untruncated lengths of a batch, int32 `[batch]` (or with words held and lost, for tagging)."""

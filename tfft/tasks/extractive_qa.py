@@ -183,7 +183,6 @@ class ExtractiveQA(Task):
     def __init__(self, config):
         super().__init__(config)
         self.has_no_answer = False
-        self._counted: dict[int, tuple] = {}
         self.null_threshold = config.task.null_threshold if config.task.null_threshold is not None else 0.0
 
     # --- Reading ---------------------------------------------------------
@@ -333,15 +332,6 @@ class ExtractiveQA(Task):
         windows = self.windows(packer, inputs["question"], inputs["context"], targets)
         return windows["features"] if targets is None else (windows["features"], windows["labels"])
 
-    def _window_counts(self, packer, examples):
-        """Per question: its windows and its question's untruncated length (numpy), counted once per split."""
-        cached = self._counted.get(id(examples))
-        if cached is not None and cached[0] is examples and cached[1] is packer:
-            return cached[2]
-        counts = self._count_windows(packer, examples)
-        self._counted[id(examples)] = (examples, packer, counts)  # the log, the epoch length and the pipeline ask
-        return counts
-
     def _count_windows(self, packer, examples):
         def count(batch):
             w = self.windows(packer, batch["question"], batch["context"])
@@ -353,18 +343,17 @@ class ExtractiveQA(Task):
             return np.zeros([0], np.int32), np.zeros([0], np.int32)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def num_elements(self, packer, examples):
-        return int(self._window_counts(packer, examples)[0].sum())
-
-    def truncation(self, examples, packer):
-        counts, question_lengths = self._window_counts(packer, examples)
+    def prepare(self, examples, packer):
+        """Counts each question's windows once: the epoch length, the pipeline's size and the log's `WindowStats`."""
+        counts, question_lengths = self._count_windows(packer, examples)
         tc = self.config.task
-        return WindowStats(
+        stats = WindowStats(
             examples=len(examples), windows=int(counts.sum()),
             truncated=int((question_lengths > tc.max_question_length).sum()),
             longest_question=int(question_lengths.max(initial=0)), max_question_length=tc.max_question_length,
             sequence_length=packer.sequence_length, doc_stride=tc.doc_stride,
         )
+        return data.PreparedSplit(examples, stats.windows, stats)
 
     # --- Model and outputs -----------------------------------------------
 

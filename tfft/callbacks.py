@@ -1,0 +1,93 @@
+"""tfft's own Keras callbacks for `fit`: the task's validation scores, the CSV log, TensorBoard, the best checkpoint.
+
+Example:
+
+```python
+callbacks = training_callbacks(config, task, output_dir, validation, packer, resuming=False)
+model.fit(train_ds, callbacks=callbacks, ...)
+```
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import keras
+
+from tfft import data, evaluate
+from tfft.config import Config
+from tfft.run_dir import BEST_WEIGHTS, HISTORY_FILE, best_so_far
+
+__all__ = ["ValidationScores", "training_callbacks"]
+
+
+class ValidationScores(keras.callbacks.Callback):
+    """Scores the validation split with the task's own scoring at each epoch's end.
+
+    Puts `val_<score>` (e.g. `val_f1`, `val_pearson`) into the epoch's logs,
+    before the checkpoint, early stopping and the CSV log read them: tasks
+    whose monitored score is no Keras metric (entity F1, correlations) pick
+    their best epoch by it.
+
+    Args:
+        task: `tfft.tasks.Task`.
+        packer: `TextPacker`.
+        examples: `tfft.data.Examples`. The validation split.
+        batch_size: int.
+    """
+
+    def __init__(self, task, packer, examples: data.Examples, batch_size: int):
+        super().__init__()
+        self.task, self.packer, self.examples, self.batch_size = task, packer, examples, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        outputs = evaluate.predict_outputs(self.task, self.model, self.packer, self.examples, self.batch_size)
+        scores = self.task.logged_scores(self.task.score(self.examples, outputs))
+        if logs is not None:
+            logs.update({f"val_{name}": value for name, value in scores.items()})
+
+
+def training_callbacks(
+    config: Config,
+    task,
+    output_dir: pathlib.Path,
+    validation: data.Examples | None,
+    packer,
+    resuming: bool,
+) -> list[keras.callbacks.Callback]:
+    """The callbacks of one `fit` call, in the order they must run.
+
+    Args:
+        config: `tfft.config.Config`. `train.early_stopping_patience`, `train.batch_size`.
+        task: `tfft.tasks.Task`. Its `monitor` picks the best checkpoint.
+        output_dir: pathlib.Path. Where the logs and the checkpoint go.
+        validation: `tfft.data.Examples` or None. Without it, no checkpoint
+            and no early stopping.
+        packer: `TextPacker`. Scores the validation split, for tasks whose
+            monitored score is no Keras metric.
+        resuming: bool. Appends to the CSV log, and keeps the best score the
+            interrupted run logged.
+    """
+    monitor, mode = f"val_{task.monitor[0]}", task.monitor[1]
+    callbacks: list[keras.callbacks.Callback] = []
+    if validation is not None and not task.monitor_in_keras:
+        # First, so the CSV log, checkpoint and early stopping see the task's scores.
+        callbacks.append(ValidationScores(task, packer, validation, config.train.batch_size))
+    callbacks += [
+        keras.callbacks.CSVLogger(str(output_dir / HISTORY_FILE), append=resuming),
+        keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")),
+    ]
+    if validation is None:
+        return callbacks
+    (output_dir / BEST_WEIGHTS).parent.mkdir(parents=True, exist_ok=True)
+    callbacks.append(
+        keras.callbacks.ModelCheckpoint(
+            str(output_dir / BEST_WEIGHTS), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True,
+            initial_value_threshold=best_so_far(output_dir, monitor, mode) if resuming else None,
+        )
+    )
+    if config.train.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.train.early_stopping_patience)
+        )
+    return callbacks

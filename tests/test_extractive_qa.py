@@ -191,9 +191,10 @@ def test_tokenizers_without_offsets_support_fail_before_training(make_config, da
 
 
 def test_doc_stride_must_leave_room_for_new_context_tokens():
+    config = load_config(None, ["data.train=x.json", "task.type=extractive_qa", "model.sequence_length=32",
+                                "task.max_question_length=8", "task.doc_stride=21"])
     with pytest.raises(ConfigError, match=r"task.doc_stride.*model.sequence_length - task.max_question_length - 3 = 21"):
-        load_config(None, ["data.train=x.json", "task.type=extractive_qa", "model.sequence_length=32",
-                           "task.max_question_length=8", "task.doc_stride=21"])
+        tasks.create(config)
 
 
 @pytest.mark.parametrize("which", ["keras_hub_preset", "hf_checkpoint"])
@@ -299,7 +300,7 @@ def test_the_span_head_has_no_dropout_as_in_bert_run_squad():
 
     task = tasks.create(load_config(None, ["data.train=unused.json", "task.type=extractive_qa", "model.sequence_length=384"]))
     tokens, mask = keras.Input((None, 8)), keras.Input((None,), dtype="int32")
-    model = keras.Model([tokens, mask], task.head({"sequence_output": tokens, "padding_mask": mask}, 0.5))
+    model = keras.Model([tokens, mask], task.head({"sequence_output": tokens, "padding_mask": mask}, 0.5, None))
     assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.0]
 
 

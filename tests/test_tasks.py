@@ -4,8 +4,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import classification_task
+from tfft import tasks
 from tfft.backbones import resolve
-from tfft.config import ConfigError, ModelConfig
+from tfft.config import ConfigError, ModelConfig, load_config
 from tfft.tasks import TaskModel, count_parameters, freeze
 
 
@@ -80,3 +81,34 @@ def test_mean_pooling_averages_the_real_tokens_and_freezes_the_pooler(tiny_prese
     pooled = model.get_layer("mean_pooling")(tf.constant(sequence), tf.constant(features["padding_mask"]))
     np.testing.assert_allclose(pooled, expected, rtol=1e-5, atol=1e-6)
     assert not any("pooled_dense" in w.path for w in model.trainable_weights)  # unused: no gradient reaches it
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["task.type=classification", "task.label_columns=a,b"],
+         "Argument `task.label_columns` applies to `task.type: multi_label` only. Received: label_columns=['a', 'b']"),
+        (["task.type=regression", "task.label_names_file=names.txt"],
+         "Argument `task.label_names_file` applies to `task.type: multi_label` only"),
+        (["task.type=regression", "train.class_weight=balanced"],
+         "Argument `train.class_weight` applies to `task.type: classification` only. Received: class_weight='balanced'"),
+        (["task.type=extractive_qa", "model.sequence_length=32", "task.max_question_length=8", "task.doc_stride=21"],
+         "model.sequence_length - task.max_question_length - 3 = 21. Received: doc_stride=21"),
+        (["task.type=extractive_qa", "task.n_best=0"], "Argument `task.n_best` must be between 1 and 100"),
+        (["task.type=masked_lm", "task.mask_rate=1.5"], "Argument `task.mask_rate` must be in (0, 1). Received: mask_rate=1.5"),
+        (["task.type=masked_lm", "model.sequence_length=32", "task.max_predictions=40"],
+         "Argument `task.max_predictions` must be between 1 and model.sequence_length (32)"),
+    ],
+)
+def test_each_task_checks_its_own_keys_when_created(overrides, message):
+    config = load_config(None, ["data.train=x.csv", *overrides])  # the generic checks pass: the keys are the task's
+    with pytest.raises(ConfigError) as err:
+        tasks.create(config)
+    assert message in str(err.value)
+
+
+def test_a_task_takes_its_own_exclusive_keys():
+    config = load_config(None, ["data.train=x.csv", "task.type=multi_label", "task.label_columns=a,b"])
+    assert tasks.create(config).target_columns() == [("task.label_columns", "a"), ("task.label_columns", "b")]
+    config = load_config(None, ["data.train=x.csv", "train.class_weight=balanced"])
+    assert tasks.create(config).type == "classification"

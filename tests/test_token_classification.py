@@ -99,7 +99,7 @@ def test_each_word_labels_its_first_piece_only(packer):
 def test_words_cut_by_the_sequence_length_are_counted(packer):
     task, examples, *_ = _packed(packer, [["Yorkers", "lives", "in", "New", "York"], ["a"]],
                                  [["B-PER", "O", "O", "B-LOC", "I-LOC"], ["O"]])
-    stats = data.truncation_stats(examples, packer, task)
+    stats = task.prepare(examples, packer).truncation
     assert (stats.truncated, stats.longest, stats.words, stats.truncated_words) == (1, 9, 6, 1)
     assert "1 of 6 words are cut off" in stats.message("train")
 

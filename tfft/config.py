@@ -300,84 +300,64 @@ class Config:
     def validate(self) -> Config:
         """Checks every value's range and the keys that depend on each other.
 
+        The keys of one task type (`task.doc_stride`, `task.label_columns`,
+        ...) are the task's to check: `tfft.tasks.create` does, before a run
+        writes anything.
+
         Returns the config, so `load_config` can end with it. Raises
         `ConfigError` naming the key, the valid range and what it received.
         """
-        _check(bool(self.name.strip()), "name", self.name, "must be a non-empty string")
-        _check(bool(self.output_dir.strip()), "output_dir", self.output_dir, "must be a non-empty path")
-        _check(
+        check(bool(self.name.strip()), "name", self.name, "must be a non-empty string")
+        check(bool(self.output_dir.strip()), "output_dir", self.output_dir, "must be a non-empty path")
+        check(
             self.name not in (".", "..") and not set(self.name) & set("/\\\0") and not self.name.startswith("."),
             "name", self.name, "must be one folder name: no `/` or `\\`, not `.` or `..`, not starting with `.`",
         )
         m, d, t, e, k = self.model, self.data, self.train, self.export, self.task
-        _check(bool(m.backbone), "model.backbone", m.backbone, "must name a preset, a folder or a recipe")
-        _check(m.freeze_layers >= -1, "model.freeze_layers", m.freeze_layers,
+        check(bool(m.backbone), "model.backbone", m.backbone, "must name a preset, a folder or a recipe")
+        check(m.freeze_layers >= -1, "model.freeze_layers", m.freeze_layers,
                "must be -1 (freeze the whole backbone) or a number of layers >= 0")
-        _check(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
-        _check(8 <= m.sequence_length <= 8192, "model.sequence_length", m.sequence_length,
+        check(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+        check(8 <= m.sequence_length <= 8192, "model.sequence_length", m.sequence_length,
                "must be between 8 and 8192")
-        _check(bool(d.train), "data.train", d.train,
+        check(bool(d.train), "data.train", d.train,
                "must name a training file (.csv, .tsv, .jsonl) or `tfds:NAME[:SPLIT]`")
-        _check(bool(d.text_column), "data.text_column", d.text_column, "must name a column")
-        _check(bool(d.label_column), "data.label_column", d.label_column, "must name a column")
+        check(bool(d.text_column), "data.text_column", d.text_column, "must name a column")
+        check(bool(d.label_column), "data.label_column", d.label_column, "must name a column")
         if d.max_train_examples is not None:
-            _check(d.max_train_examples > 0, "data.max_train_examples", d.max_train_examples, "must be > 0")
-        _check(d.shuffle_buffer >= 0, "data.shuffle_buffer", d.shuffle_buffer, "must be >= 0")
-        _check(0.0 < k.threshold < 1.0, "task.threshold", k.threshold, "must be in (0, 1)")
-        _check(bool(k.label_separator), "task.label_separator", k.label_separator, "must not be empty")
-        if k.label_columns is not None:
-            _check(k.type == "multi_label", "task.label_columns", k.label_columns,
-                   "applies to `task.type: multi_label` only")
-            _check(len(k.label_columns) >= 1 and all(k.label_columns), "task.label_columns",
-                   k.label_columns, "must name at least one column")
-        if k.label_names_file is not None:
-            _check(k.type == "multi_label", "task.label_names_file", k.label_names_file,
-                   "applies to `task.type: multi_label` only")
-        if k.type == "extractive_qa":
-            _check(k.doc_stride >= 0, "task.doc_stride", k.doc_stride, "must be >= 0")
-            _check(k.max_question_length >= 1, "task.max_question_length", k.max_question_length, "must be >= 1")
-            _check(k.max_answer_length >= 1, "task.max_answer_length", k.max_answer_length, "must be >= 1")
-            _check(1 <= k.n_best <= 100, "task.n_best", k.n_best, "must be between 1 and 100")
-            room = m.sequence_length - 3 - k.max_question_length
-            _check(k.doc_stride < room, "task.doc_stride", k.doc_stride,
-                   f"must be less than the context tokens of a window, model.sequence_length - "
-                   f"task.max_question_length - 3 = {room}")
-        if k.type == "masked_lm":
-            _check(0.0 < k.mask_rate < 1.0, "task.mask_rate", k.mask_rate, "must be in (0, 1)")
-            if k.max_predictions is not None:
-                _check(1 <= k.max_predictions <= m.sequence_length, "task.max_predictions", k.max_predictions,
-                       f"must be between 1 and model.sequence_length ({m.sequence_length}), or null")
-        if t.class_weight is not None:
-            _check(k.type == "classification", "train.class_weight", t.class_weight,
-                   "applies to `task.type: classification` only")
-        _check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
-        _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
-        _check(0.0 < t.learning_rate < 1.0, "train.learning_rate", t.learning_rate, "must be in (0, 1)")
-        _check(0.0 <= t.warmup_ratio <= 1.0, "train.warmup_ratio", t.warmup_ratio, "must be in [0, 1]")
-        _check(t.weight_decay >= 0.0, "train.weight_decay", t.weight_decay, "must be >= 0")
-        _check(t.adam_epsilon > 0.0, "train.adam_epsilon", t.adam_epsilon, "must be > 0")
-        _check(t.clipnorm >= 0.0, "train.clipnorm", t.clipnorm, "must be >= 0 (0 disables clipping)")
+            check(d.max_train_examples > 0, "data.max_train_examples", d.max_train_examples, "must be > 0")
+        check(d.shuffle_buffer >= 0, "data.shuffle_buffer", d.shuffle_buffer, "must be >= 0")
+        check(0.0 < k.threshold < 1.0, "task.threshold", k.threshold, "must be in (0, 1)")
+        check(bool(k.label_separator), "task.label_separator", k.label_separator, "must not be empty")
+        check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
+        check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
+        check(0.0 < t.learning_rate < 1.0, "train.learning_rate", t.learning_rate, "must be in (0, 1)")
+        check(0.0 <= t.warmup_ratio <= 1.0, "train.warmup_ratio", t.warmup_ratio, "must be in [0, 1]")
+        check(t.weight_decay >= 0.0, "train.weight_decay", t.weight_decay, "must be >= 0")
+        check(t.adam_epsilon > 0.0, "train.adam_epsilon", t.adam_epsilon, "must be > 0")
+        check(t.clipnorm >= 0.0, "train.clipnorm", t.clipnorm, "must be >= 0 (0 disables clipping)")
         if t.early_stopping_patience is not None:
-            _check(t.early_stopping_patience >= 1, "train.early_stopping_patience",
+            check(t.early_stopping_patience >= 1, "train.early_stopping_patience",
                    t.early_stopping_patience, "must be >= 1")
-            _check(bool(d.validation), "train.early_stopping_patience", t.early_stopping_patience,
+            check(bool(d.validation), "train.early_stopping_patience", t.early_stopping_patience,
                    "needs `data.validation` to watch")
-        _check(t.steps_per_execution >= 1, "train.steps_per_execution", t.steps_per_execution,
+        check(t.steps_per_execution >= 1, "train.steps_per_execution", t.steps_per_execution,
                "must be >= 1")
         if t.backup_every_steps is not None:
-            _check(t.backup_every_steps >= 1, "train.backup_every_steps", t.backup_every_steps,
+            check(t.backup_every_steps >= 1, "train.backup_every_steps", t.backup_every_steps,
                    "must be >= 1, or null for backups at epoch ends only")
-        _check(e.warmup_requests >= 0, "export.warmup_requests", e.warmup_requests, "must be >= 0")
-        _check(set(e.formats) <= {"saved_model", "litert"}, "export.formats", e.formats,
+        check(e.warmup_requests >= 0, "export.warmup_requests", e.warmup_requests, "must be >= 0")
+        check(set(e.formats) <= {"saved_model", "litert"}, "export.formats", e.formats,
                "may hold `saved_model` and `litert` only")
-        _check("saved_model" in e.formats, "export.formats", e.formats,
+        check("saved_model" in e.formats, "export.formats", e.formats,
                "must include `saved_model` (TF Serving loads every version folder); add `litert` beside it")
-        _check(bool(e.base_dir.strip()), "export.base_dir", e.base_dir,
+        check(bool(e.base_dir.strip()), "export.base_dir", e.base_dir,
                "must name a folder (empty would export to the filesystem root)")
         return self
 
 
-def _check(ok: bool, key: str, value: Any, requirement: str) -> None:
+def check(ok: bool, key: str, value: Any, requirement: str) -> None:
+    """Raises a `ConfigError` in Keras' form, naming `key`, what it requires and the value received, unless `ok`."""
     if not ok:
         leaf = key.rsplit(".", 1)[-1]
         raise ConfigError(f"Argument `{key}` {requirement}. Received: {leaf}={value!r}")

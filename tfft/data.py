@@ -147,8 +147,8 @@ def text_columns(
     `first_line`: the file line of the frame's first row (a streamed chunk); errors then name lines.
     """
     require_columns(frame, source, data, {"text_column": data.text_column, "text_pair_column": data.text_pair_column})
-    texts = _checked_column(frame, data.text_column, source, "text", first_line)
-    pairs = _checked_column(frame, data.text_pair_column, source, "text", first_line) if data.text_pair_column else None
+    texts = checked_column(frame, data.text_column, source, "text", first_line)
+    pairs = checked_column(frame, data.text_pair_column, source, "text", first_line) if data.text_pair_column else None
     return texts, pairs
 
 
@@ -332,11 +332,12 @@ def examples_from_frame(
     require_columns(frame, source, data, {"text_column": data.text_column, "text_pair_column": data.text_pair_column,
                                           "label_column": data.label_column if labelled else None})
     texts, pairs = text_columns(frame, source, data, first_line)
-    labels = _checked_column(frame, data.label_column, source, "label", first_line) if labelled else None
+    labels = checked_column(frame, data.label_column, source, "label", first_line) if labelled else None
     return Examples(source, texts, pairs, labels, lines=line_numbers(len(texts), first_line))
 
 
-def _checked_column(frame: pd.DataFrame, column: str, source: str, what: str, first_line: int | None = None) -> list[str]:
+def checked_column(frame: pd.DataFrame, column: str, source: str, what: str, first_line: int | None = None) -> list[str]:
+    """A column's cells as strings, none empty (`what`: `text`, or `label`, stripped); errors name the rows."""
     values = [str(v) for v in frame[column].tolist()]
     if what == "label":
         values = [v.strip() for v in values]
@@ -760,17 +761,18 @@ class PreparedSplit:
     truncation: object
 
 
-def truncation_stats(examples: Examples, packer, task=None) -> TruncationStats:
+def truncation_stats(examples: Examples, packer, inputs: dict | None = None, count=None) -> TruncationStats:
     """Counts the examples longer than the packer's `sequence_length`.
 
-    With a `task`, its `token_counts(packer, inputs)` gives each example's
-    untruncated length, and optionally the words it holds and loses.
+    Args:
+        examples: `Examples`. The split.
+        packer: `TextPacker`.
+        inputs: dict or None. The model inputs (`Task.inputs`); None: `text_inputs(examples)`.
+        count: callable or None. A batch of `inputs` -> untruncated lengths, int32 `[batch]`, or
+            `(lengths, words held, words lost)` for tagging; None: `packer.token_counts` of the texts.
     """
-    columns = task.inputs(examples) if task is not None else text_inputs(examples)
-    count = (
-        functools.partial(task.token_counts, packer) if task is not None
-        else lambda c: packer.token_counts(c["text"], c.get("text_pair"))
-    )
+    columns = inputs if inputs is not None else text_inputs(examples)
+    count = count or (lambda c: packer.token_counts(c["text"], c.get("text_pair")))
     ds = batch_rows(tf.data.Dataset.from_tensor_slices(columns), TOKENIZE_BATCH)
     ds = ds.map(count, num_parallel_calls=tf.data.AUTOTUNE)
     batches = [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in ds]

@@ -42,11 +42,13 @@ import uuid
 import keras
 import tensorflow as tf
 
+from tfft.tasks.base import METADATA_FILE
+
 logger = logging.getLogger(__name__)
 
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 LABELS_FILE = "assets/labels.txt"
-TASK_FILE = "assets/tfft_task.json"
+TASK_FILE = f"assets/{METADATA_FILE}"
 STAGING_PREFIX = ".staging-"
 
 

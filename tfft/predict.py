@@ -33,6 +33,7 @@ import tensorflow_text  # noqa: F401  Registers the tokenizer's ops before loadi
 
 from tfft import data
 from tfft.errors import ConfigError
+from tfft.tasks.base import METADATA_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 def load_metadata(model_dir: str | pathlib.Path) -> dict:
     """The export's `assets/tfft_task.json` (older exports: a classifier with `assets/labels.txt`)."""
     model_dir = pathlib.Path(model_dir)
-    path = model_dir / "assets" / "tfft_task.json"
+    path = model_dir / "assets" / METADATA_FILE
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
     labels = (model_dir / "assets" / "labels.txt").read_text(encoding="utf-8").splitlines()

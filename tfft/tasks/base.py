@@ -5,7 +5,8 @@ one they have. A task owns:
 
 | stage | hooks |
 |---|---|
-| data | `read` (targets checked, errors name the file and row), `fit_vocabulary`, `save_vocabulary` / `load_vocabulary`, `encode`, `inputs`, `pack`, `prepare` (element count, truncation), `token_counts` |
+| config | `check_config` (the task's own keys), `exclusive_keys` |
+| data | `read` (targets checked, errors name the file and row), `fit_vocabulary`, `save_vocabulary` / `load_vocabulary`, `encode`, `inputs`, `pack`, `prepare` (element count, truncation); table tasks (`TableTask`) also stream |
 | model | `head` (float32 logits), `loss`, `metrics`, `weighted_metrics`, `monitor`, `class_weight` |
 | outputs | `outputs` (raw inputs -> named outputs, in the graph; serving and evaluation share it), `serving_signatures`, `warmup_inputs` |
 | scores | `calibrate` (post-processing chosen on validation), `score` (`metrics.json`), `report` (the printed table), `summary` (one line), `logged_scores` |
@@ -26,9 +27,7 @@ print(task.report(task.score(train, outputs)))
 from __future__ import annotations
 
 import abc
-import dataclasses
 import pathlib
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import keras
@@ -76,8 +75,7 @@ class TaskModel(keras.Model):
         extra = task.extra_inputs()  # e.g. the masked-LM head's `mask_positions`
         outputs.update(extra)
         outputs["padding_mask"] = inputs["padding_mask"]
-        outputs["backbone"] = backbone
-        logits = task.head(outputs, dropout)
+        logits = task.head(outputs, dropout, backbone)
         super().__init__(inputs={**inputs, **extra}, outputs=logits, **kwargs)
         self.backbone = backbone
 
@@ -147,22 +145,6 @@ def trim_to_longest(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return {name: value[:, :longest] for name, value in features.items()}
 
 
-@dataclasses.dataclass(frozen=True)
-class StreamTargets:
-    """How a task reads the targets of a streamed row, in the graph.
-
-    Args:
-        columns: list of str. The label columns a row needs.
-        targets: callable. `{column: string scalar}` -> the targets `encode` gives that row.
-        valid: callable. `{column: string scalar}` -> bool scalar: the row passes the
-            pre-pass's checks (rows it skipped are dropped from the stream too).
-    """
-
-    columns: list[str]
-    targets: Callable
-    valid: Callable
-
-
 class Task(abc.ABC):
     """One kind of prediction. Subclasses set the class attributes and fill in the hooks.
 
@@ -185,9 +167,18 @@ class Task(abc.ABC):
     litert_outputs: ClassVar[tuple[str, ...] | None] = None
     #: Why there is no LiteRT export, when `litert_outputs` is None.
     litert_unsupported: ClassVar[str] = "not implemented for this task"
+    #: Why the task's training data cannot stream (`tfft.streaming`); None for the tasks that can (`TableTask`).
+    stream_unsupported: ClassVar[str | None] = "its targets are not built in the graph"
+    #: Config keys that only this task type reads: set under another type, they are refused (`tfft.tasks.create`).
+    exclusive_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Config):
         self.config = config
+
+    @classmethod
+    def check_config(cls, config: Config) -> None:
+        """Checks the values of the task's own keys; raises `ConfigError` naming the key (`tfft.config.check`)."""
+        del config
 
     # --- Data ------------------------------------------------------------
 
@@ -221,34 +212,6 @@ class Task(abc.ABC):
         names = self.label_names
         return f"{len(names)} labels: {', '.join(names)}" if names is not None else "no labels"
 
-    def examples_from_frame(self, frame, source: str, labelled: bool = True, first_line: int | None = None):
-        """The checked examples of one table's rows (a whole file, or a streamed file's chunk).
-
-        `first_line` is the file line of the frame's first row: errors then name lines, not rows.
-        Tasks whose data are no tables (CoNLL) do not implement it.
-        """
-        raise NotImplementedError(f"`task.type: {self.type}` reads no tables.")
-
-    def stream_unsupported(self) -> str | None:
-        """Why this run's data cannot stream, or None when `stream_targets` can build its targets."""
-        if type(self).stream_targets is Task.stream_targets:
-            return "its targets are not built in the graph"
-        return None
-
-    def stream_targets(self) -> StreamTargets | None:
-        """How streamed rows become targets, in the graph (`StreamTargets`), or None if the task cannot stream.
-
-        Built eagerly, after the vocabulary: lookup tables live outside the dataset's functions.
-        """
-        return None
-
-    def check_stream_rows(self, frame, examples: data.Examples) -> None:
-        """Fails with a `DataError` naming the rows of a checked chunk that `stream_targets` cannot read.
-
-        The pre-pass calls it after `examples_from_frame`, so such rows fail (or are skipped) before training.
-        """
-        del frame, examples
-
     def inputs(self, examples: data.Examples) -> dict:
         """The model inputs of `examples`, as `tf.data.Dataset.from_tensor_slices` takes them."""
         return data.text_inputs(examples)
@@ -263,11 +226,7 @@ class Task(abc.ABC):
 
     def prepare(self, examples: data.Examples, packer) -> data.PreparedSplit:
         """Makes a split ready for `packer`, once: how many model inputs `pack` makes, and what is truncated."""
-        return data.PreparedSplit(examples, len(examples), data.truncation_stats(examples, packer, self))
-
-    def token_counts(self, packer, inputs: dict):
-        """Untruncated lengths of a batch, int32 `[batch]` (or with words held and lost, for tagging)."""
-        return packer.token_counts(inputs["text"], inputs.get("text_pair"))
+        return data.PreparedSplit(examples, len(examples), data.truncation_stats(examples, packer, self.inputs(examples)))
 
     def class_weight(self, targets) -> dict[int, float] | None:
         """Keras `class_weight` for `train.class_weight: balanced`, where the task supports it."""
@@ -281,10 +240,13 @@ class Task(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def head(self, backbone_outputs: dict, dropout: float):
-        """The head on the backbone's outputs (and `extra_inputs`, the `padding_mask` input and the `backbone` itself).
+    def head(self, backbone_outputs: dict, dropout: float, backbone: keras.Model):
+        """The head on the backbone's outputs (with `extra_inputs` and the `padding_mask` input); float32 logits.
 
-        Returns float32 logits.
+        Args:
+            backbone_outputs: dict. The backbone's outputs, the task's `extra_inputs` and `padding_mask`.
+            dropout: float. `model.dropout`.
+            backbone: keras.Model. The model's backbone, for a head tied to its weights (masked LM).
         """
 
     def load_head(self, model: keras.Model, source) -> None:

@@ -7,10 +7,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfft import data, metrics
-from tfft.tasks.base import StreamTargets, Task, decode, dense_head
+from tfft.tasks.base import decode
+from tfft.tasks.table import StreamTargets, TableTask, id_table
 
 
-class Classification(Task):
+class Classification(TableTask):
     """`task.type: classification`. One label per row, from `data.label_column`.
 
     Labels may be strings or integers; the vocabulary is taken from the
@@ -23,24 +24,18 @@ class Classification(Task):
     monitor = ("accuracy", "max")
     monitor_in_keras = True
     litert_outputs = ("probabilities", "label_id", "label")
+    exclusive_keys = ("train.class_weight",)
 
     def __init__(self, config):
         super().__init__(config)
         self.vocabulary: data.LabelVocabulary | None = None
 
-    def read(self, spec, split="train", labelled=True):
-        return data.read_split(spec, self.config.data, split=split, labelled=labelled)
-
-    def examples_from_frame(self, frame, source, labelled=True, first_line=None):
-        return data.examples_from_frame(frame, source, self.config.data, labelled, first_line)
+    def read_targets(self, frame, examples):
+        return data.checked_column(frame, self.config.data.label_column, examples.source, "label",
+                                   examples.lines[0] if examples.lines else None)
 
     def stream_targets(self):
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(self.vocabulary.names), tf.range(len(self.vocabulary), dtype=tf.int32)
-            ),
-            default_value=-1,
-        )
+        table = id_table(self.vocabulary.names)
         column = self.config.data.label_column
         ids = lambda row: table.lookup(tf.strings.strip(row[column]))  # noqa: E731
         return StreamTargets([column], ids, lambda row: ids(row) >= 0)
@@ -63,8 +58,9 @@ class Classification(Task):
             return self.vocabulary.class_weights(targets)
         return None
 
-    def head(self, backbone_outputs, dropout):
-        return dense_head(backbone_outputs["pooled_output"], len(self.vocabulary), dropout)
+    @property
+    def num_outputs(self):
+        return len(self.vocabulary)
 
     def loss(self):
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)

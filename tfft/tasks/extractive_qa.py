@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from tfft import data, metrics
 from tfft.backbones.litert import shifted
+from tfft.config import check
 from tfft.errors import DataError
 from tfft.tasks.base import Task, decode, dense_head
 
@@ -179,6 +180,19 @@ class ExtractiveQA(Task):
     monitor = ("f1", "max")
     uses_pooled_output = False
     litert_unsupported = "its windowing and span search run TensorFlow ops that have no TFLite kernels"
+    stream_unsupported = "SQuAD JSON files are read whole"
+
+    @classmethod
+    def check_config(cls, config):
+        k, length = config.task, config.model.sequence_length
+        check(k.doc_stride >= 0, "task.doc_stride", k.doc_stride, "must be >= 0")
+        check(k.max_question_length >= 1, "task.max_question_length", k.max_question_length, "must be >= 1")
+        check(k.max_answer_length >= 1, "task.max_answer_length", k.max_answer_length, "must be >= 1")
+        check(1 <= k.n_best <= 100, "task.n_best", k.n_best, "must be between 1 and 100")
+        room = length - 3 - k.max_question_length
+        check(k.doc_stride < room, "task.doc_stride", k.doc_stride,
+              f"must be less than the context tokens of a window, model.sequence_length - "
+              f"task.max_question_length - 3 = {room}")
 
     def __init__(self, config):
         super().__init__(config)
@@ -228,9 +242,6 @@ class ExtractiveQA(Task):
                 start = len(context[: answer["answer_start"]].encode("utf-8"))
                 targets[i] = start, start + len(answer["text"].encode("utf-8"))
         return targets
-
-    def stream_unsupported(self):
-        return "SQuAD JSON files are read whole"
 
     def inputs(self, examples):
         return {"question": examples.texts, "context": examples.pairs}
@@ -357,9 +368,9 @@ class ExtractiveQA(Task):
 
     # --- Model and outputs -----------------------------------------------
 
-    def head(self, backbone_outputs, dropout):
+    def head(self, backbone_outputs, dropout, backbone):
         # No dropout on the token vectors, as in BERT's run_squad.py and `BertForQuestionAnswering`.
-        del dropout
+        del dropout, backbone
         logits = dense_head(backbone_outputs["sequence_output"], 2, 0.0)
         return MaskPadding(name="mask_padding")(logits, backbone_outputs["padding_mask"])
 

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfft import data
+from tfft.config import check
 from tfft.errors import ConfigError, DataError
 from tfft.tasks.base import Task, WeightedTokenCrossentropy, decode, trim_to_longest
 
@@ -70,6 +71,14 @@ class MaskedLM(Task):
     sequence_targets = True  # labels and weights per predicted position, trimmed with the features
     uses_pooled_output = False
     litert_unsupported = "a masked-LM export serves mask filling, which tfft exports as a SavedModel only"
+
+    @classmethod
+    def check_config(cls, config):
+        k, length = config.task, config.model.sequence_length
+        check(0.0 < k.mask_rate < 1.0, "task.mask_rate", k.mask_rate, "must be in (0, 1)")
+        if k.max_predictions is not None:
+            check(1 <= k.max_predictions <= length, "task.max_predictions", k.max_predictions,
+                  f"must be between 1 and model.sequence_length ({length}), or null")
 
     # --- Data ------------------------------------------------------------
 
@@ -175,12 +184,13 @@ class MaskedLM(Task):
     def extra_inputs(self):
         return {"mask_positions": keras.Input(shape=(None,), dtype="int32", name="mask_positions")}
 
-    def head(self, backbone_outputs, dropout):
+    def head(self, backbone_outputs, dropout, backbone):
         import keras_hub
 
         from tfft import backbones
 
-        embedding = backbones.token_embedding(backbone_outputs["backbone"])
+        del dropout
+        embedding = backbones.token_embedding(backbone)
         if embedding is None:
             raise ConfigError("Masked-LM adaptation needs a keras-hub backbone with a token embedding to tie the head to.")
         head = keras_hub.layers.MaskedLMHead(
@@ -189,13 +199,21 @@ class MaskedLM(Task):
         )
         return head(backbone_outputs["sequence_output"], mask_positions=backbone_outputs["mask_positions"])
 
-    @staticmethod
-    def _head_variables(model) -> dict:
-        """The head's variables, by `tfft.backbones.base.MASKED_LM_HEAD_WEIGHTS` name."""
+    #: `tfft.backbones.base.MASKED_LM_HEAD_WEIGHTS` name -> the variable's path inside keras-hub's `MaskedLMHead`.
+    _HEAD_PATHS = {"dense_kernel": "intermediate_dense/kernel", "dense_bias": "intermediate_dense/bias",
+                   "norm_gamma": "intermediate_layer_norm/gamma", "norm_beta": "intermediate_layer_norm/beta",
+                   "output_bias": "output_bias"}
+
+    @classmethod
+    def _head_variables(cls, model) -> dict:
+        """The head's own variables (not the tied embedding), by `MASKED_LM_HEAD_WEIGHTS` name, found by path."""
         head = model.get_layer("mlm_head")
-        dense, norm = head._intermediate_dense, head._intermediate_layer_norm
-        return {"dense_kernel": dense.kernel, "dense_bias": dense.bias, "norm_gamma": norm.gamma,
-                "norm_beta": norm.beta, "output_bias": head._bias}
+        by_path = {v.path.removeprefix(f"{head.name}/"): v for v in head.weights if v.path.startswith(f"{head.name}/")}
+        missing = sorted(set(cls._HEAD_PATHS.values()) - set(by_path))
+        if missing:
+            raise ConfigError(f"keras-hub's `MaskedLMHead` has no variables {missing}; its variables are "
+                              f"{sorted(by_path)}. This keras-hub version is not supported: install keras-hub 0.32.")
+        return {name: by_path[path] for name, path in cls._HEAD_PATHS.items()}
 
     def load_head(self, model, source):
         weights = source.masked_lm_head_weights()

@@ -13,8 +13,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfft import data, metrics
+from tfft.config import check
 from tfft.errors import DataError
-from tfft.tasks.base import StreamTargets, Task, decode, dense_head
+from tfft.tasks.base import decode
+from tfft.tasks.table import StreamTargets, TableTask, id_table
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ _TRUE, _FALSE = ("1", "1.0", "true"), ("0", "0.0", "false", "")
 _UNIT = "\x1f"  # splits a streamed JSON list's entries: no label name holds it
 
 
-class MultiLabel(Task):
+class MultiLabel(TableTask):
     """`task.type: multi_label`. Labels come in one of three forms:
 
     - one column (`data.label_column`) whose cells list label names separated
@@ -42,6 +44,13 @@ class MultiLabel(Task):
     monitor = ("macro_f1", "max")
     # `labels` joins strings with `reduce_join`, which TFLite lacks: `tfft predict` joins them from `predicted`.
     litert_outputs = ("probabilities", "predicted")
+    exclusive_keys = ("task.label_columns", "task.label_names_file")
+
+    @classmethod
+    def check_config(cls, config):
+        columns = config.task.label_columns
+        if columns is not None:
+            check(len(columns) >= 1 and all(columns), "task.label_columns", columns, "must name at least one column")
 
     def __init__(self, config):
         super().__init__(config)
@@ -63,27 +72,17 @@ class MultiLabel(Task):
             names.pop()
         return names
 
-    def read(self, spec, split="train", labelled=True):
-        dc, tc = self.config.data, self.config.task
-        columns = list(tc.label_columns or []) if labelled else []
-        single = dc.label_column if labelled and not tc.label_columns else None
-        frame = data.read_frame(spec, dc, split, columns + ([single] if single else []))
-        return data.limit_train_examples(self.examples_from_frame(frame, spec, labelled), dc, split)
-
-    def examples_from_frame(self, frame, source, labelled=True, first_line=None):
-        dc, tc, spec = self.config.data, self.config.task, source
-        columns = list(tc.label_columns or []) if labelled else []
-        single = dc.label_column if labelled and not tc.label_columns else None
-        data.require_columns(frame, spec, dc, {"label_column": single})
-        for column in columns:
-            data.require_columns(frame, spec, dc, {"task.label_columns": column})
-        texts, pairs = data.text_columns(frame, spec, dc, first_line)
-        examples = data.Examples(spec, texts, pairs, lines=data.line_numbers(len(texts), first_line))
+    def target_columns(self):
+        columns = self.config.task.label_columns
         if columns:
-            examples.labels = self._from_indicator_columns(frame, columns, examples)
-        elif single:
-            examples.labels = self._from_label_cells(frame[single].tolist(), examples)
-        return examples
+            return [("task.label_columns", column) for column in columns]
+        return super().target_columns()
+
+    def read_targets(self, frame, examples):
+        columns = self.config.task.label_columns
+        if columns:
+            return self._from_indicator_columns(frame, columns, examples)
+        return self._from_label_cells(frame[self.config.data.label_column].tolist(), examples)
 
     def stream_targets(self):
         """Multi-hot targets in the graph, read as `examples_from_frame` reads the row's label cells."""
@@ -101,9 +100,7 @@ class MultiLabel(Task):
             return StreamTargets(list(columns), targets, valid)
         names = self._names_file()
         keys = [str(i) for i in range(len(names))] if names is not None else self.names
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(keys), tf.range(len(keys), dtype=tf.int32)), -1
-        )
+        table = id_table(keys)
         column, separator, size = self.config.data.label_column, self.config.task.label_separator, len(self.names)
 
         def ids(row):
@@ -233,8 +230,9 @@ class MultiLabel(Task):
 
     # --- Model and outputs -----------------------------------------------
 
-    def head(self, backbone_outputs, dropout):
-        return dense_head(backbone_outputs["pooled_output"], len(self.names), dropout)
+    @property
+    def num_outputs(self):
+        return len(self.names)
 
     def loss(self):
         return keras.losses.BinaryCrossentropy(from_logits=True)

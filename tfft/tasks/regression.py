@@ -9,10 +9,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfft import data, metrics
-from tfft.tasks.base import StreamTargets, Task, dense_head
+from tfft.tasks.table import StreamTargets, TableTask
 
 
-class Regression(Task):
+class Regression(TableTask):
     """`task.type: regression`. A float target in `data.label_column`.
 
     A `Dense(1)` head on the pooled output, trained with MSE (or `task.loss:
@@ -24,34 +24,25 @@ class Regression(Task):
     monitor = ("pearson", "max")
     litert_outputs = ("score",)
 
-    def read(self, spec, split="train", labelled=True):
-        dc = self.config.data
-        frame = data.read_frame(spec, dc, split, [dc.label_column] if labelled else [])
-        return data.limit_train_examples(self.examples_from_frame(frame, spec, labelled), dc, split)
+    num_outputs = 1
 
-    def examples_from_frame(self, frame, source, labelled=True, first_line=None):
-        dc, spec = self.config.data, source
-        data.require_columns(frame, spec, dc, {"label_column": dc.label_column if labelled else None})
-        texts, pairs = data.text_columns(frame, spec, dc, first_line)
-        examples = data.Examples(spec, texts, pairs, lines=data.line_numbers(len(texts), first_line))
-        if labelled:
-            cells = [str(v).strip() for v in frame[dc.label_column].tolist()]
-            values, bad = [], []
-            for i, cell in enumerate(cells):
-                try:
-                    value = float(cell)
-                except ValueError:
-                    value = math.nan
-                if not math.isfinite(value):
-                    bad.append((examples.where(i), cell))
-                values.append(value)
-            if bad:
-                raise data.rows_error(
-                    spec, f"has cells in the target column `{dc.label_column}` that are not finite numbers", bad,
-                    "Regression targets must be numbers such as 3.5; fix or remove those rows.",
-                )
-            examples.labels = values
-        return examples
+    def read_targets(self, frame, examples):
+        column = self.config.data.label_column
+        values, bad = [], []
+        for i, cell in enumerate(str(v).strip() for v in frame[column].tolist()):
+            try:
+                value = float(cell)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                bad.append((examples.where(i), cell))
+            values.append(value)
+        if bad:
+            raise data.rows_error(
+                examples.source, f"has cells in the target column `{column}` that are not finite numbers", bad,
+                "Regression targets must be numbers such as 3.5; fix or remove those rows.",
+            )
+        return values
 
     def stream_targets(self):
         pattern = r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*"  # what float() reads, less inf and nan
@@ -70,9 +61,6 @@ class Regression(Task):
 
     def encode(self, examples):
         return np.asarray(examples.labels, dtype=np.float32).reshape(-1, 1)
-
-    def head(self, backbone_outputs, dropout):
-        return dense_head(backbone_outputs["pooled_output"], 1, dropout)
 
     def loss(self):
         if self.config.task.loss == "huber":

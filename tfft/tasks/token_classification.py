@@ -172,15 +172,20 @@ class TokenClassification(Task):
         weights = tf.scatter_nd(index, tf.ones(tf.shape(index)[:1], tf.float32), shape)
         return features, labels, weights
 
-    def token_counts(self, packer, inputs):
-        _, first, counts = packer.pack_words(inputs["words"])
-        words = tf.cast(first.row_lengths(), tf.int32)
-        lost = tf.reduce_sum(tf.cast(first < 0, tf.int32), axis=1)
-        return counts, words, lost
+    def prepare(self, examples, packer):
+        """Counts the examples, and the words, that `model.sequence_length` cuts off."""
+
+        def counts(inputs):
+            _, first, lengths = packer.pack_words(inputs["words"])
+            words = tf.cast(first.row_lengths(), tf.int32)
+            return lengths, words, tf.reduce_sum(tf.cast(first < 0, tf.int32), axis=1)
+
+        return data.PreparedSplit(examples, len(examples), data.truncation_stats(examples, packer, self.inputs(examples), counts))
 
     # --- Model and outputs -----------------------------------------------
 
-    def head(self, backbone_outputs, dropout):
+    def head(self, backbone_outputs, dropout, backbone):
+        del backbone
         return dense_head(backbone_outputs["sequence_output"], len(self.tags), dropout)
 
     def loss(self):

@@ -12,7 +12,7 @@ from absl.testing import flagsaver
 
 import hf_checkpoints
 from conftest import NEGATIVE, NOUNS, POSITIVE, TASK_DATA
-from tfft import adapt, backbones, cli, tasks, train
+from tfft import adapt, backbones, cli, run_dir, tasks, train
 from tfft.config import load_config
 from tfft.errors import DataError
 
@@ -155,6 +155,7 @@ def test_adaptation_lowers_held_out_perplexity(adapted):
     assert summary["perplexity_after"] < 0.7 * summary["perplexity_before"]
     metrics = json.loads((adapted / "metrics.json").read_text())
     assert metrics["perplexity_before"] == summary["perplexity_before"]
+    assert [p.name for p in adapted.iterdir() if not run_dir.is_own_entry(p.name)] == []  # all of it tfft's
 
 
 def test_adapted_folder_loads_as_a_backbone_and_fine_tunes(adapted, make_config, tiny_preset):

@@ -304,3 +304,73 @@ def test_sigterm_stops_with_one_line_that_says_how_to_resume(make_config, tmp_pa
     assert "Traceback" not in stderr
     assert "tfft: stopped. Run the same command again to resume from the last backup: tfft train" in stderr
     assert (pathlib.Path(config.output_dir) / run_dir.BACKUP_DIR).is_dir()  # what the rerun resumes from
+
+
+def _user_project(folder: pathlib.Path) -> dict[str, str]:
+    """A user's folder as the new-user trial had it: a config.yaml of their own, notes, a source tree."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"config.yaml": "lr: 0.1\n", "notes.txt": "keep\n", "src/model.py": "print('mine')\n"}
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return files
+
+
+def _tfft_cli(config_path: pathlib.Path, *overrides: str, cwd: pathlib.Path) -> subprocess.CompletedProcess:
+    sets = [f"--set={o}" for o in overrides]
+    return subprocess.run([sys.executable, "-m", "tfft", "train", f"--config={config_path}", *sets], cwd=cwd,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_the_cli_never_deletes_a_folder_tfft_did_not_write(make_config, tmp_path, overwrite):
+    """Issue 26: `--set output_dir=p` on a user's folder deleted notes.txt and src/; with overwrite, any folder."""
+    project = tmp_path / "p"
+    files = _user_project(project)
+    make_config().save(tmp_path / "tiny.yaml")
+    result = _tfft_cli(tmp_path / "tiny.yaml", f"output_dir={project}", f"train.overwrite_output_dir={overwrite}",
+                       cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"output_dir `{project}` is not empty and is not a tfft run" in result.stderr
+    assert "it holds config.yaml, notes.txt, src/" in result.stderr and "Traceback" not in result.stderr
+    assert {str(p.relative_to(project)) for p in project.rglob("*") if p.is_file()} == set(files)
+    assert all((project / name).read_text() == text for name, text in files.items())
+
+
+@pytest.mark.slow
+def test_output_dir_dot_in_a_project_folder_is_refused(make_config, tmp_path):
+    project = tmp_path / "project"
+    files = _user_project(project)
+    make_config().save(tmp_path / "tiny.yaml")
+    result = _tfft_cli(tmp_path / "tiny.yaml", "output_dir=.", "train.overwrite_output_dir=true", cwd=project)
+    assert result.returncode == 2 and "is not empty and is not a tfft run" in result.stderr, result.stderr[-2000:]
+    assert all((project / name).read_text() == text for name, text in files.items())
+    assert not (project / run_dir.LOCK_FILE).exists()  # refused before taking the lock
+
+
+def test_starting_over_removes_only_what_tfft_wrote(make_config):
+    config = make_config()
+    out = pathlib.Path(config.output_dir)
+    run_dir.prepare_output_dir(config, out)  # then killed in its first epoch
+    (out / "logs").mkdir()
+    (out / "my_notes.txt").write_text("mine")
+    assert run_dir.prepare_output_dir(make_config("train.learning_rate=1e-4"), out) is False
+    assert not (out / "logs").exists() and (out / "my_notes.txt").read_text() == "mine"
+    assert (out / run_dir.RUN_MARKER).is_file() and "learning_rate: 0.0001" in (out / "config.yaml").read_text()
+
+
+def test_overwriting_a_finished_run_keeps_the_users_files(make_config):
+    config = make_config()
+    out = pathlib.Path(config.output_dir)
+    run_dir.prepare_output_dir(config, out)
+    for name in (run_dir.WEIGHTS_FILE, run_dir.COMPLETE_FILE, "metrics_test.json", "logs/events"):  # a finished run
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("tfft's")
+    (out / "analysis.ipynb").write_text("{}")
+    with pytest.raises(OutputDirError, match="holds a finished run"):
+        run_dir.prepare_output_dir(config, out)
+    assert run_dir.prepare_output_dir(make_config("train.overwrite_output_dir=true"), out) is False
+    assert (out / "analysis.ipynb").read_text() == "{}"
+    assert sorted(p.name for p in out.iterdir()) == sorted([run_dir.RUN_MARKER, "config.yaml", "analysis.ipynb"])

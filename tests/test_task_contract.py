@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import SERVING_PROCESS, TASK_DATA, run_python
-from tfft import evaluate, predict, train
+from tfft import evaluate, predict, run_dir, train
 from tfft.tasks import TASKS
 
 pytestmark = pytest.mark.slow
@@ -52,6 +52,8 @@ def test_task_runs_every_stage(task_type, make_config, data_dir, tmp_path):
     again = evaluate.run(config)
     assert again[task.monitor[0]] == pytest.approx(saved[task.monitor[0]], abs=1e-6)
     assert again["train_seconds"] == saved["train_seconds"]  # training's fields are kept
+    # The run folder holds only what tfft writes: starting over there removes exactly these (run_dir.OWN_ENTRIES).
+    assert [p.name for p in pathlib.Path(config.output_dir).iterdir() if not run_dir.is_own_entry(p.name)] == []
 
     # Serve: a separate process with TensorFlow and TensorFlow Text only gives the in-memory model's outputs.
     names = task.input_names()

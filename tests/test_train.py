@@ -128,7 +128,7 @@ def test_foreign_folder_is_refused(make_config):
     out = pathlib.Path(config.output_dir)
     out.mkdir(parents=True)
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(train.OutputDirError, match="holds no tfft run"):
+    with pytest.raises(train.OutputDirError, match="is not empty and is not a tfft run .* it holds notes.txt"):
         train.run(config)
     assert (out / "notes.txt").read_text() == "mine"
 

@@ -1,11 +1,13 @@
 """A run's folder: the files in it, and starting, resuming or refusing a run there.
 
-`<output_dir>/` holds `config.yaml`, the label or tag vocabulary
-(`labels.txt`), `checkpoints/best.weights.h5`, `model.weights.h5`,
-`history.csv`, `logs/` (TensorBoard), `metrics.json`, `backup/` while
-training is unfinished, `training_complete.json` once training finished (before
-evaluation and export), `run_complete.json` once everything finished, and
-`.tfft.lock`, the lock a live run holds.
+`<output_dir>/` holds `.tfft_run` (the marker that makes a folder a tfft
+run), `config.yaml`, the label or tag vocabulary (`labels.txt`),
+`checkpoints/best.weights.h5`, `model.weights.h5`, `history.csv`, `logs/`
+(TensorBoard), `metrics.json`, `backup/` while training is unfinished,
+`training_complete.json` once training finished (before evaluation and
+export), `run_complete.json` once everything finished, and `.tfft.lock`, the
+lock a live run holds. tfft deletes nothing else (`OWN_ENTRIES`), and never
+touches a folder without the marker.
 """
 
 from __future__ import annotations
@@ -35,13 +37,23 @@ HISTORY_FILE = "history.csv"
 COMPLETE_FILE = "run_complete.json"
 TRAINED_FILE = "training_complete.json"
 LOCK_FILE = ".tfft.lock"
+#: Written first when a run starts, and by nothing but tfft: a folder is a tfft run only if it holds this file.
+RUN_MARKER = ".tfft_run"
+#: Every entry tfft writes in a run folder (with `metrics_<split>.json`): starting over or overwriting a run
+#: removes these, and nothing else. tests/test_task_contract.py checks that every task's run writes no other.
+OWN_ENTRIES = frozenset({
+    RUN_MARKER, LOCK_FILE, CONFIG_FILE, WEIGHTS_FILE, BEST_WEIGHTS.split("/")[0], BACKUP_DIR, HISTORY_FILE, "logs",
+    COMPLETE_FILE, TRAINED_FILE, "metrics.json", "labels.txt", "vocab.txt", "qa.json", "data_scan.json",
+    "adapt.json", "backbone",
+})
 # Keys that may change between a run and its resumption.
 _RESUMABLE_CHANGES = {
     "train.overwrite_output_dir", "train.backup_every_steps", "export.enabled", "export.base_dir", "export.formats",
     "export.quantize", "export.warmup_requests",
 }
 
-__all__ = ["OutputDirError", "RunState", "inspect", "start", "locked", "prepare_output_dir", "best_so_far"]
+__all__ = ["OutputDirError", "RunState", "inspect", "start", "locked", "prepare_output_dir", "best_so_far",
+           "RUN_MARKER", "OWN_ENTRIES", "is_own_entry"]
 
 
 RunState = Literal["new", "resume", "trained", "overwrite"]
@@ -52,34 +64,38 @@ RunState = Literal["new", "resume", "trained", "overwrite"]
 def inspect(config: Config, output_dir: pathlib.Path) -> RunState:
     """Decides what a run does with `output_dir`, reading only: nothing is written, so a refusal loses nothing.
 
-    - missing, empty, or holding a run that never completed an epoch: `new`
-      (a run killed in its first epoch, or stopped by a check, may be
-      started again with a corrected config);
+    - missing or empty: `new`;
+    - a non-empty folder that is not a tfft run (no `RUN_MARKER`): refused,
+      naming what it holds, `train.overwrite_output_dir` or not: tfft
+      deletes only what it wrote;
+    - a run that never completed an epoch: `new` (a run killed in its first
+      epoch, or stopped by a check, may be started again with a corrected
+      config);
     - an unfinished run with the same config: `resume` from its last epoch,
       or `trained` when training finished and only evaluation and export
       remain;
     - a finished run, or an unfinished one with another config: refused,
-      unless `train.overwrite_output_dir` is true (`overwrite`);
-    - a non-empty folder that is not a tfft run: refused.
+      unless `train.overwrite_output_dir` is true (`overwrite`).
     """
-    saved_config = output_dir / CONFIG_FILE
     if not output_dir.is_dir() or not _entries(output_dir):
         return "new"
+    if not (output_dir / RUN_MARKER).is_file():
+        names = sorted(e.name + ("/" if e.is_dir() else "") for e in _entries(output_dir))
+        raise OutputDirError(
+            f"output_dir `{output_dir}` is not empty and is not a tfft run (it has no {RUN_MARKER}): it holds "
+            f"{', '.join(names[:8])}{f' and {len(names) - 8} more' if len(names) > 8 else ''}. tfft never deletes "
+            "files it did not write, `train.overwrite_output_dir` or not: set `output_dir` to a new or empty folder."
+        )
     if config.train.overwrite_output_dir:
         return "overwrite"
-    if not saved_config.is_file():
-        raise OutputDirError(
-            f"output_dir `{output_dir}` exists, is not empty and holds no tfft run ({CONFIG_FILE} is "
-            "missing). Choose another `output_dir`."
-        )
     if (output_dir / COMPLETE_FILE).is_file():
         raise OutputDirError(
             f"output_dir `{output_dir}` holds a finished run. Set a new `output_dir`, or "
             "`--set train.overwrite_output_dir=true` to replace it."
         )
-    if not _completed_an_epoch(output_dir):
+    if not (output_dir / CONFIG_FILE).is_file() or not _completed_an_epoch(output_dir):
         return "new"
-    differences = _config_differences(config, saved_config)
+    differences = _config_differences(config, output_dir / CONFIG_FILE)
     if differences:
         raise OutputDirError(
             f"output_dir `{output_dir}` holds an unfinished run with another config ("
@@ -91,20 +107,33 @@ def inspect(config: Config, output_dir: pathlib.Path) -> RunState:
 
 
 def start(config: Config, output_dir: pathlib.Path, state: RunState) -> None:
-    """The run's first write, once every check has passed: clears what a new run replaces, saves the config."""
-    if state in ("new", "overwrite") and output_dir.is_dir():
+    """The run's first write, once every check has passed: clears what a new run replaces, saves the config.
+
+    Starting over (or overwriting) removes the entries tfft wrote (`OWN_ENTRIES`) and keeps any other.
+    """
+    if state in ("new", "overwrite") and output_dir.is_dir() and _entries(output_dir):
         if state == "overwrite":
-            logger.warning("Overwriting %s (train.overwrite_output_dir=true).", output_dir)
-        elif _entries(output_dir):
+            logger.warning("Overwriting the run in %s (train.overwrite_output_dir=true).", output_dir)
+        else:
             logger.info("Starting over in %s: its run never completed an epoch.", output_dir)
         for entry in _entries(output_dir):
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            if is_own_entry(entry.name):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        kept = sorted(entry.name for entry in _entries(output_dir))
+        if kept:
+            logger.warning("Kept %s in %s: tfft did not write them.", ", ".join(kept), output_dir)
     elif state == "resume":
         logger.info("Resuming the unfinished run in %s from its last backup.", output_dir)
     elif state == "trained":
         logger.info("Training in %s finished before; evaluating and exporting only.", output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / RUN_MARKER).write_text(json.dumps({"tfft_run": 1}) + "\n")  # first: the folder is a run from now
     config.save(output_dir / CONFIG_FILE)
+
+
+def is_own_entry(name: str) -> bool:
+    """Whether tfft writes an entry of this name in a run folder (`OWN_ENTRIES`, `metrics_<split>.json`)."""
+    return name in OWN_ENTRIES or (name.startswith("metrics_") and name.endswith(".json"))
 
 
 def prepare_output_dir(config: Config, output_dir: pathlib.Path) -> bool:

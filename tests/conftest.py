@@ -320,6 +320,13 @@ train.run(load_config(sys.argv[1]), callbacks=[Die()])
 """
 
 
+def run_tfft(*args: str, cwd: pathlib.Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Runs the `tfft` command line as a user does (`python -m tfft ...` in `cwd`), with this checkout's tfft."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "tfft", *args], cwd=cwd, capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
 def run_python(code: str, *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Runs `code` in a fresh Python process (nothing imported from this one)."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}

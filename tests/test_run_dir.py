@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import KILLED_MID_EPOCH, REPO, run_python
+from conftest import KILLED_MID_EPOCH, REPO, run_python, run_tfft
 from tfft import export, run_dir, train
 from tfft.config import ConfigError
 from tfft.data import DataError
@@ -316,13 +316,6 @@ def _user_project(folder: pathlib.Path) -> dict[str, str]:
     return files
 
 
-def _tfft_cli(config_path: pathlib.Path, *overrides: str, cwd: pathlib.Path) -> subprocess.CompletedProcess:
-    sets = [f"--set={o}" for o in overrides]
-    return subprocess.run([sys.executable, "-m", "tfft", "train", f"--config={config_path}", *sets], cwd=cwd,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"})
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_the_cli_never_deletes_a_folder_tfft_did_not_write(make_config, tmp_path, overwrite):
@@ -330,8 +323,8 @@ def test_the_cli_never_deletes_a_folder_tfft_did_not_write(make_config, tmp_path
     project = tmp_path / "p"
     files = _user_project(project)
     make_config().save(tmp_path / "tiny.yaml")
-    result = _tfft_cli(tmp_path / "tiny.yaml", f"output_dir={project}", f"train.overwrite_output_dir={overwrite}",
-                       cwd=tmp_path)
+    result = run_tfft("train", f"--config={tmp_path / 'tiny.yaml'}", f"--set=output_dir={project}",
+                      f"--set=train.overwrite_output_dir={overwrite}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"output_dir `{project}` is not empty and is not a tfft run" in result.stderr
     assert "it holds config.yaml, notes.txt, src/" in result.stderr and "Traceback" not in result.stderr
@@ -344,7 +337,8 @@ def test_output_dir_dot_in_a_project_folder_is_refused(make_config, tmp_path):
     project = tmp_path / "project"
     files = _user_project(project)
     make_config().save(tmp_path / "tiny.yaml")
-    result = _tfft_cli(tmp_path / "tiny.yaml", "output_dir=.", "train.overwrite_output_dir=true", cwd=project)
+    result = run_tfft("train", f"--config={tmp_path / 'tiny.yaml'}", "--set=output_dir=.",
+                      "--set=train.overwrite_output_dir=true", cwd=project)
     assert result.returncode == 2 and "is not empty and is not a tfft run" in result.stderr, result.stderr[-2000:]
     assert all((project / name).read_text() == text for name, text in files.items())
     assert not (project / run_dir.LOCK_FILE).exists()  # refused before taking the lock

@@ -13,6 +13,7 @@ from conftest import (
     TASK_DATA,
     regression_rows,
     run_python,
+    run_tfft,
     sentiment_rows,
     write_csv,
 )
@@ -332,3 +333,57 @@ def test_shard_command_reads_cells_over_several_lines_which_then_stream(tmp_path
     streamed = sorted(i["text"].decode() for i, _ in
                       streaming._rows(files, files, config.data, task.stream_targets()).as_numpy_iterator())
     assert streamed == sorted(text for text, _ in rows) and scanned.rows == 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("header", [("label", "text"), ("text_pair", "text", "label")])
+def test_the_cli_refuses_a_shard_whose_columns_are_in_another_order(tmp_path, make_config, header):
+    """Issue 26: shards were read by the first file's column positions; texts became labels, pairs were swapped."""
+    columns = ("text", "text_pair", "label") if "text_pair" in header else ("text", "label")
+    rows = [(text, "the cast", label) if len(columns) == 3 else (text, label) for text, label in ROWS[:200]]
+    spec = _shards(tmp_path / "shards", rows, n=3, header=columns)
+    reordered = [tuple(dict(zip(columns, row, strict=True))[c] for c in header) for row in rows[:50]]
+    write_csv(tmp_path / "shards" / "train-03.csv", reordered, header=header)
+    pair = ["data.text_pair_column=text_pair"] if "text_pair" in header else []
+    make_config(f"data.train={spec}", "data.validation=", "train.epochs=1", *pair).save(tmp_path / "c.yaml")
+    result = run_tfft("train", f"--config={tmp_path / 'c.yaml'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"Data file `{tmp_path / 'shards' / 'train-03.csv'}` has the header '{','.join(header)}'" in result.stderr
+    assert "same header, in the same order" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "config.yaml").exists()  # refused before the run's first write
+
+
+@pytest.mark.slow
+def test_the_cli_trains_on_shards_when_some_are_empty(tmp_path, make_config):
+    """Issue 26: `tfft shard --num_shards=500` on 200 rows wrote 300 empty files, and training on them hung."""
+    big = write_csv(tmp_path / "big.csv", ROWS[:200])
+    result = run_tfft("shard", f"--input={big}", f"--output={tmp_path / 'out' / 'train'}", "--num_shards=500",
+                   cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "The input has 200 rows: wrote 200 shards, not 500" in result.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 200
+    for i in range(2):  # empty shards, as other tools (or older tfft) write them
+        tf.io.TFRecordWriter(str(tmp_path / "out" / f"train-empty-{i}.tfrecord")).close()
+    make_config(f"data.train={tmp_path / 'out'}/train-*.tfrecord", "data.validation=", "train.epochs=1",
+                "train.batch_size=50").save(tmp_path / "c.yaml")
+    result = run_tfft("train", f"--config={tmp_path / 'c.yaml'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Skipped 2 training file(s) that hold no rows" in result.stderr
+    assert "4 steps/epoch" in result.stderr  # 200 rows in batches of 50: every row of the 200 shards streamed
+
+
+def test_shard_refuses_an_existing_set_and_leaves_nothing_behind_on_errors(tmp_path):
+    from tfft import shard
+
+    big = write_csv(tmp_path / "big.csv", ROWS[:30])
+    first = shard.shard_file(str(big), str(tmp_path / "out" / "train"), num_shards=4, progress=False)
+    with pytest.raises(ConfigError, match=r"`--output` names shards that exist already: .*train-00000-of-00004"):
+        shard.shard_file(str(big), str(tmp_path / "out" / "train"), num_shards=2, progress=False)
+    assert sorted(str(p) for p in (tmp_path / "out").iterdir()) == first  # the first set, untouched
+    names = shard.shard_file(str(big), str(tmp_path / "j" / "train"), num_shards=50, format="jsonl", progress=False)
+    assert len(names) == 30 and sorted(p.name for p in (tmp_path / "j").iterdir()) == sorted(
+        pathlib.Path(n).name for n in names)  # no .tmp left, no empty shard
+    (tmp_path / "bad.csv").write_text("text,label\n\"unclosed,pos\nfine,neg\n")
+    with pytest.raises(DataError):
+        shard.shard_file(str(tmp_path / "bad.csv"), str(tmp_path / "b" / "train"), num_shards=2, progress=False)
+    assert not (tmp_path / "b").exists() or list((tmp_path / "b").iterdir()) == []

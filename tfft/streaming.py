@@ -213,6 +213,10 @@ def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = No
     )
     if result.rows == 0:
         raise DataError(f"The training files ({', '.join(files[:3])}...) hold no usable rows.")
+    empty = [f for f in files if not result.files[f]]
+    if empty:
+        logger.warning("Skipped %d training file(s) that hold no rows: %s%s.", len(empty), ", ".join(empty[:5]),
+                       f" and {len(empty) - 5} more" if len(empty) > 5 else "")
     logger.info("Training data: %d rows in %d file(s)%s.", result.rows, len(files),
                 f", {result.skipped} bad rows skipped (data.on_bad_row: skip)" if result.skipped else "")
     for example in result.skipped_examples[:5]:
@@ -453,7 +457,7 @@ def shard_policy(files: list[str], data, workers: int) -> tf.data.experimental.A
 
 def check_streamable(task, config) -> None:
     """Fails with a `ConfigError` before training when the run cannot stream its training files."""
-    reason = task.stream_unsupported()
+    reason = task.stream_unsupported
     if reason is not None:
         raise ConfigError(
             f"`task.type: {task.type}` cannot stream its training data ({reason}). "
@@ -475,11 +479,7 @@ def _rows(all_files: list[str], files: list[str], data, targets) -> tf.data.Data
         raise DataError(f"The training files mix formats ({', '.join(sorted(kinds))}); convert them to one.")
     kind = kinds.pop()
     columns = [data.text_column] + ([data.text_pair_column] if data.text_pair_column else []) + targets.columns
-    names = _column_names(all_files[0], kind, data)
-    plain = [n.split(":", 1)[1] for n in names] if kind == "tfrecord" else names
-    for column in columns:
-        if column not in plain:
-            raise DataError(f"Data file `{all_files[0]}` has no column `{column}`. Its columns are: {', '.join(plain)}.")
+    names = check_columns(all_files, kind, data, columns)
     reader = functools.partial(_read_file, kind=kind, data=data, names=names, columns=columns)
     rows = tf.data.Dataset.from_tensor_slices(files).interleave(
         reader, cycle_length=min(len(files), 4), block_length=16, num_parallel_calls=tf.data.AUTOTUNE,
@@ -503,12 +503,41 @@ def _rows(all_files: list[str], files: list[str], data, targets) -> tf.data.Data
     return rows.filter(valid).map(split, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def check_columns(files: list[str], kind: str, data, columns: list[str]) -> list[str]:
+    """Checks that every file has `columns`, read the same way; returns the first file's column names.
+
+    The stream reads a CSV or TSV row by column position, so each file's header must equal the first's (a shard
+    whose header is `label,text` would give the labels as texts); records and JSON are read by name, and each file
+    must hold the columns (TFRecord: with the same kind of feature).
+    """
+    first = _column_names(files[0], kind, data)
+    for path in files:
+        names = first if path == files[0] else _column_names(path, kind, data)
+        plain = [n.split(":", 1)[1] for n in names] if kind == "tfrecord" else names
+        missing = [c for c in columns if c not in plain]
+        if missing:
+            raise DataError(f"Data file `{path}` has no column `{missing[0]}`. Its columns are: {', '.join(plain)}.")
+        if kind in ("csv", "tsv") and names != first:
+            raise DataError(
+                f"Data file `{path}` has the header {','.join(names)!r}, and `{files[0]}` has "
+                f"{','.join(first)!r}. Streamed files are read by column position: give every shard the same "
+                "header, in the same order."
+            )
+        if kind == "tfrecord" and {n for n in names if n.split(":", 1)[1] in columns} != {
+                n for n in first if n.split(":", 1)[1] in columns}:
+            raise DataError(f"Data file `{path}` stores its features as {sorted(names)}, and `{files[0]}` as "
+                            f"{sorted(first)}: give every shard the same kind (bytes, int64 or float) per feature.")
+    return first
+
+
 def _column_names(path: str, kind: str, data) -> list[str]:
     if kind == "parquet":
         return [str(name) for name in _parquet_file(path).schema_arrow.names]
     if kind == "tfrecord":
-        first = next(iter(tf.data.TFRecordDataset(path).take(1)))
-        features = tf.train.Example.FromString(first.numpy()).features.feature
+        first = [record.numpy() for record in tf.data.TFRecordDataset(path).take(1)]
+        if not first:  # an empty file: no features
+            return []
+        features = tf.train.Example.FromString(first[0]).features.feature
         return sorted(f"{features[name].WhichOneof('kind')}:{name}" for name in features)
     with tf.io.gfile.GFile(path, "r") as f:
         line = f.readline().lstrip("\ufeff")

@@ -140,8 +140,8 @@ class Streamed(TrainingData):
     def __init__(self, task, config: Config, files: list[str], cache_dir: pathlib.Path | None = None):
         super().__init__(task, config)
         streaming.check_streamable(task, config)
-        self.files = files
         self.scanned = streaming.scan(files, task, config.data, cache_dir=cache_dir)
+        self.files = [f for f in files if self.scanned.files.get(f)]  # files with no rows are skipped (logged)
 
     @property
     def labelled(self):

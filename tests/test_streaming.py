@@ -387,3 +387,28 @@ def test_shard_refuses_an_existing_set_and_leaves_nothing_behind_on_errors(tmp_p
     with pytest.raises(DataError):
         shard.shard_file(str(tmp_path / "bad.csv"), str(tmp_path / "b" / "train"), num_shards=2, progress=False)
     assert not (tmp_path / "b").exists() or list((tmp_path / "b").iterdir()) == []
+
+
+def test_on_bad_row_skip_skips_lines_that_are_no_row_and_the_stream_drops_them_too(tmp_path):
+    """Issue 26: a line with too many fields or an unclosed quote failed the run under `on_bad_row: skip`."""
+    shard = write_csv(tmp_path / "train-0.csv", ROWS[:40])
+    lines = shard.read_text().splitlines()
+    lines[10] = "the cast was fine,pos,extra"  # file line 11
+    lines[20] = '"the cast was fine,pos'  # file line 21: a quote nothing closes
+    shard.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"train-0.csv`: line 11 has 3 fields where the header has 2"):
+        _scan(str(shard))
+    lines[10] = ROWS[9][0] + "," + ROWS[9][1]
+    shard.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"train-0.csv`: line 21 has an unclosed quote"):  # not "has 1 fields"
+        _scan(str(shard))
+    lines[10] = "the cast was fine,pos,extra"
+    shard.write_text("\n".join(lines) + "\n")
+    config = _config(f"data.train={shard}", "data.on_bad_row=skip")
+    task = tasks.create(config)
+    scanned = streaming.scan([str(shard)], task, config.data, progress=False)
+    assert (scanned.rows, scanned.skipped) == (38, 2)  # 40 rows, 2 of them replaced by bad lines
+    assert [e.split(": it ")[0] for e in scanned.skipped_examples] == [f"{shard}, line 11", f"{shard}, line 21"]
+    task.fit_vocabulary(streaming.data_lib.Examples(str(shard), [], labels=scanned.labels))
+    streamed = list(streaming._rows([str(shard)], [str(shard)], config.data, task.stream_targets()))
+    assert len(streamed) == scanned.rows  # the stream drops the same lines: epochs hold what the pre-pass counted

@@ -10,15 +10,36 @@ model.fit(train_ds, callbacks=callbacks, ...)
 
 from __future__ import annotations
 
+import math
 import pathlib
 
 import keras
 
 from tfft import data, evaluate
 from tfft.config import Config
+from tfft.errors import DivergedError
 from tfft.run_dir import BEST_WEIGHTS, HISTORY_FILE, best_so_far
 
-__all__ = ["ValidationScores", "training_callbacks"]
+__all__ = ["StopOnNonFiniteLoss", "ValidationScores", "training_callbacks"]
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or infinite, with an error naming the step.
+
+    Keras' `TerminateOnNaN` only stops `fit`, and the run would go on to
+    evaluate and export a NaN model; this raises `DivergedError`, so
+    nothing is exported and the command fails. The run's last backup stays.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            step = int(self.model.optimizer.iterations.numpy())
+            raise DivergedError(
+                f"The training loss became {float(loss)} at step {step}: training stopped and nothing was exported. "
+                "Lower `train.learning_rate`, keep `train.clipnorm` on, and check the targets (a regression target "
+                "must be a finite number float32 holds)."
+            )
 
 
 class ValidationScores(keras.callbacks.Callback):
@@ -69,7 +90,7 @@ def training_callbacks(
             interrupted run logged.
     """
     monitor, mode = f"val_{task.monitor[0]}", task.monitor[1]
-    callbacks: list[keras.callbacks.Callback] = []
+    callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss()]
     if validation is not None and not task.monitor_in_keras:
         # First, so the CSV log, checkpoint and early stopping see the task's scores.
         callbacks.append(ValidationScores(task, packer, validation, config.train.batch_size))

@@ -21,4 +21,8 @@ class OutputDirError(RuntimeError):
     """`output_dir` holds an earlier run that tfft will not silently overwrite."""
 
 
-USER_ERRORS = (ConfigError, DataError, StrategyError, OutputDirError, FileNotFoundError)
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite: the run stopped, and nothing was exported."""
+
+
+USER_ERRORS = (ConfigError, DataError, StrategyError, OutputDirError, DivergedError, FileNotFoundError)

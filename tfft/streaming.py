@@ -47,7 +47,6 @@ import json
 import logging
 import os
 import pathlib
-import re
 
 import numpy as np
 import pandas as pd
@@ -235,6 +234,7 @@ def _scan_file(path: str, task, data, bar) -> tuple[int, int, set | None, list[s
     skipped_examples: list[str] = []
     for frame, first_line, size in read_chunks(path, data):
         examples, bad = _checked_chunk(task, frame, path, first_line, data.on_bad_row)
+        bad = frame.attrs.get("skipped", []) + bad  # lines that were no row at all, then rows that fail a check
         kept += len(examples)
         skipped += len(bad)
         skipped_examples += bad[: 20 - len(skipped_examples)]
@@ -292,24 +292,64 @@ def read_chunks(path: str, data, chunk_rows: int = CHUNK_ROWS, multiline: bool =
             continue
         if header_line is None:
             header_line = _header(path) if data.has_header else ""
-        text = (header_line + "\n" if data.has_header else "") + "\n".join(lines)
-        try:
-            frame = pd.read_csv(io.StringIO(text), **data_lib.delimited_options(kind == "tsv", data.has_header,
-                                                                                 data.quoting))
-        except pd.errors.ParserError as err:
-            found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
-            where = (f"line {first_line + int(found.group(2)) - 1 - int(data.has_header)} has {found.group(3)} "
-                     f"fields where the header has {found.group(1)}") if found else str(err)
-            raise DataError(f"Data file `{path}`: {where}. Quote cells that hold the separator.") from None
-        if len(frame) != len(lines):
-            raise DataError(
-                f"Data file `{path}`: the {len(lines)} lines from line {first_line} hold {len(frame)} rows: a quoted "
-                "cell spans lines. A streamed CSV holds one row per line: convert the file with `tfft shard "
-                f"--input={path} --output=<prefix> --num_shards=<N>` (TFRecord shards, which keep the line breaks) "
-                "and train on `<prefix>-*.tfrecord`, or set `data.streaming: false`."
-            )
+        yield _delimited_chunk(lines, first_line, header_line, path, kind, data), first_line, size
+
+
+_SPANS_LINES = (
+    "A streamed CSV holds one row per line: convert the file with `tfft shard --input={path} --output=<prefix> "
+    "--num_shards=<N>` (TFRecord shards, which keep the line breaks) and train on `<prefix>-*.tfrecord`, or set "
+    "`data.streaming: false`."
+)
+
+
+def _delimited_chunk(lines: list[str], first_line: int, header_line: str, path: str, kind: str, data) -> pd.DataFrame:
+    """CSV or TSV lines as a frame of strings, one row per line.
+
+    A line that cannot be a row (an unclosed quote, a wrong number of fields) fails naming its line and cause; with
+    `data.on_bad_row: skip` it is left out, and listed in `frame.attrs["skipped"]` for the pre-pass to count.
+    """
+    options = data_lib.delimited_options(kind == "tsv", data.has_header, data.quoting)
+    header = header_line + "\n" if data.has_header else ""
+    try:
+        frame = pd.read_csv(io.StringIO(header + "\n".join(lines)), **options)
+    except pd.errors.ParserError:
+        frame = None
+    if frame is not None and len(frame) == len(lines):
         frame.columns = [str(c) for c in frame.columns]
-        yield frame, first_line, size
+        frame.attrs["skipped"] = []
+        return frame
+    if frame is not None and data.on_bad_row != "skip":  # parsed, into fewer rows: a quoted cell joins lines
+        raise DataError(f"Data file `{path}`: the {len(lines)} lines from line {first_line} hold {len(frame)} rows: "
+                        "a quoted cell spans lines. " + _SPANS_LINES.format(path=path))
+    width = len(_fields(header_line if data.has_header else lines[0], kind, data))
+    bad = {first_line + i: why for i, line in enumerate(lines) if (why := _bad_line(line, width, kind, data))}
+    if data.on_bad_row != "skip":
+        if not bad:
+            raise DataError(f"Data file `{path}`: the {len(lines)} lines from line {first_line} cannot be read as "
+                            f"{kind.upper()}. Quote cells that hold the separator or span lines.")
+        line, why = next(iter(bad.items()))
+        fix = "Quote cells that hold the separator." if "fields" in why else (
+            "Close the quote; a quoted cell that spans lines cannot stream. " + _SPANS_LINES.format(path=path))
+        raise DataError(f"Data file `{path}`: line {line} {why}. {fix}")
+    good = [line for i, line in enumerate(lines) if first_line + i not in bad]
+    frame = pd.read_csv(io.StringIO(header + "\n".join(good)), **options) if good else pd.DataFrame(
+        columns=_fields(header_line, kind, data) if data.has_header else [str(i) for i in range(width)])
+    frame.columns = [str(c) for c in frame.columns]
+    frame.attrs["skipped"] = [f"{path}, line {line}: it {why}" for line, why in bad.items()]
+    return frame
+
+
+def _fields(line: str, kind: str, data) -> list[str]:
+    quoting = csv.QUOTE_NONE if data_lib.quotes_ignored(kind == "tsv", data.quoting) else csv.QUOTE_MINIMAL
+    return next(csv.reader([line], delimiter="\t" if kind == "tsv" else ",", quoting=quoting), [])
+
+
+def _bad_line(line: str, width: int, kind: str, data) -> str | None:
+    """Why one CSV/TSV line is not a row of `width` fields, or None."""
+    if not data_lib.quotes_ignored(kind == "tsv", data.quoting) and line.count('"') % 2:
+        return 'has an unclosed quote (a `"` that no `"` on the line closes)'
+    fields = len(_fields(line, kind, data))
+    return f"has {fields} fields where the header has {width}" if fields != width else None
 
 
 def _table_chunks(path: str, kind: str, data, chunk_rows: int):
@@ -552,17 +592,18 @@ def _read_file(path, *, kind: str, data, names: list[str], columns: list[str]) -
     if kind in ("csv", "tsv"):
         # `TextLineDataset` and `decode_csv`, not `CsvDataset`: tf.distribute shards only file readers it knows
         # by file, and `CsvDataset` is not one of them. A row is one line (the pre-pass checks it).
+        # Every field is decoded, so a line with too many or too few fields fails here, as in the pre-pass (with
+        # `on_bad_row: skip`, `ignore_errors` drops it there too); `select_cols` would let extra fields through.
         index = [names.index(c) for c in columns]
-        order = sorted(range(len(columns)), key=lambda i: index[i])
         lines = tf.data.TextLineDataset(path).skip(1 if data.has_header else 0)
         lines = lines.filter(lambda line: tf.strings.length(line) > 0)
 
         def decode(line):
             values = tf.io.decode_csv(
-                line, record_defaults=[tf.constant("", tf.string)] * len(columns), select_cols=sorted(index),
-                field_delim="\t" if kind == "tsv" else ",", use_quote_delim=not data_lib.quotes_ignored(kind == "tsv", data.quoting),
+                line, record_defaults=[tf.constant("", tf.string)] * len(names), field_delim="\t" if kind == "tsv" else ",",
+                use_quote_delim=not data_lib.quotes_ignored(kind == "tsv", data.quoting),
             )
-            return {columns[i]: values[order.index(i)] for i in range(len(columns))}
+            return {column: values[i] for column, i in zip(columns, index, strict=True)}
 
         return lines.map(decode)
     if kind == "tfrecord":

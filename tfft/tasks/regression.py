@@ -11,6 +11,8 @@ import tensorflow as tf
 from tfft import data, metrics
 from tfft.tasks.table import StreamTargets, TableTask
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 class Regression(TableTask):
     """`task.type: regression`. A float target in `data.label_column`.
@@ -34,13 +36,13 @@ class Regression(TableTask):
                 value = float(cell)
             except ValueError:
                 value = math.nan
-            if not math.isfinite(value):
+            if not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
                 bad.append((examples.where(i), cell))
             values.append(value)
         if bad:
             raise data.rows_error(
-                examples.source, f"has cells in the target column `{column}` that are not finite numbers", bad,
-                "Regression targets must be numbers such as 3.5; fix or remove those rows.",
+                examples.source, f"has cells in the target column `{column}` that are not finite float32 numbers", bad,
+                "Regression targets must be numbers such as 3.5, at most 3.4e38 in size; fix or remove those rows.",
             )
         return values
 

@@ -264,6 +264,30 @@ def test_a_folder_as_the_data_path_is_called_a_folder(make_config, no_fit, tmp_p
         train.run(make_config(f"data.train={tmp_path}"))
 
 
+@pytest.mark.parametrize(
+    "override, error, message",
+    [
+        # An unreachable filesystem (no such scheme here; gs:// without network or credentials alike).
+        ("export.base_dir=nosuch://bucket/models", ConfigError,
+         r"^Argument `export.base_dir` cannot be reached: File system scheme 'nosuch' not implemented"),
+        ("data.train=nosuch://bucket/train-*.csv", DataError,
+         r"^`nosuch://bucket/train-\*.csv` in `data.train` cannot be read: File system scheme 'nosuch' not"),
+    ],
+)
+def test_unreachable_paths_fail_in_one_line_before_training(make_config, no_fit, tmp_path, override, error, message):
+    """Issue 26: gs:// paths gave raw TensorFlow tracebacks, and an export folder failed only after training."""
+    with pytest.raises(error, match=message) as err:
+        train.run(make_config(override, "export.enabled=true"))
+    assert "\n" not in str(err.value)
+    assert not (pathlib.Path(make_config().output_dir) / "config.yaml").exists()  # nothing written
+
+
+def test_an_export_folder_that_cannot_be_written_fails_before_training(make_config, no_fit, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"`export.base_dir` must be a folder this process can write: .*file` is not"):
+        train.run(make_config(f"export.base_dir={tmp_path / 'file' / 'models'}", "export.enabled=true"))
+
+
 @pytest.mark.parametrize("override", ["name=..", "name=a/b", "export.base_dir="])
 def test_unsafe_export_paths_are_refused(make_config, override):
     with pytest.raises(ConfigError, match="Argument `(name|export.base_dir)`"):

@@ -42,6 +42,7 @@ import uuid
 import keras
 import tensorflow as tf
 
+from tfft.errors import ConfigError
 from tfft.tasks.base import METADATA_FILE
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,29 @@ def export_model(model: keras.Model, packer, task, config) -> pathlib.Path | str
         warmup_requests=config.export.warmup_requests,
         litert_quantize=config.export.quantize if "litert" in config.export.formats else None,
     )
+
+
+def check_destination(base_dir: str, key: str = "export.base_dir") -> None:
+    """Fails with a one-line `ConfigError` when `base_dir` cannot be reached or written: checked before training.
+
+    A remote folder (`gs://...`) must be reachable (credentials, network, bucket); a local one must be, or be
+    creatable under, a folder this process may write.
+    """
+    if is_remote(base_dir):
+        try:
+            tf.io.gfile.exists(base_dir)
+        except tf.errors.OpError as err:
+            reason = err.message.splitlines()[0]
+            raise ConfigError(f"Argument `{key}` cannot be reached: {reason}. Check the path, the credentials "
+                              f"and the network. Received: {key.split('.')[-1]}={base_dir!r}") from None
+        return
+    existing = pathlib.Path(base_dir).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"Argument `{key}` must be a folder this process can write: `{existing}` is "
+                          f"{'not a folder' if not existing.is_dir() else 'not writable'}. Received: "
+                          f"{key.split('.')[-1]}={base_dir!r}")
 
 
 def is_remote(path: str | pathlib.Path) -> bool:

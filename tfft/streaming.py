@@ -71,6 +71,14 @@ __all__ = ["expand_files", "should_stream", "scan", "ScanResult", "stream_datase
 
 def expand_files(spec: str, key: str = "data.train") -> list[str]:
     """The files `spec` names: comma-separated paths and glob patterns, each pattern's matches sorted."""
+    try:
+        return _expand(spec, key)
+    except tf.errors.OpError as err:  # a filesystem TensorFlow cannot reach: gs:// without credentials or network
+        raise DataError(f"`{spec}` in `{key}` cannot be read: {err.message.splitlines()[0]}. Check the path, the "
+                        "credentials and the network.") from None
+
+
+def _expand(spec: str, key: str) -> list[str]:
     files = []
     for part in (p.strip() for p in spec.split(",")):
         if not part:

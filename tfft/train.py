@@ -190,7 +190,7 @@ def prepare_data(config: Config, task: tasks.Task, strategy, kept: pathlib.Path 
     source = backbones.resolve(config.model)
     source.prepare(train_data.sample_texts(), kept)
     packer = source.packer()
-    check_backbone(config, task, packer)
+    check_outputs(config, task, packer)
     truncation = {"train": train_data.prepare(packer)}
     prepared = task.prepare(validation, packer) if validation is not None else None
     if prepared is not None:
@@ -216,10 +216,15 @@ def prepare_data(config: Config, task: tasks.Task, strategy, kept: pathlib.Path 
     return Inputs(train_data, validation, source, packer, truncation, train_ds, val_ds, steps)
 
 
-def check_backbone(config: Config, task: tasks.Task, packer) -> None:
-    """Fails before training when the backbone's tokenizer cannot serve the task or its export formats."""
+def check_outputs(config: Config, task: tasks.Task, packer) -> None:
+    """Fails before training when the tokenizer cannot serve the task or its exports, or the export folder is unfit."""
     task.check_packer(packer)
-    if config.export.enabled and "litert" in config.export.formats:
+    if not config.export.enabled:
+        return
+    from tfft import export
+
+    export.check_destination(config.export.base_dir)
+    if "litert" in config.export.formats:
         from tfft import litert
 
         litert.check(task, packer)

@@ -118,11 +118,12 @@ def read_all(task, spec: str, split: str) -> data_lib.Examples:
 
 
 def sample_texts(files: list[str], data, n: int = 100_000) -> list[str]:
-    """The first `n` texts of the files, for backbones that learn a vocabulary (recipes)."""
+    """The first `n` texts of the files (both texts of a pair), for backbones that learn a vocabulary (recipes)."""
+    columns = [data.text_column] + ([data.text_pair_column] if data.text_pair_column else [])
     texts: list[str] = []
     for path in files:
         for frame, _, _ in read_chunks(path, data):
-            texts += [str(t) for t in frame[data.text_column].tolist()][: n - len(texts)]
+            texts += [str(t) for c in columns if c in frame.columns for t in frame[c].tolist()][: n - len(texts)]
             if len(texts) >= n:
                 return texts
     return texts

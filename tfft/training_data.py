@@ -52,7 +52,7 @@ class TrainingData(abc.ABC):
 
     @abc.abstractmethod
     def sample_texts(self) -> list[str]:
-        """Texts for a backbone that learns its vocabulary (recipes)."""
+        """Every text field the task reads (pairs and QA contexts too), for a backbone that learns its vocabulary."""
 
     @abc.abstractmethod
     def prepare(self, packer):
@@ -105,7 +105,7 @@ class InMemory(TrainingData):
         return self._targets
 
     def sample_texts(self):
-        return self.examples.texts
+        return self.examples.texts + (self.examples.pairs or [])  # pairs: the second sentence, QA's contexts
 
     def prepare(self, packer):
         self.split = self.task.prepare(self.examples, packer)

@@ -4,6 +4,7 @@ import json
 
 import keras_hub
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -136,3 +137,20 @@ def test_learns_to_tag(make_config, data_dir):
     assert result.metrics["truncated_words"] == 0
     # The pooler is frozen: the head reads sequence_output alone.
     assert not any("pooled_dense" in w.path for w in result.model.trainable_weights)
+
+
+@pytest.mark.slow
+def test_predict_flags_rows_whose_words_were_cut(make_config, data_dir, tmp_path, caplog):
+    """Issue 26: `tfft predict` on a NER export returned words past the length limit as `O`, with no flag."""
+    from tfft import predict
+
+    config = make_config(*TASK_DATA["token_classification"](data_dir), "data.max_train_examples=32", "train.epochs=1",
+                         "export.enabled=true", "model.sequence_length=16")
+    result = train.run(config)
+    texts = ["Angela Merkel met Kofi Annan .", " ".join(["word"] * 40)]  # the second: 40 words, 16 pieces at most
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
+    with caplog.at_level("WARNING"):
+        frame = predict.predict_file(result.export_path, tmp_path / "in.csv", tmp_path / "out.csv", progress=False)
+    assert frame["truncated_words"].tolist()[0] == 0 and frame["truncated_words"].tolist()[1] > 20
+    assert pd.read_csv(tmp_path / "out.csv")["truncated_words"].tolist() == frame["truncated_words"].tolist()
+    assert "1 of 2 rows have truncated_words > 0" in caplog.text

@@ -123,9 +123,19 @@ def predict_file(
     result = frame.copy()
     for name, values in predicted.items():
         result[name] = values
+    _warn_truncated(result, predicted)
     _write_table(result, pathlib.Path(output_path))
     logger.info("Wrote %d predictions to %s", len(result), output_path)
     return result
+
+
+def _warn_truncated(result: pd.DataFrame, predicted: dict) -> None:
+    """Logs how many rows lost words to the sequence length, from a task's `truncated_*` column (NER)."""
+    for name in (n for n in predicted if n.startswith("truncated_")):
+        cut = int((result[name] > 0).sum())
+        if cut:
+            logger.warning("%d of %d rows have %s > 0: text past the model's sequence length got no prediction "
+                           "(tagged O); see the `%s` column.", cut, len(result), name, name)
 
 
 def _serving_function(model_path: pathlib.Path, litert_file: bool):

@@ -275,7 +275,10 @@ class TokenClassification(Task):
                 spans.append({"text": text[start:end], "type": kind, "start": start, "end": end})
             entities.append(json.dumps(spans, ensure_ascii=False))
             tag_column.append(" ".join(tags))
-        return {"entities": entities, "tags": tag_column}
+        columns = {"entities": entities, "tags": tag_column}
+        if "truncated_words" in outputs:  # words past model.sequence_length, tagged O
+            columns["truncated_words"] = np.asarray(outputs["truncated_words"]).astype(int).tolist()
+        return columns
 
 
 def _char_offset(encoded: bytes, byte_offset: int) -> int:

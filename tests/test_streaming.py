@@ -361,6 +361,7 @@ def test_the_cli_trains_on_shards_when_some_are_empty(tmp_path, make_config):
                    cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "The input has 200 rows: wrote 200 shards, not 500" in result.stderr
+    assert "\x1b[" not in result.stdout + result.stderr  # no progress bar redrawn into a log (output is a pipe)
     assert len(list((tmp_path / "out").iterdir())) == 200
     for i in range(2):  # empty shards, as other tools (or older tfft) write them
         tf.io.TFRecordWriter(str(tmp_path / "out" / f"train-empty-{i}.tfrecord")).close()
@@ -369,6 +370,7 @@ def test_the_cli_trains_on_shards_when_some_are_empty(tmp_path, make_config):
     result = run_tfft("train", f"--config={tmp_path / 'c.yaml'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Skipped 2 training file(s) that hold no rows" in result.stderr
+    assert "\x1b[" not in result.stdout  # the pre-pass's bar is for terminals only
     assert "4 steps/epoch" in result.stderr  # 200 rows in batches of 50: every row of the 200 shards streamed
 
 

@@ -33,6 +33,7 @@ import tensorflow_text  # noqa: F401  Registers the tokenizer's ops before loadi
 
 from tfft import data
 from tfft.errors import ConfigError
+from tfft.progress import progress_bar
 from tfft.tasks.base import METADATA_FILE
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def predict_file(
                 f"{', '.join(frame.columns)}. {fix}"
             )
     serve = _serving_function(model_path, litert_file)
-    bar = tf.keras.utils.Progbar(len(frame), unit_name="example") if progress else None
+    bar = progress_bar(len(frame), "example") if progress else None
     predicted: dict[str, list] = {}
     for start in range(0, len(frame), batch_size):
         rows = frame.iloc[start : start + batch_size]

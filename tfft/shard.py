@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tfft.config import DataConfig
 from tfft.errors import ConfigError, DataError
+from tfft.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def _refuse_existing_shards(output_prefix: str) -> None:
 
 def _write_rows(chunks, writers: list, total_bytes: int | None) -> int:
     """Writes the rows round-robin, row `i` to writer `i % len(writers)`; closes every writer; returns the rows."""
-    bar = tf.keras.utils.Progbar(total_bytes, unit_name="byte") if total_bytes is not None else None
+    bar = progress_bar(total_bytes, "byte") if total_bytes is not None else None
     row = 0
     try:
         for frame, _, size in chunks:

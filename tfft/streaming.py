@@ -54,6 +54,7 @@ import tensorflow as tf
 
 from tfft import data as data_lib
 from tfft.errors import ConfigError, DataError
+from tfft.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = No
             logger.info("Training data: the pre-pass of %d file(s) was cached in %s.", len(files), cached)
             return saved
     total_bytes = sum(row[1] for row in fingerprint["files"])
-    bar = tf.keras.utils.Progbar(total_bytes, unit_name="byte") if progress else None
+    bar = progress_bar(total_bytes, "byte") if progress else None
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1)) as pool:
         futures = [pool.submit(_scan_file, f, task, data, bar) for f in files]
         parts = [future.result() for future in futures]

@@ -66,6 +66,20 @@ def test_label_column_errors_name_the_row_or_key(tmp_path, rows, overrides, mess
         _task(*overrides).read(str(tmp_path / "c.csv"))
 
 
+def test_json_cells_that_are_no_flat_list_of_names_are_refused(tmp_path):
+    """Issue 26: `{"a":1}` and `[["joy"]]` became labels named by a Python repr; `[1,2]` mixed ids with names."""
+    rows = [{"text": "a", "label": ["joy"]}, {"text": "b", "label": {"a": 1}}, {"text": "c", "label": [["joy"]]},
+            {"text": "d", "label": [1, 2]}, {"text": "e", "label": [True]}]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"""cannot be read \(row 2: '\{"a": 1\}', row 3: '\[\["joy"\]\]', row 4: """
+                                        r"""'\[1, 2\]', row 5: '\[true\]'\).*or a JSON list of names"""):
+        _task().read(str(tmp_path / "t.jsonl"))
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    (tmp_path / "ids.jsonl").write_text(json.dumps({"text": "d", "label": [0, 2]}) + "\n")
+    assert _task(f"task.label_names_file={tmp_path / 'labels.txt'}").read(str(tmp_path / "ids.jsonl")).labels == [
+        ["a", "c"]]  # with a names file, ids are what a list holds
+
+
 def test_id_out_of_the_names_file_names_the_row(tmp_path):
     (tmp_path / "labels.txt").write_text("a\nb\n")
     write_csv(tmp_path / "t.csv", [("x", "0"), ("y", "1,7")])

@@ -155,12 +155,11 @@ class MultiLabel(TableTask):
         labels, bad = [], []
         for i, cell in enumerate(cells):
             cell = str(cell).strip()
-            if cell.startswith("["):
-                try:
-                    entries = [str(v).strip() for v in json.loads(cell)]
-                except (json.JSONDecodeError, TypeError):
+            if cell.startswith(("[", "{")):
+                entries = _json_entries(cell, ids=names is not None)
+                if entries is None:
                     bad.append((examples.where(i), cell))
-                    entries = []
+                    continue
             else:
                 entries = [part.strip() for part in cell.split(separator)]
             entries = [e for e in entries if e]
@@ -175,7 +174,8 @@ class MultiLabel(TableTask):
             why = (
                 f"hold 0-based ids into `task.label_names_file` ({len(names)} names), separated by {separator!r}"
                 if names is not None
-                else f"hold label names separated by {separator!r} (`task.label_separator`), or a JSON list"
+                else f"hold label names separated by {separator!r} (`task.label_separator`), or a JSON list of "
+                "names (`[\"joy\", \"love\"]`)"
             )
             raise data.rows_error(
                 examples.source, "has label cells that cannot be read", bad, f"Label cells must {why}."
@@ -279,3 +279,19 @@ class MultiLabel(TableTask):
         for i, name in enumerate(metadata["labels"]):
             columns[f"probability_{name}"] = probabilities[:, i]
         return columns
+
+
+def _json_entries(cell: str, ids: bool) -> list[str] | None:
+    """A JSON label cell's entries as strings: a flat list of names, or of ids with `task.label_names_file`.
+
+    None for anything else: an object (`{"a": 1}`), nested lists (`[["joy"]]`), numbers mixed in with names
+    (`[1, 2]` without a names file), or text that is not JSON.
+    """
+    try:
+        values = json.loads(cell)
+    except json.JSONDecodeError:
+        return None
+    kinds = (int, str) if ids else (str,)
+    if not isinstance(values, list) or not all(isinstance(v, kinds) and not isinstance(v, bool) for v in values):
+        return None
+    return [str(v).strip() for v in values]

@@ -134,3 +134,9 @@ def test_first_screen_holds_only_tfft_lines(tmp_path):
         f"tfft: error: `{tmp_path}` is not a SavedModel folder (no saved_model.pb). Pass a version folder, "
         "e.g. saved_models/demo/1, or the model.tflite file in one."
     ]
+
+
+def test_a_mistyped_command_gets_a_did_you_mean():
+    result = run_python("from tfft.cli import run_main; run_main()", "trian")
+    assert result.returncode != 0
+    assert "Received: ['trian']. Did you mean `tfft train`?" in result.stderr

@@ -117,3 +117,8 @@ def test_every_config_key_has_a_row_in_the_readme_table():
             keys.add(section.name)
     assert "train.adam_epsilon" in keys
     assert sorted(keys - documented) == []
+
+
+def test_a_folder_as_the_config_is_called_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match=rf"Config file `{tmp_path}` is a folder. Pass a YAML file to `--config`"):
+        load_config(tmp_path)

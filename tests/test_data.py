@@ -252,3 +252,14 @@ def test_tfds_download_path_imports_everything_it_needs():
 
     builder = tfds.builder_cls("glue")
     assert builder.url_infos is None or isinstance(builder.url_infos, dict)
+
+
+def test_labels_written_as_the_same_number_several_ways_are_warned_about(caplog):
+    with caplog.at_level("WARNING"):
+        vocabulary = data.LabelVocabulary.from_labels(["1", "01", "1.0", "0", "0", "2"])
+    assert vocabulary.names == ["0", "01", "1", "1.0", "2"]  # still three classes for 1: a warning, not a change
+    assert "The labels 01, 1, 1.0 are the same number written 3 ways" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        data.LabelVocabulary.from_labels(["0", "1", "pos"])
+    assert "same number" not in caplog.text

@@ -72,7 +72,11 @@ _FORMAT = flags.DEFINE_list(
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[1] not in COMMANDS:
-        raise app.UsageError(f"Usage: tfft {{{'|'.join(COMMANDS)}}} --flag=value ... Received: {argv[1:]}")
+        import difflib
+
+        close = difflib.get_close_matches(argv[1], COMMANDS, n=1) if len(argv) == 2 else []
+        hint = f" Did you mean `tfft {close[0]}`?" if close else ""
+        raise app.UsageError(f"Usage: tfft {{{'|'.join(COMMANDS)}}} --flag=value ... Received: {argv[1:]}.{hint}")
     command = argv[1]
     _setup_logging()
     if command == "shard":

@@ -389,6 +389,9 @@ def load_config(
     values: dict[str, Any] = {}
     if path is not None:
         path = pathlib.Path(path)
+        if path.is_dir():
+            raise ConfigError(f"Config file `{path}` is a folder. Pass a YAML file to `--config`, e.g. "
+                              f"`{path / 'config.yaml'}` or configs/demo.yaml.")
         if not path.is_file():
             raise ConfigError(f"Config file `{path}` does not exist. Pass an existing YAML file to `--config`.")
         try:

@@ -416,6 +416,7 @@ class LabelVocabulary:
     @classmethod
     def from_labels(cls, labels, minimum: int = 2) -> LabelVocabulary:
         unique = set(labels)
+        _warn_same_number(unique)
         try:
             names = sorted(unique, key=int)
         except ValueError:
@@ -459,6 +460,20 @@ class LabelVocabulary:
         if not path.is_file():
             raise DataError(f"`{path}` does not exist: is `{directory}` the output_dir of a tfft run?")
         return cls(path.read_text(encoding="utf-8").splitlines(), minimum=minimum)
+
+
+def _warn_same_number(labels: set[str]) -> None:
+    """Warns when distinct labels read as the same number (`1`, `01`, `1.0`): each becomes a class of its own."""
+    by_value: dict[float, list[str]] = {}
+    for label in labels:
+        try:
+            by_value.setdefault(float(label), []).append(label)
+        except ValueError:
+            continue
+    for names in by_value.values():
+        if len(names) > 1:
+            logger.warning("The labels %s are the same number written %d ways; each is a class of its own. Write "
+                           "each label one way if they mean the same.", ", ".join(sorted(names)), len(names))
 
 
 # --- tf.data ----------------------------------------------------------------

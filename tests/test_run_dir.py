@@ -136,6 +136,13 @@ def test_fit_plan_finishes_a_broken_epoch_first():
     assert train.fit_plan(30, 10, 3) == []
 
 
+def test_the_resume_log_counts_epochs_as_the_run_has_them():
+    """Issue 26: a run killed after its last step logged "Resuming at epoch 4 ... of a 3-epoch run"."""
+    assert train.resume_message(25, 10, 3) == "Resuming in epoch 3 of 3, after step 5 of 10."
+    assert train.resume_message(20, 10, 3) == "Resuming in epoch 3 of 3, after step 0 of 10."
+    assert train.resume_message(30, 10, 3) == "Training had run all 3 epochs: nothing is left to train."
+
+
 def test_history_keeps_only_the_epochs_the_backup_holds(tmp_path):
     (tmp_path / "history.csv").write_text("epoch,loss\n0,0.5\n1,0.4\n2,0.3\n")
     run_dir.trim_history(tmp_path, 2)

@@ -272,7 +272,7 @@ def fit(
     start_step = backup.restore(model) if resume or (not writer.chief and not tc.overwrite_output_dir) else 0
     if writer.chief and resume:
         run_dir.trim_history(output_dir, start_step // steps)  # epochs the backup does not hold are redone
-        logger.info("Resuming at epoch %d, step %d of %d.", start_step // steps + 1, start_step % steps, steps)
+        logger.info(resume_message(start_step, steps, tc.epochs))
     started = time.time()
     history: dict[str, list] = {}
     try:
@@ -343,6 +343,18 @@ def fit_plan(start_step: int, steps_per_epoch: int, epochs: int) -> list[tuple[i
     if epoch < epochs:
         plan.append((epoch, epochs, steps_per_epoch))
     return plan
+
+
+def resume_message(start_step: int, steps_per_epoch: int, epochs: int) -> str:
+    """What a resumed run logs: where in its epochs it goes on, counted as Keras' progress lines count them.
+
+    >>> resume_message(25, 10, 3), resume_message(30, 10, 3)
+    ('Resuming in epoch 3 of 3, after step 5 of 10.', 'Training had run all 3 epochs: nothing is left to train.')
+    """
+    if start_step >= steps_per_epoch * epochs:
+        return f"Training had run all {epochs} epochs: nothing is left to train."
+    epoch, step = divmod(start_step, steps_per_epoch)
+    return f"Resuming in epoch {epoch + 1} of {epochs}, after step {step} of {steps_per_epoch}."
 
 
 def set_mixed_precision(policy: str) -> None:

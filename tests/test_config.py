@@ -122,3 +122,21 @@ def test_every_config_key_has_a_row_in_the_readme_table():
 def test_a_folder_as_the_config_is_called_a_folder(tmp_path):
     with pytest.raises(ConfigError, match=rf"Config file `{tmp_path}` is a folder. Pass a YAML file to `--config`"):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "override, key, expected",
+    [
+        ("data.train=[a.csv, b.csv]", "data.train", "a.csv,b.csv"),  # several files: joined, as `a.csv,b.csv`
+        ("data.train=a.csv,b.csv", "data.train", "a.csv,b.csv"),
+        ("task.label_columns=[toxic, insult]", "task.label_columns", ["toxic", "insult"]),
+        ("task.label_columns=toxic,insult", "task.label_columns", ["toxic", "insult"]),
+        ("export.formats=[saved_model, litert]", "export.formats", ["saved_model", "litert"]),
+        ("export.formats=saved_model,litert", "export.formats", ["saved_model", "litert"]),
+    ],
+)
+def test_every_list_key_reads_brackets_and_commas_alike(override, key, expected):
+    """Issue 26: `[a.csv, b.csv]` and `task.label_columns=[...]` were split on commas, brackets and all."""
+    config = load_config(None, ["data.train=x.csv", override])
+    section, leaf = key.split(".")
+    assert getattr(getattr(config, section), leaf) == expected

@@ -432,19 +432,32 @@ def apply_override(config: Config, override: str) -> None:
         raise _unknown_key(key, target)
     if dataclasses.is_dataclass(getattr(target, leaf)):
         raise ConfigError(f"Override `{key}` names a section; set one of its keys, e.g. `{key}.{next(iter(_field_types(type(getattr(target, leaf)))))}=...`.")
-    setattr(target, leaf, _coerce(fields[leaf], _parse_override_value(raw, fields[leaf]), key))
+    setattr(target, leaf, _coerce(fields[leaf], _parse_override_value(raw, fields[leaf], key), key))
 
 
 _YAML_NULLS = ("~", "null", "Null", "NULL")
 
 
-def _parse_override_value(raw: str, hint: Any) -> Any:
+#: String keys that also take a list (several files), as `a.csv,b.csv` or `[a.csv, b.csv]`.
+_LIST_STRINGS = ("data.train", "data.validation")
+
+
+def _parse_override_value(raw: str, hint: Any, key: str = "") -> Any:
     """An override's value: verbatim for string keys, parsed as YAML for the others.
 
     String keys (column names, paths) keep what was typed: YAML would read
     `#1 String` (MRPC's column) as a comment and `007` as 7. `null` and `~`
-    still mean None where the key allows it.
+    still mean None where the key allows it. Every key that takes a list
+    reads `[a, b]` as YAML's list and `a,b` split at the commas.
     """
+    takes_list = key in _LIST_STRINGS or any(typing.get_origin(h) is list for h in (hint, *typing.get_args(hint)))
+    if takes_list and raw.strip().startswith("[") and raw.strip().endswith("]"):
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"Argument `{key}` is a list that is not valid YAML ({err.problem}). Write it as "
+                              f"[a, b] or a,b. Received: {key.rsplit('.', 1)[-1]}={raw!r}") from None
+        return [str(v) for v in value] if isinstance(value, list) else value
     if hint in (str, str | None, list[str] | None):
         return None if raw.strip() in _YAML_NULLS and hint is not str else raw
     try:

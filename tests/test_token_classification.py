@@ -71,6 +71,30 @@ def test_iobes_tags_need_the_iobes_scheme(tmp_path):
     assert _task("task.tag_scheme=iobes").read(str(tmp_path / "e.txt")).labels == [["B-LOC", "E-LOC"]]
 
 
+def test_an_inside_tag_that_starts_an_entity_under_iob2_is_warned_about(tmp_path, caplog):
+    """Issue 26: `I-PER` right after `O` under iob2 got no warning."""
+    write_conll(tmp_path / "t.txt", [[("met", "O"), ("Angela", "I-PER"), ("Merkel", "I-PER")],
+                                     [("in", "O"), ("Berlin", "B-LOC"), ("Mitte", "I-LOC"), ("Sept", "I-MISC")]])
+    with caplog.at_level("WARNING"):
+        _task().read(str(tmp_path / "t.txt"))
+    assert "has 2 I- tags that start an entity (line 4: 'I-PER', line 10: 'I-MISC')" in caplog.text
+    assert "set `task.tag_scheme: iob1`" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _task("task.tag_scheme=iob1").read(str(tmp_path / "t.txt"))  # IOB1: I- starts entities
+    assert "start an entity" not in caplog.text
+
+
+@pytest.mark.parametrize("token", ["", "  ", "\u200b"])
+def test_tokens_with_no_visible_character_are_refused(tmp_path, token):
+    """Issue 26: empty or zero-width tokens were accepted, got no prediction and were counted as truncated."""
+    rows = [{"tokens": ["Angela", "Merkel"], "tags": ["B-PER", "I-PER"]},
+            {"tokens": ["in", token, "Berlin"], "tags": ["O", "O", "B-LOC"]}]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"has tokens with no visible character \(line 2, word 2: "):
+        _task().read(str(tmp_path / "t.jsonl"))
+
+
 def test_unseen_validation_tag_fails_before_training(make_config, data_dir, no_fit, tmp_path):
     write_conll(tmp_path / "dev.txt", [[("the", "O"), ("movie", "B-THING")], [("great", "B-TITLE")]])
     config = make_config(*TASK_DATA["token_classification"](data_dir), f"data.validation={tmp_path / 'dev.txt'}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import unicodedata
 
 import keras
 import numpy as np
@@ -11,6 +13,8 @@ import tensorflow as tf
 from tfft import data, metrics
 from tfft.errors import DataError
 from tfft.tasks.base import Task, WeightedTokenCrossentropy, decode, dense_head, trim_to_longest
+
+logger = logging.getLogger(__name__)
 
 #: Punctuation that serving splits off as words of their own: ASCII symbols and Unicode punctuation,
 #: the characters BERT's basic tokenizer splits on.
@@ -79,6 +83,7 @@ class TokenClassification(Task):
         examples = data.Examples(
             spec, [" ".join(w) for w in words], labels=tags if labelled else None, words=words, lines=lines
         )
+        _check_tokens(examples)
         if labelled:
             self._check_scheme(examples)
         return data.limit_train_examples(examples, self.config.data, split)
@@ -120,6 +125,23 @@ class TokenClassification(Task):
             raise data.rows_error(
                 examples.source, f"has tags outside the {scheme.upper()} scheme", bad,
                 f"Tags must be O or {allowed}; set `task.tag_scheme` (iob1, iob2, iobes) or `task.tag_column`.",
+            )
+        if scheme == "iob2":
+            self._warn_orphan_inside_tags(examples)
+
+    @staticmethod
+    def _warn_orphan_inside_tags(examples):
+        """IOB2 starts every entity with B-: an I- after O or after another type is a data error, or IOB1 data."""
+        orphans = [
+            (_word_line(examples, i, j), tag) for i, tags in enumerate(examples.labels) for j, tag in enumerate(tags)
+            if tag.startswith("I-") and (j == 0 or tags[j - 1][2:] != tag[2:])
+        ]
+        if orphans:
+            shown = ", ".join(f"{where}: {tag!r}" for where, tag in orphans[:5])
+            logger.warning(
+                "`%s` has %d I- tags that start an entity (%s%s), which IOB2 starts with B-. Scores count each as an "
+                "entity (conlleval). If the file is IOB1, set `task.tag_scheme: iob1`.", examples.source,
+                len(orphans), shown, " ..." if len(orphans) > 5 else "",
             )
 
     # --- Vocabulary and targets -------------------------------------------
@@ -279,6 +301,18 @@ class TokenClassification(Task):
         if "truncated_words" in outputs:  # words past model.sequence_length, tagged O
             columns["truncated_words"] = np.asarray(outputs["truncated_words"]).astype(int).tolist()
         return columns
+
+
+def _check_tokens(examples) -> None:
+    """Fails naming the words with no visible character (empty, spaces, zero-width): they would get no prediction.
+
+    Such a word has no word piece, so it was tagged `O` and counted as cut by the sequence length.
+    """
+    bad = [(_word_line(examples, i, j), word) for i, words in enumerate(examples.words) for j, word in enumerate(words)
+           if all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc") for c in word)]
+    if bad:
+        raise data.rows_error(examples.source, "has tokens with no visible character", bad,
+                              "Remove those tokens (and their tags), or replace them with the text they stand for.")
 
 
 def _char_offset(encoded: bytes, byte_offset: int) -> int:

@@ -1,4 +1,5 @@
 import json
+import re
 import sys
 
 import pandas as pd
@@ -123,6 +124,22 @@ def test_help_lists_commands_flags_and_examples_without_tensorflow(flag):
         assert f"\n  {command}  " in result.stdout
     assert "--config=FILE" in result.stdout and "--set=KEY=VALUE" in result.stdout
     assert "tfft train --config=configs/demo.yaml" in result.stdout
+
+
+def test_train_help_lists_every_config_key_without_tensorflow():
+    """Issue 26: `tfft train --help` showed no train keys."""
+    code = ("import sys\nsys.argv = ['tfft', 'train', '--help']\nfrom tfft.cli import run_main\n"
+            "try:\n    run_main()\nexcept SystemExit as e:\n    print('exit', e.code)\n"
+            "print('tensorflow' in sys.modules)")
+    result = run_python(code)
+    assert result.stdout.strip().splitlines()[-2:] == ["exit 0", "False"], result.stderr[-2000:]
+    from tfft.config import Config
+
+    for section, values in Config().to_dict().items():
+        for key in values if isinstance(values, dict) else [""]:
+            name = f"{section}.{key}" if key else section
+            assert re.search(rf"\n  {re.escape(name)} +\S", result.stdout), name
+    assert re.search(r"\n  train\.learning_rate +5e-05\n", result.stdout)
 
 
 def test_first_screen_holds_only_tfft_lines(tmp_path):

@@ -146,12 +146,29 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def command_help(args: list[str]) -> str:
+    """The help text; a command that reads a config (`tfft train --help`) lists every config key and its default."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command not in ("train", "adapt", "evaluate", "export"):
+        return HELP
+    from tfft.config import Config  # pyyaml and dataclasses only: help stays free of TensorFlow
+
+    lines = ["", f"config keys (YAML, or `tfft {command} --set=section.key=value`), with their defaults:"]
+    for section, values in Config().to_dict().items():
+        for key, value in (values.items() if isinstance(values, dict) else [("", values)]):
+            name = f"{section}.{key}" if key else section
+            shown = "null" if value is None else '""' if value == "" else value
+            lines.append(f"  {name:<30} {shown}")
+    lines.append("Each key is described in the README's Config reference.")
+    return HELP + "\n".join(lines) + "\n"
+
+
 def run_main() -> None:
     """Console-script entry point: user errors, Ctrl-C and SIGTERM print one line, not a traceback."""
     from tfft.errors import USER_ERRORS
 
     if len(sys.argv) == 1 or "-h" in sys.argv[1:] or "--help" in sys.argv[1:]:
-        print(HELP, end="")  # Before absl: `-h` is no absl flag, and help needs no TensorFlow.
+        print(command_help(sys.argv[1:]), end="")  # Before absl: `-h` is no absl flag, and help needs no TensorFlow.
         sys.exit(0 if len(sys.argv) > 1 else 2)
     _quiet_native_start_up_logs()
     # Preemptible machines get SIGTERM before they go: stop as for Ctrl-C.

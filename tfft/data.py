@@ -622,12 +622,9 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Builds the `tf.data` pipeline of one split held in memory.
 
-    Training batches group examples of similar length (unless
-    `group_by_length` is False or `pad_to` is `max`): each epoch is
-    shuffled, cut into megabatches of `MEGABATCH_BATCHES` batches, each
-    megabatch sorted by length and cut into batches, and the batches
-    shuffled. An epoch still holds every example exactly once, in
-    `steps_per_epoch` batches. Other splits keep their row order.
+    Training batches are laid out by `training_pipeline` (each epoch
+    shuffled, then grouped by length: `training_batches`); other splits
+    keep their row order.
 
     Args:
         examples: `Examples`. The split.
@@ -691,7 +688,12 @@ def _packed_examples(examples: Examples, label_ids, packer, task, elements: int)
 
 
 def training_batches(ds, batch_size: int, drop_remainder: bool, seed: int, group_by_length: bool) -> tf.data.Dataset:
-    """One shuffled epoch's batches: grouped by length (`_length_grouped_batches`), or in the shuffled order."""
+    """One shuffled epoch's batches: grouped by length, or in the shuffled order.
+
+    Grouped: the epoch is cut into megabatches of `MEGABATCH_BATCHES`
+    batches, each megabatch sorted by length and cut into batches, and the
+    batches shuffled. An epoch still holds every example exactly once.
+    """
     if group_by_length:
         return _length_grouped_batches(ds, batch_size, drop_remainder, seed=seed)
     return ds.batch(batch_size, drop_remainder=drop_remainder)

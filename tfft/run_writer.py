@@ -60,6 +60,11 @@ class RunWriter:
         source.save(self.path)
         train_data.save(self.path)
 
+    def resume(self, epochs_done: int) -> None:
+        """Keeps the logged epochs that the backup holds: those after it are trained again (`run_dir.trim_history`)."""
+        if self.chief:
+            run_dir.trim_history(self.path, epochs_done)
+
     def finish_training(self, model, epochs: int, train_seconds: float) -> None:
         """Saves the final weights and marks training finished; the backup goes after, so a kill between resumes."""
         if not self.chief:

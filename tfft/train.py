@@ -270,8 +270,8 @@ def fit(
         pathlib.Path(config.output_dir) / BACKUP_DIR, steps, every_steps=tc.backup_every_steps, write=writer.chief
     )
     start_step = backup.restore(model) if resume or (not writer.chief and not tc.overwrite_output_dir) else 0
-    if writer.chief and resume:
-        run_dir.trim_history(output_dir, start_step // steps)  # epochs the backup does not hold are redone
+    if resume:
+        writer.resume(start_step // steps)
         logger.info(resume_message(start_step, steps, tc.epochs))
     started = time.time()
     history: dict[str, list] = {}

@@ -399,3 +399,16 @@ def test_overwriting_a_finished_run_keeps_the_users_files(make_config):
     assert run_dir.prepare_output_dir(make_config("train.overwrite_output_dir=true"), out) is False
     assert (out / "analysis.ipynb").read_text() == "{}"
     assert sorted(p.name for p in out.iterdir()) == sorted([run_dir.RUN_MARKER, "config.yaml", "analysis.ipynb"])
+
+
+def test_own_entries_name_the_files_the_other_modules_write():
+    """`run_dir.OWN_ENTRIES` spells names that modules importing run_dir own; a rename there must reach it."""
+    from tfft import adapt, evaluate, streaming
+    from tfft.backbones import recipes
+    from tfft.data import LabelVocabulary
+    from tfft.tasks import extractive_qa
+
+    for name in (LabelVocabulary.FILENAME, recipes.VOCABULARY_FILE, extractive_qa.STATE_FILE, streaming.SCAN_FILE,
+                 adapt.ADAPT_FILE, adapt.BACKBONE_DIR, evaluate.METRICS_FILE):
+        assert run_dir.is_own_entry(name), name
+    assert run_dir.is_own_entry("metrics_test.json") and not run_dir.is_own_entry("notes.txt")

@@ -476,10 +476,11 @@ def stream_dataset(
     """
     buffer = data.shuffle_buffer or 10_000
     targets = task.stream_targets()  # built eagerly: its lookup table lives outside the dataset's functions
+    layout = _checked_layout(files, data, targets)  # every file's header read once, not once per epoch
 
     def epoch_examples(e: int) -> tf.data.Dataset:
         order = list(np.random.default_rng(seed + e).permutation(len(files)))
-        rows = _rows(files, [files[i] for i in order], data, targets)
+        rows = _rows(files, [files[i] for i in order], data, targets, layout)
         rows = rows.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False)
         return data_lib.batch_rows(rows, data_lib.TOKENIZE_BATCH).map(
             lambda inputs, targets: task.pack(packer, inputs, targets), num_parallel_calls=tf.data.AUTOTUNE
@@ -522,14 +523,22 @@ def check_streamable(task, config) -> None:
             )
 
 
-def _rows(all_files: list[str], files: list[str], data, targets) -> tf.data.Dataset:
-    """`(inputs, targets)` per row, read by TensorFlow's file readers; bad rows dropped as the pre-pass did."""
-    kinds = {file_kind(f, data) for f in all_files}
+def _checked_layout(files: list[str], data, targets) -> tuple[str, list[str], list[str]]:
+    """`(kind, the first file's column names, the columns read)`, once every file is checked (`check_columns`)."""
+    kinds = {file_kind(f, data) for f in files}
     if len(kinds) != 1:
         raise DataError(f"The training files mix formats ({', '.join(sorted(kinds))}); convert them to one.")
     kind = kinds.pop()
     columns = [data.text_column] + ([data.text_pair_column] if data.text_pair_column else []) + targets.columns
-    names = check_columns(all_files, kind, data, columns)
+    return kind, check_columns(files, kind, data, columns), columns
+
+
+def _rows(all_files: list[str], files: list[str], data, targets, layout=None) -> tf.data.Dataset:
+    """`(inputs, targets)` per row, read by TensorFlow's file readers; bad rows dropped as the pre-pass did.
+
+    `layout` is `_checked_layout(all_files, ...)`, computed once for every epoch's reader; None computes it.
+    """
+    kind, names, columns = layout or _checked_layout(all_files, data, targets)
     reader = functools.partial(_read_file, kind=kind, data=data, names=names, columns=columns)
     rows = tf.data.Dataset.from_tensor_slices(files).interleave(
         reader, cycle_length=min(len(files), 4), block_length=16, num_parallel_calls=tf.data.AUTOTUNE,

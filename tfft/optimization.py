@@ -86,6 +86,34 @@ class AdamW(keras.optimizers.AdamW):
     Args: those of `keras.optimizers.AdamW`.
     """
 
+    def _apply_weight_decay(self, variables):
+        """Nothing here: `update_step` decays each variable just before its update, as Keras would."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        """Decoupled weight decay, then Adam, each one fused TensorFlow kernel per variable.
+
+        The same arithmetic as Keras' `AdamW` (decay `var -= lr * wd * var`,
+        then Adam with epsilon added to `sqrt(v)`), in two passes over the
+        variable instead of about fifteen elementwise ops: on the CPU these
+        took a fifth of tfft's training step. Sparse gradients (a training
+        embedding table) and AMSGrad take Keras' own path.
+        """
+        dtype = variable.dtype
+        lr = tf.cast(learning_rate, dtype)
+        if self.weight_decay and self._use_weight_decay(variable):
+            decay = lr * tf.cast(self.weight_decay, dtype)
+            tf.raw_ops.ResourceApplyGradientDescent(var=_handle(variable), alpha=decay, delta=tf.identity(variable))
+        if isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
+            return super().update_step(gradient, variable, learning_rate)
+        index = self._get_variable_index(variable)
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
+            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step), lr=lr, beta1=beta_1, beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype), use_locking=False,
+        )
+
     def _clip_gradients(self, grads):
         if replica_context_with_peers() is not None:
             return grads  # clipped after the all-reduce, in `_all_reduce_sum_gradients`
@@ -101,6 +129,11 @@ class AdamW(keras.optimizers.AdamW):
             return reduced
         clipped = super()._clip_gradients([g for g, _ in reduced])
         return [(g, v) for g, (_, v) in zip(clipped, reduced, strict=True)]
+
+
+def _handle(variable):
+    """The resource handle of a Keras or TensorFlow variable (a mirrored one's local copy, inside an update)."""
+    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
 
 
 def excluded_from_decay(variable) -> bool:

@@ -37,6 +37,28 @@ def sst2_overrides(data: pathlib.Path, train_examples: int, output_dir: str) -> 
     return overrides
 
 
+def freeze_like_tfft(model, model_config) -> int:
+    """Freezes a Hugging Face (PyTorch) model's weights as `model_config` freezes tfft's; returns the trainable count.
+
+    `freeze_layers: N` freezes the embeddings (unless `freeze_embeddings` is
+    false) and the lowest N encoder layers; -1 freezes the whole encoder. The
+    heads (and the pooler) train on both sides, so both peers train the same
+    weights.
+    """
+    base = model.base_model
+    frozen = []
+    if model_config.freeze_layers == -1:
+        frozen.append(base)
+    else:
+        if model_config.freeze_embeddings:
+            frozen.append(base.embeddings)
+        frozen.extend(base.encoder.layer[: model_config.freeze_layers])
+    for module in frozen:
+        for parameter in module.parameters():
+            parameter.requires_grad = False
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -69,6 +91,11 @@ def append_result(name: str, record: dict) -> None:
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **record}
     with open(RESULTS / f"{name}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def ratio(peer_seconds: float, tfft_seconds: float) -> str:
+    """`peer_seconds / tfft_seconds` as `1.23x`; `n/a` when tfft timed no steady step (a run of 3 steps or fewer)."""
+    return f"{peer_seconds / tfft_seconds:.2f}x" if tfft_seconds else "n/a"
 
 
 def speed_up(tfft: dict, peer: dict) -> str:

@@ -8,12 +8,14 @@ questions (by paragraph order) when time is short.
 
 Both peers: all-MiniLM-L6-v2, every weight trained, the same epochs, batch
 size, learning rate, warmup, weight decay, sequence cap (384), `doc_stride`
-(128), `max_answer_length` (30) and 20-best search. The Trainer peer is
-`run_qa`'s recipe: `AutoModelForQuestionAnswering`, the fast tokenizer with
+(128), `max_answer_length` (30) and 20-best search. The Trainer runs twice. At
+`run_qa`'s defaults: `AutoModelForQuestionAnswering`, the fast tokenizer with
 `truncation="only_second"`, `return_overflowing_tokens` and offsets, windows
 without the answer labelled `[CLS]`, padding to the cap (`run_qa`'s default
 `pad_to_max_length`), and `postprocess_qa_predictions` (the best of the top-20
-starts x top-20 ends of every window). Both are scored by the same code
+starts x top-20 ends of every window). At its best (`hf_trainer_best`): the
+same, but the training windows padded per batch (`--pad_to_max_length False`,
+`DataCollatorWithPadding`) and batched by length (`group_by_length=True`). Both are scored by the same code
 (`tfft.metrics.squad_metrics`, tested equal to the official v1.1 script).
 
     python benchmarks/qa_vs_trainer.py                          # both peers, full split
@@ -45,7 +47,7 @@ from absl import app, flags
 import common
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/ and squad_v1_1/.")
-_PEERS = flags.DEFINE_list("peers", ["tfft", "hf_trainer"], "Peers to run, in this order.")
+_PEERS = flags.DEFINE_list("peers", ["tfft", "hf_trainer_best", "hf_trainer"], "Peers to run, in this order.")
 _EPOCHS = flags.DEFINE_integer("epochs", 0, "Epochs (0: the config's).")
 _TRAIN_QUESTIONS = flags.DEFINE_integer("train_questions", 0, "Use the first N training questions (0: all 9,380).")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; for each, every peer in --peers order.")
@@ -104,7 +106,7 @@ examples = task.read(evaluation, split="validation")
 outputs = evaluate.predict_outputs(task, result.model, result.packer, examples, 64)
 train_examples = task.read(config.data.train, split="train")
 print(json.dumps({"seconds": timer.total_seconds, "steps": len(timer.times), "steady_ms": timer.steady_ms,
-                  "examples": len(train_examples) * config.train.epochs,
+                  "step_seconds": sum(timer.times[3:]), "examples": len(train_examples) * config.train.epochs,
                   "windows": task.prepare(train_examples, result.packer).elements * config.train.epochs,
                   "peak_rss_mb": peak_rss_mb(),
                   "answers": dict(zip(examples.ids, [a.decode() for a in outputs["answer"]]))}))
@@ -113,22 +115,23 @@ print(json.dumps({"seconds": timer.total_seconds, "steps": len(timer.times), "st
 HF_TRAINER = """
 import collections, json, sys, tempfile, time
 import numpy as np, torch
-from transformers import (AutoModelForQuestionAnswering, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments,
-                          default_data_collator)
+from transformers import (AutoModelForQuestionAnswering, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                          TrainerCallback, TrainingArguments, default_data_collator)
 from tfft import tasks
 from tfft.config import load_config
 from common import peak_rss_mb
 config = load_config("configs/squad_minilm.yaml", json.loads(sys.argv[1]))
+best = sys.argv[2] == "best"  # training windows padded per batch and grouped by length
 task, tc, qc = tasks.create(config), config.train, config.task
 train, evaluation = task.read(config.data.train, "train"), task.read(config.data.validation, "validation")
 path, length, stride = config.model.backbone, config.model.sequence_length, qc.doc_stride
 tokenizer = AutoTokenizer.from_pretrained(path)
 
-def windows(examples):  # run_qa's prepare_train_features / prepare_validation_features
+def windows(examples, padding="max_length"):  # run_qa's prepare_train_features / prepare_validation_features
     return tokenizer([q.lstrip() for q in examples.texts], examples.pairs, truncation="only_second", max_length=length,
-                     stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length")
+                     stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True, padding=padding)
 
-enc = windows(train)
+enc = windows(train, padding=False if best else "max_length")
 rows = []
 for i, offsets in enumerate(enc["offset_mapping"]):
     ids, sequence = enc["input_ids"][i], enc.sequence_ids(i)
@@ -160,8 +163,9 @@ args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_s
                          per_device_eval_batch_size=64, num_train_epochs=tc.epochs, learning_rate=tc.learning_rate,
                          warmup_ratio=tc.warmup_ratio, weight_decay=tc.weight_decay, max_grad_norm=tc.clipnorm,
                          lr_scheduler_type="linear", save_strategy="no", eval_strategy="no", report_to=[], seed=tc.seed,
-                         use_cpu=True, logging_steps=100, dataloader_num_workers=0)
-trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=default_data_collator, callbacks=[steps])
+                         use_cpu=True, logging_steps=100, dataloader_num_workers=0, group_by_length=best)
+collator = DataCollatorWithPadding(tokenizer) if best else default_data_collator
+trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator, callbacks=[steps])
 result = trainer.train()
 
 enc = windows(evaluation)
@@ -189,11 +193,17 @@ for example, context in enumerate(evaluation.pairs):  # run_qa's postprocess_qa_
 steady = sorted(steps.times[3:]) or [0.0]
 print(json.dumps({"seconds": result.metrics["train_runtime"], "steps": len(steps.times),
                   "steady_ms": 1000 * steady[len(steady) // 2], "examples": len(train) * tc.epochs,
-                  "windows": len(rows) * tc.epochs, "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads(),
+                  "windows": len(rows) * tc.epochs, "step_seconds": sum(steps.times[3:]),
+                  "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads(),
                   "answers": answers}))
 """
 
-PEERS = {"tfft": ("tfft", TFFT), "hf_trainer": ("Hugging Face `Trainer`, `run_qa` recipe (PyTorch)", HF_TRAINER)}
+#: peer -> (name in the table, child code, its extra argument).
+PEERS = {
+    "tfft": ("tfft", TFFT, "-"),
+    "hf_trainer_best": ("Hugging Face `Trainer`, `run_qa`, dynamic padding + `group_by_length=True`", HF_TRAINER, "best"),
+    "hf_trainer": ("Hugging Face `Trainer`, `run_qa` defaults (padding to 384)", HF_TRAINER, "default"),
+}
 
 
 def main(argv):
@@ -218,7 +228,7 @@ def main(argv):
         for peer in _PEERS.value:
             extra = _SET.value if peer == "tfft" else []
             out = common.run_child(PEERS[peer][1], json.dumps([*values, f"train.seed={seed}", *extra]),
-                                   timeout=6 * 3600)
+                                   PEERS[peer][2], timeout=6 * 3600)
             scores = metrics.squad_metrics(golds, [out["answers"][i] for i in evaluation.ids])
             results[peer, seed] = r = {**{k: v for k, v in out.items() if k != "answers"}, **scores}
             common.append_result("qa_vs_trainer", {"peer": peer, "seed": seed, "epochs": config.train.epochs,
@@ -226,10 +236,12 @@ def main(argv):
             print(peer, seed, json.dumps(r), flush=True)
             row = {"peer": PEERS[peer][0], "seed": seed, "EM": round(r["exact_match"], 2), "F1": round(r["f1"], 2),
                    "train questions/s": r["examples"] / r["seconds"], "train windows": r["windows"],
-                   "train s": round(r["seconds"], 1), "peak RSS MB": round(r["peak_rss_mb"])}
+                   "train s": round(r["seconds"], 1), "train-step s": round(r["step_seconds"], 1),
+                   "peak RSS MB": round(r["peak_rss_mb"])}
             if peer != "tfft" and ("tfft", seed) in results:
                 t = results["tfft", seed]
                 row["tfft speed-up"] = common.speed_up(t, r)
+                row["tfft speed-up (train steps)"] = common.ratio(r["step_seconds"], t["step_seconds"])
                 row["tfft - peer EM / F1"] = f"{t['exact_match'] - r['exact_match']:+.2f} / {t['f1'] - r['f1']:+.2f}"
             rows.append(row)
     if len(_SEEDS.value) > 1:
@@ -239,8 +251,8 @@ def main(argv):
             rows.append({"peer": PEERS[peer][0], "seed": "mean (std)", "EM": f"{em.mean():.2f} ({em.std(ddof=1):.2f})",
                          "F1": f"{f1.mean():.2f} ({f1.std(ddof=1):.2f})"})
     common.report("qa_vs_trainer", rows,
-                  ["peer", "seed", "EM", "F1", "train questions/s", "train windows", "train s", "peak RSS MB",
-                   "tfft speed-up", "tfft - peer EM / F1"],
+                  ["peer", "seed", "EM", "F1", "train questions/s", "train windows", "train-step s",
+                   "tfft speed-up (train steps)", "train s", "tfft speed-up", "peak RSS MB", "tfft - peer EM / F1"],
                   {"raw": {f"{peer} seed {seed}": r for (peer, seed), r in results.items()},
                    "train_questions": n_train, "eval_questions": n_eval, "split": split, "tfft_set": _SET.value,
                    "epochs": config.train.epochs,

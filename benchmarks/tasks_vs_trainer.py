@@ -29,7 +29,7 @@ import common
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/, goemotions/, sick/, conll2003/.")
 _TASKS = flags.DEFINE_list("tasks", ["sick", "conll2003", "goemotions"], "Data sets to run.")
-_PEERS = flags.DEFINE_list("peers", ["tfft", "hf_trainer"], "Peers to run, in this order.")
+_PEERS = flags.DEFINE_list("peers", ["tfft", "hf_trainer_grouped", "hf_trainer"], "Peers to run, in this order.")
 _EPOCHS = flags.DEFINE_string("epochs", "", "Override the epochs, e.g. `sick=4,conll2003=3` (default: each config's).")
 _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 0, "Use only the first N training examples (0: all).")
 
@@ -63,6 +63,7 @@ def overrides(name: str, data, epochs: int, train_examples: int) -> list[str]:
 # Predictions: multi-label probabilities [n, labels], regression scores [n], NER tags per word.
 TFFT = """
 import json, sys
+import numpy as np
 from tfft import evaluate, train
 from tfft.config import load_config
 from common import peak_rss_mb
@@ -80,8 +81,10 @@ for split, path in (("dev", dev), ("test", test)):
     values = outputs[key]
     out[split] = values if isinstance(values, list) else values.tolist()
 n = len(task.read(config.data.train, split="train"))
+trainable = sum(int(np.prod(w.shape)) for w in result.model.trainable_weights)
 print(json.dumps({"seconds": timer.total_seconds, "steps": len(timer.times), "examples": n * config.train.epochs,
-                  "steady_ms": timer.steady_ms, "peak_rss_mb": peak_rss_mb(), **out}))
+                  "steady_ms": timer.steady_ms, "step_seconds": sum(timer.times[3:]), "trainable": trainable,
+                  "peak_rss_mb": peak_rss_mb(), **out}))
 """
 
 HF_TRAINER = """
@@ -92,8 +95,9 @@ from transformers import (AutoModelForSequenceClassification, AutoModelForTokenC
                           TrainingArguments)
 from tfft import tasks
 from tfft.config import load_config
-from common import peak_rss_mb
+from common import freeze_like_tfft, peak_rss_mb
 config_name, dev, test, overrides = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+grouped = sys.argv[5] == "grouped"
 config = load_config(f"configs/{config_name}.yaml", overrides)
 task = tasks.create(config)  # tfft's readers only: the same rows, labels and label order
 train = task.read(config.data.train, split="train")
@@ -136,6 +140,8 @@ else:
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     collator = DataCollatorWithPadding(tokenizer)
 
+trainable = freeze_like_tfft(model, config.model)  # the weights tfft trains
+
 class Steps(TrainerCallback):
     times = []
     def on_step_begin(self, args, state, control, **kw): self._s = time.perf_counter()
@@ -146,7 +152,7 @@ args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_s
                          per_device_eval_batch_size=64, num_train_epochs=tc.epochs, learning_rate=tc.learning_rate,
                          warmup_ratio=tc.warmup_ratio, weight_decay=tc.weight_decay, max_grad_norm=tc.clipnorm,
                          lr_scheduler_type="linear", save_strategy="no", eval_strategy="no", report_to=[], seed=0,
-                         use_cpu=True, logging_steps=100, dataloader_num_workers=0)
+                         use_cpu=True, logging_steps=100, dataloader_num_workers=0, group_by_length=grouped)
 train_rows, _ = encode(train)
 trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=collator, callbacks=[steps])
 result = trainer.train()
@@ -172,10 +178,16 @@ for split, file in (("dev", dev), ("test", test)):
 steady = sorted(steps.times[3:]) or [0.0]
 print(json.dumps({"seconds": result.metrics["train_runtime"], "steps": len(steps.times),
                   "examples": len(train) * tc.epochs, "steady_ms": 1000 * steady[len(steady) // 2],
+                  "step_seconds": sum(steps.times[3:]), "trainable": trainable,
                   "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads(), **out}))
 """
 
-PEERS = {"tfft": ("tfft", TFFT), "hf_trainer": ("Hugging Face `Trainer` (PyTorch)", HF_TRAINER)}
+#: peer -> (name in the table, child code, its extra argument).
+PEERS = {
+    "tfft": ("tfft", TFFT, "-"),
+    "hf_trainer_grouped": ("Hugging Face `Trainer`, `group_by_length=True`", HF_TRAINER, "grouped"),
+    "hf_trainer": ("Hugging Face `Trainer`, defaults (random batches)", HF_TRAINER, "default"),
+}
 
 
 def score(name: str, config, data, out: dict) -> dict:
@@ -231,7 +243,7 @@ def main(argv):
         results = {}
         for peer in _PEERS.value:
             out = common.run_child(PEERS[peer][1], config_name, str(data / dev), str(data / test), json.dumps(values),
-                                   timeout=4 * 3600)
+                                   PEERS[peer][2], timeout=4 * 3600)
             summary = {k: v for k, v in out.items() if k not in ("dev", "test")}
             results[peer] = {**summary, **score(name, config, data, out)}
             print(name, peer, json.dumps(results[peer]), flush=True)
@@ -240,15 +252,18 @@ def main(argv):
             row = {"data": name, "peer": PEERS[peer][0], "epochs": epochs, "metric": r["metric"],
                    "dev": f"{r['dev']:.4f}", "test": f"{r['test']:.4f}",
                    "examples/s": r["examples"] / r["seconds"], "train s": round(r["seconds"], 1),
+                   "train-step s": round(r["step_seconds"], 1), "trainable": f"{r['trainable']:,}",
                    "peak RSS MB": round(r["peak_rss_mb"])}
             if "tfft" in results:
                 tfft = results["tfft"]
                 row["tfft speed-up"] = common.speed_up(tfft, r)
+                row["tfft speed-up (train steps)"] = common.ratio(r["step_seconds"], tfft["step_seconds"])
                 row["tfft - peer (points)"] = f"{100 * (tfft['test'] - r['test']):+.2f}"
             rows.append(row)
         common.report("tasks_vs_trainer", rows,
-                      ["data", "peer", "epochs", "metric", "dev", "test", "examples/s", "train s", "peak RSS MB",
-                       "tfft speed-up", "tfft - peer (points)"],
+                      ["data", "peer", "epochs", "metric", "dev", "test", "trainable", "train-step s",
+                       "tfft speed-up (train steps)", "examples/s", "train s", "tfft speed-up", "peak RSS MB",
+                       "tfft - peer (points)"],
                       {"raw": raw, "batch_size": 32, "sequence_length": 128})
 
 

@@ -1,0 +1,127 @@
+"""How close tfft's training step comes to this machine's float32 matmul peak, and where its time goes.
+
+One tfft run (all-MiniLM-L6-v2, `configs/sst2_minilm.yaml`, the first N SST-2
+sentences) in a child process, which reports:
+
+- **Utilization.** Training FLOPs per step are counted from the padded batch:
+  per token and encoder layer, the forward pass costs 2 x (4h^2 + 2hf) for the
+  projections plus 4Lh for attention (h hidden width, f feed-forward width, L
+  the batch's padded length); a trained layer costs 3x its forward pass
+  (forward, input gradient, weight gradient), a frozen one 1x. Embeddings and
+  head are left out. Achieved FLOP/s is their sum over the steps after 3
+  warm-up steps, divided by those steps' time. The peak is TensorFlow's own
+  float32 matmul, 2048 x 2048 x 2048, best of 10, measured in the same
+  process just before training.
+- **Where the time goes.** TensorFlow's profiler records `--profile_steps`
+  steady steps; each kernel's time is put in one group (matmuls, the
+  optimizer, dropout's random numbers and masks, GELU, layer norm, softmax and
+  its mask, other), as a share of all kernel time.
+
+    python benchmarks/utilization.py                       # 4,000 sentences
+    python benchmarks/utilization.py --train_examples=8000
+"""
+
+
+from absl import app, flags
+
+import common
+
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/ and sst2/.")
+_TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 4000, "Training sentences.")
+_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 20, "Steady steps recorded by the profiler (0: none).")
+
+CHILD = """
+import collections, glob, json, pathlib, sys, tempfile, time
+import keras, tensorflow as tf
+import common
+from tfft import train
+from tfft.config import load_config
+from timing import StepTimer
+data, n, profile_steps = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+
+def matmul_peak():
+    a = tf.random.normal([2048, 2048])
+    f = tf.function(lambda a: tf.matmul(a, a))
+    f(a).numpy()
+    best = float("inf")
+    for _ in range(10):
+        start = time.perf_counter(); f(a).numpy(); best = min(best, time.perf_counter() - start)
+    return 2 * 2048**3 / best
+
+GROUPS = [("optimizer", lambda op, kind: "/adam_w/" in op),
+          ("matmul", lambda op, kind: "MatMul" in kind or "Einsum" in kind),
+          ("dropout", lambda op, kind: "dropout" in op),
+          ("GELU", lambda op, kind: "Gelu" in op),
+          ("layer norm", lambda op, kind: "layer_norm" in op),
+          ("softmax and its mask", lambda op, kind: "softmax" in op)]
+
+def kernel_groups(logdir):
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(pathlib.Path(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]).read_bytes())
+    totals = collections.Counter()
+    for plane in space.planes:
+        if plane.name != "/host:CPU":
+            continue
+        names = {k: v.name for k, v in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = names[event.metadata_id]
+                if ":" not in name or name.endswith(":Process") or "__inference" in name:
+                    continue
+                op, kind = name.rsplit(":", 1)
+                group = next((g for g, match in GROUPS if match(op, kind)), "other")
+                totals[group] += event.duration_ps / 1e12
+    return totals
+
+class Profile(keras.callbacks.Callback):
+    def __init__(self, first, count, logdir):
+        super().__init__(); self.first, self.last, self.logdir = first, first + count - 1, logdir
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == self.first: tf.profiler.experimental.start(self.logdir)
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.last: tf.profiler.experimental.stop()
+
+peak = matmul_peak()
+overrides = common.sst2_overrides(data, n, "runs/bench_utilization") + ["data.validation="]
+config = load_config("configs/sst2_minilm.yaml", overrides)
+timer, logdir = StepTimer(), tempfile.mkdtemp()
+callbacks = [timer] + ([Profile(40, profile_steps, logdir)] if profile_steps else [])
+result = train.run(config, callbacks=callbacks)
+inputs = train.prepare_data(config, result.task, tf.distribute.get_strategy(), kept=None)  # the same batches, seeded
+lengths = [int(x["token_ids"].shape[1]) for x, *_ in inputs.train_ds.take(len(timer.times))]
+backbone = result.model.backbone
+h, f, layers = backbone.hidden_dim, backbone.intermediate_dim, backbone.num_layers
+trained = layers - max(config.model.freeze_layers, 0) if config.model.freeze_layers >= 0 else 0
+batch = config.train.batch_size
+def step_flops(L):
+    forward = batch * L * (2 * (4 * h * h + 2 * h * f) + 4 * L * h)
+    return forward * (3 * trained + (layers - trained))
+steady = slice(3, None)
+flops = sum(step_flops(L) for L in lengths[steady])
+seconds = sum(timer.times[steady])
+groups = kernel_groups(logdir) if profile_steps else {}
+print(json.dumps({"peak": peak, "flops": flops, "seconds": seconds, "steps": len(timer.times[steady]),
+                  "tokens": batch * sum(lengths[steady]), "groups": groups}))
+"""
+
+
+def main(argv):
+    del argv
+    data = common.data_dir(_DATA_DIR.value)
+    out = common.run_child(CHILD, str(data), str(_TRAIN_EXAMPLES.value), str(_PROFILE_STEPS.value))
+    achieved = out["flops"] / out["seconds"]
+    rows = [{"measure": "TensorFlow float32 matmul peak (2048^3)", "value": f"{out['peak'] / 1e9:.0f} GFLOP/s"},
+            {"measure": f"tfft training, {out['steps']} steady steps", "value": f"{achieved / 1e9:.0f} GFLOP/s"},
+            {"measure": "share of the matmul peak", "value": f"{100 * achieved / out['peak']:.0f}%"},
+            {"measure": "padded tokens per second", "value": f"{out['tokens'] / out['seconds']:.0f}"}]
+    total = sum(out["groups"].values())
+    for group, seconds in sorted(out["groups"].items(), key=lambda item: -item[1]):
+        rows.append({"measure": f"kernel time: {group}", "value": f"{100 * seconds / total:.1f}%"})
+    common.report("utilization", rows, ["measure", "value"], {"train_examples": _TRAIN_EXAMPLES.value, "raw": out})
+
+
+if __name__ == "__main__":
+    app.run(main)

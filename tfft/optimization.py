@@ -6,6 +6,8 @@
   (LayerNorm `gamma`/`beta`, the embeddings' norm included).
 - Gradients clipped by their global norm: under a distribution strategy, the
   norm of the gradient summed over all replicas (`AdamW`).
+- Each variable's decay and Adam update run as one fused TensorFlow kernel
+  apiece, the arithmetic of Keras' `AdamW` in two passes over the weights.
 
 Example:
 
@@ -72,7 +74,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 @keras.saving.register_keras_serializable(package="tfft")
 class AdamW(keras.optimizers.AdamW):
-    """Keras' AdamW, with the gradients summed over the replicas before they are clipped.
+    """Keras' AdamW, fused per variable, with the gradients summed over the replicas before they are clipped.
 
     Keras 3 clips each replica's share of the gradient before the all-reduce,
     so `global_clipnorm` under Mirrored, multi-worker or TPU strategies clips a

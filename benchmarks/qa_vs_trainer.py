@@ -167,6 +167,7 @@ args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_s
 collator = DataCollatorWithPadding(tokenizer) if best else default_data_collator
 trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator, callbacks=[steps])
 result = trainer.train()
+trainer.args.group_by_length = False  # transformers 4.57 also length-groups predict(): keep the dataset's order
 
 enc = windows(evaluation)
 eval_rows = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],

@@ -95,6 +95,7 @@ args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_s
 trainer = Trainer(model=model, args=args, train_dataset=encode(train), data_collator=DataCollatorWithPadding(tokenizer),
                   callbacks=[steps])
 out = trainer.train()
+trainer.args.group_by_length = False  # transformers 4.57 also length-groups predict(): keep the dataset's order
 predicted = trainer.predict(encode(dev)).predictions.argmax(-1)
 accuracy = float(np.mean(predicted == dev["label"].astype(int).to_numpy()))
 steady = sorted(steps.times[3:]) or [0.0]

@@ -59,6 +59,18 @@ def freeze_like_tfft(model, model_config) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def predict_in_order(trainer, rows):
+    """`trainer.predict(rows)`, its rows in `rows`' order.
+
+    transformers 4.57 length-groups `predict()` too when the Trainer was made
+    with `group_by_length=True` (`Trainer._get_eval_sampler`), which returns
+    the predictions in another order than the rows'; scored against the rows'
+    labels, they look like chance.
+    """
+    trainer.args.group_by_length = False
+    return trainer.predict(rows)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

@@ -15,8 +15,9 @@ without the answer labelled `[CLS]`, padding to the cap (`run_qa`'s default
 `pad_to_max_length`), and `postprocess_qa_predictions` (the best of the top-20
 starts x top-20 ends of every window). At its best (`hf_trainer_best`): the
 same, but the training windows padded per batch (`--pad_to_max_length False`,
-`DataCollatorWithPadding`) and batched by length (`group_by_length=True`). Both are scored by the same code
-(`tfft.metrics.squad_metrics`, tested equal to the official v1.1 script).
+`DataCollatorWithPadding`) and batched by length (`group_by_length=True`).
+Both are scored by the same code (`tfft.metrics.squad_metrics`, tested equal
+to the official v1.1 script).
 
     python benchmarks/qa_vs_trainer.py                          # both peers, full split
     python benchmarks/qa_vs_trainer.py --train_questions=3000 --epochs=1
@@ -119,7 +120,7 @@ from transformers import (AutoModelForQuestionAnswering, AutoTokenizer, DataColl
                           TrainerCallback, TrainingArguments, default_data_collator)
 from tfft import tasks
 from tfft.config import load_config
-from common import peak_rss_mb
+from common import freeze_like_tfft, peak_rss_mb, predict_in_order
 config = load_config("configs/squad_minilm.yaml", json.loads(sys.argv[1]))
 best = sys.argv[2] == "best"  # training windows padded per batch and grouped by length
 task, tc, qc = tasks.create(config), config.train, config.task
@@ -159,6 +160,7 @@ class Steps(TrainerCallback):
 
 steps = Steps()
 model = AutoModelForQuestionAnswering.from_pretrained(path)
+freeze_like_tfft(model, config.model)  # the weights tfft trains (every one, with the benchmark's overrides)
 args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=tc.batch_size,
                          per_device_eval_batch_size=64, num_train_epochs=tc.epochs, learning_rate=tc.learning_rate,
                          warmup_ratio=tc.warmup_ratio, weight_decay=tc.weight_decay, max_grad_norm=tc.clipnorm,
@@ -167,12 +169,11 @@ args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_s
 collator = DataCollatorWithPadding(tokenizer) if best else default_data_collator
 trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collator, callbacks=[steps])
 result = trainer.train()
-trainer.args.group_by_length = False  # transformers 4.57 also length-groups predict(): keep the dataset's order
 
 enc = windows(evaluation)
 eval_rows = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
               "token_type_ids": enc["token_type_ids"][i]} for i in range(len(enc["input_ids"]))]
-start_logits, end_logits = trainer.predict(eval_rows).predictions
+start_logits, end_logits = predict_in_order(trainer, eval_rows).predictions
 features = collections.defaultdict(list)
 for i, example in enumerate(enc["overflow_to_sample_mapping"]):
     features[example].append(i)

@@ -70,15 +70,15 @@ import csv, json, sys, tempfile
 import numpy as np, pandas as pd, torch
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                           TrainerCallback, TrainingArguments)
-from common import peak_rss_mb
+from common import freeze_like_tfft, peak_rss_mb, predict_in_order
+from tfft.config import load_config
 data, n, grouped = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "grouped"
 read = lambda f: pd.read_csv(f"{data}/sst2/{f}", sep="\\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
 train, dev = read("train.tsv")[:n], read("dev.tsv")
 path = f"{data}/all_minilm_l6_v2"
 tokenizer = AutoTokenizer.from_pretrained(path)
 model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-for parameter in model.base_model.embeddings.parameters():  # the weights tfft trains: embeddings frozen
-    parameter.requires_grad = False
+trainable = freeze_like_tfft(model, load_config("configs/sst2_minilm.yaml").model)  # the weights tfft trains
 def encode(frame):
     enc = tokenizer(frame["sentence"].tolist(), truncation=True, max_length=128)
     return [{**{k: v[i] for k, v in enc.items()}, "labels": int(y)} for i, y in enumerate(frame["label"])]
@@ -95,14 +95,13 @@ args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_s
 trainer = Trainer(model=model, args=args, train_dataset=encode(train), data_collator=DataCollatorWithPadding(tokenizer),
                   callbacks=[steps])
 out = trainer.train()
-trainer.args.group_by_length = False  # transformers 4.57 also length-groups predict(): keep the dataset's order
-predicted = trainer.predict(encode(dev)).predictions.argmax(-1)
+predicted = predict_in_order(trainer, encode(dev)).predictions.argmax(-1)
 accuracy = float(np.mean(predicted == dev["label"].astype(int).to_numpy()))
 steady = sorted(steps.times[3:]) or [0.0]
 print(json.dumps({"seconds": out.metrics["train_runtime"], "steps": len(steps.times),
                   "steady_ms": 1000 * steady[len(steady) // 2], "step_seconds": sum(steps.times[3:]),
                   "accuracy": accuracy, "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads(),
-                  "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}))
+                  "trainable": trainable}))
 """
 
 PEERS = {

@@ -63,8 +63,8 @@ def overrides(name: str, data, epochs: int, train_examples: int) -> list[str]:
 # Predictions: multi-label probabilities [n, labels], regression scores [n], NER tags per word.
 TFFT = """
 import json, sys
-import numpy as np
 from tfft import evaluate, train
+from tfft.freezing import count_parameters
 from tfft.config import load_config
 from common import peak_rss_mb
 from timing import StepTimer
@@ -81,7 +81,7 @@ for split, path in (("dev", dev), ("test", test)):
     values = outputs[key]
     out[split] = values if isinstance(values, list) else values.tolist()
 n = len(task.read(config.data.train, split="train"))
-trainable = sum(int(np.prod(w.shape)) for w in result.model.trainable_weights)
+trainable = count_parameters(result.model.trainable_weights)
 print(json.dumps({"seconds": timer.total_seconds, "steps": len(timer.times), "examples": n * config.train.epochs,
                   "steady_ms": timer.steady_ms, "step_seconds": sum(timer.times[3:]), "trainable": trainable,
                   "peak_rss_mb": peak_rss_mb(), **out}))
@@ -95,7 +95,7 @@ from transformers import (AutoModelForSequenceClassification, AutoModelForTokenC
                           TrainingArguments)
 from tfft import tasks
 from tfft.config import load_config
-from common import freeze_like_tfft, peak_rss_mb
+from common import freeze_like_tfft, peak_rss_mb, predict_in_order
 config_name, dev, test, overrides = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 grouped = sys.argv[5] == "grouped"
 config = load_config(f"configs/{config_name}.yaml", overrides)
@@ -156,12 +156,11 @@ args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_s
 train_rows, _ = encode(train)
 trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=collator, callbacks=[steps])
 result = trainer.train()
-trainer.args.group_by_length = False  # transformers 4.57 also length-groups predict(): keep the dataset's order
 out = {}
 for split, file in (("dev", dev), ("test", test)):
     examples = task.read(file, split="validation")
     rows, enc = encode(examples)
-    logits = trainer.predict(rows).predictions
+    logits = predict_in_order(trainer, rows).predictions
     if kind == "multi_label":
         out[split] = (1 / (1 + np.exp(-logits))).tolist()
     elif kind == "regression":

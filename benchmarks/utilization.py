@@ -94,7 +94,7 @@ inputs = train.prepare_data(config, result.task, tf.distribute.get_strategy(), k
 lengths = [int(x["token_ids"].shape[1]) for x, *_ in inputs.train_ds.take(len(timer.times))]
 backbone = result.model.backbone
 h, f, layers = backbone.hidden_dim, backbone.intermediate_dim, backbone.num_layers
-trained = layers - max(config.model.freeze_layers, 0) if config.model.freeze_layers >= 0 else 0
+trained = layers - config.model.freeze_layers if config.model.freeze_layers >= 0 else 0  # -1: head only
 batch = config.train.batch_size
 def step_flops(L):
     forward = batch * L * (2 * (4 * h * h + 2 * h * f) + 4 * L * h)

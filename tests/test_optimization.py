@@ -133,3 +133,51 @@ def test_the_dense_update_is_two_fused_kernels_per_variable():
     kinds = [op.type for op in graph.get_operations()]
     assert kinds.count("ResourceApplyAdam") == 1 and kinds.count("ResourceApplyGradientDescent") == 1
     assert "AssignSubVariableOp" not in kinds  # Keras' unfused update assigns m, v and the variable op by op
+
+
+def _accumulated_run(make_config, deterministic_preset, tmp_path, *overrides):
+    from tfft import train
+
+    config = make_config(
+        f"model.backbone={deterministic_preset}", "model.freeze_layers=0", "train.group_by_length=false",
+        "train.pad_to=max", "data.max_train_examples=320", "data.validation=", "train.epochs=1",
+        # Adam divides by |g|: where a gradient is near zero, the summation order (one mean of 32 against four of
+        # 8) would turn float noise into a whole step. A larger epsilon keeps the comparison about accumulation.
+        "train.learning_rate=1e-3", "train.clipnorm=0.5", "train.adam_epsilon=1e-3", f"output_dir={tmp_path / '_'.join(overrides)}", *overrides,
+    )
+    return train.run(config)
+
+
+@pytest.mark.slow
+def test_four_batches_of_8_accumulated_are_one_batch_of_32(make_config, deterministic_preset, tmp_path):
+    # 10 updates each, warmup and decay counted in updates, the 0.5 clip acting on the accumulated gradient.
+    whole = _accumulated_run(make_config, deterministic_preset, tmp_path, "train.batch_size=32")
+    accumulated = _accumulated_run(make_config, deterministic_preset, tmp_path, "train.batch_size=8",
+                                   "train.gradient_accumulation_steps=4")
+    assert int(whole.model.optimizer.iterations) == int(accumulated.model.optimizer.iterations) == 10
+    moved = 0.0
+    for a, b in zip(whole.model.trainable_weights, accumulated.model.trainable_weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+    untrained = _accumulated_run(make_config, deterministic_preset, tmp_path, "train.batch_size=8")
+    for a, b in zip(whole.model.trainable_weights, untrained.model.trainable_weights, strict=True):
+        moved = max(moved, float(np.abs(a.numpy() - b.numpy()).max()))
+    assert moved > 1e-3  # 40 updates of 8 are not 10 of 32: the comparison above can fail
+
+
+def test_accumulation_clips_the_mean_of_the_accumulated_gradient():
+    variable = keras.Variable(np.zeros(2, "float32"))
+    optimizer = optimization.AdamW(learning_rate=1.0, weight_decay=0.0, global_clipnorm=1.0,
+                                   gradient_accumulation_steps=2)
+    optimizer.build([variable])
+    seen = []
+    original = optimization.AdamW.update_step
+    optimization.AdamW.update_step = lambda self, g, v, lr: seen.append(np.asarray(g)) or original(self, g, v, lr)
+    try:
+        optimizer.apply([tf.constant([3.0, 0.0])], [variable])
+        assert not variable.numpy().any() and not seen  # accumulated, not applied
+        optimizer.apply([tf.constant([1.0, 0.0])], [variable])
+    finally:
+        optimization.AdamW.update_step = original
+    np.testing.assert_allclose(seen[0], [1.0, 0.0])  # mean (2, 0), clipped to norm 1
+    assert int(optimizer.iterations) == 1 and int(optimizer.batches_seen) == 2
+    assert not optimizer._accumulated_gradients[0].numpy().any()

@@ -33,6 +33,9 @@ import pathlib
 import keras
 import numpy as np
 
+from tfft import lora
+from tfft.optimization import batches_seen
+
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
@@ -83,7 +86,8 @@ class TrainingBackup(keras.callbacks.Callback):
             return 0
         model.load_weights(self.backup_dir / state["weights"])
         with np.load(self.backup_dir / state["seeds"]) as seeds:
-            saved = [seeds[f"seed_{i}"] for i in range(len(seeds.files))]
+            saved = [seeds[f"seed_{i}"] for i in range(sum(name.startswith("seed_") for name in seeds.files))]
+            lora.restore_factors(model, {name: seeds[name] for name in seeds.files if name.startswith("lora_")})
         variables = _seed_states(model)
         if len(saved) != len(variables):
             raise RuntimeError(
@@ -91,7 +95,7 @@ class TrainingBackup(keras.callbacks.Callback):
             )
         for variable, value in zip(variables, saved, strict=True):
             variable.assign(value)
-        step = int(model.optimizer.iterations.numpy())
+        step = batches_seen(model.optimizer)
         if step != int(state["step"]):
             raise RuntimeError(f"Backup {self.backup_dir} says step {state['step']} but holds step {step}.")
         self._last_saved_step = step
@@ -106,7 +110,7 @@ class TrainingBackup(keras.callbacks.Callback):
     # --- Saving ---------------------------------------------------------
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start_step = int(self.model.optimizer.iterations.numpy())
+        self._epoch_start_step = batches_seen(self.model.optimizer)
 
     def on_train_batch_end(self, batch, logs=None):
         if not self.every_steps:
@@ -124,21 +128,24 @@ class TrainingBackup(keras.callbacks.Callback):
         """Backs up a run stopped between two steps (Ctrl-C, SIGTERM), unless it stopped in an epoch's validation."""
         if self.model is None or not self.write:
             return
-        step = int(self.model.optimizer.iterations.numpy())
+        step = batches_seen(self.model.optimizer)
         if step % self.steps_per_epoch == 0:
             return  # the epoch's results are not all written: resume from the epoch's start instead
         self.save()
 
     def save(self) -> None:
         """Writes a backup of the current step, then points `state.json` at it and removes the older one."""
-        step = int(self.model.optimizer.iterations.numpy())
+        step = batches_seen(self.model.optimizer)
         if not self.write or step == self._last_saved_step:
             return
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         weights, seeds = f"step-{step}.weights.h5", f"step-{step}.seeds.npz"
         self.model.save_weights(self.backup_dir / weights, overwrite=True)
         with open(self.backup_dir / seeds, "wb") as f:
-            np.savez(f, **{f"seed_{i}": v.numpy() for i, v in enumerate(_seed_states(self.model))})
+            # Beside the weights file: the dropout seeds' state, and LoRA factors, which Keras merges into the
+            # kernels when it saves weights.
+            np.savez(f, **{f"seed_{i}": v.numpy() for i, v in enumerate(_seed_states(self.model))},
+                     **lora.factor_arrays(self.model))
         epoch, batch = divmod(step, self.steps_per_epoch)
         state = {"step": step, "epoch": epoch, "batch": batch, "weights": weights, "seeds": seeds}
         tmp = self.backup_dir / f".{STATE_FILE}.tmp"

@@ -18,6 +18,7 @@ import keras
 from tfft import data, evaluate
 from tfft.config import Config
 from tfft.errors import DivergedError
+from tfft.optimization import batches_seen
 from tfft.run_dir import BEST_WEIGHTS, HISTORY_FILE, best_so_far
 
 __all__ = ["StopOnNonFiniteLoss", "ValidationScores", "training_callbacks"]
@@ -34,7 +35,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            step = int(self.model.optimizer.iterations.numpy())
+            step = batches_seen(self.model.optimizer)
             raise DivergedError(
                 f"The training loss became {float(loss)} at step {step}: training stopped and nothing was exported. "
                 "Lower `train.learning_rate`, keep `train.clipnorm` on, and check the targets (a regression target "

@@ -26,6 +26,9 @@ import yaml
 
 from tfft.errors import ConfigError
 
+#: What `model.lora_targets` may name.
+LORA_TARGETS = ("query", "key", "value", "attention_output", "feedforward")
+
 __all__ = ["Config", "ConfigError", "load_config", "from_dict", "apply_override", "TASK_TYPES"]
 
 
@@ -56,6 +59,18 @@ class ModelConfig:
             trained with; their pooler is untrained).
         sequence_length: int. Longest packed sequence, special tokens included.
             Longer inputs are truncated and counted in the log.
+        reinit_layers: int. Re-initialize the top N encoder layers (and the
+            pooler, when the head reads it) with the backbone's own
+            initializers, seeded by `train.seed`, before training.
+        lora_rank: int. 0: no LoRA. Else Keras' `enable_lora(rank)` on the
+            trained encoder layers' `lora_targets`; only the LoRA factors and
+            the head train. The export merges the factors into the kernels.
+        lora_alpha: float or None. LoRA's scale is `lora_alpha / lora_rank`;
+            None: `lora_rank` (a scale of 1).
+        lora_targets: list of str. The projections LoRA adapts, of `query`,
+            `key`, `value`, `attention_output` and `feedforward` (both
+            feed-forward kernels). `[query, value]`, as keras-hub's and PEFT's
+            defaults.
     """
 
     backbone: str = "tiny-bert"
@@ -66,6 +81,10 @@ class ModelConfig:
     dropout: float = 0.1
     pooling: Literal["pooled", "mean"] = "pooled"
     sequence_length: int = 128
+    reinit_layers: int = 0
+    lora_rank: int = 0
+    lora_alpha: float | None = None
+    lora_targets: list[str] = dataclasses.field(default_factory=lambda: ["query", "value"])
 
 
 @dataclasses.dataclass
@@ -188,6 +207,24 @@ class TaskConfig:
 
 
 @dataclasses.dataclass
+class UnfreezeConfig:
+    """Gradual unfreezing, as in ULMFiT: the head first, then one more encoder layer at a time, from the top.
+
+    Args:
+        every: int. 0: off. Else one more encoder layer starts training every
+            `every` `unit`s, down to `model.freeze_layers`; the embeddings
+            (when `model.freeze_embeddings` is false) come last.
+        unit: str. `epochs` or `steps` (optimizer updates).
+        start: int. Encoder layers, from the top, that train from the start
+            beside the head.
+    """
+
+    every: int = 0
+    unit: Literal["epochs", "steps"] = "epochs"
+    start: int = 0
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """Optimizer, schedule, loop and hardware settings.
 
@@ -225,6 +262,15 @@ class TrainConfig:
             every this many steps inside an epoch, so a killed or preempted
             run resumes at that step, with the data order unchanged. None:
             back up at each epoch's end (and on Ctrl-C / SIGTERM) only.
+        layer_decay: float. Layer-wise learning-rate decay in (0, 1]: encoder
+            layer i of L trains at `learning_rate * layer_decay**(L - i)`,
+            the embeddings at `layer_decay**(L + 1)`, the head and pooler at
+            `learning_rate`. 1: one learning rate for all.
+        unfreeze: `UnfreezeConfig`. Gradual unfreezing.
+        gradient_accumulation_steps: int. Sum the gradients of this many
+            batches before each update: the effective batch is
+            `batch_size * gradient_accumulation_steps`, and the schedule
+            counts updates.
     """
 
     epochs: int = 3
@@ -247,6 +293,9 @@ class TrainConfig:
     group_by_length: bool = True
     overwrite_output_dir: bool = False
     backup_every_steps: int | None = None
+    layer_decay: float = 1.0
+    unfreeze: UnfreezeConfig = dataclasses.field(default_factory=UnfreezeConfig)
+    gradient_accumulation_steps: int = 1
 
 
 @dataclasses.dataclass
@@ -346,6 +395,23 @@ class Config:
         if t.backup_every_steps is not None:
             check(t.backup_every_steps >= 1, "train.backup_every_steps", t.backup_every_steps,
                    "must be >= 1, or null for backups at epoch ends only")
+        check(m.reinit_layers >= 0, "model.reinit_layers", m.reinit_layers, "must be >= 0")
+        check(m.lora_rank >= 0, "model.lora_rank", m.lora_rank, "must be >= 0 (0: no LoRA)")
+        if m.lora_rank:
+            check(m.freeze_layers >= 0, "model.lora_rank", m.lora_rank,
+                  "needs `model.freeze_layers` >= 0: with -1 no encoder layer trains to adapt")
+        if m.lora_alpha is not None:
+            check(m.lora_alpha > 0, "model.lora_alpha", m.lora_alpha, "must be > 0, or null for `lora_rank`")
+        check(bool(m.lora_targets) and set(m.lora_targets) <= set(LORA_TARGETS), "model.lora_targets",
+              m.lora_targets, f"must be a non-empty list of {', '.join(LORA_TARGETS)}")
+        check(0.0 < t.layer_decay <= 1.0, "train.layer_decay", t.layer_decay, "must be in (0, 1] (1: no decay)")
+        check(t.unfreeze.every >= 0, "train.unfreeze.every", t.unfreeze.every, "must be >= 0 (0: off)")
+        check(t.unfreeze.start >= 0, "train.unfreeze.start", t.unfreeze.start, "must be >= 0")
+        if t.unfreeze.every and m.lora_rank:
+            check(False, "train.unfreeze.every", t.unfreeze.every,
+                  "cannot be combined with `model.lora_rank` (LoRA trains only its factors); set one of them to 0")
+        check(t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps",
+              t.gradient_accumulation_steps, "must be >= 1 (1: no accumulation)")
         check(e.warmup_requests >= 0, "export.warmup_requests", e.warmup_requests, "must be >= 0")
         check(set(e.formats) <= {"saved_model", "litert"}, "export.formats", e.formats,
                "may hold `saved_model` and `litert` only")

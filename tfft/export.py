@@ -64,16 +64,21 @@ def export_model(model: keras.Model, packer, task, config) -> pathlib.Path | str
 
     Returns:
         The path of the new version folder (a string for remote paths).
+
+    LoRA factors (`model.lora_rank`) are merged into the kernels first.
     """
-    return write_saved_model(
-        model,
-        packer,
-        task,
-        f"{config.export.base_dir.rstrip('/')}/{config.name}",
-        model_name=config.name,
-        warmup_requests=config.export.warmup_requests,
-        litert_quantize=config.export.quantize if "litert" in config.export.formats else None,
-    )
+    from tfft import lora
+
+    with lora.merged(model):
+        return write_saved_model(
+            model,
+            packer,
+            task,
+            f"{config.export.base_dir.rstrip('/')}/{config.name}",
+            model_name=config.name,
+            warmup_requests=config.export.warmup_requests,
+            litert_quantize=config.export.quantize if "litert" in config.export.formats else None,
+        )
 
 
 def check_destination(base_dir: str, key: str = "export.base_dir") -> None:

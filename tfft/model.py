@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from tfft import backbones, run_dir, tasks
+from tfft import backbones, lora, run_dir, tasks
 from tfft.config import Config
 from tfft.errors import OutputDirError
 from tfft.freezing import freeze
@@ -36,15 +36,23 @@ class Trained:
 
 
 def build_model(config: Config, source: backbones.BackboneSource, task: tasks.Task) -> tasks.TaskModel:
-    """The backbone from `source` with the task's head, frozen as the config says."""
+    """The backbone from `source` with the task's head, frozen as the config says, with LoRA where asked."""
     backbone = source.backbone()
     model = tasks.TaskModel(backbone, task, dropout=config.model.dropout, pooling=config.model.pooling)
     task.load_head(model, source)
+    groups = source.layer_groups(backbone)
     freeze(
-        backbone, source.layer_groups(backbone), config.model.freeze_layers, config.model.freeze_embeddings,
-        freeze_pooler=not task.uses_pooled_output or config.model.pooling == "mean",
+        backbone, groups, config.model.freeze_layers, config.model.freeze_embeddings,
+        freeze_pooler=not reads_pooler(config, task),
     )
+    if config.model.lora_rank:
+        lora.enable(backbone, groups, config.model)
     return model
+
+
+def reads_pooler(config: Config, task: tasks.Task) -> bool:
+    """Whether the task's head reads the backbone's pooler (else the pooler stays frozen)."""
+    return task.uses_pooled_output and config.model.pooling != "mean"
 
 
 def load_trained(config: Config) -> Trained:

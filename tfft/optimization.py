@@ -8,6 +8,10 @@
   norm of the gradient summed over all replicas (`AdamW`).
 - Each variable's decay and Adam update run as one fused TensorFlow kernel
   apiece, the arithmetic of Keras' `AdamW` in two passes over the weights.
+- Optionally, per-variable learning-rate multipliers and start steps
+  (`tfft.layerwise`: layer-wise decay, gradual unfreezing), and gradient
+  accumulation over `gradient_accumulation_steps` batches, clipped and
+  applied as one batch's gradient, under every strategy.
 
 Example:
 
@@ -88,10 +92,42 @@ class AdamW(keras.optimizers.AdamW):
     Args: those of `keras.optimizers.AdamW`.
     """
 
+    def set_variable_rates(self, variables, rates) -> None:
+        """Gives each of `variables` its own learning-rate multiplier and first update.
+
+        Args:
+            variables: list of variables. Those the optimizer trains.
+            rates: list of `(multiplier, start_step)`, one per variable: it
+                trains at `multiplier` x the schedule's rate, and only from
+                optimizer update `start_step` on (before it, neither Adam nor
+                weight decay touch the variable or its moments).
+        """
+        self._variable_rates = {self._var_key(v): (float(m), int(s)) for v, (m, s) in zip(variables, rates, strict=True)}
+
+    @property
+    def batches_seen(self) -> tf.Variable:
+        """Batches applied so far: `iterations` counts updates, one per `gradient_accumulation_steps` batches."""
+        return self._iterations
+
+    def _get_current_learning_rate(self):
+        # Keras evaluates a schedule at the batch count (`_iterations`) even when it accumulates gradients; tfft's
+        # schedule runs over the updates, as `create_optimizer` sizes it.
+        if isinstance(self._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            return self._learning_rate(self.iterations)
+        return super()._get_current_learning_rate()
+
     def _apply_weight_decay(self, variables):
         """Nothing here: `update_step` decays each variable just before its update, as Keras would."""
 
     def update_step(self, gradient, variable, learning_rate):
+        """Weight decay and Adam for one variable, at its own rate, from its own first update on."""
+        multiplier, start = getattr(self, "_variable_rates", {}).get(self._var_key(variable), (1.0, 0))
+        learning_rate = tf.cast(learning_rate, variable.dtype) * multiplier
+        if not start:
+            return self._fused_update(gradient, variable, learning_rate)
+        tf.cond(self.iterations >= start, lambda: self._fused_update(gradient, variable, learning_rate), lambda: None)
+
+    def _fused_update(self, gradient, variable, learning_rate):
         """Decoupled weight decay, then Adam, each one fused TensorFlow kernel per variable.
 
         The same arithmetic as Keras' `AdamW` (decay `var -= lr * wd * var`,
@@ -122,15 +158,48 @@ class AdamW(keras.optimizers.AdamW):
         return super()._clip_gradients(grads)
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
+        reduced = self._sum_over_replicas(grads_and_vars)
+        if replica_context_with_peers() is None or self.gradient_accumulation_steps:
+            return reduced  # accumulated gradients were clipped in `_backend_apply_gradients`
+        clipped = super()._clip_gradients([g for g, _ in reduced])
+        return [(g, v) for g, (_, v) in zip(clipped, reduced, strict=True)]
+
+    def _sum_over_replicas(self, grads_and_vars):
         grads_and_vars = [
             (g if g is None or isinstance(g, tf.IndexedSlices) else tf.ensure_shape(g, v.shape), v)
             for g, v in grads_and_vars
         ]
-        reduced = super()._all_reduce_sum_gradients(grads_and_vars)
-        if replica_context_with_peers() is None:
-            return reduced
-        clipped = super()._clip_gradients([g for g, _ in reduced])
-        return [(g, v) for g, (_, v) in zip(clipped, reduced, strict=True)]
+        return super()._all_reduce_sum_gradients(grads_and_vars)
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        """Gradient accumulation that works under strategies, each replica updating its own copy.
+
+        Keras' own accumulation puts its all-reduce inside a `cond`, which
+        `tf.distribute` refuses (keras-team/keras#20582). Here the gradients
+        are summed over the replicas at every batch, outside any `cond`; the
+        `cond` then only adds them to Keras' accumulators or, every
+        `gradient_accumulation_steps` batches, clips their mean and updates,
+        on each replica's own copy of the variables: the same values everywhere.
+        """
+        steps = self.gradient_accumulation_steps
+        if not steps:
+            return super()._backend_apply_gradients(grads, trainable_variables)
+        accumulators = [self._accumulated_gradients[self._get_variable_index(v)] for v in trainable_variables]
+        variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
+        grads = [tf.convert_to_tensor(g) for g, _ in self._sum_over_replicas(list(zip(grads, variables, strict=True)))]
+
+        def update():
+            mean = super(AdamW, self)._clip_gradients([(g + a) / steps for g, a in zip(grads, accumulators, strict=True)])
+            for gradient, variable in zip(mean, variables, strict=True):
+                self.update_step(gradient, variable, self.learning_rate)
+            for accumulator in accumulators:
+                tf.raw_ops.AssignVariableOp(resource=_handle(accumulator), value=tf.zeros_like(accumulator))
+
+        def accumulate():
+            for gradient, accumulator in zip(grads, accumulators, strict=True):
+                tf.raw_ops.AssignAddVariableOp(resource=_handle(accumulator), value=gradient)
+
+        tf.cond((self._iterations + 1) % steps == 0, update, accumulate)
 
 
 def _handle(variable):
@@ -152,21 +221,35 @@ def create_schedule(config: TrainConfig, total_steps: int) -> WarmupDecay:
     )
 
 
-def create_optimizer(config: TrainConfig, total_steps: int, variables) -> AdamW:
+def create_optimizer(config: TrainConfig, total_batches: int, variables, rates=None) -> AdamW:
     """AdamW on `create_schedule`, with bias/norm variables excluded from decay.
 
     Args:
-        config: `TrainConfig`. Learning rate, schedule, decay and clipping.
-        total_steps: int. All optimizer steps of the run (epochs x steps).
+        config: `TrainConfig`. Learning rate, schedule, decay, clipping and
+            gradient accumulation.
+        total_batches: int. All training batches of the run (epochs x steps);
+            the schedule runs over the updates they make.
         variables: list of variables. The model's trainable variables.
+        rates: list of `(multiplier, start_step)` per variable, or None
+            (`AdamW.set_variable_rates`).
     """
+    accumulation = config.gradient_accumulation_steps
     optimizer = AdamW(
-        learning_rate=create_schedule(config, total_steps),
+        learning_rate=create_schedule(config, max(total_batches // accumulation, 1)),
         weight_decay=config.weight_decay,
         beta_1=0.9,
         beta_2=0.999,
         epsilon=config.adam_epsilon,
         global_clipnorm=config.clipnorm or None,
+        gradient_accumulation_steps=accumulation if accumulation > 1 else None,
     )
     optimizer.exclude_from_weight_decay(var_list=[v for v in variables if excluded_from_decay(v)])
+    if rates is not None:
+        optimizer.set_variable_rates(variables, rates)
     return optimizer
+
+
+def batches_seen(optimizer) -> int:
+    """Training batches an optimizer has applied (its updates x `gradient_accumulation_steps`)."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+    return int(getattr(optimizer, "batches_seen", optimizer.iterations).numpy())

@@ -40,13 +40,24 @@ import time
 import keras
 import tensorflow as tf
 
-from tfft import backbones, data, distribute, evaluate, optimization, run_dir, streaming, tasks
+from tfft import (
+    backbones,
+    data,
+    distribute,
+    evaluate,
+    layerwise,
+    optimization,
+    run_dir,
+    streaming,
+    tasks,
+)
 from tfft.backup import TrainingBackup
 from tfft.callbacks import training_callbacks
 from tfft.config import Config
 from tfft.errors import OutputDirError
 from tfft.freezing import count_parameters
-from tfft.model import build_model
+from tfft.model import build_model, reads_pooler
+from tfft.optimization import batches_seen
 from tfft.run_dir import (
     BACKUP_DIR,
     BEST_WEIGHTS,
@@ -235,7 +246,7 @@ def build(config: Config, task: tasks.Task, inputs: Inputs, strategy) -> tasks.T
     tc = config.train
     with strategy.scope():
         model = build_model(config, inputs.source, task)
-        optimizer = optimization.create_optimizer(tc, inputs.steps * tc.epochs, model.trainable_variables)
+        optimizer = create_optimizer(config, task, model, inputs)
         model.compile(
             optimizer=optimizer,
             loss=task.loss(),
@@ -255,6 +266,21 @@ def build(config: Config, task: tasks.Task, inputs: Inputs, strategy) -> tasks.T
         inputs.steps, tc.epochs, tc.batch_size, strategy.num_replicas_in_sync,
     )
     return model
+
+
+def create_optimizer(config: Config, task: tasks.Task, model, inputs: Inputs) -> optimization.AdamW:
+    """tfft's AdamW for `model`, after the layer recipes: re-initialized top layers, per-layer rates and starts."""
+    tc, source = config.train, inputs.source
+    groups = source.layer_groups(model.backbone)
+    layerwise.check_layers(config, len(groups.encoder))
+    layerwise.reinitialize_top(source, model.backbone, groups, config.model.reinit_layers, seed=tc.seed,
+                               pooler=reads_pooler(config, task))
+    rates = None
+    if not layerwise.is_plain(tc):
+        groups_rates = layerwise.layer_rates(model, groups, tc, max(inputs.steps // tc.gradient_accumulation_steps, 1))
+        logger.info(layerwise.describe(groups_rates, tc.learning_rate))
+        rates = layerwise.variable_rates(groups_rates, model.trainable_variables)
+    return optimization.create_optimizer(tc, inputs.steps * tc.epochs, model.trainable_variables, rates)
 
 
 def fit(
@@ -280,7 +306,7 @@ def fit(
             own = training_callbacks(config, task, output_dir, inputs.validation, inputs.packer,
                                      resuming=resume or bool(history))
             fitted = model.fit(
-                inputs.train_ds.skip(int(model.optimizer.iterations.numpy())),  # the order of a run never stopped
+                inputs.train_ds.skip(batches_seen(model.optimizer)),  # the order of a run never stopped
                 initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=epoch_steps,
                 validation_data=inputs.val_ds, callbacks=[*own, backup, *callbacks],
                 class_weight=inputs.train.class_weight(),

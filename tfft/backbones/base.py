@@ -202,6 +202,16 @@ class BackboneSource(abc.ABC):
     def layer_groups(self, backbone: keras.Model) -> LayerGroups:
         """The embedding and encoder layers of a backbone this source made."""
 
+    def reinitialize(self, backbone: keras.Model, layers: list, seed: int) -> None:
+        """Draws `layers`' weights again from the initializers they were built with (`model.reinit_layers`).
+
+        The default walks Keras 3 layers: every sublayer's `<weight>_initializer`
+        re-draws its `<weight>` (kernels, biases, norm scales and offsets),
+        each weight from its own seed counted up from `seed`.
+        """
+        del backbone
+        reinitialize_layers(layers, seed)
+
     def masked_lm_head_weights(self) -> dict | None:
         """The pretrained masked-LM head, as `MASKED_LM_HEAD_WEIGHTS` name -> array, or None if the source has none."""
         return None
@@ -340,3 +350,29 @@ def keras_hub_layer_groups(backbone: keras.Model) -> LayerGroups:
         )
     pooler = [layer for layer in model.layers if layer.name == "pooled_dense"]
     return LayerGroups(embeddings=embeddings, encoder=encoder, pooler=pooler)
+
+
+def reinitialize_layers(layers: list, seed: int) -> int:
+    """Re-draws each weight of `layers` that its (sub)layer names an initializer for; returns how many.
+
+    A sublayer's `kernel_initializer` re-draws its `kernel` (the stored one:
+    `_kernel` where Keras keeps it behind a property), `gamma_initializer`
+    its `gamma`, and so on, in Keras 3 and tf-keras layers alike. Seeded
+    initializers get `seed`, `seed + 1`, ... in a fixed order.
+    """
+    drawn = 0
+    for layer in layers:
+        for sublayer in layer._flatten_layers(include_self=True):
+            for attribute, initializer in sorted(vars(sublayer).items()):
+                if not attribute.endswith("_initializer") or initializer is None or isinstance(initializer, str):
+                    continue
+                name = attribute.removesuffix("_initializer")
+                weight = getattr(sublayer, "_" + name, None) if hasattr(sublayer, "_" + name) else getattr(sublayer, name, None)
+                if weight is None or not hasattr(weight, "assign") or not hasattr(initializer, "get_config"):
+                    continue
+                settings = initializer.get_config()
+                if "seed" in settings:
+                    initializer = type(initializer).from_config({**settings, "seed": seed + drawn})
+                weight.assign(tf.cast(initializer(tuple(weight.shape), dtype="float32"), weight.dtype))
+                drawn += 1
+    return drawn

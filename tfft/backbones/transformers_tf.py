@@ -20,7 +20,13 @@ import os
 import keras
 import keras_hub
 
-from tfft.backbones.base import BackboneSource, LayerGroups, TextPacker, check_sequence_length
+from tfft.backbones.base import (
+    BackboneSource,
+    LayerGroups,
+    TextPacker,
+    check_sequence_length,
+    reinitialize_layers,
+)
 from tfft.backbones.huggingface import checkpoint_config, read_checkpoint_file, wordpiece_tokenizer
 from tfft.config import ConfigError
 
@@ -98,9 +104,10 @@ def load_tf_model(spec: str, pretrained: bool = True):
 class _WeightGroup(keras.layers.Layer):
     """Keras 3 weights over existing `tf.Variable`s (same storage), so `trainable` works per group."""
 
-    def __init__(self, variables, **kwargs):
+    def __init__(self, source_layer, **kwargs):
         super().__init__(**kwargs)
-        for variable in variables:
+        self.source_layer = [source_layer]  # In a list: Keras 3 must not try to track a Keras 2 layer.
+        for variable in source_layer.weights:
             self._track_variable(
                 keras.Variable(
                     initializer=variable,  # wraps this very tf.Variable, no copy
@@ -127,9 +134,9 @@ class TransformersEncoder(keras.layers.Layer):
         super().__init__(**kwargs)
         self._hf_model = [hf_model]  # In a list: Keras 3 must not try to track a Keras 2 model.
         embeddings, layers, pooler = (_attribute(hf_model, p) for p in SUPPORTED_MODEL_TYPES[model_type])
-        self.embeddings = _WeightGroup(embeddings.weights, name="embeddings")
-        self.encoder_layers = [_WeightGroup(layer.weights, name=f"encoder_layer_{i}") for i, layer in enumerate(layers)]
-        self.pooler = _WeightGroup(pooler.weights, name="pooler")
+        self.embeddings = _WeightGroup(embeddings, name="embeddings")
+        self.encoder_layers = [_WeightGroup(layer, name=f"encoder_layer_{i}") for i, layer in enumerate(layers)]
+        self.pooler = _WeightGroup(pooler, name="pooler")
         self.max_sequence_length = int(hf_model.config.max_position_embeddings)
         self.built = True
 
@@ -180,6 +187,10 @@ class TransformersModel(BackboneSource):
         check_sequence_length(self.config, encoder.max_sequence_length)
         inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in ("token_ids", "segment_ids", "padding_mask")}
         return keras.Model(inputs, encoder(inputs), name="transformers_backbone")
+
+    def reinitialize(self, backbone: keras.Model, layers: list, seed: int) -> None:
+        """Re-draws the `transformers` layers behind `layers` from their tf-keras initializers."""
+        reinitialize_layers([layer.source_layer[0] for layer in layers], seed)
 
     def layer_groups(self, backbone: keras.Model) -> LayerGroups:
         encoder = backbone.get_layer("transformers_encoder")

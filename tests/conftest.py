@@ -312,9 +312,10 @@ KILLED_MID_EPOCH = """
 import os, signal, sys, keras
 from tfft import train
 from tfft.config import load_config
+from tfft.optimization import batches_seen
 class Die(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) == int(sys.argv[2]):
+        if batches_seen(self.model.optimizer) == int(sys.argv[2]):
             os.kill(os.getpid(), signal.SIGKILL)
 train.run(load_config(sys.argv[1]), callbacks=[Die()])
 """

@@ -181,3 +181,33 @@ def test_accumulation_clips_the_mean_of_the_accumulated_gradient():
     np.testing.assert_allclose(seen[0], [1.0, 0.0])  # mean (2, 0), clipped to norm 1
     assert int(optimizer.iterations) == 1 and int(optimizer.batches_seen) == 2
     assert not optimizer._accumulated_gradients[0].numpy().any()
+
+
+@pytest.mark.slow
+def test_accumulation_counts_batches_with_steps_per_execution_and_backs_up_its_partial_sums(
+        make_config, deterministic_preset, tmp_path):
+    import signal
+
+    from conftest import KILLED_MID_EPOCH, run_python
+
+    straight = _accumulated_run(make_config, deterministic_preset, tmp_path, "train.batch_size=8",
+                                "train.gradient_accumulation_steps=4")
+    batched = _accumulated_run(make_config, deterministic_preset, tmp_path, "train.batch_size=8",
+                               "train.gradient_accumulation_steps=4", "train.steps_per_execution=3")
+    for a, b in zip(straight.model.weights, batched.model.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.path)
+
+    # Killed after batch 30, backed up at batch 25: one batch into an update, its partial sum in the backup.
+    from tfft import train
+
+    overrides = (f"model.backbone={deterministic_preset}", "model.freeze_layers=0", "data.max_train_examples=320",
+                 "data.validation=", "train.epochs=1", "train.batch_size=8", "train.gradient_accumulation_steps=4",
+                 "train.adam_epsilon=1e-3")
+    config = make_config(*overrides, "train.backup_every_steps=25", f"output_dir={tmp_path / 'killed'}")
+    config.save(tmp_path / "config.yaml")
+    child = run_python(KILLED_MID_EPOCH, str(tmp_path / "config.yaml"), "30")
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    resumed = train.run(config)
+    never_stopped = train.run(make_config(*overrides, f"output_dir={tmp_path / 'never_stopped'}"))
+    for a, b in zip(never_stopped.model.weights, resumed.model.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.path)

@@ -1,0 +1,168 @@
+"""Fine-tuning recipes on CoLA (MCC) and MRPC (F1): tfft's plain recipe, its layer recipes, LoRA, and the Trainer.
+
+all-MiniLM-L6-v2, the full training split, dev scores, several seeds per row,
+each run in its own process (its own peak RSS). Rows:
+
+| peer | what |
+|---|---|
+| `tfft` | (a) the current recipe: `configs/sst2_minilm.yaml` (embeddings frozen, all 6 layers at one rate) |
+| `tfft_layers` | (b) the same with `train.layer_decay` and `model.reinit_layers` (`--layer_decay`, `--reinit_layers`) |
+| `hf_trainer` | (c) the Hugging Face Trainer: one learning rate for every trained weight, the same weights as (a) trained, `group_by_length=True` |
+| `tfft_lora` | (d) `model.lora_rank=8` on the query and value projections (the default targets), at `--lora_learning_rate` |
+| `tfft_accumulate` | 4 batches of 8 accumulated (`train.gradient_accumulation_steps=4`), for its peak RSS against one batch of 32 |
+
+    python benchmarks/recipes.py                                     # both sets, 5 seeds, every peer
+    python benchmarks/recipes.py --tasks=mrpc --seeds=0,1 --peers=tfft,tfft_lora
+
+Epochs, batch size (32), warmup (10%) and learning rate are the same for
+every peer of a task. Prints a Markdown table (mean and standard deviation
+over the seeds) and writes benchmarks/results/recipes.{md,json}.
+"""
+
+import json
+import statistics
+
+from absl import app, flags
+
+import common
+
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/, cola/, mrpc/.")
+_TASKS = flags.DEFINE_list("tasks", ["cola", "mrpc"], "Data sets.")
+_PEERS = flags.DEFINE_list("peers", ["tfft", "tfft_layers", "hf_trainer", "tfft_lora", "tfft_accumulate"], "Rows.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds: one run per peer and seed.")
+_TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 0, "Use only the first N training examples (0: all).")
+_LAYER_DECAY = flags.DEFINE_float("layer_decay", 0.8, "(b)'s train.layer_decay (ELECTRA's 0.8).")
+_REINIT = flags.DEFINE_integer("reinit_layers", 1, "(b)'s model.reinit_layers.")
+_LORA_LR = flags.DEFINE_float("lora_learning_rate", 1e-3, "(d)'s learning rate.")
+
+#: data set -> (metric, learning rate, epochs, overrides after `configs/sst2_minilm.yaml`'s).
+TASKS = {
+    # CoLA collapsed to one class at 2e-4; 5e-5 is in BERT's fine-tuning range (Devlin et al., 2019).
+    "cola": ("mcc", 5e-5, 3, ["data.train={d}/cola/train.tsv", "data.validation={d}/cola/dev.tsv",
+                              "data.has_header=false", "data.text_column=3", "data.label_column=1"]),
+    "mrpc": ("f1", 2e-4, 3, ["data.train={d}/mrpc/train.tsv", "data.validation={d}/mrpc/dev.tsv",
+                             "data.text_column=#1 String", "data.text_pair_column=#2 String",
+                             "data.label_column=Quality"]),
+}
+
+TFFT = """
+import json, sys, time
+from tfft import train
+from tfft.config import load_config
+from tfft.freezing import count_parameters
+from common import peak_rss_mb
+overrides = json.loads(sys.argv[1])
+result = train.run(load_config("configs/sst2_minilm.yaml", overrides))
+m, model = result.metrics, result.model
+print(json.dumps({"mcc": m["matthews_corrcoef"], "f1": m["per_class"][result.labels.names[-1]]["f1"],
+                  "seconds": m["train_seconds"], "peak_rss_mb": peak_rss_mb(),
+                  "trainable": count_parameters(model.trainable_weights), "total": count_parameters(model.weights)}))
+"""
+
+# The Trainer at its best (length-grouped batches, dynamic padding), training the weights tfft's (a) trains.
+HF_TRAINER = """
+import csv, json, sys, tempfile
+import numpy as np, pandas as pd
+from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                          TrainingArguments)
+from sklearn.metrics import f1_score, matthews_corrcoef
+from common import freeze_like_tfft, peak_rss_mb, predict_in_order
+from tfft.config import load_config
+data, task, seed, lr, epochs, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+def read(name):
+    if task == "cola":
+        frame = pd.read_csv(f"{data}/cola/{name}", sep="\\t", header=None, quoting=csv.QUOTE_NONE)
+        return frame[3].tolist(), None, frame[1].astype(int).to_numpy()
+    frame = pd.read_csv(f"{data}/mrpc/{name}", sep="\\t", quoting=csv.QUOTE_NONE, keep_default_na=False,
+                        encoding="utf-8-sig")
+    return frame["#1 String"].tolist(), frame["#2 String"].tolist(), frame["Quality"].astype(int).to_numpy()
+train, dev = read("train.tsv"), read("dev.tsv")
+if n:
+    train = tuple(None if c is None else c[:n] for c in train)
+path = f"{data}/all_minilm_l6_v2"
+tokenizer = AutoTokenizer.from_pretrained(path)
+model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+trainable = freeze_like_tfft(model, load_config("configs/sst2_minilm.yaml").model)
+def encode(texts, pairs, labels):
+    enc = tokenizer(texts, pairs, truncation=True, max_length=128)
+    return [{**{k: v[i] for k, v in enc.items()}, "labels": int(y)} for i, y in enumerate(labels)]
+args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=32, per_device_eval_batch_size=64,
+                         num_train_epochs=epochs, learning_rate=lr, warmup_ratio=0.1, weight_decay=0.01,
+                         lr_scheduler_type="linear", save_strategy="no", report_to=[], seed=seed, use_cpu=True,
+                         logging_steps=100, dataloader_num_workers=0, group_by_length=True)
+trainer = Trainer(model=model, args=args, train_dataset=encode(*train), data_collator=DataCollatorWithPadding(tokenizer))
+out = trainer.train()
+predicted = predict_in_order(trainer, encode(*dev)).predictions.argmax(-1)
+print(json.dumps({"mcc": float(matthews_corrcoef(dev[2], predicted)), "f1": float(f1_score(dev[2], predicted)),
+                  "seconds": out.metrics["train_runtime"], "peak_rss_mb": peak_rss_mb(), "trainable": trainable,
+                  "total": sum(p.numel() for p in model.parameters())}))
+"""
+
+NAMES = {
+    "tfft": "(a) tfft, `configs/sst2_minilm.yaml`",
+    "tfft_layers": "(b) tfft, layer_decay {decay}, reinit_layers {reinit}",
+    "hf_trainer": "(c) Hugging Face Trainer, one rate, `group_by_length=True`",
+    "tfft_lora": "(d) tfft, LoRA rank 8, lr {lora_lr:g}",
+    "tfft_accumulate": "tfft, 4 x 8 accumulated",
+}
+
+
+def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
+    _, lr, epochs, extra = TASKS[task]
+    values = [f"model.backbone={data / 'all_minilm_l6_v2'}", *(e.format(d=data) for e in extra),
+              f"output_dir=runs/bench_recipes_{task}_{peer}", "train.overwrite_output_dir=true", "export.enabled=false",
+              f"train.epochs={epochs}", f"train.learning_rate={lr}", f"train.seed={seed}"]
+    if _TRAIN_EXAMPLES.value:
+        values.append(f"data.max_train_examples={_TRAIN_EXAMPLES.value}")
+    if peer == "tfft_layers":
+        values += [f"train.layer_decay={_LAYER_DECAY.value}", f"model.reinit_layers={_REINIT.value}"]
+    elif peer == "tfft_lora":
+        values += ["model.lora_rank=8", f"train.learning_rate={_LORA_LR.value}"]  # on query and value
+    elif peer == "tfft_accumulate":
+        values += ["train.batch_size=8", "train.gradient_accumulation_steps=4"]
+    return values
+
+
+def run_one(peer: str, data, task: str, seed: str) -> dict:
+    if peer == "hf_trainer":
+        _, lr, epochs, _ = TASKS[task]
+        return common.run_child(HF_TRAINER, str(data), task, seed, str(lr), str(epochs), str(_TRAIN_EXAMPLES.value))
+    return common.run_child(TFFT, json.dumps(tfft_overrides(peer, data, task, seed)))
+
+
+def summary(peer: str, task: str, runs: list[dict], examples: int) -> dict:
+    metric, _, epochs, _ = TASKS[task]
+    scores = [r[metric] for r in runs]
+    name = NAMES[peer].format(decay=_LAYER_DECAY.value, reinit=_REINIT.value, lora_lr=_LORA_LR.value)
+    return {
+        "task": task.upper(), "peer": name, "metric": metric.upper(), "seeds": len(runs),
+        "mean": f"{statistics.mean(scores):.4f}", "std": f"{statistics.stdev(scores):.4f}" if len(runs) > 1 else "n/a",
+        "scores": " ".join(f"{s:.3f}" for s in scores),
+        "examples/s": round(examples * epochs / statistics.mean(r["seconds"] for r in runs), 1),
+        "trainable": f"{runs[0]['trainable']:,} ({100 * runs[0]['trainable'] / runs[0]['total']:.2f}%)",
+        "peak RSS MB": round(max(r["peak_rss_mb"] for r in runs)),
+    }
+
+
+def main(argv):
+    del argv
+    data = common.data_dir(_DATA_DIR.value)
+    rows, raw = [], {}
+    for task in _TASKS.value:
+        examples = _TRAIN_EXAMPLES.value or {"cola": 8551, "mrpc": 3668}[task]
+        results = {peer: [] for peer in _PEERS.value}
+        for i, seed in enumerate(_SEEDS.value):  # peers alternate, each seed in another order
+            order = _PEERS.value[i % len(_PEERS.value):] + _PEERS.value[: i % len(_PEERS.value)]
+            for peer in order:
+                out = run_one(peer, data, task, seed)
+                print(task, peer, seed, json.dumps(out), flush=True)
+                results[peer].append(out)
+                common.append_result("recipes", {"task": task, "peer": peer, "seed": seed, **out})
+        rows += [summary(peer, task, runs, examples) for peer, runs in results.items()]
+        raw[task] = results
+    common.report("recipes", rows, ["task", "peer", "metric", "seeds", "mean", "std", "scores", "examples/s",
+                                    "trainable", "peak RSS MB"], {"raw": raw})
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -12,7 +12,7 @@ each run in its own process (its own peak RSS). Rows:
 | `tfft_accumulate` | 4 batches of 8 accumulated (`train.gradient_accumulation_steps=4`), for its peak RSS against one batch of 32 |
 
     python benchmarks/recipes.py                                     # both sets, 5 seeds, every peer
-    python benchmarks/recipes.py --tasks=mrpc --seeds=0,1 --peers=tfft,tfft_lora
+    python benchmarks/recipes.py --tasks=mrpc --seeds=0,1 --peers=tfft,tfft_lora --train_examples=mrpc=2000
 
 Epochs, batch size (32), warmup (10%) and learning rate are the same for
 every peer of a task. Prints a Markdown table (mean and standard deviation
@@ -30,7 +30,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/
 _TASKS = flags.DEFINE_list("tasks", ["cola", "mrpc"], "Data sets.")
 _PEERS = flags.DEFINE_list("peers", ["tfft", "tfft_layers", "hf_trainer", "tfft_lora", "tfft_accumulate"], "Rows.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds: one run per peer and seed.")
-_TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 0, "Use only the first N training examples (0: all).")
+_TRAIN_EXAMPLES = flags.DEFINE_string("train_examples", "", "Use only the first N training examples of a set, e.g. "
+                                      "`cola=4000,mrpc=2000` (default: all).")
 _LAYER_DECAY = flags.DEFINE_float("layer_decay", 0.8, "(b)'s train.layer_decay (ELECTRA's 0.8).")
 _REINIT = flags.DEFINE_integer("reinit_layers", 1, "(b)'s model.reinit_layers.")
 _LORA_LR = flags.DEFINE_float("lora_learning_rate", 1e-3, "(d)'s learning rate.")
@@ -107,13 +108,19 @@ NAMES = {
 }
 
 
+def train_examples(task: str) -> int:
+    """`--train_examples`' cap for `task`, 0 for all."""
+    caps = dict(item.split("=") for item in _TRAIN_EXAMPLES.value.split(",") if item)
+    return int(caps.get(task, 0))
+
+
 def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
     _, lr, epochs, extra = TASKS[task]
     values = [f"model.backbone={data / 'all_minilm_l6_v2'}", *(e.format(d=data) for e in extra),
               f"output_dir=runs/bench_recipes_{task}_{peer}", "train.overwrite_output_dir=true", "export.enabled=false",
               f"train.epochs={epochs}", f"train.learning_rate={lr}", f"train.seed={seed}"]
-    if _TRAIN_EXAMPLES.value:
-        values.append(f"data.max_train_examples={_TRAIN_EXAMPLES.value}")
+    if train_examples(task):
+        values.append(f"data.max_train_examples={train_examples(task)}")
     if peer == "tfft_layers":
         values += [f"train.layer_decay={_LAYER_DECAY.value}", f"model.reinit_layers={_REINIT.value}"]
     elif peer == "tfft_lora":
@@ -126,7 +133,7 @@ def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
 def run_one(peer: str, data, task: str, seed: str) -> dict:
     if peer == "hf_trainer":
         _, lr, epochs, _ = TASKS[task]
-        return common.run_child(HF_TRAINER, str(data), task, seed, str(lr), str(epochs), str(_TRAIN_EXAMPLES.value))
+        return common.run_child(HF_TRAINER, str(data), task, seed, str(lr), str(epochs), str(train_examples(task)))
     return common.run_child(TFFT, json.dumps(tfft_overrides(peer, data, task, seed)))
 
 
@@ -149,7 +156,7 @@ def main(argv):
     data = common.data_dir(_DATA_DIR.value)
     rows, raw = [], {}
     for task in _TASKS.value:
-        examples = _TRAIN_EXAMPLES.value or {"cola": 8551, "mrpc": 3668}[task]
+        examples = train_examples(task) or {"cola": 8551, "mrpc": 3668}[task]
         results = {peer: [] for peer in _PEERS.value}
         for i, seed in enumerate(_SEEDS.value):  # peers alternate, each seed in another order
             order = _PEERS.value[i % len(_PEERS.value):] + _PEERS.value[: i % len(_PEERS.value)]

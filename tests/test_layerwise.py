@@ -49,7 +49,7 @@ def _fit(model, inputs, steps):
 
 
 def test_layer_decay_gives_each_group_the_rate_of_the_formula_in_one_step(make_config, caplog):
-    caplog.set_level(logging.INFO, logger="tfft.train")
+    caplog.set_level(logging.INFO, logger="tfft.layerwise")
     model, inputs, groups = _built(make_config(*ALL_TRAIN, *ONE_STEP_IS_THE_RATE, "train.layer_decay=0.5"))
     before = _snapshot(groups)
     _fit(model, inputs, 1)

@@ -80,3 +80,26 @@ def test_task_runs_every_stage(task_type, make_config, data_dir, tmp_path):
     written = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
     assert len(written) == len(REQUESTS["text"]) and list(written.columns) == list(frame.columns)
     assert list(written.columns)[: len(names)] == list(names) and len(written.columns) > len(names)
+
+
+@pytest.mark.parametrize("task_type", sorted(TASKS))
+def test_every_recipe_trains_every_task_and_lora_exports_what_it_computes(task_type, make_config, data_dir, tmp_path):
+    recipes = (*TASK_DATA[task_type](data_dir), "data.max_train_examples=32", "train.epochs=2",
+               "model.freeze_layers=0", "train.layer_decay=0.8", "model.reinit_layers=1",
+               "train.gradient_accumulation_steps=2")
+    unfrozen = train.run(make_config(*recipes, "train.unfreeze.every=1", "train.unfreeze.unit=steps",
+                                     f"output_dir={tmp_path / 'unfreeze'}"))
+    assert np.isfinite(unfrozen.history["loss"]).all()
+
+    result = train.run(make_config(*recipes, "model.lora_rank=2", "export.enabled=true",
+                                   f"output_dir={tmp_path / 'lora'}"))
+    assert any("lora_kernel" in w.path for w in result.model.trainable_weights)
+    requests = {name: REQUESTS[name] for name in result.task.input_names()}
+    function, specs = result.task.serving_signatures(result.model, result.packer)["serving_default"]
+    expected = function(*[tf.constant(requests[spec.name]) for spec in specs])
+    loaded = tf.saved_model.load(result.export_path)
+    assert not [v.name for v in loaded.variables if "lora" in v.name]
+    served = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in requests.items()})
+    for name, value in expected.items():
+        if value.dtype.is_floating:
+            np.testing.assert_allclose(served[name].numpy(), value.numpy(), atol=1e-5, err_msg=name)

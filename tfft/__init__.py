@@ -23,7 +23,7 @@ __all__ = ["config", "train", "evaluate", "export", "predict", "data", "backbone
 def __getattr__(name):
     # Heavy modules (TensorFlow) load on first use: `import tfft` stays fast.
     if name in ("train", "evaluate", "export", "predict", "data", "backbones", "optimization", "distribute", "tasks",
-                "metrics", "model", "run_dir", "freezing"):
+                "metrics", "model", "run_dir", "freezing", "layerwise", "lora"):
         import importlib
 
         return importlib.import_module(f"tfft.{name}")

@@ -16,16 +16,19 @@ step count alone. Layers waiting to be unfrozen still get their gradients
 computed: unfreezing changes what is learnt, not the step's cost.
 
 ```python
-rates = layer_rates(model, source.layer_groups(backbone), config.train, updates_per_epoch=100)
-logger.info(describe(rates, config.train.learning_rate))
+rates = prepare(model, source, config, pooler=True, updates_per_epoch=100)  # re-initializes, logs the groups
+optimizer = tfft.optimization.create_optimizer(config.train, total_batches, model.trainable_variables, rates)
 ```
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from tfft.config import Config, TrainConfig, check
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -43,6 +46,33 @@ class GroupRate:
     multiplier: float
     start_step: int
     variables: list
+
+
+def prepare(model, source, config: Config, pooler: bool, updates_per_epoch: int) -> list[tuple[float, int]] | None:
+    """Applies the layer recipes to a freshly built task model; returns its variables' rates for the optimizer.
+
+    Checks the layer counts against the backbone, re-initializes the top
+    `model.reinit_layers` layers, and logs each group's rate once.
+
+    Args:
+        model: `tfft.tasks.TaskModel`. Built and frozen, not yet trained.
+        source: `BackboneSource`. Its layer groups and initializers.
+        config: `Config`.
+        pooler: bool. Whether the task's head reads the pooler.
+        updates_per_epoch: int. Optimizer updates per epoch.
+
+    Returns:
+        `(multiplier, start_step)` for each of `model.trainable_variables`,
+        or None when every variable trains at the schedule's rate from the start.
+    """
+    groups = source.layer_groups(model.backbone)
+    check_layers(config, len(groups.encoder))
+    reinitialize_top(source, model.backbone, groups, config.model.reinit_layers, config.train.seed, pooler)
+    if is_plain(config.train):
+        return None
+    rates = layer_rates(model, groups, config.train, updates_per_epoch)
+    logger.info(describe(rates, config.train.learning_rate))
+    return variable_rates(rates, model.trainable_variables)
 
 
 def layer_rates(model, groups, train: TrainConfig, updates_per_epoch: int) -> list[GroupRate]:

@@ -242,11 +242,13 @@ def check_outputs(config: Config, task: tasks.Task, packer) -> None:
 
 
 def build(config: Config, task: tasks.Task, inputs: Inputs, strategy) -> tasks.TaskModel:
-    """Phase 2: the task model, compiled with tfft's AdamW, under `strategy`; logs what trains."""
+    """Phase 2: the task model and its layer recipes (`tfft.layerwise`), compiled with tfft's AdamW, under `strategy`."""
     tc = config.train
     with strategy.scope():
         model = build_model(config, inputs.source, task)
-        optimizer = create_optimizer(config, task, model, inputs)
+        updates_per_epoch = max(inputs.steps // tc.gradient_accumulation_steps, 1)
+        rates = layerwise.prepare(model, inputs.source, config, reads_pooler(config, task), updates_per_epoch)
+        optimizer = optimization.create_optimizer(tc, inputs.steps * tc.epochs, model.trainable_variables, rates)
         model.compile(
             optimizer=optimizer,
             loss=task.loss(),
@@ -261,26 +263,13 @@ def build(config: Config, task: tasks.Task, inputs: Inputs, strategy) -> tasks.T
     trainable, total = count_parameters(model.trainable_weights), count_parameters(model.weights)
     logger.info(
         "Model: %s backbone `%s`, %s of %s parameters trainable (%.1f%%); %d steps/epoch x %d epochs, "
-        "global batch %d over %d replica(s).",
+        "global batch %d over %d replica(s)%s.",
         inputs.source.name, config.model.backbone, f"{trainable:,}", f"{total:,}", 100.0 * trainable / total,
         inputs.steps, tc.epochs, tc.batch_size, strategy.num_replicas_in_sync,
+        f", {tc.gradient_accumulation_steps} batches per update (effective batch "
+        f"{tc.batch_size * tc.gradient_accumulation_steps})" if tc.gradient_accumulation_steps > 1 else "",
     )
     return model
-
-
-def create_optimizer(config: Config, task: tasks.Task, model, inputs: Inputs) -> optimization.AdamW:
-    """tfft's AdamW for `model`, after the layer recipes: re-initialized top layers, per-layer rates and starts."""
-    tc, source = config.train, inputs.source
-    groups = source.layer_groups(model.backbone)
-    layerwise.check_layers(config, len(groups.encoder))
-    layerwise.reinitialize_top(source, model.backbone, groups, config.model.reinit_layers, seed=tc.seed,
-                               pooler=reads_pooler(config, task))
-    rates = None
-    if not layerwise.is_plain(tc):
-        groups_rates = layerwise.layer_rates(model, groups, tc, max(inputs.steps // tc.gradient_accumulation_steps, 1))
-        logger.info(layerwise.describe(groups_rates, tc.learning_rate))
-        rates = layerwise.variable_rates(groups_rates, model.trainable_variables)
-    return optimization.create_optimizer(tc, inputs.steps * tc.epochs, model.trainable_variables, rates)
 
 
 def fit(

@@ -13,6 +13,7 @@ each run in its own process (its own peak RSS). Rows:
 
     python benchmarks/recipes.py                                     # both sets, 5 seeds, every peer
     python benchmarks/recipes.py --tasks=mrpc --seeds=0,1 --peers=tfft,tfft_lora --train_examples=mrpc=2000
+    python benchmarks/recipes.py --select --seeds=0     # choose (b)'s keys on a held-out quarter of train
 
 Epochs, batch size (32), warmup (10%) and learning rate are the same for
 every peer of a task. Prints a Markdown table (mean and standard deviation
@@ -20,7 +21,9 @@ over the seeds) and writes benchmarks/results/recipes.{md,json}.
 """
 
 import json
+import pathlib
 import statistics
+import tempfile
 
 from absl import app, flags
 
@@ -35,6 +38,10 @@ _TRAIN_EXAMPLES = flags.DEFINE_string("train_examples", "", "Use only the first 
 _LAYER_DECAY = flags.DEFINE_float("layer_decay", 0.8, "(b)'s train.layer_decay (ELECTRA's 0.8).")
 _REINIT = flags.DEFINE_integer("reinit_layers", 1, "(b)'s model.reinit_layers.")
 _LORA_LR = flags.DEFINE_float("lora_learning_rate", 1e-3, "(d)'s learning rate.")
+_SELECT = flags.DEFINE_bool("select", False, "Instead of the table: choose (b)'s keys on a slice of the training split.")
+_GRID_DECAY = flags.DEFINE_list("grid_layer_decay", ["1.0", "0.9", "0.8"], "--select: layer_decay values.")
+_GRID_REINIT = flags.DEFINE_list("grid_reinit_layers", ["0", "1"], "--select: reinit_layers values.")
+_HELD_OUT = flags.DEFINE_float("held_out", 0.25, "--select: the share of the (capped) training rows scored.")
 
 #: data set -> (metric, learning rate, epochs, overrides after `configs/sst2_minilm.yaml`'s).
 TASKS = {
@@ -151,9 +158,47 @@ def summary(peer: str, task: str, runs: list[dict], examples: int) -> dict:
     }
 
 
+def split_train(data, task: str, folder) -> tuple[str, str]:
+    """Writes the (capped) training split as two files, the last `--held_out` share apart: (train, held-out) paths.
+
+    Lines are copied as they are (a header first, where the file has one), so both read as the original does.
+    """
+    source = data / task / "train.tsv"
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+    header, rows = (lines[:1], lines[1:]) if task == "mrpc" else ([], lines)
+    rows = rows[: train_examples(task) or len(rows)]
+    cut = int(len(rows) * (1 - _HELD_OUT.value))
+    paths = (folder / f"{task}_select_train.tsv", folder / f"{task}_select_held_out.tsv")
+    for path, part in zip(paths, (rows[:cut], rows[cut:]), strict=True):
+        path.write_text("".join(header + part), encoding="utf-8")
+    return str(paths[0]), str(paths[1])
+
+
+def select(data) -> None:
+    """(b)'s protocol: every `layer_decay` x `reinit_layers` of the grid, trained on a training slice, scored on the rest."""
+    rows = []
+    folder = pathlib.Path(tempfile.mkdtemp())
+    for task in _TASKS.value:
+        metric = TASKS[task][0]
+        train_file, held_out = split_train(data, task, folder)
+        for decay in _GRID_DECAY.value:
+            for reinit in _GRID_REINIT.value:
+                overrides = [*tfft_overrides("tfft", data, task, _SEEDS.value[0]), f"data.train={train_file}",
+                             f"data.validation={held_out}", f"train.layer_decay={decay}",
+                             f"model.reinit_layers={reinit}", "data.max_train_examples=null"]
+                out = common.run_child(TFFT, json.dumps(overrides))
+                rows.append({"task": task.upper(), "layer_decay": decay, "reinit_layers": reinit,
+                             "metric": metric.upper(), "held-out score": f"{out[metric]:.4f}"})
+                print(rows[-1], flush=True)
+    common.report("recipes_selection", rows, ["task", "layer_decay", "reinit_layers", "metric", "held-out score"],
+                  {"held_out": _HELD_OUT.value, "train_examples": _TRAIN_EXAMPLES.value, "seed": _SEEDS.value[0]})
+
+
 def main(argv):
     del argv
     data = common.data_dir(_DATA_DIR.value)
+    if _SELECT.value:
+        return select(data)
     rows, raw = [], {}
     for task in _TASKS.value:
         examples = train_examples(task) or {"cola": 8551, "mrpc": 3668}[task]

@@ -369,3 +369,30 @@ def test_tf_model_h5_wins_over_a_pytorch_safetensors_beside_it(tf_bert, checkpoi
     shutil.copy(checkpoints["bert"] / "model.safetensors", both / "model.safetensors")
     np.testing.assert_allclose(_pooled(_source(both, "transformers")), _pooled(_source(tf_bert, "transformers")),
                                atol=1e-6)
+
+
+@requires_transformers
+def test_transformers_source_reinitializes_its_top_layer_and_refuses_lora(tf_bert, make_config, no_fit):
+    from tfft import layerwise
+    from tfft.config import ConfigError
+
+    source = _source(tf_bert, "transformers")
+    backbone = source.backbone()
+    encoder = backbone.get_layer("transformers_encoder")
+    groups = source.layer_groups(backbone)
+    before = {id(w): w.numpy().copy() for w in backbone.weights}
+    layerwise.reinitialize_top(source, backbone, groups, count=1, seed=0, pooler=False)
+
+    def moved(layer):
+        return any(not np.array_equal(w.numpy(), before[id(w)]) for w in layer.weights)
+
+    # The top layer's kernels are re-drawn (its biases and norms were at their initial values already).
+    assert [moved(layer) for layer in groups.encoder] == [False, True]
+    assert not moved(groups.embeddings[0]) and not moved(groups.pooler[0])
+    hf_layer = encoder.encoder_layers[1].source_layer[0]
+    kernels = [w.numpy() for w in hf_layer.weights if "kernel" in w.name]
+    assert all(0.012 < float(np.std(k)) < 0.022 for k in kernels)  # BERT's initializer_range, 0.02
+
+    with pytest.raises(ConfigError, match=r"Argument `model.lora_rank` needs Keras 3 Dense or EinsumDense"):
+        train.run(make_config(f"model.backbone={tf_bert}", "model.source=transformers", "model.freeze_layers=0",
+                              "model.lora_rank=4"))

@@ -9,6 +9,7 @@ each run in its own process (its own peak RSS). Rows:
 | `tfft_layers` | (b) the same with `train.layer_decay` and `model.reinit_layers` (`--layer_decay`, `--reinit_layers`) |
 | `hf_trainer` | (c) the Hugging Face Trainer: one learning rate for every trained weight, the same weights as (a) trained, `group_by_length=True` |
 | `tfft_lora` | (d) `model.lora_rank=8` on the query and value projections (the default targets), at `--lora_learning_rate` |
+| `tfft_lora_mean` | (d') the same, with the head on the mean of the token vectors instead of the (frozen, untrained) pooler |
 | `tfft_accumulate` | 4 batches of 8 accumulated (`train.gradient_accumulation_steps=4`), for its peak RSS against one batch of 32 |
 
     python benchmarks/recipes.py                                     # both sets, 5 seeds, every peer
@@ -42,6 +43,8 @@ _SELECT = flags.DEFINE_bool("select", False, "Instead of the table: choose (b)'s
 _GRID_DECAY = flags.DEFINE_list("grid_layer_decay", ["1.0", "0.9", "0.8"], "--select: layer_decay values.")
 _GRID_REINIT = flags.DEFINE_list("grid_reinit_layers", ["0", "1"], "--select: reinit_layers values.")
 _HELD_OUT = flags.DEFINE_float("held_out", 0.25, "--select: the share of the (capped) training rows scored.")
+_RESUME = flags.DEFINE_bool("resume", False, "Reuse the runs benchmarks/results/recipes.jsonl already holds for the "
+                                             "same task, peer, seed and training examples.")
 
 #: data set -> (metric, learning rate, epochs, overrides after `configs/sst2_minilm.yaml`'s).
 TASKS = {
@@ -111,6 +114,7 @@ NAMES = {
     "tfft_layers": "(b) tfft, layer_decay {decay}, reinit_layers {reinit}",
     "hf_trainer": "(c) Hugging Face Trainer, one rate, `group_by_length=True`",
     "tfft_lora": "(d) tfft, LoRA rank 8, lr {lora_lr:g}",
+    "tfft_lora_mean": "(d') tfft, LoRA rank 8, lr {lora_lr:g}, `model.pooling=mean`",
     "tfft_accumulate": "tfft, 4 x 8 accumulated",
 }
 
@@ -124,17 +128,28 @@ def train_examples(task: str) -> int:
 def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
     _, lr, epochs, extra = TASKS[task]
     values = [f"model.backbone={data / 'all_minilm_l6_v2'}", *(e.format(d=data) for e in extra),
-              f"output_dir=runs/bench_recipes_{task}_{peer}", "train.overwrite_output_dir=true", "export.enabled=false",
+              f"output_dir=runs/bench_recipes_{task}_{peer}_seed{seed}", "train.overwrite_output_dir=true", "export.enabled=false",
               f"train.epochs={epochs}", f"train.learning_rate={lr}", f"train.seed={seed}"]
     if train_examples(task):
         values.append(f"data.max_train_examples={train_examples(task)}")
     if peer == "tfft_layers":
         values += [f"train.layer_decay={_LAYER_DECAY.value}", f"model.reinit_layers={_REINIT.value}"]
-    elif peer == "tfft_lora":
+    elif peer in ("tfft_lora", "tfft_lora_mean"):
         values += ["model.lora_rank=8", f"train.learning_rate={_LORA_LR.value}"]  # on query and value
+        if peer == "tfft_lora_mean":  # LoRA freezes the pooler, which all-MiniLM-L6-v2 never trained
+            values.append("model.pooling=mean")
     elif peer == "tfft_accumulate":
         values += ["train.batch_size=8", "train.gradient_accumulation_steps=4"]
     return values
+
+
+def finished_runs() -> dict:
+    """(task, peer, seed, training examples) -> a result recorded before, for `--resume`."""
+    path = common.RESULTS / "recipes.jsonl"
+    if not _RESUME.value or not path.is_file():
+        return {}
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["task"], r["peer"], r["seed"], r.get("train_examples")): r for r in records}
 
 
 def run_one(peer: str, data, task: str, seed: str) -> dict:
@@ -185,7 +200,8 @@ def select(data) -> None:
             for reinit in _GRID_REINIT.value:
                 overrides = [*tfft_overrides("tfft", data, task, _SEEDS.value[0]), f"data.train={train_file}",
                              f"data.validation={held_out}", f"train.layer_decay={decay}",
-                             f"model.reinit_layers={reinit}", "data.max_train_examples=null"]
+                             f"model.reinit_layers={reinit}", "data.max_train_examples=null",
+                             f"output_dir=runs/bench_recipes_select_{task}"]
                 out = common.run_child(TFFT, json.dumps(overrides))
                 rows.append({"task": task.upper(), "layer_decay": decay, "reinit_layers": reinit,
                              "metric": metric.upper(), "held-out score": f"{out[metric]:.4f}"})
@@ -202,14 +218,17 @@ def main(argv):
     rows, raw = [], {}
     for task in _TASKS.value:
         examples = train_examples(task) or {"cola": 8551, "mrpc": 3668}[task]
-        results = {peer: [] for peer in _PEERS.value}
+        results, done = {peer: [] for peer in _PEERS.value}, finished_runs()
         for i, seed in enumerate(_SEEDS.value):  # peers alternate, each seed in another order
             order = _PEERS.value[i % len(_PEERS.value):] + _PEERS.value[: i % len(_PEERS.value)]
             for peer in order:
-                out = run_one(peer, data, task, seed)
+                key = (task, peer, seed, train_examples(task))
+                out = done.get(key) or run_one(peer, data, task, seed)
                 print(task, peer, seed, json.dumps(out), flush=True)
                 results[peer].append(out)
-                common.append_result("recipes", {"task": task, "peer": peer, "seed": seed, **out})
+                if key not in done:
+                    common.append_result("recipes", {"task": task, "peer": peer, "seed": seed,
+                                                     "train_examples": train_examples(task), **out})
         rows += [summary(peer, task, runs, examples) for peer, runs in results.items()]
         raw[task] = results
     common.report("recipes", rows, ["task", "peer", "metric", "seeds", "mean", "std", "scores", "examples/s",

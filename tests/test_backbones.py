@@ -396,3 +396,17 @@ def test_transformers_source_reinitializes_its_top_layer_and_refuses_lora(tf_ber
     with pytest.raises(ConfigError, match=r"Argument `model.lora_rank` needs Keras 3 Dense or EinsumDense"):
         train.run(make_config(f"model.backbone={tf_bert}", "model.source=transformers", "model.freeze_layers=0",
                               "model.lora_rank=4"))
+
+
+@requires_transformers
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [*ARCHITECTURES, "tiny-bert"])
+def test_each_architecture_takes_every_recipe(checkpoints, make_config, arch):
+    # ALBERT's one shared block is its only layer group: it is the one re-initialized, LoRA-adapted layer.
+    backbone = checkpoints.get(arch, arch)
+    result = train.run(make_config(f"model.backbone={backbone}", "train.epochs=1", "data.max_train_examples=32",
+                                   "model.freeze_layers=0", "train.layer_decay=0.8", "model.reinit_layers=1",
+                                   "model.lora_rank=2", "train.gradient_accumulation_steps=2", "data.validation="))
+    assert np.isfinite(result.history["loss"]).all()
+    factors = [w for w in result.model.trainable_weights if "lora_kernel" in w.path]
+    assert factors and any(np.abs(w.numpy()).max() > 0 for w in factors if w.path.endswith("lora_kernel_b"))

@@ -381,7 +381,7 @@ def test_transformers_source_reinitializes_its_top_layer_and_refuses_lora(tf_ber
     encoder = backbone.get_layer("transformers_encoder")
     groups = source.layer_groups(backbone)
     before = {id(w): w.numpy().copy() for w in backbone.weights}
-    layerwise.reinitialize_top(source, backbone, groups, count=1, seed=0, pooler=False)
+    layerwise.reinitialize_top(source, groups, count=1, seed=0, pooler=False)
 
     def moved(layer):
         return any(not np.array_equal(w.numpy(), before[id(w)]) for w in layer.weights)

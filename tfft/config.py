@@ -407,9 +407,8 @@ class Config:
         check(0.0 < t.layer_decay <= 1.0, "train.layer_decay", t.layer_decay, "must be in (0, 1] (1: no decay)")
         check(t.unfreeze.every >= 0, "train.unfreeze.every", t.unfreeze.every, "must be >= 0 (0: off)")
         check(t.unfreeze.start >= 0, "train.unfreeze.start", t.unfreeze.start, "must be >= 0")
-        if t.unfreeze.every and m.lora_rank:
-            check(False, "train.unfreeze.every", t.unfreeze.every,
-                  "cannot be combined with `model.lora_rank` (LoRA trains only its factors); set one of them to 0")
+        check(not (t.unfreeze.every and m.lora_rank), "train.unfreeze.every", t.unfreeze.every,
+              "cannot be combined with `model.lora_rank` (LoRA trains only its factors); set one of them to 0")
         check(t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps",
               t.gradient_accumulation_steps, "must be >= 1 (1: no accumulation)")
         check(e.warmup_requests >= 0, "export.warmup_requests", e.warmup_requests, "must be >= 0")

@@ -67,7 +67,7 @@ def prepare(model, source, config: Config, pooler: bool, updates_per_epoch: int)
     """
     groups = source.layer_groups(model.backbone)
     check_layers(config, len(groups.encoder))
-    reinitialize_top(source, model.backbone, groups, config.model.reinit_layers, config.train.seed, pooler)
+    reinitialize_top(source, groups, config.model.reinit_layers, config.train.seed, pooler)
     if is_plain(config.train):
         return None
     rates = layer_rates(model, groups, config.train, updates_per_epoch)
@@ -129,13 +129,12 @@ def check_layers(config: Config, num_layers: int) -> None:
           f"must be at most {num_layers}, the backbone's number of encoder layers")
 
 
-def reinitialize_top(source, backbone, groups, count: int, seed: int, pooler: bool) -> None:
+def reinitialize_top(source, groups, count: int, seed: int, pooler: bool) -> None:
     """Re-initializes the top `count` encoder layers (and the pooler, if `pooler`) with the backbone's initializers.
 
     Args:
         source: `BackboneSource`. Knows its layers' initializers.
-        backbone: keras.Model. The backbone `source` made.
-        groups: its `LayerGroups`.
+        groups: the `LayerGroups` of a backbone `source` made.
         count: int. Encoder layers, from the top.
         seed: int. Each re-drawn weight gets its own seed from it.
         pooler: bool. Also the pooler (when the task's head reads it).
@@ -143,7 +142,7 @@ def reinitialize_top(source, backbone, groups, count: int, seed: int, pooler: bo
     if not count:
         return
     layers = groups.encoder[len(groups.encoder) - count:] + (groups.pooler if pooler else [])
-    source.reinitialize(backbone, layers, seed)
+    source.reinitialize(layers, seed)
 
 
 def _trainable(layers) -> list:

@@ -202,14 +202,13 @@ class BackboneSource(abc.ABC):
     def layer_groups(self, backbone: keras.Model) -> LayerGroups:
         """The embedding and encoder layers of a backbone this source made."""
 
-    def reinitialize(self, backbone: keras.Model, layers: list, seed: int) -> None:
+    def reinitialize(self, layers: list, seed: int) -> None:
         """Draws `layers`' weights again from the initializers they were built with (`model.reinit_layers`).
 
         The default walks Keras 3 layers: every sublayer's `<weight>_initializer`
         re-draws its `<weight>` (kernels, biases, norm scales and offsets),
         each weight from its own seed counted up from `seed`.
         """
-        del backbone
         reinitialize_layers(layers, seed)
 
     def masked_lm_head_weights(self) -> dict | None:

@@ -188,7 +188,7 @@ class TransformersModel(BackboneSource):
         inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in ("token_ids", "segment_ids", "padding_mask")}
         return keras.Model(inputs, encoder(inputs), name="transformers_backbone")
 
-    def reinitialize(self, backbone: keras.Model, layers: list, seed: int) -> None:
+    def reinitialize(self, layers: list, seed: int) -> None:
         """Re-draws the `transformers` layers behind `layers` from their tf-keras initializers."""
         reinitialize_layers([layer.source_layer[0] for layer in layers], seed)
 

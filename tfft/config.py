@@ -29,7 +29,7 @@ from tfft.errors import ConfigError
 #: What `model.lora_targets` may name.
 LORA_TARGETS = ("query", "key", "value", "attention_output", "feedforward")
 
-__all__ = ["Config", "ConfigError", "load_config", "from_dict", "apply_override", "TASK_TYPES"]
+__all__ = ["Config", "ConfigError", "load_config", "from_dict", "apply_override", "set_key", "read_yaml", "TASK_TYPES"]
 
 
 @dataclasses.dataclass
@@ -88,6 +88,36 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
+class SplitConfig:
+    """Holds out part of `data.train` as the validation split (`tfft.folds`): a slice, or one fold of k.
+
+    Classification folds keep each label's share; multi-label folds each
+    example's rarest label's; extractive-QA folds keep a context's questions
+    together. `data.validation` must then be empty: the held-out rows are it.
+
+    Args:
+        fraction: float. 0: off. Else hold out this share of the (capped)
+            training rows.
+        folds: int. 0: off. Else split the training rows into `folds` folds
+            and hold out fold `fold`.
+        fold: int. The held-out fold, from 0.
+        seed: int. Seeds the shuffle before the split.
+        stratify: bool. Keep each label's share in every part (classification
+            and multi-label); false splits at random.
+    """
+
+    fraction: float = 0.0
+    folds: int = 0
+    fold: int = 0
+    seed: int = 0
+    stratify: bool = True
+
+    @property
+    def active(self) -> bool:
+        return bool(self.fraction or self.folds)
+
+
+@dataclasses.dataclass
 class DataConfig:
     """Where the labelled examples are and which columns hold what.
 
@@ -119,6 +149,8 @@ class DataConfig:
             streams several files, or more than 256 MB.
         on_bad_row: str. `error` stops at a bad row, naming its file and
             line; `skip` (streamed data) skips it, counts it and logs it.
+        split: `SplitConfig`. Hold out part of `train` as the validation
+            split (`tfft search`, `tfft cv`).
     """
 
     train: str = ""
@@ -134,6 +166,7 @@ class DataConfig:
     shuffle_buffer: int = 0
     streaming: Literal["auto", "true", "false"] = "auto"
     on_bad_row: Literal["error", "skip"] = "error"
+    split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
 
 
 TASK_TYPES = ("classification", "multi_label", "regression", "token_classification", "extractive_qa", "masked_lm")
@@ -321,6 +354,49 @@ class ExportConfig:
 
 
 @dataclasses.dataclass
+class SearchConfig:
+    """`tfft search`: a hyperparameter search with Optuna (`tfft.search`). `tfft train` ignores this section.
+
+    Args:
+        trials: int. Finished trials the study ends with, over every process
+            that shares it.
+        objective: str. The validation score to optimize: a metric name
+            (`accuracy`, `matthews_corrcoef`, `f1`, ...); empty for the
+            task's monitored score.
+        direction: str. `maximize`, `minimize`, or `auto`: minimize names with
+            `loss` or `error` in them, maximize the others.
+        space: dict. Config key -> `{type: loguniform|uniform|int|choice,
+            low:, high:}` or `{type: choice, values: [...]}`.
+        seed: int. Seeds the sampler (TPE) and the held-out slice.
+        validation_fraction: float. 0: score trials on `data.validation`.
+            Else on this share of the training split, held out (stratified for
+            classification), keeping `data.validation` for the final report.
+        storage: str. Where the study lives: empty for SQLite in
+            `output_dir/study.db`, or any database URL Optuna takes
+            (`postgresql://...`, `mysql://...`), shared by every process
+            and machine pointed at it.
+        study_name: str. Empty: the config's `name`.
+        pruning: bool. Stop trials whose per-epoch validation score is below
+            the median of earlier trials at the same epoch (Optuna's
+            `MedianPruner`).
+        heartbeat_seconds: int. A trial whose process has not written a
+            heartbeat for twice this long (killed) is failed and tried again
+            with the same values.
+    """
+
+    trials: int = 10
+    objective: str = ""
+    direction: Literal["auto", "maximize", "minimize"] = "auto"
+    space: dict[str, dict] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    validation_fraction: float = 0.0
+    storage: str = ""
+    study_name: str = ""
+    pruning: bool = True
+    heartbeat_seconds: int = 60
+
+
+@dataclasses.dataclass
 class Config:
     """A whole tfft run. See the README's config reference.
 
@@ -336,6 +412,7 @@ class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -376,6 +453,7 @@ class Config:
         if d.max_train_examples is not None:
             check(d.max_train_examples > 0, "data.max_train_examples", d.max_train_examples, "must be > 0")
         check(d.shuffle_buffer >= 0, "data.shuffle_buffer", d.shuffle_buffer, "must be >= 0")
+        self._validate_split()
         check(0.0 < k.threshold < 1.0, "task.threshold", k.threshold, "must be in (0, 1)")
         check(bool(k.label_separator), "task.label_separator", k.label_separator, "must not be empty")
         check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
@@ -418,7 +496,27 @@ class Config:
                "must include `saved_model` (TF Serving loads every version folder); add `litert` beside it")
         check(bool(e.base_dir.strip()), "export.base_dir", e.base_dir,
                "must name a folder (empty would export to the filesystem root)")
+        self._validate_search()
         return self
+
+    def _validate_split(self) -> None:
+        s = self.data.split
+        check(0.0 <= s.fraction < 1.0, "data.split.fraction", s.fraction, "must be in [0, 1) (0: off)")
+        check(s.folds == 0 or s.folds >= 2, "data.split.folds", s.folds, "must be 0 (off) or >= 2")
+        check(not (s.fraction and s.folds), "data.split.fraction", s.fraction,
+              "cannot be combined with `data.split.folds`; set one of them to 0")
+        if s.folds:
+            check(0 <= s.fold < s.folds, "data.split.fold", s.fold, f"must be between 0 and {s.folds - 1}")
+        if s.active:
+            check(not self.data.validation, "data.validation", self.data.validation,
+                  "must be empty when `data.split` holds out part of `data.train` as the validation split")
+
+    def _validate_search(self) -> None:
+        s = self.search
+        check(s.trials >= 1, "search.trials", s.trials, "must be >= 1")
+        check(0.0 <= s.validation_fraction < 1.0, "search.validation_fraction", s.validation_fraction,
+              "must be in [0, 1) (0: score on `data.validation`)")
+        check(s.heartbeat_seconds >= 1, "search.heartbeat_seconds", s.heartbeat_seconds, "must be >= 1")
 
 
 def check(ok: bool, key: str, value: Any, requirement: str) -> None:
@@ -434,6 +532,7 @@ def check(ok: bool, key: str, value: Any, requirement: str) -> None:
 def load_config(
     path: str | pathlib.Path | None = None,
     overrides: typing.Sequence[str] = (),
+    sections: dict[str, Any] | None = None,
 ) -> Config:
     """Builds a validated `Config` from defaults, a YAML file and overrides.
 
@@ -441,6 +540,8 @@ def load_config(
         path: str or None. A YAML file with any subset of the config's keys.
         overrides: list of str. `section.key=value` strings, applied in order
             after the file; values are parsed as YAML (`true`, `null`, `2`).
+        sections: dict or None. Whole sections that replace the file's
+            (`tfft search --search=space.yaml`'s `search`), before overrides.
 
     Returns:
         The validated `Config`.
@@ -451,25 +552,30 @@ def load_config(
     config = load_config("configs/demo.yaml", ["train.batch_size=16"])
     ```
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = pathlib.Path(path)
-        if path.is_dir():
-            raise ConfigError(f"Config file `{path}` is a folder. Pass a YAML file to `--config`, e.g. "
-                              f"`{path / 'config.yaml'}` or configs/demo.yaml.")
-        if not path.is_file():
-            raise ConfigError(f"Config file `{path}` does not exist. Pass an existing YAML file to `--config`.")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ConfigError(f"Config file `{path}` is not valid YAML: {err}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"Config file `{path}` must hold a mapping of keys, not {type(loaded).__name__}.")
-        values = loaded or {}
+    values = read_yaml(path, "--config") if path is not None else {}
+    for section, value in (sections or {}).items():
+        values[section] = value
     config = from_dict(values)
     for override in overrides:
         apply_override(config, override)
     return config.validate()
+
+
+def read_yaml(path: str | pathlib.Path, flag: str) -> dict[str, Any]:
+    """The mapping a YAML file holds; a missing, folder or non-mapping file fails naming it and `flag`."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise ConfigError(f"Config file `{path}` is a folder. Pass a YAML file to `{flag}`, e.g. "
+                          f"`{path / 'config.yaml'}` or configs/demo.yaml.")
+    if not path.is_file():
+        raise ConfigError(f"Config file `{path}` does not exist. Pass an existing YAML file to `{flag}`.")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Config file `{path}` is not valid YAML: {err}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"Config file `{path}` must hold a mapping of keys, not {type(loaded).__name__}.")
+    return loaded or {}
 
 
 def from_dict(values: dict[str, Any]) -> Config:
@@ -483,6 +589,22 @@ def apply_override(config: Config, override: str) -> None:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"Override `{override}` must have the form `section.key=value`, e.g. `train.epochs=2`.")
+    target, leaf, hint = _resolve(config, key)
+    setattr(target, leaf, _coerce(hint, _parse_override_value(raw, hint, key), key))
+
+
+def set_key(config: Config, key: str, value: Any) -> None:
+    """Sets `key` (`section.key`) of `config` in place to `value`, converted to the key's type.
+
+    Raises a `ConfigError` naming `key` when it is no config key, a section,
+    or `value` does not convert.
+    """
+    target, leaf, hint = _resolve(config, key)
+    setattr(target, leaf, _coerce(hint, value, key))
+
+
+def _resolve(config: Config, key: str) -> tuple[Any, str, Any]:
+    """The dataclass holding `key`, the key's last part and its type hint."""
     *parents, leaf = key.split(".")
     target: Any = config
     walked = []
@@ -496,8 +618,9 @@ def apply_override(config: Config, override: str) -> None:
     if leaf not in fields:
         raise _unknown_key(key, target)
     if dataclasses.is_dataclass(getattr(target, leaf)):
-        raise ConfigError(f"Override `{key}` names a section; set one of its keys, e.g. `{key}.{next(iter(_field_types(type(getattr(target, leaf)))))}=...`.")
-    setattr(target, leaf, _coerce(fields[leaf], _parse_override_value(raw, fields[leaf], key), key))
+        first = next(iter(_field_types(type(getattr(target, leaf)))))
+        raise ConfigError(f"Override `{key}` names a section; set one of its keys, e.g. `{key}.{first}=...`.")
+    return target, leaf, fields[leaf]
 
 
 _YAML_NULLS = ("~", "null", "Null", "NULL")
@@ -618,6 +741,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if key in ("data.train", "data.validation") and isinstance(value, list):  # several files to stream
             return ",".join(str(v) for v in value)
         raise ConfigError(f"Argument `{key}` must be a string. Received: {leaf}={value!r}")
+    if origin is dict:
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        raise ConfigError(f"Argument `{key}` must be a mapping, e.g. {{a: 1}}. Received: {leaf}={value!r}")
     if origin is list:
         (item,) = typing.get_args(hint)
         if isinstance(value, str):  # `--set task.label_columns=a,b`

@@ -82,6 +82,12 @@ class Examples:
             self.source, self.texts[:n], cut(self.pairs), cut(self.labels), cut(self.words), cut(self.lines), cut(self.ids)
         )
 
+    def take(self, indices: list[int]) -> Examples:
+        """The examples at `indices`, in that order (a held-out slice, a fold)."""
+        pick = lambda values: [values[i] for i in indices] if values is not None else None  # noqa: E731
+        return Examples(self.source, pick(self.texts), pick(self.pairs), pick(self.labels), pick(self.words),
+                        pick(self.lines), pick(self.ids))
+
     def where(self, i: int) -> str:
         """How an error names example `i` (0-based): its id, its line, or its row."""
         if self.ids is not None:

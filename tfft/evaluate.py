@@ -21,7 +21,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
-from tfft import data
+from tfft import data, folds
 from tfft.metrics import classification_metrics, format_metrics  # noqa: F401  (tfft.evaluate's public names)
 
 logger = logging.getLogger(__name__)
@@ -77,10 +77,10 @@ def run(config, split_file: str | None = None) -> dict:
     from tfft.model import load_trained
 
     trained = load_trained(config)
-    spec = split_file or config.data.validation
-    if not spec:
+    examples = (trained.task.read(split_file, split="validation") if split_file
+                else folds.read_validation(trained.task, config))
+    if examples is None:
         raise data.DataError("Nothing to evaluate: set `data.validation` or pass `--input`.")
-    examples = trained.task.read(spec, split="validation")
     outputs = predict_outputs(trained.task, trained.model, trained.packer, examples, config.train.batch_size)
     metrics = trained.task.score(examples, outputs)
     print(trained.task.report(metrics))

@@ -235,7 +235,8 @@ def _config_differences(config: Config, saved_path: pathlib.Path) -> list[str]:
             values, old_values = {"": values}, {"": old_values}
         for key, value in values.items():
             name = f"{section}.{key}".rstrip(".")
-            if name not in _RESUMABLE_CHANGES and old_values.get(key) != value:
+            resumable = name in _RESUMABLE_CHANGES or section == "search"  # `tfft search` reads it, training does not
+            if not resumable and old_values.get(key) != value:
                 differences.append(f"{name}: {old_values.get(key)!r} there, {value!r} now")
     return differences
 

@@ -45,10 +45,10 @@ from tfft import (
     data,
     distribute,
     evaluate,
+    folds,
     layerwise,
     optimization,
     run_dir,
-    streaming,
     tasks,
 )
 from tfft.backup import TrainingBackup
@@ -192,7 +192,7 @@ def prepare_data(config: Config, task: tasks.Task, strategy, kept: pathlib.Path 
     """
     train_data = read_training_data(task, config, cache_dir=kept)
     task.fit_vocabulary(train_data.labelled)
-    validation = streaming.read_all(task, config.data.validation, "validation") if config.data.validation else None
+    validation = folds.read_validation(task, config)
     val_targets = task.encode(validation) if validation is not None else None  # a label train lacks fails now
     logger.info(
         "Data: %s, %s validation examples; task %s, %s", train_data.describe(),

@@ -28,8 +28,9 @@ import pathlib
 
 import tensorflow as tf
 
-from tfft import data, streaming
+from tfft import data, folds, streaming
 from tfft.config import Config
+from tfft.errors import ConfigError
 
 __all__ = ["TrainingData", "InMemory", "Streamed", "read_training_data"]
 
@@ -89,7 +90,7 @@ class InMemory(TrainingData):
 
     def __init__(self, task, config: Config):
         super().__init__(task, config)
-        self.examples = task.read(config.data.train, split="train")
+        self.examples = folds.train_part(task, task.read(config.data.train, split="train"), config.data.split)
         self.split: data.PreparedSplit | None = None
         self._targets = None
 
@@ -185,4 +186,7 @@ def read_training_data(task, config: Config, cache_dir: pathlib.Path | None = No
     files = streaming.training_files(config.data)
     if files is None:
         return InMemory(task, config)
+    if config.data.split.active:
+        raise ConfigError(f"Argument `data.split` holds out rows of the training split, which needs it in memory; "
+                          f"set `data.streaming=false`. Received: data.streaming={config.data.streaming!r}")
     return Streamed(task, config, files, cache_dir)

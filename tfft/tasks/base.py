@@ -228,6 +228,16 @@ class Task(abc.ABC):
         """Makes a split ready for `packer`, once: how many model inputs `pack` makes, and what is truncated."""
         return data.PreparedSplit(examples, len(examples), data.truncation_stats(examples, packer, self.inputs(examples)))
 
+    def strata(self, examples: data.Examples) -> list[str] | None:
+        """What a stratified split keeps the share of in every part (`tfft.folds`), one value per example; None: none."""
+        del examples
+        return None
+
+    def split_groups(self, examples: data.Examples) -> list[str] | None:
+        """Examples a split must keep together (one value per example: the same value, the same part); None: none."""
+        del examples
+        return None
+
     def class_weight(self, targets) -> dict[int, float] | None:
         """Keras `class_weight` for `train.class_weight: balanced`, where the task supports it."""
         del targets

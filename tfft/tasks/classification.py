@@ -53,6 +53,9 @@ class Classification(TableTask):
     def encode(self, examples):
         return self.vocabulary.encode(examples)
 
+    def strata(self, examples):
+        return [str(label).strip() for label in examples.labels]
+
     def class_weight(self, targets):
         if self.config.train.class_weight == "balanced":
             return self.vocabulary.class_weights(targets)

@@ -216,6 +216,9 @@ class ExtractiveQA(Task):
         )
         return data.limit_train_examples(examples, self.config.data, split)
 
+    def split_groups(self, examples):
+        return examples.pairs  # a context's questions stay in one part
+
     def fit_vocabulary(self, train):
         self.has_no_answer = any(label["is_impossible"] for label in train.labels)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -181,6 +182,15 @@ class MultiLabel(TableTask):
                 examples.source, "has label cells that cannot be read", bad, f"Label cells must {why}."
             )
         return labels
+
+    def strata(self, examples):
+        """Each example's rarest label over `examples` (`<none>` for an example without one).
+
+        The closest simple rule to iterative stratification: every rare
+        label's examples spread over the folds.
+        """
+        counts = collections.Counter(label for row in examples.labels for label in row)
+        return [min(row, key=lambda label: (counts[label], label)) if row else "<none>" for row in examples.labels]
 
     # --- Vocabulary and targets -------------------------------------------
 

@@ -4,6 +4,7 @@
     tfft adapt    --config=configs/sst2_adapt.yaml (masked-LM adaptation; writes <output_dir>/backbone)
     tfft evaluate --config=configs/demo.yaml [--input=other.csv]
     tfft export   --config=configs/demo.yaml [--format=litert]
+    tfft search   --config=base.yaml [--search=space.yaml] [--train_best]
     tfft predict  --model=saved_models/demo/1 --input=in.csv --output=out.csv
     tfft shard    --input=big.csv --output=gs://bucket/train --num_shards=64 [--shard_format=jsonl]
 
@@ -21,7 +22,7 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-COMMANDS = ("train", "adapt", "evaluate", "export", "predict", "shard")
+COMMANDS = ("train", "adapt", "evaluate", "export", "predict", "shard", "search")
 
 HELP = """usage: tfft COMMAND [--flag=value ...]
 
@@ -32,6 +33,7 @@ commands:
   adapt      continue masked-LM pretraining on unlabelled text; writes the adapted backbone folder
   evaluate   score a trained run on data.validation, or on --input
   export     export a trained run as the next SavedModel version (--format=litert adds model.tflite)
+  search     search the config's `search.space` with Optuna; writes best_config.yaml (continues a stopped search)
   predict    run a SavedModel version, or its model.tflite, over a file: --model, --input, --output
   shard      split one large file into shards to stream: --input, --output (a prefix), --num_shards
 
@@ -40,6 +42,8 @@ main flags:
   --set=KEY=VALUE      override a config key, e.g. --set train.epochs=2; repeat for more
   --model=DIR          predict: a SavedModel version folder, e.g. saved_models/demo/1, or its model.tflite
   --format=litert      train, export: write a LiteRT file (raw text in) beside the SavedModel
+  --search=FILE        search: the `search` section from its own YAML file
+  --train_best         search: train and export the best config when the search is done
   --input=FILE         predict: the file to predict; evaluate: a labelled file to score
   --output=FILE        predict: where to write the predictions (default predictions.csv)
   --text_column=NAME   predict: the text column (default text); --text_pair_column for pairs
@@ -49,6 +53,7 @@ main flags:
 examples:
   tfft train --config=configs/demo.yaml --set train.epochs=2
   tfft predict --model=saved_models/demo/1 --input=new.csv --output=predictions.csv
+  tfft search --config=base.yaml --search=space.yaml --set search.trials=20
 """
 
 _CONFIG = flags.DEFINE_string("config", None, "YAML config file (see configs/).")
@@ -65,6 +70,8 @@ _TEXT_PAIR_COLUMN = flags.DEFINE_string("text_pair_column", None, "predict: colu
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "predict: rows per SavedModel call.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 16, "shard: how many shards to write.")
 _SHARD_FORMAT = flags.DEFINE_enum("shard_format", "tfrecord", ["tfrecord", "jsonl"], "shard: the shards' format.")
+_SEARCH = flags.DEFINE_string("search", None, "search: a YAML file with the `search` section (or only its keys).")
+_TRAIN_BEST = flags.DEFINE_bool("train_best", False, "search: train and export the best config at the end.")
 _FORMAT = flags.DEFINE_list(
     "format", [], "train/export: also write these formats beside the SavedModel, e.g. `litert` (model.tflite)."
 )
@@ -110,8 +117,18 @@ def main(argv: list[str]) -> int:
     overrides = (["task.type=masked_lm"] if command == "adapt" else []) + list(_SET.value)
     if _FORMAT.value:  # `--format=litert`: the SavedModel, and a LiteRT file beside it
         overrides.append("export.formats=" + ",".join(dict.fromkeys(["saved_model", *_FORMAT.value])))
-    config = config_lib.load_config(_CONFIG.value, overrides)
-    if command == "train":
+    sections = None
+    if _SEARCH.value:  # `search:` at its top, or the section's keys alone
+        loaded = config_lib.read_yaml(_SEARCH.value, "--search")
+        sections = {"search": loaded["search"] if set(loaded) == {"search"} else loaded}
+    config = config_lib.load_config(_CONFIG.value, overrides, sections)
+    if command == "search":
+        from tfft import search
+
+        result = search.run(config, train_best=_TRAIN_BEST.value)
+        if result.trained is not None and result.trained.export_path:
+            print(f"Exported {result.trained.export_path}")
+    elif command == "train":
         from tfft import train
 
         result = train.run(config)
@@ -149,7 +166,7 @@ def _setup_logging() -> None:
 def command_help(args: list[str]) -> str:
     """The help text; a command that reads a config (`tfft train --help`) lists every config key and its default."""
     command = next((a for a in args if not a.startswith("-")), None)
-    if command not in ("train", "adapt", "evaluate", "export"):
+    if command not in ("train", "adapt", "evaluate", "export", "search"):
         return HELP
     from tfft.config import Config  # pyyaml and dataclasses only: help stays free of TensorFlow
 

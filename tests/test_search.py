@@ -1,0 +1,211 @@
+"""`tfft search`: the space and its checks, the study's resume after kill -9, two processes on one study, outputs."""
+
+import csv
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import REPO, run_python, run_tfft
+from tfft import search
+from tfft.config import ConfigError, load_config
+from tfft.errors import OutputDirError
+
+SPACE = {
+    "train.learning_rate": {"type": "loguniform", "low": 3e-3, "high": 3e-2},
+    "train.epochs": {"type": "int", "low": 1, "high": 2},
+    "model.dropout": {"type": "choice", "values": [0.0, 0.1]},
+}
+
+
+@pytest.fixture
+def base(tmp_path, data_dir, tiny_preset):
+    """A base config file for a search of tiny runs, and its folder."""
+    values = {
+        "name": "tiny", "output_dir": str(tmp_path / "search"),
+        "model": {"backbone": str(tiny_preset), "freeze_layers": 1, "sequence_length": 32, "dropout": 0.0},
+        "data": {"train": str(data_dir / "train.csv"), "validation": str(data_dir / "validation.csv"),
+                 "max_train_examples": 320},
+        "train": {"epochs": 1, "batch_size": 32},
+        "export": {"base_dir": str(tmp_path / "saved_models")},
+        "search": {"trials": 3, "objective": "accuracy", "space": SPACE, "heartbeat_seconds": 1},
+    }
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def config_with(base, *overrides):
+    return load_config(base, list(overrides))
+
+
+# --- The space and the objective ----------------------------------------------
+
+
+def test_the_space_parses_into_optuna_distributions(base):
+    space, objective = search.check(config_with(base))
+    assert [(p.key, p.type) for p in space] == [("train.learning_rate", "loguniform"), ("train.epochs", "int"),
+                                               ("model.dropout", "choice")]
+    assert (objective.name, objective.direction) == ("accuracy", "maximize")
+
+
+@pytest.mark.parametrize("objective, direction, expected", [
+    ("", "auto", ("accuracy", "maximize")),  # the task's monitored score
+    ("loss", "auto", ("loss", "minimize")),
+    ("matthews_corrcoef", "auto", ("matthews_corrcoef", "maximize")),
+    ("accuracy", "minimize", ("accuracy", "minimize")),
+])
+def test_the_objective_and_its_direction(base, objective, direction, expected):
+    config = config_with(base, f"search.objective={objective}", f"search.direction={direction}")
+    _, got = search.check(config)
+    assert (got.name, got.direction) == expected
+
+
+@pytest.mark.parametrize("space, message", [
+    ("{}", "`search.space` must name at least one config key"),
+    ("{train.lr: {type: uniform, low: 0.1, high: 0.2}}", "Unknown config key `train.lr`"),
+    ("{train.learning_rate: {type: normal, low: 0.1, high: 0.2}}", "`type` one of loguniform, uniform, int, choice"),
+    ("{train.learning_rate: {type: uniform, low: 0.2, high: 0.1}}", "numbers `low` and `high` with low < high"),
+    ("{train.learning_rate: {type: loguniform, low: 0.0, high: 0.1}}", "0 < low < high"),
+    ("{model.dropout: {type: choice, values: []}}", "must list its `values`"),
+    ("{train.epochs: {type: int, low: 1.5, high: 3}}", "whole `low` and `high`"),
+    ("{search.trials: {type: int, low: 1, high: 3}}", "names a key a search sets itself"),
+    ("{train.learning_rate: {type: uniform, low: 0.1, high: 2.0}}",
+     r"`search.space.train.learning_rate` reaches 2.0, which a run refuses: Argument `train.learning_rate` must be"),
+    ("{model.pooling: {type: choice, values: [pooled, max]}}", "reaches 'max', which a run refuses"),
+])
+def test_a_bad_space_is_refused_naming_the_key(base, space, message, no_fit):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        search.check(config_with(base, f"search.space={space}"))
+
+
+def test_a_search_without_a_validation_split_is_refused(base):
+    with pytest.raises(ConfigError, match="`search.validation_fraction` must be > 0 when `data.validation` is empty"):
+        search.check(config_with(base, "data.validation="))
+
+
+def test_a_validation_fraction_scores_trials_on_a_held_out_slice_of_train(base, tmp_path):
+    config = config_with(base, "search.validation_fraction=0.2", "search.seed=4")
+    trial = search.trial_config(config, {"train.learning_rate": 0.01, "train.epochs": 2}, tmp_path / "t")
+    assert (trial.data.validation, trial.data.split.fraction, trial.data.split.seed) == ("", 0.2, 4)
+    assert (trial.train.learning_rate, trial.train.epochs, trial.output_dir) == (0.01, 2, str(tmp_path / "t"))
+    assert trial.search == search.SearchConfig() and not trial.export.enabled
+    best = search.best_config_of(config, {"train.epochs": 2})
+    assert best.data.validation == config.data.validation  # the final report keeps data.validation
+    assert best.output_dir.endswith("search/best") and best.train.epochs == 2
+
+
+def test_a_folder_with_other_files_is_refused(base, tmp_path):
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputDirError, match="holds files tfft search did not write: notes.txt"):
+        search.check(config_with(base))
+
+
+def test_a_storage_that_cannot_be_opened_is_named(base, tmp_path):
+    config = config_with(base, f"search.storage=sqlite:///{tmp_path}/missing/folder/study.db")
+    space, objective = search.check(config)
+    with pytest.raises(ConfigError, match=r"`search.storage` could not be opened .*Received: storage='sqlite:///"):
+        search.open_study(config, space, objective)
+
+
+def test_a_study_continued_with_another_space_is_refused_naming_the_difference(base):
+    config = config_with(base)
+    search.open_study(config, *search.check(config))
+    changed = config_with(base, "search.space={train.epochs: {type: int, low: 1, high: 3}}")
+    with pytest.raises(ConfigError, match=r"another search: model.dropout: type=choice, values=\[0.0, 0.1\] there, "
+                                          r"absent now; train.epochs: type=int, low=1.0, high=2.0 there, type=int, "
+                                          r"low=1.0, high=3.0 now"):
+        search.open_study(changed, *search.check(changed))
+
+
+# --- Whole searches ---------------------------------------------------------------
+
+
+def read_rows(output_dir):
+    with open(output_dir / search.TRIALS_CSV, encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_a_search_writes_its_table_best_config_and_plots_and_trains_the_best(base, tmp_path):
+    proc = run_tfft("search", f"--config={base}", "--set", "search.trials=3", "--train_best", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "search"
+    rows = read_rows(out)
+    assert [r["trial"] for r in rows] == ["0", "1", "2"] and {r["state"] for r in rows} <= {"complete", "pruned"}
+    for n in range(3):  # one progress line per trial: number, values, score, time
+        assert f"Trial {n} (of 3)" in proc.stderr and f"Trial {n} (of 3) " in proc.stderr
+    assert "accuracy=" in proc.stderr and " s: " in proc.stderr
+    best = min((r for r in rows if r["state"] == "complete"), key=lambda r: -float(r["accuracy"]))
+    best_config = load_config(out / search.BEST_CONFIG)  # `tfft train --config` takes it as it is
+    assert best_config.train.learning_rate == pytest.approx(float(best["train.learning_rate"]))
+    assert best_config.train.epochs == int(best["train.epochs"])
+    assert best_config.output_dir == str(out / "best") and best_config.search == search.SearchConfig()
+    assert (out / "optimization_history.html").stat().st_size > 1000
+    assert (out / "best" / "run_complete.json").is_file()
+    assert list((tmp_path / "saved_models" / "tiny").iterdir())  # --train_best exported the winner
+
+
+# Runs the search in argv[1] and dies by SIGKILL at the end of the first epoch of trial argv[2].
+KILLED_IN_TRIAL = """
+import os, signal, sys
+from tfft import search
+from tfft.config import load_config
+report = search.PruneOnEpochs.on_epoch_end
+def die(self, epoch, logs=None):
+    report(self, epoch, logs)
+    if self.trial.number == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+search.PruneOnEpochs.on_epoch_end = die
+search.run(load_config(sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+def test_a_search_killed_mid_trial_resumes_that_trial_and_keeps_the_finished(base, tmp_path, caplog):
+    config = config_with(base, "search.trials=3", "train.epochs=2",
+                         "search.space={train.learning_rate: {type: loguniform, low: 0.003, high: 0.03}}")
+    config.save(tmp_path / "search.yaml")
+    killed = run_python(KILLED_IN_TRIAL, str(tmp_path / "search.yaml"), "1")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    out = tmp_path / "search"
+    first = (out / "trials" / "0" / "run_complete.json").stat().st_mtime
+    time.sleep(3)  # past the grace period (2 heartbeats): the killed trial is stale
+    caplog.set_level("INFO")
+    result = search.run(load_config(tmp_path / "search.yaml"))
+    assert f"Resuming the unfinished run in {out / 'trials' / '1'}" in caplog.text
+    trials = result.study.get_trials()
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 3 and states[1] == "FAIL"
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 1)
+    assert retry.params == trials[1].params and retry.user_attrs["folder"] == 1  # same values, same run folder
+    assert (out / "trials" / "0" / "run_complete.json").stat().st_mtime == first  # trial 0 not trained again
+    history = (out / "trials" / "1" / "history.csv").read_text().splitlines()
+    assert len(history) == 3  # a header and two epochs: epoch 1 from before the kill, epoch 2 resumed
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study(base, tmp_path):
+    config = config_with(base, "search.trials=4")
+    config.save(tmp_path / "search.yaml")
+    code = "import sys; from tfft import search; from tfft.config import load_config; " \
+           "search.run(load_config(sys.argv[1]))"
+    env = {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    procs = []
+    for _ in range(2):
+        procs.append(subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "search.yaml")], cwd=REPO,
+                                      env={**__import__("os").environ, **env}, stderr=subprocess.PIPE, text=True))
+        time.sleep(8)  # the second joins while the first trains
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    import optuna
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'search' / 'study.db'}")
+    finished = [t for t in study.trials if t.state.is_finished() and t.state.name != "FAIL"]
+    assert 4 <= len(finished) <= 5  # each stops once the study holds 4; one may be mid-trial then
+    workers = {t.user_attrs["worker"] for t in finished}
+    assert len(workers) == 2  # both processes ran trials of the one study
+    assert len({t.user_attrs["folder"] for t in finished}) == len(finished)  # each trial its own run folder

@@ -1,0 +1,553 @@
+"""`tfft search`: a hyperparameter search over any config keys, run by Optuna.
+
+The space is the config's `search` section (or `--search=space.yaml`):
+
+```yaml
+search:
+  trials: 20
+  objective: accuracy        # a metric name; direction inferred, or `direction: maximize|minimize`
+  space:
+    train.learning_rate: {type: loguniform, low: 1.0e-5, high: 3.0e-4}
+    train.epochs: {type: int, low: 1, high: 4}
+    model.dropout: {type: choice, values: [0.0, 0.1]}
+```
+
+A search is four phases, as a run is: `check` (the space and the objective,
+before anything is written), `open_study` (Optuna's study in its database),
+`optimize` (the trials) and `finish` (the results table, `best_config.yaml`,
+the plots, and with `train_best` the winner trained and exported).
+
+Each trial is a tfft run of its own in `<output_dir>/trials/<n>`, scored on
+`data.validation` or on a held-out slice of the training split
+(`search.validation_fraction`, `tfft.folds`). Optuna's TPE sampler proposes
+the values; its median pruner stops trials whose per-epoch validation score
+trails. The study lives in SQLite in `output_dir` (or `search.storage`): a
+rerun of the same command continues it, a trial cut by kill -9 is tried again
+with the same values (its run resumes from its backup), and several processes
+or machines pointed at one storage share the study.
+
+```python
+config = tfft.config.load_config("base.yaml", ["search.trials=10"])
+result = tfft.search.run(config)
+print(result.best_score, result.best_config_path)
+```
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import pathlib
+import socket
+import time
+import warnings
+from typing import Any
+
+import keras
+
+from tfft import tasks
+from tfft.config import Config, ConfigError, SearchConfig, SplitConfig, set_key
+from tfft.errors import OutputDirError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["run", "SearchResult", "Param", "check", "BEST_CONFIG", "STUDY_DB", "TRIALS_CSV"]
+
+STUDY_DB = "study.db"
+TRIALS_CSV = "trials.csv"
+BEST_CONFIG = "best_config.yaml"
+SEARCH_CONFIG = "search.yaml"
+TRIALS_DIR = "trials"
+PLOTS = ("optimization_history.html", "param_importances.html")
+#: Everything a search writes in its `output_dir`; it refuses a folder holding anything else.
+OWN_ENTRIES = frozenset({STUDY_DB, TRIALS_CSV, BEST_CONFIG, SEARCH_CONFIG, TRIALS_DIR, "best", *PLOTS})
+TYPES = ("loguniform", "uniform", "int", "choice")
+#: Metric names with these in them are minimized when `search.direction` is `auto`.
+_LOWER_IS_BETTER = ("loss", "error", "perplexity", "mse", "mae")
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One searched config key and its distribution (one entry of `search.space`)."""
+
+    key: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    values: tuple = ()
+    log: bool = False
+    step: float | None = None
+
+    def suggest(self, trial) -> Any:
+        """The trial's value for the key, from Optuna's `suggest_*`."""
+        if self.type == "choice":
+            return trial.suggest_categorical(self.key, list(self.values))
+        if self.type == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.key, self.low, self.high, log=self.type == "loguniform", step=self.step)
+
+    def extremes(self) -> list:
+        """The values the space can reach at its edges: every choice, or low and high."""
+        return list(self.values) if self.type == "choice" else [self.low, self.high]
+
+
+@dataclasses.dataclass
+class Objective:
+    """What the trials are scored by: a validation metric name and its direction."""
+
+    name: str
+    direction: str
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What `run` returns.
+
+    Args:
+        study: `optuna.Study`.
+        best_score: float. The best finished trial's objective.
+        best_params: dict. Its values, by config key.
+        best_config_path: `pathlib.Path`. `best_config.yaml`, which `tfft train --config` takes as it is.
+        rows: list of dict. The results table, one row per trial.
+        trained: `tfft.train.TrainResult` or None. The winner, with `train_best`.
+    """
+
+    study: Any
+    best_score: float
+    best_params: dict
+    best_config_path: pathlib.Path
+    rows: list[dict]
+    trained: Any = None
+
+
+def run(config: Config, train_best: bool = False) -> SearchResult:
+    """Searches `config.search.space` with Optuna, continuing the study its storage holds.
+
+    Args:
+        config: `tfft.config.Config`. The base of every trial, with its `search` section.
+        train_best: bool. Train and export the best config when the study is done.
+
+    Returns:
+        A `SearchResult`.
+    """
+    space, objective = check(config)
+    output_dir = pathlib.Path(config.output_dir)
+    study = open_study(config, space, objective)
+    optimize(study, config, space, objective)
+    return finish(study, config, space, objective, output_dir, train_best)
+
+
+# --- Phase 1: checks -------------------------------------------------------
+
+
+def check(config: Config) -> tuple[list[Param], Objective]:
+    """The parsed space and objective; a bad space, objective or output folder fails here, before any write."""
+    config.validate()
+    task = tasks.create(config)
+    space = parse_space(config.search.space)
+    for param in space:
+        for value in param.extremes():
+            _check_reachable(config, param, value)
+    if not config.data.validation and not config.search.validation_fraction and not config.data.split.active:
+        raise ConfigError("Argument `search.validation_fraction` must be > 0 when `data.validation` is empty: trials "
+                          "need a validation split to be scored on. Received: validation_fraction=0.0")
+    _check_output_dir(pathlib.Path(config.output_dir))
+    return space, objective_of(config.search, task)
+
+
+def parse_space(space: dict) -> list[Param]:
+    """`search.space` as `Param`s; an empty space, an unknown type or bad bounds fail naming the key."""
+    if not space:
+        raise ConfigError("Argument `search.space` must name at least one config key to search, e.g. "
+                          "`train.learning_rate: {type: loguniform, low: 1.0e-5, high: 3.0e-4}`. Received: space={}")
+    return [_param(key, spec) for key, spec in space.items()]
+
+
+def _param(key: str, spec: Any) -> Param:
+    name = f"search.space.{key}"
+    if key.split(".")[0] in ("search", "output_dir", "name"):
+        raise ConfigError(f"Argument `{name}` names a key a search sets itself or cannot vary. Search training, "
+                          f"model or data keys, e.g. `train.learning_rate`. Received: {key}")
+    if not isinstance(spec, dict) or spec.get("type") not in TYPES:
+        raise ConfigError(f"Argument `{name}` must be a mapping with `type` one of {', '.join(TYPES)}, e.g. "
+                          f"{{type: uniform, low: 0.0, high: 0.2}}. Received: {key}={spec!r}")
+    unknown = set(spec) - {"type", "low", "high", "values", "log", "step"}
+    if unknown:
+        raise ConfigError(f"Argument `{name}` has unknown fields {sorted(unknown)}; it takes type, low, high, log, "
+                          f"step (numbers) or values (choice). Received: {key}={spec!r}")
+    if spec["type"] == "choice":
+        values = spec.get("values")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"Argument `{name}` of type choice must list its `values`, e.g. "
+                              f"{{type: choice, values: [16, 32]}}. Received: {key}={spec!r}")
+        return Param(key, "choice", values=tuple(values))
+    low, high = spec.get("low"), spec.get("high")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    if not numbers or not low < high or (spec["type"] == "loguniform" and low <= 0):
+        need = "0 < low < high" if spec["type"] == "loguniform" else "low < high"
+        raise ConfigError(f"Argument `{name}` must have numbers `low` and `high` with {need}. Received: "
+                          f"{key}={spec!r}")
+    if spec["type"] == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        raise ConfigError(f"Argument `{name}` of type int must have whole `low` and `high`. Received: {key}={spec!r}")
+    return Param(key, spec["type"], float(low), float(high), log=bool(spec.get("log")), step=spec.get("step"))
+
+
+def _check_reachable(config: Config, param: Param, value: Any) -> None:
+    """Refuses a space whose edge (or choice) is no valid value of its key, naming both."""
+    candidate = copy.deepcopy(config)
+    try:
+        set_key(candidate, param.key, int(value) if param.type == "int" else value)
+        candidate.validate()
+        tasks.create(candidate)
+    except ConfigError as err:
+        raise ConfigError(f"Argument `search.space.{param.key}` reaches {value!r}, which a run refuses: {err}") from None
+
+
+def objective_of(search: SearchConfig, task) -> Objective:
+    """The objective's metric and direction: `search.objective`, else the task's monitored score."""
+    name = search.objective or task.monitor[0]
+    if search.direction != "auto":
+        return Objective(name, search.direction)
+    if not search.objective:
+        return Objective(name, "maximize" if task.monitor[1] == "max" else "minimize")
+    lower = any(word in name.lower() for word in _LOWER_IS_BETTER)
+    return Objective(name, "minimize" if lower else "maximize")
+
+
+def _check_output_dir(output_dir: pathlib.Path) -> None:
+    if not output_dir.is_dir():
+        return
+    foreign = sorted(e.name for e in output_dir.iterdir() if e.name not in OWN_ENTRIES)
+    if foreign:
+        raise OutputDirError(
+            f"output_dir `{output_dir}` holds files tfft search did not write: {', '.join(foreign[:8])}. A search "
+            "writes only its study, trials and results there: set `output_dir` to a new or empty folder, or to a "
+            "search's own folder to continue it."
+        )
+
+
+# --- Phase 2: the study ----------------------------------------------------
+
+
+def open_study(config: Config, space: list[Param], objective: Objective):
+    """Optuna's study in `search.storage` (default SQLite in `output_dir`), created or continued."""
+    optuna = _optuna()
+    output_dir = pathlib.Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config.save(output_dir / SEARCH_CONFIG)
+    storage = _storage(config.search, output_dir)
+    s = config.search
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if s.pruning else optuna.pruners.NopPruner()
+    name = s.study_name or config.name
+    study = optuna.create_study(study_name=name, storage=storage, direction=objective.direction, pruner=pruner,
+                                load_if_exists=True)
+    _check_same_search(study, space, objective)
+    # A process that joins a study (a rerun, a second machine) samples from its own seed, not the first one's.
+    study.sampler = optuna.samplers.TPESampler(seed=s.seed + len(study.get_trials(deepcopy=False)))
+    _requeue_interrupted(study)
+    logger.info("Study %r in %s: %d of %d trials finished; scoring %s (%s) on %s.", name, _shown(storage), len(
+        _finished(study)), s.trials, objective.name, objective.direction, _validation_split(config))
+    return study
+
+
+def _storage(search: SearchConfig, output_dir: pathlib.Path):
+    optuna = _optuna()
+    url = search.storage or f"sqlite:///{(output_dir / STUDY_DB).resolve()}"
+    # SQLite shared by processes: wait for the lock instead of failing on it.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    try:
+        with warnings.catch_warnings():  # the heartbeat is experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=search.heartbeat_seconds,
+                grace_period=2 * search.heartbeat_seconds, heartbeat_stale_trial_callback=_retry(max_retry=3),
+            )
+    except Exception as err:  # sqlalchemy's and the drivers' errors: no common base outside sqlalchemy
+        raise ConfigError(f"Argument `search.storage` could not be opened ({str(err).splitlines()[0]}). Give a "
+                          f"database URL Optuna takes, e.g. sqlite:///search.db or "
+                          f"postgresql://user:pass@host/db. Received: storage={url!r}") from None
+
+
+def _check_same_search(study, space: list[Param], objective: Objective) -> None:
+    """A study keeps the space and objective it was made with; another is refused, naming the difference."""
+    now = {"space": {p.key: dataclasses.asdict(p) for p in space}, "objective": dataclasses.asdict(objective)}
+    now = json.loads(json.dumps(now))  # tuples as lists, as the storage returns them
+    saved = study.user_attrs
+    if "space" not in saved:
+        for key, value in now.items():
+            study.set_user_attr(key, value)
+        return
+    differences = [f"objective: {saved['objective']} there, {now['objective']} now"] if saved[
+        "objective"] != now["objective"] else []
+    for key in sorted(set(saved["space"]) | set(now["space"])):
+        old, new = saved["space"].get(key), now["space"].get(key)
+        if old != new:
+            differences.append(f"{key}: {_spec(old)} there, {_spec(new)} now")
+    if differences:
+        raise ConfigError(f"Study {study.study_name!r} was made with another search: {'; '.join(differences)}. "
+                          "Rerun with the same `search` section to continue it, or set `search.study_name` (or "
+                          "another `output_dir`) for a new study.")
+
+
+def _spec(param: dict | None) -> str:
+    if param is None:
+        return "absent"
+    return ", ".join(f"{k}={v}" for k, v in param.items() if k != "key" and v not in (None, [], False))
+
+
+def _requeue_interrupted(study) -> None:
+    """Trials stopped by Ctrl-C or SIGTERM run again with their values (and resume their run folders)."""
+    optuna = _optuna()
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    for trial in trials:
+        if trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("interrupted") and (
+                trial.number not in retried):
+            _retry()(study, trial)
+
+
+# --- Phase 3: the trials ---------------------------------------------------
+
+
+def optimize(study, config: Config, space: list[Param], objective: Objective) -> None:
+    """Runs trials until the study holds `search.trials` finished ones (from every process sharing it)."""
+    optuna = _optuna()
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    remaining = config.search.trials - len(_finished(study))
+    if remaining <= 0:
+        return
+    study.optimize(
+        lambda trial: run_trial(trial, config, space, objective),
+        n_trials=remaining + len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))),
+        callbacks=[optuna.study.MaxTrialsCallback(config.search.trials, states=states)],
+        gc_after_trial=True,
+    )
+
+
+def run_trial(trial, config: Config, space: list[Param], objective: Objective) -> float:
+    """One trial: its config's run, trained (or resumed) in `trials/<n>`, scored on the validation split."""
+    from tfft import train
+    from tfft.run_dir import COMPLETE_FILE
+
+    optuna = _optuna()
+    values = {param.key: param.suggest(trial) for param in space}
+    folder = pathlib.Path(config.output_dir) / TRIALS_DIR / str(trial.user_attrs.get("folder", trial.number))
+    trial.set_user_attr("folder", int(folder.name))
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    logger.info("Trial %d (of %d): %s", trial.number, config.search.trials, _values(values))
+    pruning = PruneOnEpochs(trial, objective.name)
+    started = time.monotonic()
+    try:
+        if (folder / COMPLETE_FILE).is_file():  # finished before the process died, not yet told to the study
+            metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        else:
+            metrics = train.run(trial_config(config, values, folder), callbacks=[pruning]).metrics
+    except KeyboardInterrupt:
+        trial.set_user_attr("interrupted", True)
+        raise
+    finally:
+        keras.backend.clear_session()
+    score = _score(metrics, objective.name)
+    trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
+    _log_trial(trial, config, objective, score, pruning.pruned_at, time.monotonic() - started)
+    if pruning.pruned_at is not None:
+        trial.set_user_attr("score", score)
+        raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
+    return score
+
+
+def trial_config(config: Config, values: dict, folder: pathlib.Path) -> Config:
+    """The base config with the trial's values, in its own folder, scored on the search's validation split."""
+    trial = copy.deepcopy(config)
+    trial.search = SearchConfig()
+    trial.output_dir = str(folder)
+    trial.export.enabled = False
+    if config.search.validation_fraction:
+        trial.data.validation = ""
+        trial.data.split = SplitConfig(fraction=config.search.validation_fraction, seed=config.search.seed)
+    for key, value in values.items():
+        set_key(trial, key, value)
+    return trial.validate()
+
+
+def _score(metrics: dict | None, name: str) -> float:
+    if name not in (metrics or {}):
+        numbers = sorted(k for k, v in (metrics or {}).items() if isinstance(v, (int, float)))
+        raise ConfigError(f"Argument `search.objective` must be a validation metric of this task: "
+                          f"{', '.join(numbers)}. Received: objective={name!r}")
+    return float(metrics[name])
+
+
+class PruneOnEpochs(keras.callbacks.Callback):
+    """Reports each epoch's validation score to Optuna and stops the run when Optuna prunes the trial.
+
+    Args:
+        trial: `optuna.Trial`.
+        name: str. The objective; epochs whose logs lack `val_<name>` report nothing.
+    """
+
+    def __init__(self, trial, name: str):
+        super().__init__()
+        self.trial, self.name = trial, name
+        self.pruned_at: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(f"val_{self.name}")
+        if value is None or not math.isfinite(value):
+            return
+        self.trial.report(float(value), step=epoch + 1)
+        if self.trial.should_prune():
+            self.pruned_at = epoch + 1
+            self.model.stop_training = True
+
+
+def _log_trial(trial, config: Config, objective: Objective, score: float, pruned_at, seconds: float) -> None:
+    best = _best(trial.study, objective)
+    best_text = f"best {best.value:.4f} (trial {best.number})" if best is not None else "first finished"
+    state = f"pruned after epoch {pruned_at}" if pruned_at is not None else "finished"
+    logger.info("Trial %d (of %d) %s in %.1f s: %s=%.4f; %s | %s", trial.number, config.search.trials, state, seconds,
+                objective.name, score, best_text, _values(trial.params))
+
+
+def _values(values: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+# --- Phase 4: results ------------------------------------------------------
+
+
+def finish(study, config: Config, space: list[Param], objective: Objective, output_dir: pathlib.Path,
+           train_best: bool) -> SearchResult:
+    """Writes the results table, `best_config.yaml` and the plots; with `train_best`, trains the winner."""
+    rows = results_table(study, space, objective)
+    _write_csv(rows, output_dir / TRIALS_CSV)
+    best = _best(study, objective)
+    if best is None:
+        raise ConfigError(f"Study {study.study_name!r} has no finished trial (every trial was pruned or failed). "
+                          "Widen `search.space` or set `search.pruning=false`.")
+    best_config = best_config_of(config, best.params)
+    path = output_dir / BEST_CONFIG
+    header = (f"# Best of {len(_finished(study))} trials of study {study.study_name!r}: {objective.name}="
+              f"{best.value:.4f} (trial {best.number}). Train it: tfft train --config={path}\n")
+    _write_atomic(path, header + best_config.to_yaml())
+    write_plots(study, output_dir)
+    print(_markdown(rows))
+    print(f"Best: trial {best.number}, {objective.name}={best.value:.4f}: {_values(best.params)}\nWrote {path}")
+    trained = None
+    if train_best:
+        from tfft import train
+
+        trained = train.run(best_config)
+    return SearchResult(study, best.value, dict(best.params), path, rows, trained)
+
+
+def best_config_of(config: Config, values: dict) -> Config:
+    """The base config with the best values, training into `<output_dir>/best`, its `search` section cleared."""
+    best = copy.deepcopy(config)
+    best.search = SearchConfig()
+    best.output_dir = str(pathlib.Path(config.output_dir) / "best")
+    for key, value in values.items():
+        set_key(best, key, value)
+    return best.validate()
+
+
+def results_table(study, space: list[Param], objective: Objective) -> list[dict]:
+    """One row per trial: number, state, score, seconds, values and run folder."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        value = t.value if t.value is not None else t.user_attrs.get("score")
+        rows.append({"trial": t.number, "state": t.state.name.lower(),
+                     objective.name: "" if value is None else round(value, 6),
+                     "seconds": t.user_attrs.get("seconds", ""),
+                     **{p.key: t.params.get(p.key, "") for p in space},
+                     "run": f"{TRIALS_DIR}/{t.user_attrs['folder']}" if "folder" in t.user_attrs else ""})
+    return rows
+
+
+def write_plots(study, output_dir: pathlib.Path) -> None:
+    """Optuna's optimization history and parameter importances, as HTML (plotly); skipped, with a note, without it."""
+    optuna = _optuna()
+    try:
+        history = optuna.visualization.plot_optimization_history(study)
+    except ImportError:
+        logger.warning("No plots: they need plotly (pip install 'tfft[search]').")
+        return
+    history.write_html(str(output_dir / PLOTS[0]))
+    try:
+        optuna.visualization.plot_param_importances(study).write_html(str(output_dir / PLOTS[1]))
+    except (RuntimeError, ValueError) as err:  # too few finished trials, or one value per key
+        logger.info("No parameter importances yet: %s", err)
+
+
+def _write_csv(rows: list[dict], path: pathlib.Path) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    with open(temporary, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)  # processes sharing the study each write it whole
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _markdown(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows])
+
+
+# --- Helpers ---------------------------------------------------------------
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("`tfft search` needs Optuna: pip install 'tfft[search]'.") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # tfft logs each trial itself
+    return optuna
+
+
+def _retry(max_retry: int | None = None):
+    """Optuna's callback that queues a failed trial again with its values (experimental in Optuna 5)."""
+    optuna = _optuna()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+
+def _finished(study) -> list:
+    optuna = _optuna()
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                    optuna.trial.TrialState.PRUNED))
+
+
+def _best(study, objective: Objective):
+    optuna = _optuna()
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not done:
+        return None
+    pick = max if objective.direction == "maximize" else min
+    return pick(done, key=lambda t: t.value)
+
+
+def _validation_split(config: Config) -> str:
+    if config.search.validation_fraction:
+        return f"{config.search.validation_fraction:.0%} of data.train, held out"
+    return "data.split's held-out part of data.train" if config.data.split.active else f"`{config.data.validation}`"
+
+
+def _shown(storage) -> str:
+    url = storage.url if hasattr(storage, "url") else str(storage)
+    return url.split("@")[-1] if "@" in url else url  # no password in the log

@@ -5,6 +5,7 @@
     tfft evaluate --config=configs/demo.yaml [--input=other.csv]
     tfft export   --config=configs/demo.yaml [--format=litert]
     tfft search   --config=base.yaml [--search=space.yaml] [--train_best]
+    tfft cv       --config=configs/demo.yaml --folds=5 [--seeds=0,1,2] [--ensemble]
     tfft predict  --model=saved_models/demo/1 --input=in.csv --output=out.csv
     tfft shard    --input=big.csv --output=gs://bucket/train --num_shards=64 [--shard_format=jsonl]
 
@@ -22,7 +23,7 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-COMMANDS = ("train", "adapt", "evaluate", "export", "predict", "shard", "search")
+COMMANDS = ("train", "adapt", "evaluate", "export", "predict", "shard", "search", "cv")
 
 HELP = """usage: tfft COMMAND [--flag=value ...]
 
@@ -34,6 +35,7 @@ commands:
   evaluate   score a trained run on data.validation, or on --input
   export     export a trained run as the next SavedModel version (--format=litert adds model.tflite)
   search     search the config's `search.space` with Optuna; writes best_config.yaml (continues a stopped search)
+  cv         train on k folds (--folds) and/or seeds (--seeds); their scores' mean and spread; --ensemble exports one model
   predict    run a SavedModel version, or its model.tflite, over a file: --model, --input, --output
   shard      split one large file into shards to stream: --input, --output (a prefix), --num_shards
 
@@ -44,6 +46,9 @@ main flags:
   --format=litert      train, export: write a LiteRT file (raw text in) beside the SavedModel
   --search=FILE        search: the `search` section from its own YAML file
   --train_best         search: train and export the best config when the search is done
+  --folds=K            cv: k-fold cross-validation over data.train (stratified for classification)
+  --seeds=0,1,2        cv: train each fold (or the whole split) once per seed
+  --ensemble           cv: export the runs as one SavedModel that averages their outputs
   --input=FILE         predict: the file to predict; evaluate: a labelled file to score
   --output=FILE        predict: where to write the predictions (default predictions.csv)
   --text_column=NAME   predict: the text column (default text); --text_pair_column for pairs
@@ -54,6 +59,7 @@ examples:
   tfft train --config=configs/demo.yaml --set train.epochs=2
   tfft predict --model=saved_models/demo/1 --input=new.csv --output=predictions.csv
   tfft search --config=base.yaml --search=space.yaml --set search.trials=20
+  tfft cv --config=configs/demo.yaml --folds=5 --ensemble
 """
 
 _CONFIG = flags.DEFINE_string("config", None, "YAML config file (see configs/).")
@@ -72,6 +78,9 @@ _NUM_SHARDS = flags.DEFINE_integer("num_shards", 16, "shard: how many shards to 
 _SHARD_FORMAT = flags.DEFINE_enum("shard_format", "tfrecord", ["tfrecord", "jsonl"], "shard: the shards' format.")
 _SEARCH = flags.DEFINE_string("search", None, "search: a YAML file with the `search` section (or only its keys).")
 _TRAIN_BEST = flags.DEFINE_bool("train_best", False, "search: train and export the best config at the end.")
+_FOLDS = flags.DEFINE_integer("folds", 0, "cv: number of folds (0: none, train on all of data.train).")
+_SEEDS = flags.DEFINE_list("seeds", [], "cv: train.seed of each run, e.g. 0,1,2.")
+_ENSEMBLE = flags.DEFINE_bool("ensemble", False, "cv: export the runs as one SavedModel averaging their outputs.")
 _FORMAT = flags.DEFINE_list(
     "format", [], "train/export: also write these formats beside the SavedModel, e.g. `litert` (model.tflite)."
 )
@@ -122,7 +131,17 @@ def main(argv: list[str]) -> int:
         loaded = config_lib.read_yaml(_SEARCH.value, "--search")
         sections = {"search": loaded["search"] if set(loaded) == {"search"} else loaded}
     config = config_lib.load_config(_CONFIG.value, overrides, sections)
-    if command == "search":
+    if command == "cv":
+        from tfft import cross_validation
+
+        try:
+            seeds = tuple(int(seed) for seed in _SEEDS.value)
+        except ValueError:
+            raise app.UsageError(f"--seeds takes integers, e.g. --seeds=0,1,2. Received: {_SEEDS.value}") from None
+        result = cross_validation.run(config, folds=_FOLDS.value, seeds=seeds, ensemble=_ENSEMBLE.value)
+        if result.export_path:
+            print(f"Exported {result.export_path}")
+    elif command == "search":
         from tfft import search
 
         result = search.run(config, train_best=_TRAIN_BEST.value)
@@ -166,7 +185,7 @@ def _setup_logging() -> None:
 def command_help(args: list[str]) -> str:
     """The help text; a command that reads a config (`tfft train --help`) lists every config key and its default."""
     command = next((a for a in args if not a.startswith("-")), None)
-    if command not in ("train", "adapt", "evaluate", "export", "search"):
+    if command not in ("train", "adapt", "evaluate", "export", "search", "cv"):
         return HELP
     from tfft.config import Config  # pyyaml and dataclasses only: help stays free of TensorFlow
 

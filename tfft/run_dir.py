@@ -160,6 +160,17 @@ def mark_trained(output_dir: pathlib.Path, epochs: int, train_seconds: float) ->
     (output_dir / TRAINED_FILE).write_text(json.dumps({"epochs": epochs, "train_seconds": round(train_seconds, 2)}) + "\n")
 
 
+def finished_metrics(output_dir: pathlib.Path) -> dict | None:
+    """The validation scores of a finished run (`metrics.json`), or None when the run has not finished.
+
+    `tfft search` and `tfft cv` rerun a trial or fold only when this is None.
+    """
+    if not (output_dir / COMPLETE_FILE).is_file():
+        return None
+    path = output_dir / "metrics.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def trained_info(output_dir: pathlib.Path) -> dict:
     return json.loads((output_dir / TRAINED_FILE).read_text())
 

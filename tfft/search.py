@@ -331,8 +331,7 @@ def optimize(study, config: Config, space: list[Param], objective: Objective) ->
 
 def run_trial(trial, config: Config, space: list[Param], objective: Objective) -> float:
     """One trial: its config's run, trained (or resumed) in `trials/<n>`, scored on the validation split."""
-    from tfft import train
-    from tfft.run_dir import COMPLETE_FILE
+    from tfft import run_dir, train
 
     optuna = _optuna()
     values = {param.key: param.suggest(trial) for param in space}
@@ -343,9 +342,8 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective) -
     pruning = PruneOnEpochs(trial, objective.name)
     started = time.monotonic()
     try:
-        if (folder / COMPLETE_FILE).is_file():  # finished before the process died, not yet told to the study
-            metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        else:
+        metrics = run_dir.finished_metrics(folder)  # finished before the process died, not yet told to the study
+        if metrics is None:
             metrics = train.run(trial_config(config, values, folder), callbacks=[pruning]).metrics
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)

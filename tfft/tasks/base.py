@@ -281,6 +281,14 @@ class Task(abc.ABC):
     def postprocess(self, logits: tf.Tensor) -> dict[str, tf.Tensor]:
         """Logits -> named outputs (probabilities, labels, scores), in the graph."""
 
+    def combine_logits(self, logits: list[tf.Tensor]) -> tf.Tensor:
+        """One model's logits from several models' (an ensemble, `tfft.ensemble`): here their mean.
+
+        Tasks whose outputs are probabilities override it so that
+        `postprocess` of the result gives the mean of the members' probabilities.
+        """
+        return tf.add_n(logits) / len(logits)
+
     def outputs(self, model: keras.Model, packer, inputs: dict) -> dict[str, tf.Tensor]:
         """Raw inputs -> named outputs, in the graph. Serving and evaluation both call this."""
         features = trim_to_longest(packer(inputs["text"], inputs.get("text_pair")))
@@ -372,6 +380,11 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def prediction_columns(cls, outputs: dict[str, np.ndarray], metadata: dict, inputs: dict[str, list[str]]) -> dict:
         """Column name -> values, from a batch of `serving_default` outputs (numpy)."""
+
+
+def log_mean_softmax(logits: list[tf.Tensor]) -> tf.Tensor:
+    """Logits whose softmax is the mean of the softmaxes of `logits` (soft voting, for `Task.combine_logits`)."""
+    return tf.math.log(tf.add_n([tf.nn.softmax(x, axis=-1) for x in logits]) / len(logits))
 
 
 def decode(values) -> list[str]:

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfft import data, metrics
-from tfft.tasks.base import decode
+from tfft.tasks.base import decode, log_mean_softmax
 from tfft.tasks.table import StreamTargets, TableTask, id_table
 
 
@@ -70,6 +70,9 @@ class Classification(TableTask):
 
     def metrics(self):
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def combine_logits(self, logits):
+        return log_mean_softmax(logits)
 
     def postprocess(self, logits):
         probabilities = tf.nn.softmax(logits, axis=-1)

@@ -31,7 +31,13 @@ import tensorflow as tf
 from tfft import data
 from tfft.config import check
 from tfft.errors import ConfigError, DataError
-from tfft.tasks.base import Task, WeightedTokenCrossentropy, decode, trim_to_longest
+from tfft.tasks.base import (
+    Task,
+    WeightedTokenCrossentropy,
+    decode,
+    log_mean_softmax,
+    trim_to_longest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +245,9 @@ class MaskedLM(Task):
         return [keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")]
 
     # --- Outputs ---------------------------------------------------------
+
+    def combine_logits(self, logits):
+        return log_mean_softmax(logits)
 
     def postprocess(self, logits):
         return {"probabilities": tf.nn.softmax(logits, axis=-1)}

@@ -252,6 +252,11 @@ class MultiLabel(TableTask):
         # On logits: probability >= t is logit >= log(t / (1 - t)).
         return [keras.metrics.BinaryAccuracy(name="binary_accuracy", threshold=math.log(t / (1 - t)))]
 
+    def combine_logits(self, logits):
+        """Logits whose sigmoid is the members' mean probability of each label."""
+        mean = tf.clip_by_value(tf.add_n([tf.math.sigmoid(x) for x in logits]) / len(logits), 1e-7, 1 - 1e-7)
+        return tf.math.log(mean) - tf.math.log1p(-mean)
+
     def postprocess(self, logits):
         probabilities = tf.math.sigmoid(logits)
         predicted = probabilities >= self.config.task.threshold

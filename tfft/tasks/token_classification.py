@@ -12,7 +12,14 @@ import tensorflow as tf
 
 from tfft import data, metrics
 from tfft.errors import DataError
-from tfft.tasks.base import Task, WeightedTokenCrossentropy, decode, dense_head, trim_to_longest
+from tfft.tasks.base import (
+    Task,
+    WeightedTokenCrossentropy,
+    decode,
+    dense_head,
+    log_mean_softmax,
+    trim_to_longest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +223,9 @@ class TokenClassification(Task):
 
     def weighted_metrics(self):
         return [keras.metrics.SparseCategoricalAccuracy(name="token_accuracy")]
+
+    def combine_logits(self, logits):
+        return log_mean_softmax(logits)
 
     def postprocess(self, logits):
         return {"tag_ids": tf.argmax(logits, axis=-1, output_type=tf.int32)}

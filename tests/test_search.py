@@ -51,6 +51,13 @@ def test_the_space_parses_into_optuna_distributions(base):
     assert (objective.name, objective.direction) == ("accuracy", "maximize")
 
 
+def test_numbers_yaml_reads_as_strings_are_numbers(base):
+    # YAML 1.1 reads `1e-5` (no dot) as a string; a run's float keys take it, so the space does too.
+    space, _ = search.check(config_with(base, "search.space={train.learning_rate: {type: loguniform, low: 1e-5, "
+                                              "high: 3e-4}}"))
+    assert (space[0].low, space[0].high) == (1e-5, 3e-4)
+
+
 @pytest.mark.parametrize("objective, direction, expected", [
     ("", "auto", ("accuracy", "maximize")),  # the task's monitored score
     ("loss", "auto", ("loss", "minimize")),

@@ -186,7 +186,7 @@ def _param(key: str, spec: Any) -> Param:
             raise ConfigError(f"Argument `{name}` of type choice must list its `values`, e.g. "
                               f"{{type: choice, values: [16, 32]}}. Received: {key}={spec!r}")
         return Param(key, "choice", values=tuple(values))
-    low, high = spec.get("low"), spec.get("high")
+    low, high = _number(spec.get("low")), _number(spec.get("high"))
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
     if not numbers or not low < high or (spec["type"] == "loguniform" and low <= 0):
         need = "0 < low < high" if spec["type"] == "loguniform" else "low < high"
@@ -195,6 +195,16 @@ def _param(key: str, spec: Any) -> Param:
     if spec["type"] == "int" and not (float(low).is_integer() and float(high).is_integer()):
         raise ConfigError(f"Argument `{name}` of type int must have whole `low` and `high`. Received: {key}={spec!r}")
     return Param(key, spec["type"], float(low), float(high), log=bool(spec.get("log")), step=spec.get("step"))
+
+
+def _number(value: Any) -> Any:
+    """`value`, or the float a string spells: YAML 1.1 reads `1e-5` (no dot) as a string."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _check_reachable(config: Config, param: Param, value: Any) -> None:

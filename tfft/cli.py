@@ -95,30 +95,34 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"Usage: tfft {{{'|'.join(COMMANDS)}}} --flag=value ... Received: {argv[1:]}.{hint}")
     command = argv[1]
     _setup_logging()
-    if command == "shard":
-        from tfft import shard
+    if command in _FILE_COMMANDS:
+        _FILE_COMMANDS[command]()
+    else:
+        _CONFIG_COMMANDS[command](_load_config(command))
+    return 0
 
-        if not _INPUT.value or not _OUTPUT.value or _OUTPUT.value == _OUTPUT.default:
-            raise app.UsageError("`tfft shard` needs --input=<file> and --output=<path prefix of the shards>.")
-        names = shard.shard_file(_INPUT.value, _OUTPUT.value, _NUM_SHARDS.value, _SHARD_FORMAT.value)
-        print(f"Wrote {len(names)} shards: {names[0]} ... {names[-1]}")
-        return 0
-    if command == "predict":
-        from tfft import predict
 
-        if not _MODEL.value or not _INPUT.value:
-            raise app.UsageError("`tfft predict` needs --model=<SavedModel version folder> and --input=<file>.")
-        predict.predict_file(
-            _MODEL.value,
-            _INPUT.value,
-            _OUTPUT.value,
-            text_column=_TEXT_COLUMN.value,
-            text_pair_column=_TEXT_PAIR_COLUMN.value,
-            batch_size=_BATCH_SIZE.value,
-        )
-        print(f"Wrote {_OUTPUT.value}")
-        return 0
+def _shard() -> None:
+    from tfft import shard
 
+    if not _INPUT.value or not _OUTPUT.value or _OUTPUT.value == _OUTPUT.default:
+        raise app.UsageError("`tfft shard` needs --input=<file> and --output=<path prefix of the shards>.")
+    names = shard.shard_file(_INPUT.value, _OUTPUT.value, _NUM_SHARDS.value, _SHARD_FORMAT.value)
+    print(f"Wrote {len(names)} shards: {names[0]} ... {names[-1]}")
+
+
+def _predict() -> None:
+    from tfft import predict
+
+    if not _MODEL.value or not _INPUT.value:
+        raise app.UsageError("`tfft predict` needs --model=<SavedModel version folder> and --input=<file>.")
+    predict.predict_file(_MODEL.value, _INPUT.value, _OUTPUT.value, text_column=_TEXT_COLUMN.value,
+                         text_pair_column=_TEXT_PAIR_COLUMN.value, batch_size=_BATCH_SIZE.value)
+    print(f"Wrote {_OUTPUT.value}")
+
+
+def _load_config(command: str):
+    """The config of `--config`, `--search` and the overrides (`--set`, `--format`, `adapt`'s task)."""
     from tfft import config as config_lib
 
     if not _CONFIG.value:
@@ -130,47 +134,64 @@ def main(argv: list[str]) -> int:
     if _SEARCH.value:  # `search:` at its top, or the section's keys alone
         loaded = config_lib.read_yaml(_SEARCH.value, "--search")
         sections = {"search": loaded["search"] if set(loaded) == {"search"} else loaded}
-    config = config_lib.load_config(_CONFIG.value, overrides, sections)
-    if command == "cv":
-        from tfft import cross_validation
+    return config_lib.load_config(_CONFIG.value, overrides, sections)
 
-        try:
-            seeds = tuple(int(seed) for seed in _SEEDS.value)
-        except ValueError:
-            raise app.UsageError(f"--seeds takes integers, e.g. --seeds=0,1,2. Received: {_SEEDS.value}") from None
-        result = cross_validation.run(config, folds=_FOLDS.value, seeds=seeds, ensemble=_ENSEMBLE.value)
-        if result.export_path:
-            print(f"Exported {result.export_path}")
-    elif command == "search":
-        from tfft import search
 
-        result = search.run(config, train_best=_TRAIN_BEST.value)
-        if result.trained is not None and result.trained.export_path:
-            print(f"Exported {result.trained.export_path}")
-    elif command == "train":
-        from tfft import train
+def _train(config) -> None:
+    from tfft import train
 
-        result = train.run(config)
-        if result.metrics is not None:
-            print(result.task.summary(result.metrics))
-        if result.export_path:
-            print(f"Exported {result.export_path}")
-    elif command == "adapt":
-        from tfft import adapt
+    result = train.run(config)
+    if result.metrics is not None:
+        print(result.task.summary(result.metrics))
+    if result.export_path:
+        print(f"Exported {result.export_path}")
 
-        adapted = adapt.run(config)
-        if adapted.perplexity_after is not None:
-            print(f"held-out perplexity {adapted.perplexity_before:.3f} -> {adapted.perplexity_after:.3f}")
-        print(f"Adapted backbone {adapted.backbone_dir}")
-    elif command == "evaluate":
-        from tfft import evaluate
 
-        evaluate.run(config, split_file=_INPUT.value)
-    elif command == "export":
-        from tfft import export
+def _adapt(config) -> None:
+    from tfft import adapt
 
-        print(f"Exported {export.run(config)}")
-    return 0
+    adapted = adapt.run(config)
+    if adapted.perplexity_after is not None:
+        print(f"held-out perplexity {adapted.perplexity_before:.3f} -> {adapted.perplexity_after:.3f}")
+    print(f"Adapted backbone {adapted.backbone_dir}")
+
+
+def _evaluate(config) -> None:
+    from tfft import evaluate
+
+    evaluate.run(config, split_file=_INPUT.value)
+
+
+def _export(config) -> None:
+    from tfft import export
+
+    print(f"Exported {export.run(config)}")
+
+
+def _search(config) -> None:
+    from tfft import search
+
+    result = search.run(config, train_best=_TRAIN_BEST.value)
+    if result.trained is not None and result.trained.export_path:
+        print(f"Exported {result.trained.export_path}")
+
+
+def _cv(config) -> None:
+    from tfft import cross_validation
+
+    try:
+        seeds = tuple(int(seed) for seed in _SEEDS.value)
+    except ValueError:
+        raise app.UsageError(f"--seeds takes integers, e.g. --seeds=0,1,2. Received: {_SEEDS.value}") from None
+    result = cross_validation.run(config, folds=_FOLDS.value, seeds=seeds, ensemble=_ENSEMBLE.value)
+    if result.export_path:
+        print(f"Exported {result.export_path}")
+
+
+#: Commands that read files named by flags, and commands that read a config.
+_FILE_COMMANDS = {"shard": _shard, "predict": _predict}
+_CONFIG_COMMANDS = {"train": _train, "adapt": _adapt, "evaluate": _evaluate, "export": _export, "search": _search,
+                    "cv": _cv}
 
 
 def _setup_logging() -> None:
@@ -185,7 +206,7 @@ def _setup_logging() -> None:
 def command_help(args: list[str]) -> str:
     """The help text; a command that reads a config (`tfft train --help`) lists every config key and its default."""
     command = next((a for a in args if not a.startswith("-")), None)
-    if command not in ("train", "adapt", "evaluate", "export", "search", "cv"):
+    if command not in _CONFIG_COMMANDS:
         return HELP
     from tfft.config import Config  # pyyaml and dataclasses only: help stays free of TensorFlow
 

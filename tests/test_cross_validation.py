@@ -89,11 +89,13 @@ def test_cv_trains_the_folds_and_serves_their_ensemble_as_the_mean_of_their_outp
 
     config = make_config("train.epochs=1", "data.max_train_examples=320")
     config.save(tmp_path / "cv.yaml")
-    proc = run_tfft("cv", f"--config={tmp_path / 'cv.yaml'}", "--folds=2", "--ensemble", cwd=tmp_path)
+    proc = run_tfft("cv", f"--config={tmp_path / 'cv.yaml'}", "--folds=2", "--ensemble", "--format=litert",
+                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "cv_results.json").read_text())
     assert [r["run"] for r in results["rows"]] == ["fold-0", "fold-1", "mean", "std"]
     assert len(results["dev"]["members"]) == 2 and "accuracy" in results["dev"]["ensemble"]
+    assert (tmp_path / "saved_models" / "tiny_ensemble" / "1" / "model.tflite").is_file()
     texts = ["the plot was superb", "the meal was awful and dull", "", "the cast was fine " * 30]
     served = run_python(SERVE, results["export_path"], json.dumps(texts))
     assert served.returncode == 0, served.stderr[-3000:]

@@ -403,10 +403,18 @@ class PruneOnEpochs(keras.callbacks.Callback):
         super().__init__()
         self.trial, self.name = trial, name
         self.pruned_at: int | None = None
+        self.noted = False
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(f"val_{self.name}")
-        if value is None or not math.isfinite(value):
+        if value is None:
+            if not self.noted:
+                self.noted = True
+                shown = ", ".join(sorted(k for k in logs or {} if k.startswith("val_"))) or "none"
+                logger.info("No pruning: the epoch logs have no `val_%s` (their validation scores: %s); trials are "
+                            "scored when they end.", self.name, shown)
+            return
+        if not math.isfinite(value):
             return
         self.trial.report(float(value), step=epoch + 1)
         if self.trial.should_prune():

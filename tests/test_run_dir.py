@@ -173,6 +173,16 @@ def test_a_run_that_never_completed_an_epoch_accepts_a_changed_config(make_confi
     assert not (out / "logs").exists()
 
 
+def test_an_unfinished_run_resumes_with_another_search_section_and_not_another_rate(make_config):
+    first = make_config("search.trials=5")
+    out = pathlib.Path(first.output_dir)
+    run_dir.prepare_output_dir(first, out)
+    (out / run_dir.BACKUP_DIR).mkdir()  # an epoch completed, then killed
+    assert run_dir.inspect(make_config("search.trials=9"), out) == "resume"  # training never reads `search`
+    with pytest.raises(run_dir.OutputDirError, match="train.learning_rate: 0.01 there, 0.0001 now"):
+        run_dir.inspect(make_config("search.trials=5", "train.learning_rate=1e-4"), out)
+
+
 HOLD_LOCK = """
 import pathlib, sys, time
 from tfft import run_dir

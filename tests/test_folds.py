@@ -109,6 +109,7 @@ def test_a_split_with_a_validation_file_is_refused():
         load_config(None, ["data.train=t.csv", "data.validation=v.csv", "data.split.folds=3"])
 
 
+@pytest.mark.slow
 def test_a_fold_run_trains_and_evaluates_on_its_held_out_fold(make_config, caplog):
     from tfft import evaluate, train
 

@@ -116,16 +116,19 @@ def test_a_storage_that_cannot_be_opened_is_named(base, tmp_path):
     space, objective = search.check(config)
     with pytest.raises(ConfigError, match=r"`search.storage` could not be opened .*Received: storage='sqlite:///"):
         search.open_study(config, space, objective)
+    assert not (tmp_path / "search").exists()  # nothing written
 
 
-def test_a_study_continued_with_another_space_is_refused_naming_the_difference(base):
+def test_a_study_continued_with_another_space_is_refused_naming_the_difference(base, tmp_path):
     config = config_with(base)
     search.open_study(config, *search.check(config))
     changed = config_with(base, "search.space={train.epochs: {type: int, low: 1, high: 3}}")
+    before = (tmp_path / "search" / search.SEARCH_CONFIG).read_text()
     with pytest.raises(ConfigError, match=r"another search: model.dropout: type=choice, values=\[0.0, 0.1\] there, "
                                           r"absent now; train.epochs: type=int, low=1.0, high=2.0 there, type=int, "
                                           r"low=1.0, high=3.0 now"):
         search.open_study(changed, *search.check(changed))
+    assert (tmp_path / "search" / search.SEARCH_CONFIG).read_text() == before  # the refusal wrote nothing
 
 
 # --- Whole searches ---------------------------------------------------------------

@@ -248,8 +248,8 @@ def open_study(config: Config, space: list[Param], objective: Objective):
     """Optuna's study in `search.storage` (default SQLite in `output_dir`), created or continued."""
     optuna = _optuna()
     output_dir = pathlib.Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    config.save(output_dir / SEARCH_CONFIG)
+    if not config.search.storage:
+        output_dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file's folder
     storage = _storage(config.search, output_dir)
     s = config.search
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if s.pruning else optuna.pruners.NopPruner()
@@ -257,6 +257,8 @@ def open_study(config: Config, space: list[Param], objective: Objective):
     study = optuna.create_study(study_name=name, storage=storage, direction=objective.direction, pruner=pruner,
                                 load_if_exists=True)
     _check_same_search(study, space, objective)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config.save(output_dir / SEARCH_CONFIG)  # every check passed: the search's first file of its own
     # A process that joins a study (a rerun, a second machine) samples from its own seed, not the first one's.
     study.sampler = optuna.samplers.TPESampler(seed=s.seed + len(study.get_trials(deepcopy=False)))
     _requeue_interrupted(study)

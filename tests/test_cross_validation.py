@@ -51,6 +51,13 @@ def test_a_folder_with_other_files_is_refused(make_config, tmp_path, no_fit):
         cross_validation.run(make_config(), folds=2)
 
 
+def test_an_ensemble_litert_export_the_tokenizer_cannot_take_is_refused_before_training(make_config, tmp_path, no_fit):
+    config = make_config("export.formats=[saved_model, litert]")  # the tiny preset's tokenizer keeps accents
+    with pytest.raises(ConfigError, match="LiteRT export needs a WordPiece tokenizer"):
+        cross_validation.run(config, folds=2, ensemble=True)
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_table_has_each_run_then_the_mean_and_standard_deviation():
     members = [cross_validation.Member(f"fold-{i}", None) for i in range(3)]
     rows = cross_validation.table(members, [{"accuracy": 0.8, "f1": 0.5}, {"accuracy": 0.9, "f1": 0.7},
@@ -89,13 +96,11 @@ def test_cv_trains_the_folds_and_serves_their_ensemble_as_the_mean_of_their_outp
 
     config = make_config("train.epochs=1", "data.max_train_examples=320")
     config.save(tmp_path / "cv.yaml")
-    proc = run_tfft("cv", f"--config={tmp_path / 'cv.yaml'}", "--folds=2", "--ensemble", "--format=litert",
-                    cwd=tmp_path)
+    proc = run_tfft("cv", f"--config={tmp_path / 'cv.yaml'}", "--folds=2", "--ensemble", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "cv_results.json").read_text())
     assert [r["run"] for r in results["rows"]] == ["fold-0", "fold-1", "mean", "std"]
     assert len(results["dev"]["members"]) == 2 and "accuracy" in results["dev"]["ensemble"]
-    assert (tmp_path / "saved_models" / "tiny_ensemble" / "1" / "model.tflite").is_file()
     texts = ["the plot was superb", "the meal was awful and dull", "", "the cast was fine " * 30]
     served = run_python(SERVE, results["export_path"], json.dumps(texts))
     assert served.returncode == 0, served.stderr[-3000:]

@@ -87,7 +87,7 @@ def run(config: Config, folds: int = 0, seeds: tuple[int, ...] = (), ensemble: b
         A `CVResult`.
     """
     members = plan(config, folds, seeds)
-    check(config, folds)
+    check(config, folds, ensemble)
     held_out = [train_member(member, i, len(members)) for i, member in enumerate(members)]
     result = CVResult(table(members, held_out, task_monitor(config)), members, held_out)
     if config.data.validation and folds or ensemble:
@@ -121,8 +121,13 @@ def plan(config: Config, folds: int, seeds: tuple[int, ...]) -> list[Member]:
     return members
 
 
-def check(config: Config, folds: int) -> None:
-    """Refuses, before anything is written: streamed data, too few rows or labels for the folds, a foreign folder."""
+def check(config: Config, folds: int, ensemble: bool = False) -> None:
+    """Refuses bad input before anything is written.
+
+    A folder holding files tfft cv did not write, streamed data, too few
+    rows or labels for the folds, and an ensemble export (LiteRT, its
+    destination) that the tokenizer or folder cannot take.
+    """
     output_dir = pathlib.Path(config.output_dir)
     if output_dir.is_dir():
         foreign = sorted(e.name for e in output_dir.iterdir()
@@ -131,6 +136,8 @@ def check(config: Config, folds: int) -> None:
             raise OutputDirError(f"output_dir `{output_dir}` holds files tfft cv did not write: "
                                  f"{', '.join(foreign[:8])}. Set `output_dir` to a new or empty folder, or to a "
                                  "cross-validation's own folder to continue it.")
+    if ensemble:
+        _check_export(config)
     if not folds:
         return
     if streaming.training_files(config.data) is not None:
@@ -139,6 +146,17 @@ def check(config: Config, folds: int) -> None:
     task = tasks.create(config)
     examples = task.read(config.data.train, split="train")
     folds_lib.fold_indices(task, examples, folds, config.data.split.seed, config.data.split.stratify)
+
+
+def _check_export(config: Config) -> None:
+    """The checks `tfft train` makes before training, for the ensemble's export (its members export nothing)."""
+    from tfft import backbones, train
+
+    task = tasks.create(config)
+    source = backbones.resolve(config.model)
+    source.prepare(task.read(config.data.train, split="train").texts[:1000], None)
+    train.check_outputs(dataclasses.replace(config, export=dataclasses.replace(config.export, enabled=True)), task,
+                        source.packer())
 
 
 def train_member(member: Member, index: int, count: int) -> dict:

@@ -72,7 +72,8 @@ def test_the_objective_and_its_direction(base, objective, direction, expected):
 
 @pytest.mark.parametrize("space, message", [
     ("{}", "`search.space` must name at least one config key"),
-    ("{train.lr: {type: uniform, low: 0.1, high: 0.2}}", "Unknown config key `train.lr`"),
+    ("{train.lr: {type: uniform, low: 0.1, high: 0.2}}", "`search.space` names `train.lr`: Unknown config key"),
+    ("{train: {type: uniform, low: 0.1, high: 0.2}}", "`search.space` names `train`: Override `train` names a section"),
     ("{train.learning_rate: {type: normal, low: 0.1, high: 0.2}}", "`type` one of loguniform, uniform, int, choice"),
     ("{train.learning_rate: {type: uniform, low: 0.2, high: 0.1}}", "numbers `low` and `high` with low < high"),
     ("{train.learning_rate: {type: loguniform, low: 0.0, high: 0.1}}", "0 < low < high"),
@@ -157,6 +158,19 @@ def test_a_search_writes_its_table_best_config_and_plots_and_trains_the_best(bas
     assert (out / "optimization_history.html").stat().st_size > 1000
     assert (out / "best" / "run_complete.json").is_file()
     assert list((tmp_path / "saved_models" / "tiny").iterdir())  # --train_best exported the winner
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("content", [
+    {"search": {"trials": 2, "space": {"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}}}},  # the section
+    {"trials": 2, "space": {"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}}},  # or its keys alone
+])
+def test_search_reads_the_space_from_its_own_file_in_both_forms(base, tmp_path, content):
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(content), encoding="utf-8")
+    proc = run_tfft("search", f"--config={base}", f"--search={tmp_path / 'space.yaml'}", cwd=tmp_path)
+    assert proc.returncode == 2  # the file's space replaced base.yaml's, and was checked before any work
+    assert "tfft: error: Argument `search.space` names `train.lr`: Unknown config key `train.lr`" in proc.stderr
+    assert not (tmp_path / "search").exists()
 
 
 # Runs the search in argv[1] and dies by SIGKILL at the end of the first epoch of trial argv[2].

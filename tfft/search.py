@@ -215,6 +215,8 @@ def _check_reachable(config: Config, param: Param, value: Any) -> None:
         candidate.validate()
         tasks.create(candidate)
     except ConfigError as err:
+        if str(err).startswith(("Unknown config key", "Override `")):  # no key, or a whole section
+            raise ConfigError(f"Argument `search.space` names `{param.key}`: {err}") from None
         raise ConfigError(f"Argument `search.space.{param.key}` reaches {value!r}, which a run refuses: {err}") from None
 
 

@@ -22,7 +22,6 @@ folds never saw). `ensemble=True` exports the members as one SavedModel
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import json
 import logging
@@ -31,7 +30,7 @@ import statistics
 import time
 
 from tfft import folds as folds_lib
-from tfft import run_dir, streaming, tasks
+from tfft import run_dir, streaming, tables, tasks
 from tfft.config import Config, ConfigError, SearchConfig, SplitConfig
 from tfft.errors import OutputDirError
 
@@ -237,13 +236,8 @@ def write_results(result: CVResult, output_dir: pathlib.Path) -> None:
     """`cv_results.csv`, `cv_results.md` (printed too) and `cv_results.json` in `output_dir`."""
     output_dir.mkdir(parents=True, exist_ok=True)
     columns = list(result.rows[0])
-    with open(output_dir / RESULTS_CSV, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(result.rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(v if isinstance(v, str) else f"{v:.4f}" for v in row.values()) + " |"
-              for row in result.rows]
+    tables.write_csv(result.rows, output_dir / RESULTS_CSV)
+    lines = [tables.markdown(result.rows)]
     if result.dev is not None:
         monitor = columns[1]
         scores = [s[monitor] for s in result.dev["members"]]

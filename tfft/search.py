@@ -36,7 +36,6 @@ print(result.best_score, result.best_config_path)
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import json
 import logging
@@ -50,7 +49,7 @@ from typing import Any
 
 import keras
 
-from tfft import tasks
+from tfft import tables, tasks
 from tfft.config import Config, ConfigError, SearchConfig, SplitConfig, set_key
 from tfft.errors import OutputDirError
 
@@ -445,7 +444,7 @@ def finish(study, config: Config, space: list[Param], objective: Objective, outp
            train_best: bool) -> SearchResult:
     """Writes the results table, `best_config.yaml` and the plots; with `train_best`, trains the winner."""
     rows = results_table(study, space, objective)
-    _write_csv(rows, output_dir / TRIALS_CSV)
+    tables.write_csv(rows, output_dir / TRIALS_CSV)
     best = _best(study, objective)
     if best is None:
         raise ConfigError(f"Study {study.study_name!r} has no finished trial (every trial was pruned or failed). "
@@ -454,9 +453,9 @@ def finish(study, config: Config, space: list[Param], objective: Objective, outp
     path = output_dir / BEST_CONFIG
     header = (f"# Best of {len(_finished(study))} trials of study {study.study_name!r}: {objective.name}="
               f"{best.value:.4f} (trial {best.number}). Train it: tfft train --config={path}\n")
-    _write_atomic(path, header + best_config.to_yaml())
+    tables.write_text(path, header + best_config.to_yaml())
     write_plots(study, output_dir)
-    print(_markdown(rows))
+    print(tables.markdown(rows))
     print(f"Best: trial {best.number}, {objective.name}={best.value:.4f}: {_values(best.params)}\nWrote {path}")
     trained = None
     if train_best:
@@ -502,29 +501,6 @@ def write_plots(study, output_dir: pathlib.Path) -> None:
         optuna.visualization.plot_param_importances(study).write_html(str(output_dir / PLOTS[1]))
     except (RuntimeError, ValueError) as err:  # too few finished trials, or one value per key
         logger.info("No parameter importances yet: %s", err)
-
-
-def _write_csv(rows: list[dict], path: pathlib.Path) -> None:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    with open(temporary, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, path)  # processes sharing the study each write it whole
-
-
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def _markdown(rows: list[dict]) -> str:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows])
 
 
 # --- Helpers ---------------------------------------------------------------

@@ -13,13 +13,14 @@ from tfft.errors import OutputDirError
 
 
 def test_plan_gives_each_fold_and_seed_its_own_run(make_config, tmp_path):
-    config = make_config("train.seed=7")
+    config = make_config("train.seed=7", "train.overwrite_output_dir=true")
     members = cross_validation.plan(config, folds=3, seeds=(0, 1))
     assert [m.name for m in members] == ["fold-0-seed-0", "fold-0-seed-1", "fold-1-seed-0", "fold-1-seed-1",
                                         "fold-2-seed-0", "fold-2-seed-1"]
     m = members[3].config
     assert (m.data.split.folds, m.data.split.fold, m.train.seed, m.data.validation) == (3, 1, 1, "")
     assert m.output_dir == str(tmp_path / "run" / "fold-1-seed-1") and not m.export.enabled
+    assert not m.train.overwrite_output_dir  # a rerun reads back or resumes each run
     only_folds = cross_validation.plan(config, folds=2, seeds=())
     assert [(m.name, m.config.train.seed) for m in only_folds] == [("fold-0", 7), ("fold-1", 7)]
     only_seeds = cross_validation.plan(config, folds=0, seeds=(0, 1))

@@ -95,11 +95,12 @@ def test_a_search_without_a_validation_split_is_refused(base):
 
 
 def test_a_validation_fraction_scores_trials_on_a_held_out_slice_of_train(base, tmp_path):
-    config = config_with(base, "search.validation_fraction=0.2", "search.seed=4")
+    config = config_with(base, "search.validation_fraction=0.2", "search.seed=4", "train.overwrite_output_dir=true")
     trial = search.trial_config(config, {"train.learning_rate": 0.01, "train.epochs": 2}, tmp_path / "t")
     assert (trial.data.validation, trial.data.split.fraction, trial.data.split.seed) == ("", 0.2, 4)
     assert (trial.train.learning_rate, trial.train.epochs, trial.output_dir) == (0.01, 2, str(tmp_path / "t"))
     assert trial.search == search.SearchConfig() and not trial.export.enabled
+    assert not trial.train.overwrite_output_dir  # a retried trial resumes its folder, never starts it over
     best = search.best_config_of(config, {"train.epochs": 2})
     assert best.data.validation == config.data.validation  # the final report keeps data.validation
     assert best.output_dir.endswith("search/best") and best.train.epochs == 2

@@ -111,6 +111,7 @@ def plan(config: Config, folds: int, seeds: tuple[int, ...]) -> list[Member]:
             member.search = SearchConfig()
             member.output_dir = str(pathlib.Path(config.output_dir) / "-".join(parts))
             member.export.enabled = False
+            member.train.overwrite_output_dir = False  # a rerun resumes or reads back each run, never redoes it
             member.train.seed = seed
             if fold is not None:
                 member.data.validation = ""

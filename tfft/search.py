@@ -378,6 +378,7 @@ def trial_config(config: Config, values: dict, folder: pathlib.Path) -> Config:
     trial.search = SearchConfig()
     trial.output_dir = str(folder)
     trial.export.enabled = False
+    trial.train.overwrite_output_dir = False  # a retried trial resumes its run; it never starts it over
     if config.search.validation_fraction:
         trial.data.validation = ""
         trial.data.split = SplitConfig(fraction=config.search.validation_fraction, seed=config.search.seed)

@@ -16,6 +16,7 @@ config = tfft.config.load_config(
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import pathlib
 import types
@@ -29,7 +30,7 @@ from tfft.errors import ConfigError
 #: What `model.lora_targets` may name.
 LORA_TARGETS = ("query", "key", "value", "attention_output", "feedforward")
 
-__all__ = ["Config", "ConfigError", "load_config", "from_dict", "apply_override", "set_key", "read_yaml", "TASK_TYPES"]
+__all__ = ["Config", "ConfigError", "load_config", "from_dict", "apply_override", "set_key", "read_yaml", "derived", "TASK_TYPES"]
 
 
 @dataclasses.dataclass
@@ -517,6 +518,33 @@ class Config:
         check(0.0 <= s.validation_fraction < 1.0, "search.validation_fraction", s.validation_fraction,
               "must be in [0, 1) (0: score on `data.validation`)")
         check(s.heartbeat_seconds >= 1, "search.heartbeat_seconds", s.heartbeat_seconds, "must be >= 1")
+
+
+def derived(config: Config, output_dir: str | pathlib.Path, values: dict[str, Any] | None = None,
+            split: SplitConfig | None = None, member: bool = False) -> Config:
+    """A run made from `config` by `tfft search` or `tfft cv`: validated, its `search` section cleared.
+
+    Args:
+        config: `Config`. Left as it is.
+        output_dir: the new run's folder.
+        values: dict or None. Config key -> value (`set_key`).
+        split: `SplitConfig` or None. Holds out part of `data.train` as the
+            validation split (`data.validation` is then emptied).
+        member: bool. A trial or fold: no export of its own, and never
+            `train.overwrite_output_dir` (a rerun resumes it or reads it back).
+    """
+    run = copy.deepcopy(config)
+    run.search = SearchConfig()
+    run.output_dir = str(output_dir)
+    if member:
+        run.export.enabled = False
+        run.train.overwrite_output_dir = False
+    if split is not None:
+        run.data.validation = ""
+        run.data.split = split
+    for key, value in (values or {}).items():
+        set_key(run, key, value)
+    return run.validate()
 
 
 def check(ok: bool, key: str, value: Any, requirement: str) -> None:

@@ -21,7 +21,6 @@ folds never saw). `ensemble=True` exports the members as one SavedModel
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -31,8 +30,7 @@ import time
 
 from tfft import folds as folds_lib
 from tfft import run_dir, streaming, tables, tasks
-from tfft.config import Config, ConfigError, SearchConfig, SplitConfig
-from tfft.errors import OutputDirError
+from tfft.config import Config, ConfigError, SplitConfig, derived
 
 logger = logging.getLogger(__name__)
 
@@ -107,17 +105,11 @@ def plan(config: Config, folds: int, seeds: tuple[int, ...]) -> list[Member]:
     for fold in range(folds) if folds else [None]:
         for seed in seeds:
             parts = ([f"fold-{fold}"] if fold is not None else []) + ([f"seed-{seed}"] if len(seeds) > 1 else [])
-            member = copy.deepcopy(config)
-            member.search = SearchConfig()
-            member.output_dir = str(pathlib.Path(config.output_dir) / "-".join(parts))
-            member.export.enabled = False
-            member.train.overwrite_output_dir = False  # a rerun resumes or reads back each run, never redoes it
-            member.train.seed = seed
-            if fold is not None:
-                member.data.validation = ""
-                member.data.split = SplitConfig(folds=folds, fold=fold, seed=config.data.split.seed,
-                                                stratify=config.data.split.stratify)
-            members.append(Member("-".join(parts), member.validate()))
+            split = None if fold is None else SplitConfig(folds=folds, fold=fold, seed=config.data.split.seed,
+                                                          stratify=config.data.split.stratify)
+            member = derived(config, pathlib.Path(config.output_dir) / "-".join(parts), {"train.seed": seed}, split,
+                             member=True)  # a rerun resumes or reads back each run, never redoes it
+            members.append(Member("-".join(parts), member))
     return members
 
 
@@ -128,33 +120,30 @@ def check(config: Config, folds: int, ensemble: bool = False) -> None:
     rows or labels for the folds, and an ensemble export (LiteRT, its
     destination) that the tokenizer or folder cannot take.
     """
-    output_dir = pathlib.Path(config.output_dir)
-    if output_dir.is_dir():
-        foreign = sorted(e.name for e in output_dir.iterdir()
-                         if e.name not in _OWN_FILES and not e.name.startswith(("fold-", "seed-")))
-        if foreign:
-            raise OutputDirError(f"output_dir `{output_dir}` holds files tfft cv did not write: "
-                                 f"{', '.join(foreign[:8])}. Set `output_dir` to a new or empty folder, or to a "
-                                 "cross-validation's own folder to continue it.")
-    if ensemble:
-        _check_export(config)
-    if not folds:
-        return
-    if streaming.training_files(config.data) is not None:
+    run_dir.refuse_foreign_entries(pathlib.Path(config.output_dir), _is_own, "cv")
+    if folds and streaming.training_files(config.data) is not None:
         raise ConfigError("Argument `--folds` splits the training rows in memory; set `data.streaming=false`. "
                           f"Received: data.streaming={config.data.streaming!r}")
+    if not folds and not ensemble:
+        return
     task = tasks.create(config)
-    examples = task.read(config.data.train, split="train")
-    folds_lib.fold_indices(task, examples, folds, config.data.split.seed, config.data.split.stratify)
+    examples = task.read(config.data.train, split="train")  # once, for both checks
+    if ensemble:
+        _check_export(config, task, examples.texts[:1000])
+    if folds:
+        folds_lib.fold_indices(task, examples, folds, config.data.split.seed, config.data.split.stratify)
 
 
-def _check_export(config: Config) -> None:
+def _is_own(name: str) -> bool:
+    return name in _OWN_FILES or name.startswith(("fold-", "seed-"))
+
+
+def _check_export(config: Config, task, sample_texts: list[str]) -> None:
     """The checks `tfft train` makes before training, for the ensemble's export (its members export nothing)."""
     from tfft import backbones, train
 
-    task = tasks.create(config)
     source = backbones.resolve(config.model)
-    source.prepare(task.read(config.data.train, split="train").texts[:1000], None)
+    source.prepare(sample_texts, None)
     train.check_outputs(dataclasses.replace(config, export=dataclasses.replace(config.export, enabled=True)), task,
                         source.packer())
 

@@ -160,6 +160,21 @@ def mark_trained(output_dir: pathlib.Path, epochs: int, train_seconds: float) ->
     (output_dir / TRAINED_FILE).write_text(json.dumps({"epochs": epochs, "train_seconds": round(train_seconds, 2)}) + "\n")
 
 
+def refuse_foreign_entries(output_dir: pathlib.Path, is_own, command: str) -> None:
+    """Refuses a folder of many runs (`tfft search`, `tfft cv`) that holds entries `is_own(name)` does not accept.
+
+    Such a command writes only its own entries there and deletes nothing; it may continue in its own folder.
+    """
+    if not output_dir.is_dir():
+        return
+    foreign = sorted(e.name for e in output_dir.iterdir() if not is_own(e.name))
+    if foreign:
+        raise OutputDirError(
+            f"output_dir `{output_dir}` holds files tfft {command} did not write: {', '.join(foreign[:8])}. Set "
+            f"`output_dir` to a new or empty folder, or to a {command}'s own folder to continue it."
+        )
+
+
 def finished_metrics(output_dir: pathlib.Path) -> dict | None:
     """The validation scores of a finished run (`metrics.json`), or None when the run has not finished.
 

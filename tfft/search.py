@@ -49,9 +49,8 @@ from typing import Any
 
 import keras
 
-from tfft import tables, tasks
-from tfft.config import Config, ConfigError, SearchConfig, SplitConfig, set_key
-from tfft.errors import OutputDirError
+from tfft import run_dir, tables, tasks
+from tfft.config import Config, ConfigError, SearchConfig, SplitConfig, derived, set_key
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +154,7 @@ def check(config: Config) -> tuple[list[Param], Objective]:
     if not config.data.validation and not config.search.validation_fraction and not config.data.split.active:
         raise ConfigError("Argument `search.validation_fraction` must be > 0 when `data.validation` is empty: trials "
                           "need a validation split to be scored on. Received: validation_fraction=0.0")
-    _check_output_dir(pathlib.Path(config.output_dir))
+    run_dir.refuse_foreign_entries(pathlib.Path(config.output_dir), OWN_ENTRIES.__contains__, "search")
     return space, objective_of(config.search, task)
 
 
@@ -228,18 +227,6 @@ def objective_of(search: SearchConfig, task) -> Objective:
         return Objective(name, "maximize" if task.monitor[1] == "max" else "minimize")
     lower = any(word in name.lower() for word in _LOWER_IS_BETTER)
     return Objective(name, "minimize" if lower else "maximize")
-
-
-def _check_output_dir(output_dir: pathlib.Path) -> None:
-    if not output_dir.is_dir():
-        return
-    foreign = sorted(e.name for e in output_dir.iterdir() if e.name not in OWN_ENTRIES)
-    if foreign:
-        raise OutputDirError(
-            f"output_dir `{output_dir}` holds files tfft search did not write: {', '.join(foreign[:8])}. A search "
-            "writes only its study, trials and results there: set `output_dir` to a new or empty folder, or to a "
-            "search's own folder to continue it."
-        )
 
 
 # --- Phase 2: the study ----------------------------------------------------
@@ -344,7 +331,7 @@ def optimize(study, config: Config, space: list[Param], objective: Objective) ->
 
 def run_trial(trial, config: Config, space: list[Param], objective: Objective) -> float:
     """One trial: its config's run, trained (or resumed) in `trials/<n>`, scored on the validation split."""
-    from tfft import run_dir, train
+    from tfft import train
 
     optuna = _optuna()
     values = {param.key: param.suggest(trial) for param in space}
@@ -374,17 +361,9 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective) -
 
 def trial_config(config: Config, values: dict, folder: pathlib.Path) -> Config:
     """The base config with the trial's values, in its own folder, scored on the search's validation split."""
-    trial = copy.deepcopy(config)
-    trial.search = SearchConfig()
-    trial.output_dir = str(folder)
-    trial.export.enabled = False
-    trial.train.overwrite_output_dir = False  # a retried trial resumes its run; it never starts it over
-    if config.search.validation_fraction:
-        trial.data.validation = ""
-        trial.data.split = SplitConfig(fraction=config.search.validation_fraction, seed=config.search.seed)
-    for key, value in values.items():
-        set_key(trial, key, value)
-    return trial.validate()
+    fraction = config.search.validation_fraction
+    split = SplitConfig(fraction=fraction, seed=config.search.seed) if fraction else None
+    return derived(config, folder, values, split, member=True)  # a retried trial resumes its run
 
 
 def _score(metrics: dict | None, name: str) -> float:
@@ -468,12 +447,7 @@ def finish(study, config: Config, space: list[Param], objective: Objective, outp
 
 def best_config_of(config: Config, values: dict) -> Config:
     """The base config with the best values, training into `<output_dir>/best`, its `search` section cleared."""
-    best = copy.deepcopy(config)
-    best.search = SearchConfig()
-    best.output_dir = str(pathlib.Path(config.output_dir) / "best")
-    for key, value in values.items():
-        set_key(best, key, value)
-    return best.validate()
+    return derived(config, pathlib.Path(config.output_dir) / "best", values)
 
 
 def results_table(study, space: list[Param], objective: Objective) -> list[dict]:

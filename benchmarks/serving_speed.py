@@ -30,6 +30,7 @@ import statistics
 from absl import app, flags
 
 import common
+from serving_harness import measure_rows
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/ and sst2/.")
 _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 8000, "SST-2 training sentences for both models.")
@@ -76,65 +77,6 @@ tokenizer.save_pretrained(out + "/model")
 print(json.dumps({"model": out + "/model"}))
 """
 
-# Each child measures one row and prints one JSON line.
-MEASURE = """
-import json, os, pathlib, sys, time
-import numpy as np, pandas as pd
-from common import peak_rss_mb
-row, path, dev_file = sys.argv[1], sys.argv[2], sys.argv[3]
-dev = pd.read_csv(dev_file, sep="\\t", quoting=3, keep_default_na=False)
-texts, labels = dev.sentence.tolist(), dev.label.to_numpy()
-
-if row == "saved_model":
-    import tensorflow as tf, tensorflow_text  # noqa: F401
-    serve = tf.saved_model.load(path).signatures["serving_default"]
-    def predict(batch):
-        out = serve(text=tf.constant(batch))
-        return out["label_id"].numpy(), out["probabilities"].numpy()
-    size = sum(p.stat().st_size for p in pathlib.Path(path).rglob("*") if p.is_file() and "litert" not in p.name
-               and p.suffix != ".tflite")
-    labels_out = [l.strip() for l in (pathlib.Path(path) / "assets" / "labels.txt").read_text().splitlines()]
-elif row.startswith("litert"):
-    from tfft.litert import LiteRTModel
-    model = LiteRTModel(path, num_threads=os.cpu_count())
-    def predict(batch):
-        out = model(text=batch)
-        return out["label_id"], out["probabilities"]
-    size = pathlib.Path(path).stat().st_size
-    labels_out = [l.strip() for l in (pathlib.Path(path).parent / "assets" / "labels.txt").read_text().splitlines()]
-else:
-    import torch
-    from transformers import pipeline
-    pipe = pipeline("text-classification", model=path, tokenizer=path, device=-1, truncation=True, max_length=128)
-    def predict(batch):
-        return np.array([int(r["label"].split("_")[-1]) for r in pipe(batch, batch_size=len(batch))]), None
-    size = sum(p.stat().st_size for p in pathlib.Path(path).rglob("*") if p.is_file())
-    labels_out = ["0", "1"]
-
-for text in texts[:20]:
-    predict([text])
-latencies, predicted, probabilities = [], [], []
-for text in texts:
-    started = time.perf_counter()
-    label_id, probs = predict([text])
-    latencies.append(time.perf_counter() - started)
-    predicted.append(label_id[0])
-    probabilities.append(None if probs is None else probs[0].tolist())
-batches = [texts[i:i + 32] for i in range(0, len(texts), 32)]
-for batch in batches:
-    predict(batch)
-started = time.perf_counter()
-for batch in batches:
-    predict(batch)
-throughput = len(texts) / (time.perf_counter() - started)
-predicted_labels = np.array([int(labels_out[i]) for i in predicted])
-ms = np.array(latencies) * 1000
-print(json.dumps({"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-                  "batch32_per_s": throughput, "size_mb": size / 1e6, "peak_rss_mb": peak_rss_mb(),
-                  "accuracy": float((predicted_labels == labels).mean()), "predicted": predicted_labels.tolist(),
-                  "probabilities": probabilities}))
-"""
-
 
 def main(argv):
     del argv
@@ -162,14 +104,7 @@ def main(argv):
         "litert_dynamic_range": version / "model_dynamic_range.tflite",
         "hf_pipeline": pathlib.Path(state["hf"]["model"]),
     }
-    dev = data / "sst2" / "dev.tsv"
-    measured: dict[str, list[dict]] = {row: [] for row in _ROWS.value}
-    for round_ in range(_ROUNDS.value):
-        order = _ROWS.value if round_ % 2 == 0 else list(reversed(_ROWS.value))
-        for row in order:
-            result = common.run_child(MEASURE, row, str(paths[row]), str(dev))
-            print(f"round {round_ + 1} {row}: p50 {result['p50_ms']:.2f} ms, {result['batch32_per_s']:.1f}/s", flush=True)
-            measured[row].append(result)
+    measured = measure_rows(paths, _ROWS.value, data / "sst2" / "dev.tsv", _ROUNDS.value)
 
     names = {
         "saved_model": "tfft SavedModel (TF, in-process)",

@@ -1,5 +1,6 @@
 """One contract for every registered task, as keras-hub's `run_task_test`: build, fit two steps, evaluate,
-export, answer raw text from a process that has only TensorFlow and TensorFlow Text, and predict a CSV."""
+export, answer raw text from a process that has only TensorFlow and TensorFlow Text, predict a CSV, and distil
+into a one-layer student that serves as well."""
 
 import json
 import pathlib
@@ -10,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import SERVING_PROCESS, TASK_DATA, run_python
-from tfft import evaluate, predict, run_dir, train
+from tfft import distill, evaluate, predict, run_dir, train
+from tfft.config import ConfigError
 from tfft.tasks import TASKS
 
 pytestmark = pytest.mark.slow
@@ -56,22 +58,8 @@ def test_task_runs_every_stage(task_type, make_config, data_dir, tmp_path):
     assert [p.name for p in pathlib.Path(config.output_dir).iterdir() if not run_dir.is_own_entry(p.name)] == []
 
     # Serve: a separate process with TensorFlow and TensorFlow Text only gives the in-memory model's outputs.
+    assert_served_as_in_memory(result, tmp_path / "served.npz")
     names = task.input_names()
-    requests = {name: REQUESTS[name] for name in names}
-    function, specs = task.serving_signatures(result.model, result.packer)["serving_default"]
-    expected = function(*[tf.constant(requests[spec.name]) for spec in specs])
-    out = run_python(SERVE, result.export_path, json.dumps(requests), str(tmp_path / "served.npz"))
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["modules"] == []
-    assert set(report["signatures"]) == set(task.serving_signatures(result.model, result.packer))
-    served = np.load(tmp_path / "served.npz", allow_pickle=True)  # string outputs are object arrays
-    assert set(served.files) == set(expected)
-    for name, value in expected.items():
-        if value.dtype.is_floating:
-            np.testing.assert_allclose(served[name], value.numpy(), atol=1e-5, err_msg=name)
-        else:
-            np.testing.assert_array_equal(served[name], value.numpy(), err_msg=name)
 
     # Predict: a CSV in, the input columns plus the task's columns out.
     pd.DataFrame({name: REQUESTS[name] for name in names}).to_csv(tmp_path / "in.csv", index=False)
@@ -80,6 +68,39 @@ def test_task_runs_every_stage(task_type, make_config, data_dir, tmp_path):
     written = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
     assert len(written) == len(REQUESTS["text"]) and list(written.columns) == list(frame.columns)
     assert list(written.columns)[: len(names)] == list(names) and len(written.columns) > len(names)
+
+    # Distil: a one-layer student of this run trains on its outputs, exports, and serves raw text as well.
+    student_config = make_config(*TASK_DATA[task_type](data_dir), "data.max_train_examples=32", "train.epochs=1",
+                                 "export.enabled=true", f"distill.teacher={config.output_dir}", "model.keep_layers=1",
+                                 f"output_dir={tmp_path / 'student'}", "name=student")
+    if task.distill_unsupported:
+        with pytest.raises(ConfigError, match="`task.type` cannot be distilled"):
+            distill.run(student_config)
+        return
+    student = distill.run(student_config)
+    assert set(student.metrics["teacher"]) == set(task.logged_scores(saved))
+    assert student.model.count_params() < result.model.count_params()
+    assert_served_as_in_memory(student, tmp_path / "student_served.npz")
+
+
+def assert_served_as_in_memory(result, npz: pathlib.Path) -> None:
+    """A separate process with TensorFlow and TensorFlow Text only gives the in-memory model's outputs."""
+    task = result.task
+    requests = {name: REQUESTS[name] for name in task.input_names()}
+    function, specs = task.serving_signatures(result.model, result.packer)["serving_default"]
+    expected = function(*[tf.constant(requests[spec.name]) for spec in specs])
+    out = run_python(SERVE, result.export_path, json.dumps(requests), str(npz))
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["modules"] == []
+    assert set(report["signatures"]) == set(task.serving_signatures(result.model, result.packer))
+    served = np.load(npz, allow_pickle=True)  # string outputs are object arrays
+    assert set(served.files) == set(expected)
+    for name, value in expected.items():
+        if value.dtype.is_floating:
+            np.testing.assert_allclose(served[name], value.numpy(), atol=1e-5, err_msg=name)
+        else:
+            np.testing.assert_array_equal(served[name], value.numpy(), err_msg=name)
 
 
 @pytest.mark.parametrize("task_type", sorted(TASKS))

@@ -6,6 +6,7 @@
     tfft export   --config=configs/demo.yaml [--format=litert]
     tfft search   --config=base.yaml [--search=space.yaml] [--train_best]
     tfft cv       --config=configs/demo.yaml --folds=5 [--seeds=0,1,2] [--ensemble]
+    tfft distill  --config=configs/demo.yaml --set distill.teacher=runs/demo --set model.keep_layers=1
     tfft predict  --model=saved_models/demo/1 --input=in.csv --output=out.csv
     tfft shard    --input=big.csv --output=gs://bucket/train --num_shards=64 [--shard_format=jsonl]
 
@@ -23,7 +24,7 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-COMMANDS = ("train", "adapt", "evaluate", "export", "predict", "shard", "search", "cv")
+COMMANDS = ("train", "adapt", "evaluate", "export", "predict", "shard", "search", "cv", "distill")
 
 HELP = """usage: tfft COMMAND [--flag=value ...]
 
@@ -35,6 +36,7 @@ commands:
   evaluate   score a trained run on data.validation, or on --input
   export     export a trained run as the next SavedModel version (--format=litert adds model.tflite)
   search     search the config's `search.space` with Optuna; writes best_config.yaml (continues a stopped search)
+  distill    train a smaller student (e.g. --set model.keep_layers=3) on a finished run's outputs (distill.teacher)
   cv         train on k folds (--folds) and/or seeds (--seeds); their scores' mean and spread; --ensemble exports one model
   predict    run a SavedModel version, or its model.tflite, over a file: --model, --input, --output
   shard      split one large file into shards to stream: --input, --output (a prefix), --num_shards
@@ -60,6 +62,8 @@ examples:
   tfft predict --model=saved_models/demo/1 --input=new.csv --output=predictions.csv
   tfft search --config=base.yaml --search=space.yaml --set search.trials=20
   tfft cv --config=configs/demo.yaml --folds=5 --ensemble
+  tfft distill --config=configs/demo.yaml --set distill.teacher=runs/demo --set model.keep_layers=1 \
+               --set output_dir=runs/demo_student --set name=demo_student
 """
 
 _CONFIG = flags.DEFINE_string("config", None, "YAML config file (see configs/).")
@@ -140,7 +144,21 @@ def _load_config(command: str):
 def _train(config) -> None:
     from tfft import train
 
-    result = train.run(config)
+    _print_result(train.run(config))
+
+
+def _distill(config) -> None:
+    from tfft import distill
+
+    result = distill.run(config)
+    _print_result(result)
+    if result.metrics is not None:
+        teacher = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics["teacher"].items())
+        print(f"teacher: {teacher}  (the student keeps "
+              + ", ".join(f"{100 * v:.1f}% of {k}" for k, v in result.metrics["retained"].items()) + ")")
+
+
+def _print_result(result) -> None:
     if result.metrics is not None:
         print(result.task.summary(result.metrics))
     if result.export_path:
@@ -191,7 +209,7 @@ def _cv(config) -> None:
 #: Commands that read files named by flags, and commands that read a config.
 _FILE_COMMANDS = {"shard": _shard, "predict": _predict}
 _CONFIG_COMMANDS = {"train": _train, "adapt": _adapt, "evaluate": _evaluate, "export": _export, "search": _search,
-                    "cv": _cv}
+                    "cv": _cv, "distill": _distill}
 
 
 def _setup_logging() -> None:

@@ -72,6 +72,12 @@ class ModelConfig:
             `key`, `value`, `attention_output` and `feedforward` (both
             feed-forward kernels). `[query, value]`, as keras-hub's and PEFT's
             defaults.
+        keep_layers: int, list of int or None. A backbone with fewer encoder
+            layers (layer dropping): a list keeps those layers (0 is the
+            lowest), in that order, with their pretrained weights; a number N
+            keeps the lowest N (dropping the top layers keeps the most accuracy,
+            Sajjad et al. 2023). None keeps every layer. `tfft distill` starts
+            such a student from its teacher's weights.
     """
 
     backbone: str = "tiny-bert"
@@ -86,6 +92,7 @@ class ModelConfig:
     lora_rank: int = 0
     lora_alpha: float | None = None
     lora_targets: list[str] = dataclasses.field(default_factory=lambda: ["query", "value"])
+    keep_layers: int | list[int] | None = None
 
 
 @dataclasses.dataclass
@@ -398,6 +405,27 @@ class SearchConfig:
 
 
 @dataclasses.dataclass
+class DistillConfig:
+    """`tfft distill`: train the run's model (the student) on a finished run's outputs (`tfft.distill`).
+
+    Args:
+        teacher: str. A finished tfft run folder of the same task type whose
+            backbone has the same tokenizer. `tfft train` ignores this section.
+        temperature: float. Both models' logits are divided by it before the
+            soft loss (the soft loss is scaled by its square, as Hinton et
+            al.'s); regression ignores it.
+        alpha: float. The loss is `alpha * soft + (1 - alpha) * hard`: soft is
+            the distance to the teacher's outputs (the task's
+            `Task.soft_loss`), hard the task's own loss on the labels. 0
+            trains on the labels alone (the teacher only initializes).
+    """
+
+    teacher: str = ""
+    temperature: float = 2.0
+    alpha: float = 0.5
+
+
+@dataclasses.dataclass
 class Config:
     """A whole tfft run. See the README's config reference.
 
@@ -414,6 +442,7 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -498,6 +527,7 @@ class Config:
         check(bool(e.base_dir.strip()), "export.base_dir", e.base_dir,
                "must name a folder (empty would export to the filesystem root)")
         self._validate_search()
+        self._validate_distill()
         return self
 
     def _validate_split(self) -> None:
@@ -511,6 +541,16 @@ class Config:
         if s.active:
             check(not self.data.validation, "data.validation", self.data.validation,
                   "must be empty when `data.split` holds out part of `data.train` as the validation split")
+
+    def _validate_distill(self) -> None:
+        keep, d = self.model.keep_layers, self.distill
+        if isinstance(keep, int):
+            check(keep >= 1, "model.keep_layers", keep, "must be >= 1 (a number of layers), a list of layers, or null")
+        elif keep is not None:
+            check(bool(keep) and len(set(keep)) == len(keep) and min(keep) >= 0, "model.keep_layers", keep,
+                  "must list distinct layer indices >= 0 (0 is the lowest encoder layer)")
+        check(d.temperature > 0.0, "distill.temperature", d.temperature, "must be > 0")
+        check(0.0 <= d.alpha <= 1.0, "distill.alpha", d.alpha, "must be in [0, 1] (0: the labels alone)")
 
     def _validate_search(self) -> None:
         s = self.search

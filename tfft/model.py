@@ -36,8 +36,10 @@ class Trained:
 
 
 def build_model(config: Config, source: backbones.BackboneSource, task: tasks.Task) -> tasks.TaskModel:
-    """The backbone from `source` with the task's head, frozen as the config says, with LoRA where asked."""
+    """The backbone from `source` (with `model.keep_layers` only) and the task's head, frozen, with LoRA where asked."""
     backbone = source.backbone()
+    if config.model.keep_layers is not None:
+        backbone = source.keep_layers(backbone, config.model.keep_layers)
     model = tasks.TaskModel(backbone, task, dropout=config.model.dropout, pooling=config.model.pooling)
     task.load_head(model, source)
     groups = source.layer_groups(backbone)

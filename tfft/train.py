@@ -131,6 +131,29 @@ class Inputs:
     steps: int
 
 
+class RunHooks:
+    """What a training feature adds to `run` at fixed points, composed in rather than branched on (`tfft.distill`).
+
+    Every hook does nothing here; a subclass overrides the ones it needs.
+    `check` and `built` run before the run's first write, so what they
+    refuse loses nothing.
+    """
+
+    def check(self, config: Config, task: tasks.Task) -> None:
+        """Before anything is read or written: refuses a config the feature cannot run."""
+
+    def prepared(self, config: Config, task: tasks.Task, inputs: Inputs) -> None:
+        """After `prepare_data`: the data, the backbone source and its packer are ready."""
+
+    def built(self, config: Config, model: tasks.TaskModel, inputs: Inputs) -> None:
+        """Inside the strategy's scope, after the model is built and before its layer recipes and `compile`."""
+
+    def scores(self, task: tasks.Task, inputs: Inputs, metrics: dict) -> dict:
+        """Scores to add to the run's validation `metrics`."""
+        del task, inputs, metrics
+        return {}
+
+
 @dataclasses.dataclass
 class Fitted:
     """What `fit` leaves: Keras' per-epoch logs and the seconds training took."""
@@ -143,6 +166,7 @@ def run(
     config: Config,
     strategy: tf.distribute.Strategy | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
+    hooks: RunHooks | None = None,
 ) -> TrainResult:
     """Fine-tunes `config.model.backbone` on `config.data` and evaluates and exports it.
 
@@ -154,6 +178,8 @@ def run(
             names.
         callbacks: list of `keras.callbacks.Callback` or None. Added after
             tfft's own (backup, logs, best checkpoint, early stopping).
+        hooks: `RunHooks` or None. A feature composed into the run
+            (`tfft.distill`).
 
     Returns:
         A `TrainResult`.
@@ -162,6 +188,8 @@ def run(
     if strategy is None:
         strategy = distribute.create_strategy(config.train)  # First: multi-worker needs it before other ops.
     task = tasks.create(config)  # checks the task's own keys
+    hooks = hooks or RunHooks()
+    hooks.check(config, task)
     writer = RunWriter(pathlib.Path(distribute.worker_dir(config.output_dir, strategy)), distribute.is_chief(strategy))
     policy = keras.mixed_precision.global_policy()
     writer.inspect(config)  # a folder it refuses gets no lock file either
@@ -171,13 +199,14 @@ def run(
             keras.utils.set_random_seed(config.train.seed)
             set_mixed_precision(config.train.mixed_precision)
             inputs = prepare_data(config, task, strategy, kept=writer.path if state in ("resume", "trained") else None)
-            model = build(config, task, inputs, strategy)
+            hooks.prepared(config, task, inputs)
+            model = build(config, task, inputs, strategy, hooks)
             writer.start(config, state, task, inputs.source, inputs.train)  # every check passed: the first write
             if state == "trained":  # killed after training, during evaluation or export: train nothing again
                 fitted = load_fitted(model, writer.path)
             else:
                 fitted = fit(config, task, model, inputs, writer, resume=state == "resume", callbacks=callbacks or [])
-            return finish(config, task, model, inputs, fitted, writer)
+            return finish(config, task, model, inputs, fitted, writer, hooks)
     finally:
         keras.mixed_precision.set_global_policy(policy)  # A notebook's next cell gets its own back.
         distribute.remove_worker_dir(str(writer.path), strategy)
@@ -241,11 +270,12 @@ def check_outputs(config: Config, task: tasks.Task, packer) -> None:
         litert.check(task, packer)
 
 
-def build(config: Config, task: tasks.Task, inputs: Inputs, strategy) -> tasks.TaskModel:
+def build(config: Config, task: tasks.Task, inputs: Inputs, strategy, hooks: RunHooks | None = None) -> tasks.TaskModel:
     """Phase 2: the task model and its layer recipes (`tfft.layerwise`), compiled with tfft's AdamW, under `strategy`."""
     tc = config.train
     with strategy.scope():
         model = build_model(config, inputs.source, task)
+        (hooks or RunHooks()).built(config, model, inputs)
         updates_per_epoch = max(inputs.steps // tc.gradient_accumulation_steps, 1)
         rates = layerwise.prepare(model, inputs.source, config, reads_pooler(config, task), updates_per_epoch)
         optimizer = optimization.create_optimizer(tc, inputs.steps * tc.epochs, model.trainable_variables, rates)
@@ -325,7 +355,8 @@ def load_fitted(model, output_dir: pathlib.Path) -> Fitted:
 
 
 def finish(
-    config: Config, task: tasks.Task, model, inputs: Inputs, fitted: Fitted, writer: RunWriter
+    config: Config, task: tasks.Task, model, inputs: Inputs, fitted: Fitted, writer: RunWriter,
+    hooks: RunHooks | None = None,
 ) -> TrainResult:
     """Phase 4: scores the validation split, exports, and marks the run complete."""
     metrics = None
@@ -336,6 +367,7 @@ def finish(
         metrics["truncation"] = {split: dataclasses.asdict(s) for split, s in inputs.truncation.items()}
         metrics["train_seconds"] = round(fitted.train_seconds, 2)
         metrics.update(inputs.train.scores())
+        metrics.update((hooks or RunHooks()).scores(task, inputs, metrics))
         writer.write_scores(task, metrics)
     export_path = writer.export(model, inputs.packer, task, config)
     writer.complete(config.train.epochs, fitted.train_seconds, export_path)

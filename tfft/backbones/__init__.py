@@ -16,6 +16,7 @@ from tfft.backbones.base import (
     BackboneSource,
     LayerGroups,
     TextPacker,
+    copy_weights,
     save_preset,
     token_embedding,
 )
@@ -24,7 +25,7 @@ from tfft.backbones.keras_hub_preset import KerasHubPreset
 from tfft.backbones.recipes import RECIPES, Recipe
 from tfft.config import ConfigError, ModelConfig
 
-__all__ = ["BackboneSource", "LayerGroups", "TextPacker", "resolve", "save_preset", "token_embedding"]
+__all__ = ["BackboneSource", "LayerGroups", "TextPacker", "copy_weights", "resolve", "save_preset", "token_embedding"]
 
 
 def resolve(config: ModelConfig) -> BackboneSource:

@@ -137,6 +137,20 @@ class TextPacker:
         with tf.control_dependencies(checks):
             return {name: tf.identity(value) for name, value in features.items()}
 
+    def difference(self, other: TextPacker) -> str | None:
+        """How `other` tokenizes differently from this packer (another vocabulary or rules), or None: the same ids."""
+        mine, theirs = self.tokenizer, other.tokenizer
+        if type(mine) is not type(theirs):
+            return f"{type(theirs).__name__} is not {type(mine).__name__}"
+        if mine.get_vocabulary() != theirs.get_vocabulary():
+            return f"their vocabularies differ ({mine.vocabulary_size()} and {theirs.vocabulary_size()} tokens)"
+        for setting in ("lowercase", "strip_accents", "special_tokens_in_strings"):
+            if getattr(mine, setting, None) != getattr(theirs, setting, None):
+                return f"`{setting}` is {getattr(mine, setting, None)} and {getattr(theirs, setting, None)}"
+        if self.input_names != other.input_names:
+            return f"their inputs are {', '.join(self.input_names)} and {', '.join(other.input_names)}"
+        return None
+
     def token_counts(self, text, text_pair=None) -> tf.Tensor:
         """Untruncated lengths, special tokens included, as int32 `[batch]`."""
         count = self.tokenizer(text).row_lengths()
@@ -214,6 +228,14 @@ class BackboneSource(abc.ABC):
     def masked_lm_head_weights(self) -> dict | None:
         """The pretrained masked-LM head, as `MASKED_LM_HEAD_WEIGHTS` name -> array, or None if the source has none."""
         return None
+
+    def keep_layers(self, backbone: keras.Model, keep: int | list[int]) -> keras.Model:
+        """A backbone with only the encoder layers `keep` of `backbone` (`model.keep_layers`), with their weights.
+
+        The default rebuilds a keras-hub backbone with fewer layers
+        (`keep_encoder_layers`).
+        """
+        return keep_encoder_layers(backbone, keep)
 
 
 #: A masked-LM head's weights, by name, as keras-hub's `MaskedLMHead` holds them (the output kernel is the tied
@@ -321,6 +343,86 @@ def inner_backbone(backbone: keras.Model) -> keras.Model:
         if isinstance(layer, keras.Model):
             return layer
     return backbone
+
+
+#: A keras-hub encoder block in a weight's path: `transformer_layer_<i>/`.
+_LAYER_IN_PATH = re.compile(r"(?:^|/)transformer_layer_(\d+)/")
+
+
+def kept_layer_indices(keep: int | list[int], num_layers: int) -> list[int]:
+    """`model.keep_layers` as the indices of the kept layers, checked against the backbone's `num_layers`.
+
+    >>> kept_layer_indices(2, 6), kept_layer_indices([0, 2, 4], 6)
+    ([0, 1], [0, 2, 4])
+    """
+    indices = list(range(keep)) if isinstance(keep, int) else list(keep)
+    if isinstance(keep, int) and keep > num_layers or any(not 0 <= i < num_layers for i in indices):
+        raise ConfigError(
+            f"Argument `model.keep_layers` must be a number of layers between 1 and {num_layers}, or a list of "
+            f"layers between 0 and {num_layers - 1}: the backbone has {num_layers}. Received: keep_layers={keep}"
+        )
+    return indices
+
+
+def keep_encoder_layers(backbone: keras.Model, keep: int | list[int]) -> keras.Model:
+    """A keras-hub backbone rebuilt with only the encoder layers `keep`, carrying their weights and the rest.
+
+    Every weight outside the encoder blocks (embeddings, pooler) is copied as
+    it is; kept block `keep[i]` becomes block `i`.
+    """
+    model = inner_backbone(backbone)
+    settings = model.get_config()
+    if "num_layers" not in settings or not any(_ENCODER_LAYER.fullmatch(layer.name) for layer in model.layers) \
+            or any(layer.name.startswith("group_") for layer in model.layers):
+        raise ConfigError(
+            f"`model.keep_layers` needs a backbone whose encoder layers each have their own weights (BERT, "
+            f"DistilBERT, RoBERTa, XLM-RoBERTa from keras-hub or Hugging Face); `{type(model).__name__}` has none. "
+            "Set `model.keep_layers: null`."
+        )
+    indices = kept_layer_indices(keep, settings["num_layers"])
+    smaller = type(model).from_config({**settings, "num_layers": len(indices)})
+    copy_weights(model, smaller, indices)
+    activation = feedforward_activation(model)
+    if activation is not None:
+        set_feedforward_activation(smaller, activation)
+    return with_pooled_output(smaller)
+
+
+def copy_weights(source: keras.Model, target: keras.Model, keep: list[int] | None = None) -> int:
+    """Copies each weight of `source` into the weight of `target` at the same path; returns how many.
+
+    With `keep`, `source`'s encoder block `keep[i]` goes to `target`'s block
+    `i` and its other blocks are left out. LoRA factors that only `target`
+    has keep their values.
+
+    Raises:
+        ValueError: a weight of `target` has no counterpart in `source`, or
+            one of another shape, naming the first such weight.
+    """
+    position = {layer: i for i, layer in enumerate(keep)} if keep is not None else None
+    by_path = {}
+    for weight in source.weights:
+        path = getattr(weight, "path", weight.name)
+        found = _LAYER_IN_PATH.search(path)
+        if found and position is not None:
+            layer = int(found.group(1))
+            if layer not in position:
+                continue
+            path = path[:found.start(1)] + str(position[layer]) + path[found.end(1):]
+        by_path[path] = weight
+    pairs = []
+    for weight in target.weights:
+        path = getattr(weight, "path", weight.name)
+        if path not in by_path:
+            if "lora_kernel" in path:
+                continue
+            raise ValueError(f"`{path}` has no counterpart in `{source.name}`.")
+        if tuple(by_path[path].shape) != tuple(weight.shape):
+            raise ValueError(f"`{path}` is {tuple(weight.shape)} here and {tuple(by_path[path].shape)} in `{source.name}`.")
+        pairs.append((weight, by_path[path]))
+    for weight, value in pairs:
+        weight.assign(tf.cast(value, weight.dtype))
+    return len(pairs)
 
 
 _ENCODER_LAYER = re.compile(r"transformer_layer_\d+|group_\d+_inner_layer_\d+")

@@ -188,6 +188,12 @@ class TransformersModel(BackboneSource):
         inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in ("token_ids", "segment_ids", "padding_mask")}
         return keras.Model(inputs, encoder(inputs), name="transformers_backbone")
 
+    def keep_layers(self, backbone, keep):
+        raise ConfigError(
+            f"`model.keep_layers` is not implemented for `model.source: transformers`. Received: keep_layers={keep}. "
+            "Load the same checkpoint folder with `model.source: huggingface` (keras-hub), which keeps layers."
+        )
+
     def reinitialize(self, layers: list, seed: int) -> None:
         """Re-draws the `transformers` layers behind `layers` from their tf-keras initializers."""
         reinitialize_layers([layer.source_layer[0] for layer in layers], seed)

@@ -78,6 +78,20 @@ class TaskModel(keras.Model):
         logits = task.head(outputs, dropout, backbone)
         super().__init__(inputs={**inputs, **extra}, outputs=logits, **kwargs)
         self.backbone = backbone
+        self.objective = None
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled (task) loss; in training, what `objective` makes of it, where one is set (`tfft.distill`).
+
+        `objective` is called as `objective(x, y_pred, sample_weight, loss)`
+        and returns the loss to minimize. It is a plain object, not a Keras
+        layer, so whatever it holds (a teacher model) is neither trained nor
+        saved with this model's weights.
+        """
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training)
+        if self.objective is None or not training:
+            return loss
+        return self.objective(x, y_pred, sample_weight, loss)
 
 
 class MaskedMeanPooling(keras.layers.Layer):
@@ -169,6 +183,8 @@ class Task(abc.ABC):
     litert_unsupported: ClassVar[str] = "not implemented for this task"
     #: Why the task's training data cannot stream (`tfft.streaming`); None for the tasks that can (`TableTask`).
     stream_unsupported: ClassVar[str | None] = "its targets are not built in the graph"
+    #: Why `tfft distill` cannot train this task; None for the tasks that define `soft_loss`.
+    distill_unsupported: ClassVar[str | None] = None
     #: Config keys that only this task type reads: set under another type, they are refused (`tfft.tasks.create`).
     exclusive_keys: ClassVar[tuple[str, ...]] = ()
 
@@ -266,6 +282,16 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def loss(self) -> keras.losses.Loss:
         """The training loss on the head's logits."""
+
+    def soft_loss(self, student: tf.Tensor, teacher: tf.Tensor, sample_weight, temperature: float) -> tf.Tensor:
+        """How far the student's float32 logits are from the teacher's, on one batch: a scalar (`tfft distill`).
+
+        Here the KL divergence from the teacher's softmax to the student's at
+        `temperature`, times its square, averaged over the batch
+        (`softened_kl`), for heads with one softmax per example.
+        """
+        del sample_weight
+        return tf.reduce_mean(softened_kl(student, teacher, temperature))
 
     def metrics(self) -> list[keras.metrics.Metric]:
         """Keras metrics shown during `fit` (on logits)."""
@@ -380,6 +406,16 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def prediction_columns(cls, outputs: dict[str, np.ndarray], metadata: dict, inputs: dict[str, list[str]]) -> dict:
         """Column name -> values, from a batch of `serving_default` outputs (numpy)."""
+
+
+def softened_kl(student: tf.Tensor, teacher: tf.Tensor, temperature: float, axis: int = -1) -> tf.Tensor:
+    """`T^2 * KL(softmax(teacher / T) || softmax(student / T))` along `axis`, per row (Hinton et al. 2015).
+
+    Positions whose teacher logit is -1e9 (masked padding) add nothing.
+    """
+    t = tf.nn.log_softmax(teacher / temperature, axis=axis)
+    s = tf.nn.log_softmax(student / temperature, axis=axis)
+    return tf.reduce_sum(tf.exp(t) * (t - s), axis=axis) * temperature**2
 
 
 def log_mean_softmax(logits: list[tf.Tensor]) -> tf.Tensor:

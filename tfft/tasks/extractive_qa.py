@@ -34,7 +34,7 @@ from tfft import data, metrics
 from tfft.backbones.litert import shifted
 from tfft.config import check
 from tfft.errors import DataError
-from tfft.tasks.base import Task, decode, dense_head
+from tfft.tasks.base import Task, decode, dense_head, softened_kl
 
 #: File in `output_dir` with the no-answer threshold and whether the data have unanswerable questions.
 STATE_FILE = "qa.json"
@@ -379,6 +379,12 @@ class ExtractiveQA(Task):
 
     def loss(self):
         return SpanLoss()
+
+    def soft_loss(self, student, teacher, sample_weight, temperature):
+        """The mean of the start and the end position's softened KL (`softened_kl` over the positions)."""
+        del sample_weight
+        per_window = softened_kl(student, teacher, temperature, axis=1)  # [batch, 2]: start, end
+        return tf.reduce_mean(per_window)
 
     def postprocess(self, logits):
         return {"start_logits": logits[:, :, 0], "end_logits": logits[:, :, 1]}

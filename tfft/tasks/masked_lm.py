@@ -72,6 +72,7 @@ class MaskedLM(Task):
     """
 
     type = "masked_lm"
+    distill_unsupported = "masked-LM adaptation is not distilled; distill the task you fine-tune after it"
     monitor = ("loss", "min")
     monitor_in_keras = True
     sequence_targets = True  # labels and weights per predicted position, trimmed with the features

@@ -247,6 +247,13 @@ class MultiLabel(TableTask):
     def loss(self):
         return keras.losses.BinaryCrossentropy(from_logits=True)
 
+    def soft_loss(self, student, teacher, sample_weight, temperature):
+        """Binary cross-entropy from the teacher's sigmoid at `temperature` to the student's, times its square."""
+        del sample_weight
+        targets = tf.sigmoid(teacher / temperature)
+        per_label = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=student / temperature)
+        return tf.reduce_mean(per_label) * temperature**2
+
     def metrics(self):
         t = self.config.task.threshold
         # On logits: probability >= t is logit >= log(t / (1 - t)).

@@ -69,6 +69,11 @@ class Regression(TableTask):
             return keras.losses.Huber()
         return keras.losses.MeanSquaredError()
 
+    def soft_loss(self, student, teacher, sample_weight, temperature):
+        """The mean squared difference from the teacher's score (`temperature` does not apply)."""
+        del sample_weight, temperature
+        return tf.reduce_mean(tf.square(student - teacher))
+
     def metrics(self):
         return [keras.metrics.MeanAbsoluteError(name="mae")]
 

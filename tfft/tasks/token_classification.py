@@ -18,6 +18,7 @@ from tfft.tasks.base import (
     decode,
     dense_head,
     log_mean_softmax,
+    softened_kl,
     trim_to_longest,
 )
 
@@ -223,6 +224,12 @@ class TokenClassification(Task):
 
     def weighted_metrics(self):
         return [keras.metrics.SparseCategoricalAccuracy(name="token_accuracy")]
+
+    def soft_loss(self, student, teacher, sample_weight, temperature):
+        """The softened KL per word piece (`softened_kl`), averaged over the labelled pieces (each word's first)."""
+        weights = tf.cast(sample_weight, tf.float32)
+        per_piece = softened_kl(student, teacher, temperature)
+        return tf.math.divide_no_nan(tf.reduce_sum(per_piece * weights), tf.reduce_sum(weights))
 
     def combine_logits(self, logits):
         return log_mean_softmax(logits)

@@ -1,0 +1,230 @@
+"""`tfft distill` and `model.keep_layers`: kept layers carry their weights, the loss is its formula, bad configs fail
+before training, a student resumes after kill -9. The contract test distils every task and serves the student."""
+
+import math
+import pathlib
+import signal
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import VOCABULARY, run_python
+from tfft import backbones, distill, tasks, train
+from tfft.config import ConfigError, load_config
+from tfft.distill import SoftTargets
+
+
+def tiny_bert(num_layers: int = 3) -> keras.Model:
+    keras.utils.set_random_seed(3)
+    return keras_hub.models.BertBackbone(vocabulary_size=len(VOCABULARY), num_layers=num_layers, num_heads=2,
+                                         hidden_dim=16, intermediate_dim=32, max_sequence_length=32)
+
+
+def layer_weights(model: keras.Model, name: str) -> list[np.ndarray]:
+    return [w.numpy() for w in backbones.base.inner_backbone(model).get_layer(name).weights]
+
+
+def test_kept_layers_carry_their_weights_in_their_new_places():
+    full = tiny_bert(3)
+    kept = backbones.base.keep_encoder_layers(full, [0, 2])
+    inner = backbones.base.inner_backbone(kept)
+    assert inner.num_layers == 2
+    for new, old in ((0, 0), (1, 2)):
+        for a, b in zip(layer_weights(kept, f"transformer_layer_{new}"), layer_weights(full, f"transformer_layer_{old}"),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+    for name in ("token_embedding", "embeddings_layer_norm", "pooled_dense"):
+        for a, b in zip(layer_weights(kept, name), layer_weights(full, name), strict=True):
+            np.testing.assert_array_equal(a, b)
+    # And it computes what the full model computes with layer 1 removed: run both by hand on one input.
+    features = {"token_ids": tf.constant([[2, 5, 6, 3, 0]]), "segment_ids": tf.zeros((1, 5), tf.int32),
+                "padding_mask": tf.constant([[1, 1, 1, 1, 0]])}
+    x = full.embeddings_layer_norm(full.embeddings_add(
+        (full.token_embedding(features["token_ids"]), full.position_embedding(full.token_embedding(features["token_ids"])),
+         full.segment_embedding(features["segment_ids"]))))
+    for i in (0, 2):
+        x = full.get_layer(f"transformer_layer_{i}")(x, padding_mask=features["padding_mask"])
+    np.testing.assert_allclose(kept(features)["sequence_output"].numpy(), x.numpy(), atol=1e-5)
+
+
+def test_a_count_keeps_the_lowest_layers_and_out_of_range_layers_are_refused_naming_the_key():
+    full = tiny_bert(3)
+    kept = backbones.base.keep_encoder_layers(full, 1)
+    for a, b in zip(layer_weights(kept, "transformer_layer_0"), layer_weights(full, "transformer_layer_0"), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ConfigError, match=r"`model.keep_layers` must be .* between 0 and 2.*Received: keep_layers=\[0, 3\]"):
+        backbones.base.keep_encoder_layers(full, [0, 3])
+    with pytest.raises(ConfigError, match=r"between 1 and 3.*Received: keep_layers=4"):
+        backbones.base.keep_encoder_layers(full, 4)
+
+
+@pytest.mark.parametrize(("override", "match"), [
+    ("distill.temperature=0", "`distill.temperature` must be > 0"),
+    ("distill.alpha=1.5", r"`distill.alpha` must be in \[0, 1\]"),
+    ("model.keep_layers=[1, 1]", "`model.keep_layers` must list distinct layer indices"),
+    ("model.keep_layers=0", "`model.keep_layers` must be >= 1"),
+])
+def test_bad_distill_values_are_refused_naming_the_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, ["data.train=unused.csv", override])
+
+
+def make_task(*overrides):
+    return tasks.create(load_config(None, ["data.train=unused.csv", *overrides]))
+
+
+def test_soft_losses_equal_their_formulas_on_a_hand_checked_batch():
+    # Classification: teacher logits (ln 3, 0) are the distribution (3/4, 1/4); the student's (0, 0) is (1/2, 1/2).
+    # KL = 3/4 ln(3/2) + 1/4 ln(1/2) = 0.130812 at T = 1. At T = 2 the teacher's is (sqrt3, 1)/(1 + sqrt3):
+    # 4 x (0.633975 ln 1.267949 + 0.366025 ln 0.732051) = 0.145363.
+    student, teacher = tf.constant([[0.0, 0.0]]), tf.constant([[math.log(3.0), 0.0]])
+    classification = make_task()
+    assert float(classification.soft_loss(student, teacher, None, 1.0)) == pytest.approx(0.130812, abs=1e-5)
+    assert float(classification.soft_loss(student, teacher, None, 2.0)) == pytest.approx(0.145363, abs=1e-5)
+    # Multi-label: the teacher's logit 0 is p = 1/2; the student's ln 3 is q = 3/4: -(1/2 ln 3/4 + 1/2 ln 1/4) = 0.836988.
+    multi = make_task("task.type=multi_label")
+    assert float(multi.soft_loss(tf.constant([[math.log(3.0)]]), tf.constant([[0.0]]), None, 1.0)) == pytest.approx(
+        0.836988, abs=1e-5)
+    # Regression: the mean squared difference, whatever the temperature: ((1 - 3)^2 + (2 - 2)^2) / 2 = 2.
+    regression = make_task("task.type=regression")
+    assert float(regression.soft_loss(tf.constant([[1.0], [2.0]]), tf.constant([[3.0], [2.0]]), None, 5.0)) == 2.0
+    # NER: per piece, averaged over the labelled pieces only: the unlabelled piece's large KL adds nothing.
+    ner = make_task("task.type=token_classification")
+    pieces_student = tf.constant([[[0.0, 0.0], [9.0, -9.0]]])
+    pieces_teacher = tf.constant([[[math.log(3.0), 0.0], [-9.0, 9.0]]])
+    loss = ner.soft_loss(pieces_student, pieces_teacher, tf.constant([[1.0, 0.0]]), 1.0)
+    assert float(loss) == pytest.approx(0.130812, abs=1e-5)
+    # QA: over positions, start and end averaged; padding at -1e9 in both adds nothing.
+    qa = make_task("task.type=extractive_qa", "task.doc_stride=16")
+    spans_student = tf.constant([[[0.0, 0.0], [0.0, 0.0], [-1e9, -1e9]]])
+    spans_teacher = tf.constant([[[math.log(3.0), 0.0], [0.0, 0.0], [-1e9, -1e9]]])  # start (3/4, 1/4), end equal
+    assert float(qa.soft_loss(spans_student, spans_teacher, None, 1.0)) == pytest.approx(0.130812 / 2, abs=1e-5)
+
+
+def test_the_objective_is_alpha_soft_plus_one_minus_alpha_hard_and_alpha_0_runs_no_teacher():
+    calls = []
+    features = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    teacher = keras.Model({"token_ids": features}, keras.layers.Lambda(
+        lambda x: tf.stack([tf.math.log(3.0) * tf.ones(tf.shape(x)[:1]), tf.zeros(tf.shape(x)[:1])], axis=1))(features))
+    original = teacher.call
+    teacher.call = lambda *a, **k: calls.append(1) or original(*a, **k)
+    task = make_task()
+    x = {"token_ids": tf.zeros((1, 4), tf.int32), "padding_mask": tf.ones((1, 4), tf.int32)}
+    student = tf.constant([[0.0, 0.0]])
+    mixed = SoftTargets(teacher, task, alpha=0.25, temperature=1.0)(x, student, None, tf.constant(2.0))
+    assert float(mixed) == pytest.approx(0.75 * 2.0 + 0.25 * 0.130812, abs=1e-5)
+    assert calls
+    calls.clear()
+    assert float(SoftTargets(teacher, task, alpha=0.0, temperature=1.0)(x, student, None, tf.constant(2.0))) == 2.0
+    assert not calls
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory, data_dir):
+    """A finished classification run on a 3-layer BERT: the teacher of the tests below."""
+    root = tmp_path_factory.mktemp("teacher")
+    preset = root / "tiny3"
+    tiny_bert(3).save_to_preset(str(preset))
+    keras_hub.models.BertTokenizer(vocabulary=VOCABULARY, lowercase=True).save_to_preset(str(preset))
+    base = [f"model.backbone={preset}", "model.freeze_layers=1", "model.sequence_length=32", "model.dropout=0.0",
+            f"data.train={data_dir / 'train.csv'}", f"data.validation={data_dir / 'validation.csv'}",
+            "data.max_train_examples=320", "train.epochs=2", "train.batch_size=16", "train.learning_rate=1e-2",
+            f"export.base_dir={root / 'saved_models'}", "export.enabled=false"]
+    result = train.run(load_config(None, [*base, "name=teacher", f"output_dir={root / 'teacher'}"]))
+    return base, root / "teacher", result
+
+
+def student_config(teacher_run, tmp_path, *overrides):
+    base, folder, _ = teacher_run
+    return load_config(None, [*base, "name=student", f"output_dir={tmp_path / 'student'}",
+                              f"distill.teacher={folder}", "model.keep_layers=[0, 2]", *overrides])
+
+
+@pytest.mark.slow
+def test_a_student_starts_from_the_teachers_kept_layers_and_reports_the_teachers_score(teacher_run, tmp_path):
+    _, _, teacher = teacher_run
+    start = {}
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            start.update({w.path: w.numpy() for w in self.model.weights})
+
+    result = distill.run(student_config(teacher_run, tmp_path, "train.epochs=1"), callbacks=[Record()])
+    by_path = {w.path: w.numpy() for w in teacher.model.weights}
+    renamed = {"transformer_layer_1/": "transformer_layer_2/"}
+    for path, value in start.items():
+        source = path
+        for new, old in renamed.items():
+            source = source.replace(new, old)
+        np.testing.assert_array_equal(value, by_path[source], err_msg=path)
+    assert len(start) < len(by_path)  # layer 1's weights were left out
+    assert result.metrics["teacher"]["accuracy"] == pytest.approx(teacher.metrics["accuracy"], abs=1e-6)
+    assert result.metrics["retained"]["accuracy"] == pytest.approx(
+        result.metrics["accuracy"] / teacher.metrics["accuracy"])
+    assert backbones.base.inner_backbone(result.model.backbone).num_layers == 2
+
+
+@pytest.mark.slow
+def test_a_student_killed_mid_epoch_resumes_to_the_weights_of_one_never_stopped(teacher_run, tmp_path):
+    script = """
+import os, signal, sys, keras
+from tfft import distill
+from tfft.config import load_config
+from tfft.optimization import batches_seen
+class Die(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batches_seen(self.model.optimizer) == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+distill.run(load_config(sys.argv[1]), callbacks=[Die()])
+"""
+    overrides = ("train.backup_every_steps=5", "data.validation=", "data.max_train_examples=160")
+    config = student_config(teacher_run, tmp_path, *overrides)
+    config.save(tmp_path / "config.yaml")
+    child = run_python(script, str(tmp_path / "config.yaml"), str(10 + 7))  # epoch 2, batch 7
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    resumed = distill.run(config)
+    straight = distill.run(student_config(teacher_run, tmp_path, *overrides, f"output_dir={tmp_path / 'straight'}"))
+    for a, b in zip(straight.model.weights, resumed.model.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+
+
+def fake_teacher(folder: pathlib.Path, *overrides: str) -> pathlib.Path:
+    """A run folder with a config, labels and an empty weights file: enough for every check before the build."""
+    folder.mkdir(parents=True)
+    load_config(None, ["data.train=unused.csv", f"output_dir={folder}", *overrides]).save(folder / "config.yaml")
+    (folder / "model.weights.h5").write_bytes(b"")
+    (folder / "labels.txt").write_text("neg\npos\n")
+    return folder
+
+
+@pytest.mark.usefixtures("no_fit")
+def test_bad_teachers_are_refused_before_training_naming_the_key(make_config, tmp_path, data_dir):
+    with pytest.raises(ConfigError, match="`distill.teacher` must name a finished tfft run folder"):
+        distill.run(make_config())
+    with pytest.raises(ConfigError, match="`distill.teacher` must be a tfft run folder whose training finished"):
+        distill.run(make_config(f"distill.teacher={tmp_path}"))
+    other_type = fake_teacher(tmp_path / "regression", "task.type=regression")
+    with pytest.raises(ConfigError, match="must be a run of this config's task type, `classification`; it is a "
+                                          "`regression` run"):
+        distill.run(make_config(f"distill.teacher={other_type}"))
+    with pytest.raises(ConfigError, match="must not be the student's own `output_dir`"):
+        distill.run(make_config(f"distill.teacher={other_type}", f"output_dir={other_type}"))
+    other_tokenizer = fake_teacher(tmp_path / "recipe", "model.backbone=tiny-bert")
+    (other_tokenizer / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\n")
+    with pytest.raises(ConfigError, match="tokenizes as the student's .* their vocabularies differ"):
+        distill.run(make_config(f"distill.teacher={other_tokenizer}"))
+    other_labels = fake_teacher(tmp_path / "labels")
+    (other_labels / "labels.txt").write_text("bad\ngood\n")
+    with pytest.raises(ConfigError, match=r"with this run's labels.*\['bad', 'good'\].*\['neg', 'pos'\]"):
+        distill.run(make_config(f"distill.teacher={other_labels}"))
+    masked = fake_teacher(tmp_path / "masked", "task.type=masked_lm")
+    with pytest.raises(ConfigError, match="`task.type` cannot be distilled"):
+        distill.run(make_config("task.type=masked_lm", f"data.train={data_dir / 'corpus.txt'}",
+                                "data.validation=", f"distill.teacher={masked}"))
+    with pytest.raises(ConfigError, match=r"`model.keep_layers` must be .* between 0 and 1.*keep_layers=\[0, 5\]"):
+        train.run(make_config("model.keep_layers=[0, 5]"))
+    # Nothing was written for the student but the lock of the last run (`tfft.run_dir.locked`).
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [".tfft.lock"]

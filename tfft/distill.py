@@ -1,0 +1,193 @@
+"""`tfft distill`: a smaller model (the student) trained on a finished run's outputs (the teacher).
+
+The student is the run's own config: its `model` section (often the
+teacher's backbone with `model.keep_layers`), data, task and training keys.
+The teacher is `distill.teacher`, a finished tfft run of the same task type
+whose backbone tokenizes the same way. Distillation is composed into
+`tfft.train.run` through its `RunHooks`; everything else (resume, scores,
+SavedModel and LiteRT export, `tfft evaluate` and `tfft predict`) is a
+run's as usual.
+
+- **Start.** A student on the teacher's backbone (the same `model.backbone`)
+  starts from the teacher's fine-tuned weights: embeddings, the kept encoder
+  layers (`model.keep_layers`), pooler and head. Any other backbone starts
+  from its own pretrained weights and a new head.
+- **Loss.** `alpha * soft + (1 - alpha) * hard` in every training step: hard
+  is the task's loss on the labels, soft the task's `Task.soft_loss` from the
+  student's logits to the teacher's, which the teacher computes in the same
+  step, on the same batch (`SoftTargets`).
+- **Scores.** The teacher is scored on the same validation split; its main
+  scores and the share of them the student keeps go to `metrics.json`
+  (`teacher`, `retained`).
+
+```python
+config = tfft.config.load_config("configs/sst2_minilm.yaml", [
+    "distill.teacher=runs/sst2_minilm", "model.keep_layers=3", "output_dir=runs/sst2_student"])
+result = tfft.distill.run(config)
+print(result.metrics["retained"])
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+
+import tensorflow as tf
+
+from tfft import backbones, evaluate, tasks, train
+from tfft.config import Config, ConfigError, check, load_config
+from tfft.model import build_model
+from tfft.run_dir import CONFIG_FILE, WEIGHTS_FILE
+
+__all__ = ["run", "Distillation", "SoftTargets", "read_teacher"]
+
+logger = logging.getLogger(__name__)
+
+
+def run(config: Config, strategy: tf.distribute.Strategy | None = None, callbacks=None) -> train.TrainResult:
+    """Trains `config`'s model on `config.data`'s labels and on the outputs of the run `distill.teacher`.
+
+    Args:
+        config: `tfft.config.Config`. The student's run; `distill.teacher`
+            must be set.
+        strategy, callbacks: as `tfft.train.run`.
+
+    Returns:
+        A `tfft.train.TrainResult`, whose `metrics` hold `teacher` and
+        `retained` beside the student's scores.
+    """
+    return train.run(config, strategy=strategy, callbacks=callbacks, hooks=Distillation())
+
+
+def read_teacher(config: Config) -> Config:
+    """The config of the run `distill.teacher` names, its `output_dir` set to that folder; checked against `config`.
+
+    Raises:
+        ConfigError: no teacher, not a finished run, the student's own
+            `output_dir`, another task type, or a task that is not distilled.
+    """
+    spec = config.distill.teacher
+    check(bool(spec), "distill.teacher", spec, "must name a finished tfft run folder to learn from")
+    folder = pathlib.Path(spec)
+    check((folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file(), "distill.teacher", spec,
+          f"must be a tfft run folder whose training finished (with {CONFIG_FILE} and {WEIGHTS_FILE}); "
+          "train the teacher first with `tfft train`")
+    check(os.path.realpath(folder) != os.path.realpath(config.output_dir), "distill.teacher", spec,
+          "must not be the student's own `output_dir`: set a new `output_dir` for the student")
+    teacher = load_config(folder / CONFIG_FILE)
+    teacher.output_dir = str(folder)
+    check(teacher.task.type == config.task.type, "distill.teacher", spec,
+          f"must be a run of this config's task type, `{config.task.type}`; it is a `{teacher.task.type}` run")
+    reason = tasks.TASKS[config.task.type].distill_unsupported
+    check(reason is None, "task.type", config.task.type, f"cannot be distilled: {reason}")
+    return teacher
+
+
+class Distillation(train.RunHooks):
+    """The `RunHooks` of `tfft distill`: reads the teacher, starts the student from it, trains on its outputs."""
+
+    def check(self, config: Config, task: tasks.Task) -> None:
+        self.teacher_config = read_teacher(config)
+
+    def prepared(self, config: Config, task: tasks.Task, inputs: train.Inputs) -> None:
+        """Refuses a teacher with other labels or another tokenizer, before anything is built or written."""
+        teacher, folder = self.teacher_config, config.distill.teacher
+        self.teacher_task = tasks.create(teacher)
+        self.teacher_task.load_vocabulary(folder)
+        if self.teacher_task.label_names != task.label_names:
+            raise ConfigError(
+                f"Argument `distill.teacher` must be a run with this run's labels. Received: teacher={folder!r}, "
+                f"whose labels are {self.teacher_task.label_names}; this run's data have {task.label_names}."
+            )
+        self.source = backbones.resolve(teacher.model)
+        self.source.prepare(None, folder)
+        difference = inputs.packer.difference(self.source.packer())
+        if difference is not None:
+            raise ConfigError(
+                f"Argument `distill.teacher` must be a run whose backbone tokenizes as the student's "
+                f"(`model.backbone: {config.model.backbone}`) does: {difference}. Received: teacher={folder!r}. "
+                "Distil into a backbone with the teacher's tokenizer, e.g. its own with `model.keep_layers`."
+            )
+
+    def built(self, config: Config, model: tasks.TaskModel, inputs: train.Inputs) -> None:
+        """Builds the teacher (inside the strategy's scope), starts the student from it and sets the loss."""
+        self.teacher = build_model(self.teacher_config, self.source, self.teacher_task)
+        self.teacher.load_weights(pathlib.Path(config.distill.teacher) / WEIGHTS_FILE)
+        self.teacher.trainable = False
+        if same_backbone(config, self.teacher_config):
+            start_from_teacher(config, model, self.teacher, self.source)
+        else:
+            logger.info("The student (`%s`) starts from its own pretrained weights: it is not the teacher's backbone "
+                        "(`%s`).", config.model.backbone, self.teacher_config.model.backbone)
+        model.objective = SoftTargets(self.teacher, self.teacher_task, config.distill.alpha, config.distill.temperature)
+
+    def scores(self, task: tasks.Task, inputs: train.Inputs, metrics: dict) -> dict:
+        """The teacher's main scores on the same validation split, and the share of each the student keeps."""
+        outputs = evaluate.predict_outputs(
+            self.teacher_task, self.teacher, inputs.packer, inputs.validation, self.teacher_config.train.batch_size
+        )
+        teacher = self.teacher_task.logged_scores(self.teacher_task.score(inputs.validation, outputs))
+        student = task.logged_scores(metrics)
+        retained = {name: student[name] / value for name, value in teacher.items() if name in student and value}
+        logger.info("Teacher on the validation split: %s; the student keeps %s.",
+                    ", ".join(f"{k} {v:.4f}" for k, v in teacher.items()),
+                    ", ".join(f"{k} {100 * v:.1f}%" for k, v in retained.items()))
+        return {"teacher": teacher, "retained": retained}
+
+
+def same_backbone(student: Config, teacher: Config) -> bool:
+    """Whether the student's `model.backbone` is the teacher's (the same preset, recipe or folder)."""
+    def where(config: Config) -> str:
+        spec = config.model.backbone
+        return os.path.realpath(spec) if os.path.exists(spec) else spec
+
+    return where(student) == where(teacher) and student.model.source == teacher.model.source
+
+
+def start_from_teacher(config: Config, student: tasks.TaskModel, teacher: tasks.TaskModel, source) -> None:
+    """Copies the teacher's weights into the student: every weight, with `model.keep_layers`' encoder layers only."""
+    keep = config.model.keep_layers
+    layers = len(source.layer_groups(teacher.backbone).encoder)
+    indices = backbones.base.kept_layer_indices(keep, layers) if keep is not None else None
+    try:
+        copied = backbones.copy_weights(teacher, student, indices)
+    except ValueError as err:
+        raise ConfigError(
+            f"The student cannot start from the teacher `{config.distill.teacher}`: {err} Check `model.*` against "
+            "the teacher's config.yaml (the head's labels, `model.pooling`)."
+        ) from None
+    kept = f"encoder layers {', '.join(map(str, indices))} of {layers}" if indices is not None else f"all {layers} layers"
+    logger.info("The student starts from the teacher's weights (%d arrays): %s, embeddings and head.", copied, kept)
+
+
+class SoftTargets:
+    """The distillation loss, as `TaskModel.objective`: `alpha * soft + (1 - alpha) * hard`.
+
+    The teacher runs on the student's batch in the same training step
+    (`training=False`, no gradient). Its logits and the student's go to
+    `task.soft_loss`; under a distribution strategy the soft loss is divided
+    by the replica count, as Keras divides the compiled loss, so the summed
+    gradients are the global batch's.
+
+    Args:
+        teacher: `tfft.tasks.TaskModel`. Not trainable.
+        task: `tfft.tasks.Task`. Its `soft_loss`.
+        alpha: float. `distill.alpha`; 0 runs no teacher at all.
+        temperature: float. `distill.temperature`.
+    """
+
+    def __init__(self, teacher: tasks.TaskModel, task: tasks.Task, alpha: float, temperature: float):
+        self.teacher, self.task, self.alpha, self.temperature = teacher, task, alpha, temperature
+        self.input_names = list(teacher.input)
+
+    def __call__(self, x: dict, y_pred, sample_weight, loss):
+        if self.alpha == 0.0:
+            return loss
+        logits = self.teacher({name: x[name] for name in self.input_names}, training=False)
+        teacher = tf.stop_gradient(tf.cast(logits, tf.float32))
+        soft = self.task.soft_loss(tf.cast(y_pred, tf.float32), teacher, sample_weight, self.temperature)
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        return (1.0 - self.alpha) * loss + self.alpha * tf.cast(soft, loss.dtype) / replicas

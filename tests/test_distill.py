@@ -8,6 +8,7 @@ import signal
 import keras
 import keras_hub
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -15,6 +16,7 @@ from conftest import VOCABULARY, run_python
 from tfft import backbones, distill, tasks, train
 from tfft.config import ConfigError, load_config
 from tfft.distill import SoftTargets
+from tfft.training_data import read_training_data
 
 
 def tiny_bert(num_layers: int = 3) -> keras.Model:
@@ -191,6 +193,35 @@ distill.run(load_config(sys.argv[1]), callbacks=[Die()])
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
 
 
+@pytest.mark.slow
+def test_unlabelled_rows_join_the_training_split_with_the_teachers_labels(teacher_run, tmp_path, data_dir):
+    _, _, teacher = teacher_run
+    texts = [f"the {noun} was {adjective}" for noun in ("plot", "meal") for adjective in ("great", "awful", "fine")] * 8
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "unlabelled.csv", index=False)
+    config = student_config(teacher_run, tmp_path, f"distill.unlabeled={tmp_path / 'unlabelled.csv'}", "train.epochs=1")
+    task = tasks.create(config)
+    train_data = read_training_data(task, config)
+    task.fit_vocabulary(train_data.labelled)
+    source = backbones.resolve(config.model)
+    source.prepare(None, None)
+    hooks = distill.Distillation()
+    hooks.check(config, task)
+    hooks.prepare(config, task, train_data, source.packer())
+    added = train_data.examples.take(list(range(320, 320 + len(texts))))
+    assert len(train_data.examples) == 320 + len(texts) and added.texts == texts
+    logits = teacher.model(teacher.packer(tf.constant(texts)), training=False).numpy()
+    assert added.labels == [teacher.task.label_names[i] for i in logits.argmax(axis=1)]
+
+    steps = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            steps.append(self.params["steps"])
+
+    distill.run(config, callbacks=[Record()])
+    assert steps == [(320 + len(texts)) // 16]
+
+
 def fake_teacher(folder: pathlib.Path, *overrides: str) -> pathlib.Path:
     """A run folder with a config, labels and an empty weights file: enough for every check before the build."""
     folder.mkdir(parents=True)
@@ -220,6 +251,10 @@ def test_bad_teachers_are_refused_before_training_naming_the_key(make_config, tm
     (other_labels / "labels.txt").write_text("bad\ngood\n")
     with pytest.raises(ConfigError, match=r"with this run's labels.*\['bad', 'good'\].*\['neg', 'pos'\]"):
         distill.run(make_config(f"distill.teacher={other_labels}"))
+    ner = fake_teacher(tmp_path / "ner", "task.type=token_classification")
+    with pytest.raises(ConfigError, match="`distill.unlabeled` cannot be labelled by a `token_classification` teacher"):
+        distill.run(make_config("task.type=token_classification", f"data.train={data_dir / 'ner_train.txt'}",
+                                "data.validation=", f"distill.teacher={ner}", "distill.unlabeled=more.txt"))
     masked = fake_teacher(tmp_path / "masked", "task.type=masked_lm")
     with pytest.raises(ConfigError, match="`task.type` cannot be distilled"):
         distill.run(make_config("task.type=masked_lm", f"data.train={data_dir / 'corpus.txt'}",
@@ -228,3 +263,11 @@ def test_bad_teachers_are_refused_before_training_naming_the_key(make_config, tm
         train.run(make_config("model.keep_layers=[0, 5]"))
     # Nothing was written for the student but the lock of the last run (`tfft.run_dir.locked`).
     assert [p.name for p in (tmp_path / "run").iterdir()] == [".tfft.lock"]
+
+
+def test_a_streamed_split_refuses_unlabelled_rows_before_the_teacher_labels_them(make_config):
+    config = make_config("data.streaming=true")
+    task = tasks.create(config)
+    streamed = read_training_data(task, config)
+    with pytest.raises(ConfigError, match="`distill.unlabeled` adds rows to a training split held in memory"):
+        streamed.add(lambda: pytest.fail("the teacher labelled rows for a streamed split"), "distill.unlabeled")

@@ -144,6 +144,8 @@ def _load_config(command: str):
 def _train(config) -> None:
     from tfft import train
 
+    if config.distill.teacher:
+        logging.warning("`tfft train` ignores `distill.teacher`: `tfft distill` trains on the teacher's outputs.")
     _print_result(train.run(config))
 
 

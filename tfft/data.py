@@ -82,6 +82,12 @@ class Examples:
             self.source, self.texts[:n], cut(self.pairs), cut(self.labels), cut(self.words), cut(self.lines), cut(self.ids)
         )
 
+    def plus(self, other: Examples) -> Examples:
+        """These examples, then `other`'s (fields that either lacks stay None)."""
+        join = lambda a, b: a + b if a is not None and b is not None else None  # noqa: E731
+        return Examples(self.source, self.texts + other.texts, join(self.pairs, other.pairs),
+                        join(self.labels, other.labels), join(self.words, other.words), None, join(self.ids, other.ids))
+
     def take(self, indices: list[int]) -> Examples:
         """The examples at `indices`, in that order (a held-out slice, a fold)."""
         pick = lambda values: [values[i] for i in indices] if values is not None else None  # noqa: E731

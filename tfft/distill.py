@@ -16,6 +16,9 @@ run's as usual.
   is the task's loss on the labels, soft the task's `Task.soft_loss` from the
   student's logits to the teacher's, which the teacher computes in the same
   step, on the same batch (`SoftTargets`).
+- **More text.** `distill.unlabeled` names a table of texts without labels:
+  the teacher labels each row (`Task.pseudo_labels`) before training, and
+  the rows join the training split, soft targets and all.
 - **Scores.** The teacher is scored on the same validation split; its main
   scores and the share of them the student keeps go to `metrics.json`
   (`teacher`, `retained`).
@@ -90,8 +93,18 @@ class Distillation(train.RunHooks):
 
     def check(self, config: Config, task: tasks.Task) -> None:
         self.teacher_config = read_teacher(config)
+        if config.distill.unlabeled:
+            check(task.pseudo_labels_unsupported is None, "distill.unlabeled", config.distill.unlabeled,
+                  f"cannot be labelled by a `{task.type}` teacher: {task.pseudo_labels_unsupported}; "
+                  "it works for classification, multi-label and regression")
 
-    def prepared(self, config: Config, task: tasks.Task, inputs: train.Inputs) -> None:
+    def prepare(self, config: Config, task: tasks.Task, train_data, packer) -> None:
+        """Refuses a teacher with other labels or another tokenizer; adds the rows it labels (`distill.unlabeled`)."""
+        self.check_teacher(config, task, packer)
+        if config.distill.unlabeled:
+            train_data.add(lambda: self.label_unlabeled(config, task, packer), "distill.unlabeled")
+
+    def check_teacher(self, config: Config, task: tasks.Task, packer) -> None:
         """Refuses a teacher with other labels or another tokenizer, before anything is built or written."""
         teacher, folder = self.teacher_config, config.distill.teacher
         self.teacher_task = tasks.create(teacher)
@@ -103,7 +116,7 @@ class Distillation(train.RunHooks):
             )
         self.source = backbones.resolve(teacher.model)
         self.source.prepare(None, folder)
-        difference = inputs.packer.difference(self.source.packer())
+        difference = packer.difference(self.source.packer())
         if difference is not None:
             raise ConfigError(
                 f"Argument `distill.teacher` must be a run whose backbone tokenizes as the student's "
@@ -111,11 +124,25 @@ class Distillation(train.RunHooks):
                 "Distil into a backbone with the teacher's tokenizer, e.g. its own with `model.keep_layers`."
             )
 
+    def label_unlabeled(self, config: Config, task: tasks.Task, packer):
+        """The rows of `distill.unlabeled`, labelled by the teacher (its label, labels or score for each)."""
+        spec = config.distill.unlabeled
+        rows = task.read(spec, split="unlabeled", labelled=False)
+        teacher = self.load_teacher(config)  # a copy outside any strategy, dropped after labelling
+        outputs = evaluate.predict_outputs(self.teacher_task, teacher, packer, rows, self.teacher_config.train.batch_size)
+        rows.labels = task.pseudo_labels(outputs)
+        logger.info("The teacher labelled %d rows of %s; they join the training split.", len(rows), spec)
+        return rows
+
+    def load_teacher(self, config: Config) -> tasks.TaskModel:
+        teacher = build_model(self.teacher_config, self.source, self.teacher_task)
+        teacher.load_weights(pathlib.Path(config.distill.teacher) / WEIGHTS_FILE)
+        teacher.trainable = False
+        return teacher
+
     def built(self, config: Config, model: tasks.TaskModel, inputs: train.Inputs) -> None:
         """Builds the teacher (inside the strategy's scope), starts the student from it and sets the loss."""
-        self.teacher = build_model(self.teacher_config, self.source, self.teacher_task)
-        self.teacher.load_weights(pathlib.Path(config.distill.teacher) / WEIGHTS_FILE)
-        self.teacher.trainable = False
+        self.teacher = self.load_teacher(config)
         if same_backbone(config, self.teacher_config):
             start_from_teacher(config, model, self.teacher, self.source)
         else:

@@ -142,8 +142,8 @@ class RunHooks:
     def check(self, config: Config, task: tasks.Task) -> None:
         """Before anything is read or written: refuses a config the feature cannot run."""
 
-    def prepared(self, config: Config, task: tasks.Task, inputs: Inputs) -> None:
-        """After `prepare_data`: the data, the backbone source and its packer are ready."""
+    def prepare(self, config: Config, task: tasks.Task, train: TrainingData, packer) -> None:
+        """In `prepare_data`, once the training split is read and the packer made, before the pipelines: may add rows."""
 
     def built(self, config: Config, model: tasks.TaskModel, inputs: Inputs) -> None:
         """Inside the strategy's scope, after the model is built and before its layer recipes and `compile`."""
@@ -198,8 +198,8 @@ def run(
             state = writer.inspect(config)  # again, under the lock; reads only, so every check fails before a write
             keras.utils.set_random_seed(config.train.seed)
             set_mixed_precision(config.train.mixed_precision)
-            inputs = prepare_data(config, task, strategy, kept=writer.path if state in ("resume", "trained") else None)
-            hooks.prepared(config, task, inputs)
+            kept = writer.path if state in ("resume", "trained") else None
+            inputs = prepare_data(config, task, strategy, kept, hooks)
             model = build(config, task, inputs, strategy, hooks)
             writer.start(config, state, task, inputs.source, inputs.train)  # every check passed: the first write
             if state == "trained":  # killed after training, during evaluation or export: train nothing again
@@ -212,12 +212,15 @@ def run(
         distribute.remove_worker_dir(str(writer.path), strategy)
 
 
-def prepare_data(config: Config, task: tasks.Task, strategy, kept: pathlib.Path | None) -> Inputs:
+def prepare_data(
+    config: Config, task: tasks.Task, strategy, kept: pathlib.Path | None, hooks: RunHooks | None = None
+) -> Inputs:
     """Phase 1: reads and checks both splits, prepares the backbone and builds the pipelines. Writes nothing.
 
     Args:
         kept: the run folder when an unfinished run is resumed (its backbone
             files and cached pre-pass are reused), else None.
+        hooks: `RunHooks` or None. Their `prepare` runs once the packer is made.
     """
     train_data = read_training_data(task, config, cache_dir=kept)
     task.fit_vocabulary(train_data.labelled)
@@ -231,6 +234,7 @@ def prepare_data(config: Config, task: tasks.Task, strategy, kept: pathlib.Path 
     source.prepare(train_data.sample_texts(), kept)
     packer = source.packer()
     check_outputs(config, task, packer)
+    (hooks or RunHooks()).prepare(config, task, train_data, packer)
     truncation = {"train": train_data.prepare(packer)}
     prepared = task.prepare(validation, packer) if validation is not None else None
     if prepared is not None:

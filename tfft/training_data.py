@@ -72,6 +72,16 @@ class TrainingData(abc.ABC):
     def describe(self) -> str:
         """How many examples, from where: for the log."""
 
+    def add(self, make_rows, key: str) -> None:
+        """Adds the labelled `Examples` that `make_rows()` returns, before `prepare`, where the split can take rows.
+
+        `key` is the config key that asked for them (`distill.unlabeled`);
+        a streamed split refuses it, before `make_rows` runs.
+        """
+        del make_rows
+        raise ConfigError(f"Argument `{key}` adds rows to a training split held in memory, and this one is streamed. "
+                          f"Set `data.streaming: false`, or `{key}` to empty.")
+
     def class_weight(self) -> dict[int, float] | None:
         """Keras' `class_weight` (`train.class_weight`), where the data are held."""
         return None
@@ -125,6 +135,10 @@ class InMemory(TrainingData):
 
     def describe(self):
         return f"{len(self.examples)} training examples"
+
+    def add(self, make_rows, key: str) -> None:
+        self.examples = self.examples.plus(make_rows())
+        self._targets = None
 
     def class_weight(self):
         return self.task.class_weight(self.targets)

@@ -185,6 +185,8 @@ class Task(abc.ABC):
     stream_unsupported: ClassVar[str | None] = "its targets are not built in the graph"
     #: Why `tfft distill` cannot train this task; None for the tasks that define `soft_loss`.
     distill_unsupported: ClassVar[str | None] = None
+    #: Why the task cannot take a teacher's labels for unlabelled rows (`distill.unlabeled`); None where `pseudo_labels` works.
+    pseudo_labels_unsupported: ClassVar[str | None] = "its targets are spans or tags, not one label per row"
     #: Config keys that only this task type reads: set under another type, they are refused (`tfft.tasks.create`).
     exclusive_keys: ClassVar[tuple[str, ...]] = ()
 
@@ -292,6 +294,10 @@ class Task(abc.ABC):
         """
         del sample_weight
         return tf.reduce_mean(softened_kl(student, teacher, temperature))
+
+    def pseudo_labels(self, outputs: dict[str, np.ndarray]) -> list:
+        """Targets, as `read` stores them, from a model's outputs on unlabelled rows (a teacher's labels)."""
+        raise NotImplementedError(self.pseudo_labels_unsupported)
 
     def metrics(self) -> list[keras.metrics.Metric]:
         """Keras metrics shown during `fit` (on logits)."""

@@ -74,6 +74,9 @@ class Classification(TableTask):
     def combine_logits(self, logits):
         return log_mean_softmax(logits)
 
+    def pseudo_labels(self, outputs):
+        return decode(outputs["label"])
+
     def postprocess(self, logits):
         probabilities = tf.nn.softmax(logits, axis=-1)
         label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)

@@ -264,6 +264,9 @@ class MultiLabel(TableTask):
         mean = tf.clip_by_value(tf.add_n([tf.math.sigmoid(x) for x in logits]) / len(logits), 1e-7, 1 - 1e-7)
         return tf.math.log(mean) - tf.math.log1p(-mean)
 
+    def pseudo_labels(self, outputs):
+        return [[name for name, on in zip(self.names, row, strict=True) if on] for row in outputs["predicted"]]
+
     def postprocess(self, logits):
         probabilities = tf.math.sigmoid(logits)
         predicted = probabilities >= self.config.task.threshold

@@ -77,6 +77,9 @@ class Regression(TableTask):
     def metrics(self):
         return [keras.metrics.MeanAbsoluteError(name="mae")]
 
+    def pseudo_labels(self, outputs):
+        return [float(score) for score in outputs["score"]]
+
     def postprocess(self, logits):
         return {"score": logits[:, 0]}
 

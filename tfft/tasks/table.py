@@ -42,6 +42,7 @@ class TableTask(Task):
     """
 
     stream_unsupported: ClassVar[str | None] = None
+    pseudo_labels_unsupported: ClassVar[str | None] = None  # each table task defines `pseudo_labels`
 
     def target_columns(self) -> list[tuple[str, str]]:
         """`(config key, column)` of each column the targets are read from; errors name the key."""

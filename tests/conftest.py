@@ -307,17 +307,18 @@ import tensorflow_text  # registers the tokenizer ops
 """
 
 
-# Trains (the config in argv[1]) and dies by SIGKILL right after global step argv[2].
+# Trains (the config in argv[1]) and dies by SIGKILL right after global step argv[2]; argv[3], if given, names the
+# module whose `run` trains (`distill`; default `train`).
 KILLED_MID_EPOCH = """
-import os, signal, sys, keras
-from tfft import train
+import importlib, os, signal, sys, keras
 from tfft.config import load_config
 from tfft.optimization import batches_seen
 class Die(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if batches_seen(self.model.optimizer) == int(sys.argv[2]):
             os.kill(os.getpid(), signal.SIGKILL)
-train.run(load_config(sys.argv[1]), callbacks=[Die()])
+module = importlib.import_module("tfft." + (sys.argv[3] if len(sys.argv) > 3 else "train"))
+module.run(load_config(sys.argv[1]), callbacks=[Die()])
 """
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from conftest import VOCABULARY, run_python
+from conftest import KILLED_MID_EPOCH, VOCABULARY, run_python
 from tfft import backbones, distill, tasks, train
 from tfft.config import ConfigError, load_config
 from tfft.distill import SoftTargets
@@ -171,21 +171,10 @@ def test_a_student_starts_from_the_teachers_kept_layers_and_reports_the_teachers
 
 @pytest.mark.slow
 def test_a_student_killed_mid_epoch_resumes_to_the_weights_of_one_never_stopped(teacher_run, tmp_path):
-    script = """
-import os, signal, sys, keras
-from tfft import distill
-from tfft.config import load_config
-from tfft.optimization import batches_seen
-class Die(keras.callbacks.Callback):
-    def on_train_batch_end(self, batch, logs=None):
-        if batches_seen(self.model.optimizer) == int(sys.argv[2]):
-            os.kill(os.getpid(), signal.SIGKILL)
-distill.run(load_config(sys.argv[1]), callbacks=[Die()])
-"""
     overrides = ("train.backup_every_steps=5", "data.validation=", "data.max_train_examples=160")
     config = student_config(teacher_run, tmp_path, *overrides)
     config.save(tmp_path / "config.yaml")
-    child = run_python(script, str(tmp_path / "config.yaml"), str(10 + 7))  # epoch 2, batch 7
+    child = run_python(KILLED_MID_EPOCH, str(tmp_path / "config.yaml"), str(10 + 7), "distill")  # epoch 2, batch 7
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     resumed = distill.run(config)
     straight = distill.run(student_config(teacher_run, tmp_path, *overrides, f"output_dir={tmp_path / 'straight'}"))

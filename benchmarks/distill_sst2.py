@@ -16,6 +16,7 @@ alternating over --rounds.
 
     python benchmarks/distill_sst2.py                      # about 60 minutes on 2 cores (teacher: 15 more)
     python benchmarks/distill_sst2.py --train_examples=4000 --layers=2   # a quick look
+    python benchmarks/distill_sst2.py --serve_only                       # serving again, on an idle machine
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ _WORK_DIR = flags.DEFINE_string("work_dir", "runs/bench_distill_sst2", "Where th
 _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 0, "SST-2 training sentences (0: all 67,349).")
 _LAYERS = flags.DEFINE_list("layers", ["3", "2"], "Student sizes: encoder layers kept (the lowest N).")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Serving passes over the rows, alternating their order.")
+_SERVE_ONLY = flags.DEFINE_bool("serve_only", False, "Only measure serving, of the teacher and the distilled "
+                                "students a run before left in --work_dir.")
 
 # Trains one run (`train` or `distill`) in a fresh process, writes its LiteRT dynamic-range file beside its
 # SavedModel, and prints its figures.
@@ -122,6 +125,8 @@ def main(argv):
     data = common.data_dir(_DATA_DIR.value)
     work = (common.REPO / _WORK_DIR.value).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    if _SERVE_ONLY.value:
+        return serve_only(data, work)
     teacher = train_teacher(data, work)
     students = {int(n): train_students(data, work, int(n)) for n in _LAYERS.value}
     exports = {"teacher": teacher["export"]} | {f"{n}": s["distilled"]["export"] for n, s in students.items()}
@@ -136,6 +141,18 @@ def main(argv):
                "SavedModel sentences/s (batch 32)", "x teacher's throughput", "SavedModel MB", "LiteRT dr p50 ms",
                "LiteRT dr sentences/s", "LiteRT dr MB", "LiteRT dr accuracy"]
     common.report("distill_sst2", rows, columns, {"train_examples": _TRAIN_EXAMPLES.value, "rounds": _ROUNDS.value})
+
+
+def serve_only(data: pathlib.Path, work: pathlib.Path) -> None:
+    exports = {"teacher": json.loads((work / "teacher.json").read_text())["export"]}
+    exports |= {n: str(work / "saved_models" / f"student{n}_distilled" / "1") for n in _LAYERS.value}
+    served = serving(data, exports)
+    reference = served["teacher saved_model"]["batch32_per_s"]
+    rows = [{"model": model, "format": row.split(" ")[1], "p50 ms (batch 1)": figures["p50_ms"],
+             "sentences/s (batch 32)": figures["batch32_per_s"], "MB": figures["size_mb"],
+             "x teacher's SavedModel": figures["batch32_per_s"] / reference, "dev accuracy": figures["accuracy"]}
+            for row, figures in served.items() for model in [row.split(" ")[0]]]
+    common.report("distill_sst2_serving", rows, list(rows[0]), {"rounds": _ROUNDS.value})
 
 
 def row(label: str, result: dict, teacher_accuracy: float, served: dict, model: str | None, reference: float) -> dict:

@@ -125,3 +125,51 @@ def write_albert(path: pathlib.Path) -> pathlib.Path:
     tokenizer.save_pretrained(path)  # spiece.model
     (path / "spm.model").unlink()
     return path
+
+
+def write_electra(path: pathlib.Path, **config) -> pathlib.Path:
+    """An ELECTRA discriminator with a 16-wide embedding projected to 32 (`embeddings_project`), BERT's WordPiece.
+
+    Weights are drawn wide (`initializer_range=0.3`), so that a detail such as
+    exact against approximate GELU moves the outputs past the parity tolerance.
+    """
+    import transformers
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = VOCABULARY + [w for w in WORDPIECES if w not in VOCABULARY]
+    (path / "vocab.txt").write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
+    config = transformers.ElectraConfig(
+        vocab_size=len(vocab), embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, initializer_range=0.3, **config,
+    )
+    transformers.ElectraForPreTraining(config).save_pretrained(path, safe_serialization=True)  # as on the Hub
+    transformers.ElectraTokenizerFast(str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
+    return path
+
+
+def write_deberta_v3(path: pathlib.Path, **config) -> pathlib.Path:
+    """A DeBERTa-v3 checkpoint (`deberta-v2` with v3's settings), SentencePiece ids as in the v3 vocabularies.
+
+    `position_buckets=8` over `max_relative_positions=64`: texts longer than 4
+    pieces reach the log-scaled buckets. Weights are drawn 15x wider than
+    Hugging Face's default (`initializer_range=0.3`), so that the relative
+    positions move the outputs by far more than the parity tolerance.
+    """
+    import transformers
+
+    path.mkdir(parents=True, exist_ok=True)
+    proto = _sentencepiece_model(
+        path / "spm.model", pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]",
+        eos_piece="[SEP]", unk_piece="[UNK]",
+    )
+    tokenizer = transformers.DebertaV2Tokenizer(str(proto))
+    settings = dict(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64, relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm",
+        share_att_key=True, pos_att_type="p2c|c2p", layer_norm_eps=1e-7, max_relative_positions=-1,
+        position_biased_input=False, type_vocab_size=0, initializer_range=0.3,
+    )
+    config = transformers.DebertaV2Config(**{**settings, **config})
+    transformers.DebertaV2ForMaskedLM(config).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)  # spm.model, as the v3 checkpoints name it
+    return path

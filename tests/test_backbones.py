@@ -63,17 +63,20 @@ def checkpoints(tmp_path_factory):
         "roberta": hf_checkpoints.write_roberta(root / "roberta"),
         "xlm-roberta": hf_checkpoints.write_xlm_roberta(root / "xlm_roberta"),
         "albert": hf_checkpoints.write_albert(root / "albert"),
+        "electra": hf_checkpoints.write_electra(root / "electra"),
+        "deberta-v3": hf_checkpoints.write_deberta_v3(root / "deberta_v3"),
     }
 
 
-ARCHITECTURES = ["bert", "distilbert", "roberta", "xlm-roberta", "albert"]
+ARCHITECTURES = ["bert", "distilbert", "roberta", "xlm-roberta", "albert", "electra", "deberta-v3"]
 #: Encoder layers with weights of their own: ALBERT shares one block across its layers.
 ENCODER_GROUPS = {"albert": 1}
 
 
 def test_unsupported_model_type_lists_the_supported_ones(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
-    with pytest.raises(ConfigError, match="model_type='gpt_neox'.*Supported model types: bert, distilbert, roberta, xlm-roberta, albert"):
+    with pytest.raises(ConfigError, match="model_type='gpt_neox'.*Supported model types: bert, distilbert, roberta, xlm-roberta, albert, electra, "
+                       "deberta-v2"):
         _source(tmp_path)
 
 
@@ -157,6 +160,91 @@ def test_sentencepiece_ids_equal_the_transformers_tokenizer(checkpoints, arch):
     differently from SentencePiece (trailing whitespace, runs of dots).
     """
     _assert_tokenizer_parity(checkpoints[arch], arch, use_fast=False)
+
+
+@requires_transformers
+def test_electra_wordpiece_ids_equal_the_transformers_tokenizer(checkpoints):
+    _assert_tokenizer_parity(checkpoints["electra"], "electra")
+
+
+@requires_transformers
+def test_deberta_v3_sentencepiece_ids_equal_the_transformers_tokenizer(checkpoints):
+    """The ids of spm.model itself (`use_fast=False`) on all 1,000 texts; `AutoTokenizer`'s Rust conversion differs
+    on a known few: it splits a run of three dots "." + ".." where SentencePiece gives ".." + "." (tied scores)."""
+    path = checkpoints["deberta-v3"]
+    _assert_tokenizer_parity(path, "deberta-v3", use_fast=False)
+    sentences = hf_checkpoints.parity_sentences(1000)
+    ours = _source(path, sequence_length=48).packer()(tf.constant(sentences))["token_ids"].numpy()
+    fast = transformers.AutoTokenizer.from_pretrained(path)
+    theirs = fast(sentences, max_length=48, truncation=True, padding="max_length")["input_ids"]
+    differ = [(a.tolist(), b) for a, b in zip(ours, theirs, strict=True) if a.tolist() != list(b)]
+    dots = fast.convert_tokens_to_ids([".", ".."])
+    assert 0 < len(differ) <= 10
+    for a, b in differ:
+        assert [x for x in a if x not in dots] == [x for x in b if x not in dots], (a, b)
+        assert fast.convert_ids_to_tokens(a).count("..") == fast.convert_ids_to_tokens(b).count("..")
+
+
+@requires_transformers
+def test_mixed_lengths_and_long_texts_equal_the_transformers_model(checkpoints):
+    """A batch of texts from a few pieces to all 64 positions: padding leaves the real positions alone, and DeBERTa's log-scaled
+    relative buckets (8 buckets: beyond 4 pieces apart) and ELECTRA's last positions match."""
+    texts = tf.constant(["good", "the movie was great", " ".join(["the film was not very good"] * 12)])
+    for arch in ("electra", "deberta-v3"):
+        source = _source(checkpoints[arch], sequence_length=64)
+        features = source.packer()(texts)
+        lengths = features["padding_mask"].numpy().sum(axis=1)
+        assert lengths.min() <= 8 and lengths.max() == 64, lengths  # 64: every position the checkpoints have
+        ours = _hidden_states(source.backbone(), features)
+        np.testing.assert_allclose(ours, _transformers_hidden_states(checkpoints[arch], features), atol=1e-4)
+
+
+@requires_transformers
+@pytest.mark.parametrize("arch, key, value", [
+    ("electra", "position_embedding_type", "relative_key"),
+    ("electra", "layer_norm_eps", 1e-5),
+    ("deberta-v3", "pos_att_type", "c2p"),
+    ("deberta-v3", "share_att_key", False),
+    ("deberta-v3", "conv_kernel_size", 3),
+    ("deberta-v3", "position_biased_input", True),
+])
+def test_a_setting_tfft_does_not_implement_is_named_before_training(checkpoints, tmp_path, arch, key, value):
+    import shutil
+
+    path = shutil.copytree(checkpoints[arch], tmp_path / arch)
+    settings = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**settings, key: value}))
+    with pytest.raises(ConfigError, match=f"has {key}={value!r} in config.json"):
+        _source(path)
+
+
+@requires_transformers
+def test_a_checkpoint_with_tensors_tfft_would_drop_is_refused(checkpoints, tmp_path):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    path = shutil.copytree(checkpoints["electra"], tmp_path / "electra")
+    tensors = load_file(path / "model.safetensors")
+    save_file({**tensors, "electra.encoder.layer.0.attention.self.distance_embedding.weight": np.zeros((4, 4),
+               np.float32)}, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ConfigError, match="1 tensor.*first `electra.encoder.layer.0.attention.self.distance_embedding"):
+        _source(path).backbone()
+
+
+@requires_transformers
+def test_electra_heads_read_the_first_token_and_never_train_keras_hubs_untrained_pooler(checkpoints):
+    from tfft.freezing import freeze
+
+    source = _source(checkpoints["electra"])
+    backbone = source.backbone()
+    features = source.packer()(PARITY_TEXTS)
+    outputs = backbone(features)
+    np.testing.assert_allclose(outputs["pooled_output"], outputs["sequence_output"][:, 0], atol=0)
+    groups = source.layer_groups(backbone)
+    freeze(backbone, groups, freeze_layers=0, freeze_embeddings=False)
+    assert groups.pooler == [] and [layer.name for layer in groups.unused] == ["pooled_dense"]
+    assert backbone.trainable_weights and not any("pooled_dense" in w.path for w in backbone.trainable_weights)
 
 
 @pytest.mark.xfail(

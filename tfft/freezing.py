@@ -40,6 +40,8 @@ def freeze(
             f"of encoder layers. Received: freeze_layers={freeze_layers}"
         )
     backbone.trainable = freeze_layers != -1
+    for layer in groups.unused:
+        layer.trainable = False
     if freeze_layers == -1:
         return
     frozen = freeze_layers

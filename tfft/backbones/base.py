@@ -172,11 +172,14 @@ class LayerGroups:
             embeddings) first.
         pooler: list of layers. The layers that make `pooled_output` only;
             frozen for tasks that read `sequence_output` alone.
+        unused: list of layers. Layers the backbone computes but no output
+            reads (keras-hub ELECTRA's untrained pooler); always frozen.
     """
 
     embeddings: list
     encoder: list
     pooler: list = dataclasses.field(default_factory=list)
+    unused: list = dataclasses.field(default_factory=list)
 
 
 class BackboneSource(abc.ABC):
@@ -324,17 +327,24 @@ def check_sequence_length(config: ModelConfig, max_positions: int | None) -> Non
 def with_pooled_output(backbone: keras.Model) -> keras.Model:
     """Returns `backbone` if it outputs `pooled_output`, else a wrapper that does.
 
-    Encoders without a pooler (RoBERTa, DistilBERT in keras-hub) pool by
-    taking the first token's hidden state, as their keras-hub classifiers do.
+    Encoders without a pooler (RoBERTa, DistilBERT, DeBERTa-v3 in keras-hub)
+    pool by taking the first token's hidden state, as their keras-hub
+    classifiers do. So does ELECTRA, as Hugging Face's ELECTRA heads do:
+    keras-hub's `ElectraBackbone` has a pooler, but no ELECTRA checkpoint
+    trained one (`FIRST_TOKEN_POOLED`).
     """
     outputs = backbone.output
-    if isinstance(outputs, dict) and "pooled_output" in outputs:
+    if isinstance(outputs, dict) and "pooled_output" in outputs and type(backbone).__name__ not in FIRST_TOKEN_POOLED:
         return backbone
     inputs = backbone.input
     sequence = backbone(inputs)
     sequence = sequence["sequence_output"] if isinstance(sequence, dict) else sequence
     pooled = keras.layers.Lambda(lambda x: x[:, 0, :], name="first_token_pool")(sequence)
     return keras.Model(inputs, {"sequence_output": sequence, "pooled_output": pooled}, name=f"{backbone.name}_pooled")
+
+
+#: keras-hub backbones whose `pooled_output` comes from a pooler no checkpoint trains: tfft pools their first token.
+FIRST_TOKEN_POOLED = ("ElectraBackbone",)
 
 
 def inner_backbone(backbone: keras.Model) -> keras.Model:
@@ -346,7 +356,7 @@ def inner_backbone(backbone: keras.Model) -> keras.Model:
 
 
 #: A keras-hub encoder block in a weight's path: `transformer_layer_<i>/`.
-_LAYER_IN_PATH = re.compile(r"(?:^|/)transformer_layer_(\d+)/")
+_LAYER_IN_PATH = re.compile(r"(?:^|/)(?:transformer_layer|disentangled_attention_encoder_layer)_(\d+)/")
 
 
 def kept_layer_indices(keep: int | list[int], num_layers: int) -> list[int]:
@@ -425,14 +435,16 @@ def copy_weights(source: keras.Model, target: keras.Model, keep: list[int] | Non
     return len(pairs)
 
 
-_ENCODER_LAYER = re.compile(r"transformer_layer_\d+|group_\d+_inner_layer_\d+")
+_ENCODER_LAYER = re.compile(r"transformer_layer_\d+|disentangled_attention_encoder_layer_\d+|group_\d+_inner_layer_\d+")
 
 
 def keras_hub_layer_groups(backbone: keras.Model) -> LayerGroups:
     """Layer groups of a keras-hub encoder, found by keras-hub's layer names.
 
-    keras-hub names encoder blocks `transformer_layer_<i>` and embedding
-    layers `*embedding*` in BERT, DistilBERT, RoBERTa and XLM-RoBERTa alike.
+    keras-hub names encoder blocks `transformer_layer_<i>` (DeBERTa-v3:
+    `disentangled_attention_encoder_layer_<i>`) and embedding layers
+    `*embedding*` in BERT, DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA and
+    DeBERTa-v3 alike (DeBERTa's relative-position table among them).
     ALBERT shares one set of weights across its layers: its encoder groups are
     the distinct blocks `group_<g>_inner_layer_<i>` (one, for the released
     checkpoints), and its embedding projection counts as an embedding.
@@ -450,6 +462,8 @@ def keras_hub_layer_groups(backbone: keras.Model) -> LayerGroups:
             "everything) or a BERT-style encoder."
         )
     pooler = [layer for layer in model.layers if layer.name == "pooled_dense"]
+    if type(model).__name__ in FIRST_TOKEN_POOLED:
+        return LayerGroups(embeddings=embeddings, encoder=encoder, unused=pooler)
     return LayerGroups(embeddings=embeddings, encoder=encoder, pooler=pooler)
 
 

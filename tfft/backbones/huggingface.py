@@ -38,8 +38,12 @@ SUPPORTED_MODEL_TYPES = {
     "roberta": "RobertaTextClassifierPreprocessor",
     "xlm-roberta": "XLMRobertaTextClassifierPreprocessor",
     "albert": "AlbertTextClassifierPreprocessor",
+    "electra": "BertTextClassifierPreprocessor",
+    "deberta-v2": "DebertaV3TextClassifierPreprocessor",
 }
-_WORDPIECE_TYPES = ("bert", "distilbert")
+_WORDPIECE_TYPES = ("bert", "distilbert", "electra")
+#: Model types keras-hub has a backbone but no converter for: tfft maps their weights (`checkpoint_weights`).
+CONVERTED_BY_TFFT = {"electra": "tfft.backbones.electra", "deberta-v2": "tfft.backbones.deberta"}
 
 #: A checkpoint's `hidden_act` (DistilBERT: `activation`) -> tfft's name for it (`base.ACTIVATIONS`).
 HIDDEN_ACTS = {"gelu": "gelu", "gelu_new": "gelu_approximate", "gelu_pytorch_tanh": "gelu_approximate", "relu": "relu"}
@@ -158,8 +162,13 @@ def _lowercase_like_python(cls):
     return keras.saving.register_keras_serializable(package="tfft")(PythonLowercase)
 
 
-_TOKENIZERS = {"bert": keras_hub.models.BertTokenizer, "distilbert": keras_hub.models.DistilBertTokenizer}
-_LOWERCASING_TOKENIZERS = {name: _lowercase_like_python(cls) for name, cls in _TOKENIZERS.items()}
+_TOKENIZERS = {
+    "bert": keras_hub.models.BertTokenizer,
+    "distilbert": keras_hub.models.DistilBertTokenizer,
+    "electra": keras_hub.models.BertTokenizer,  # ELECTRA's WordPiece is BERT's, special tokens and all
+}
+_LOWERCASING_CLASSES = {cls: _lowercase_like_python(cls) for cls in dict.fromkeys(_TOKENIZERS.values())}
+_LOWERCASING_TOKENIZERS = {name: _LOWERCASING_CLASSES[cls] for name, cls in _TOKENIZERS.items()}
 
 
 class AlbertNormalizingTokenizer(keras_hub.models.AlbertTokenizer):
@@ -227,6 +236,44 @@ def fold_token_type_embedding(backbone, spec: str) -> None:
     positions.assign(positions.numpy() + row[None, :])
 
 
+def deberta_tokenizer(spec: str):
+    """keras-hub's DeBERTa-v3 SentencePiece tokenizer on the checkpoint's `spm.model`."""
+    proto = read_checkpoint_file(spec, "spm.model")
+    if proto is None:
+        raise ConfigError(f"Hugging Face checkpoint `{spec}` (deberta-v2) has no spm.model.")
+    tokenizer_config = checkpoint_tokenizer_config(spec)
+    for key in ("do_lower_case", "split_by_punct"):
+        if tokenizer_config.get(key):
+            raise ConfigError(
+                f"Hugging Face checkpoint `{spec}` has {key}=true in tokenizer_config.json; tfft's DeBERTa "
+                f"tokenizer implements the DeBERTa-v3 checkpoints' {key}=false only."
+            )
+    return keras_hub.models.DebertaV3Tokenizer(proto=str(proto))
+
+
+def converted_backbone(spec: str, model_type: str, pretrained: bool) -> keras.Model:
+    """The keras-hub backbone of a model type tfft converts itself (`CONVERTED_BY_TFFT`), with the checkpoint's
+    weights when `pretrained`."""
+    import importlib
+
+    from tfft.backbones.checkpoint_weights import CheckpointWeights
+
+    family = importlib.import_module(CONVERTED_BY_TFFT[model_type])
+    backbone = family.build_backbone(checkpoint_config(spec))
+    if pretrained:
+        weights = CheckpointWeights(read_checkpoint_file(spec, "model.safetensors"), prefix=family.WEIGHT_PREFIX)
+        family.load_weights(backbone, weights)
+    return backbone
+
+
+def check_converted_settings(spec: str, model_type: str) -> None:
+    """Refuses a config.json setting that a model type tfft converts does not implement, naming the key."""
+    import importlib
+
+    if model_type in CONVERTED_BY_TFFT:
+        importlib.import_module(CONVERTED_BY_TFFT[model_type]).check_settings(spec, checkpoint_config(spec))
+
+
 class HuggingFaceCheckpoint(BackboneSource):
     """A Hugging Face checkpoint folder or `hf://<id>`, converted by keras-hub."""
 
@@ -241,14 +288,15 @@ class HuggingFaceCheckpoint(BackboneSource):
                 "pytorch_model.bin; convert it first, e.g. `AutoModel.from_pretrained(path)"
                 ".save_pretrained(path, safe_serialization=True)`."
             )
+        check_converted_settings(spec, self.model_type)
 
     def packer(self) -> TextPacker:
         preprocessor_cls = getattr(keras_hub.models, SUPPORTED_MODEL_TYPES[self.model_type])
         if self.model_type in _WORDPIECE_TYPES:
             tokenizer = wordpiece_tokenizer(self.config.backbone, self.model_type)
             preprocessor = preprocessor_cls(tokenizer=tokenizer, sequence_length=self.config.sequence_length)
-        elif self.model_type == "albert":
-            tokenizer = albert_tokenizer(self.config.backbone)
+        elif self.model_type in ("albert", "deberta-v2"):
+            tokenizer = (albert_tokenizer if self.model_type == "albert" else deberta_tokenizer)(self.config.backbone)
             preprocessor = preprocessor_cls(tokenizer=tokenizer, sequence_length=self.config.sequence_length)
         else:
             preprocessor = preprocessor_cls.from_preset(
@@ -257,7 +305,10 @@ class HuggingFaceCheckpoint(BackboneSource):
         return TextPacker(preprocessor)
 
     def backbone(self) -> keras.Model:
-        backbone = keras_hub.models.Backbone.from_preset(self.config.backbone, load_weights=self.config.pretrained)
+        if self.model_type in CONVERTED_BY_TFFT:
+            backbone = converted_backbone(self.config.backbone, self.model_type, self.config.pretrained)
+        else:
+            backbone = keras_hub.models.Backbone.from_preset(self.config.backbone, load_weights=self.config.pretrained)
         check_sequence_length(self.config, getattr(backbone, "max_sequence_length", None))
         if self.model_type == "roberta" and self.config.pretrained:  # keras-hub's XLM-R converter folds it itself.
             fold_token_type_embedding(backbone, self.config.backbone)

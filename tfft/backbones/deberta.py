@@ -1,0 +1,98 @@
+"""DeBERTa-v3 checkpoints (`model_type: deberta-v2` with v3's settings) in keras-hub's `DebertaV3Backbone`.
+
+keras-hub has the backbone and the SentencePiece tokenizer but no converter
+from Hugging Face folders. Its backbone computes one configuration of
+DeBERTa-v2's disentangled attention, the one every DeBERTa-v3 checkpoint uses:
+relative attention over log-bucketed positions with keys shared between
+content and position (`share_att_key`), content-to-position and
+position-to-content terms, a LayerNorm on the relative embeddings, no absolute
+positions and no token types. A config.json that asks for anything else
+(DeBERTa-v2's convolution layer, `pos_att_type: c2p` alone, ...) is refused
+naming the key. Heads on one vector read the first token's state, as
+keras-hub's DeBERTa-v3 classifier does (Hugging Face's `ContextPooler` is a
+head weight, absent from the pretrained checkpoints).
+"""
+
+from __future__ import annotations
+
+import keras_hub
+
+from tfft.backbones import checkpoint_weights as cw
+from tfft.errors import ConfigError
+
+#: config.json settings DebertaV3Backbone computes: key -> its only value.
+FIXED_SETTINGS = {
+    "relative_attention": True,
+    "share_att_key": True,
+    "norm_rel_ebd": "layer_norm",
+    "position_biased_input": False,
+    "type_vocab_size": 0,
+    "conv_kernel_size": 0,
+    "layer_norm_eps": 1e-7,
+    "hidden_act": "gelu",
+    "attention_head_size": None,
+}
+#: The base model's prefix in task checkpoints (`DebertaV2ForMaskedLM`).
+WEIGHT_PREFIX = "deberta."
+#: Tensors of a DeBERTa checkpoint outside its encoder (masked-LM and task heads).
+NOT_ENCODER = ("cls.", "lm_predictions.", "mask_predictions.", "pooler.", "classifier.", "qa_outputs.")
+
+
+def check_settings(spec: str, settings: dict) -> None:
+    """Refuses config.json values that `DebertaV3Backbone` does not compute, naming the key."""
+    def refuse(key, supported):
+        raise ConfigError(
+            f"Hugging Face checkpoint `{spec}` has {key}={settings[key]!r} in config.json; tfft's DeBERTa "
+            f"implements DeBERTa-v3's setting only, {key}={supported!r}."
+        )
+
+    for key, value in FIXED_SETTINGS.items():
+        if key in settings and settings[key] != value:
+            refuse(key, value)
+    pos_att_type = settings.get("pos_att_type")
+    kinds = pos_att_type.split("|") if isinstance(pos_att_type, str) else list(pos_att_type or [])
+    if sorted(kinds) != ["c2p", "p2c"]:
+        refuse("pos_att_type", ["p2c", "c2p"])
+    if settings.get("position_buckets", -1) <= 0:
+        refuse("position_buckets", "a number of buckets > 0 (256 in the v3 checkpoints)")
+    if settings.get("embedding_size", settings["hidden_size"]) != settings["hidden_size"]:
+        refuse("embedding_size", settings["hidden_size"])
+
+
+def build_backbone(settings: dict) -> keras_hub.models.DebertaV3Backbone:
+    """A `DebertaV3Backbone` of the checkpoint's shape, with fresh weights.
+
+    keras-hub's `max_sequence_length` is the span its log buckets are scaled
+    to: Hugging Face's `max_relative_positions`, or `max_position_embeddings`
+    when that is below 1.
+    """
+    span = settings.get("max_relative_positions", -1)
+    return keras_hub.models.DebertaV3Backbone(
+        vocabulary_size=settings["vocab_size"],
+        num_layers=settings["num_hidden_layers"],
+        num_heads=settings["num_attention_heads"],
+        hidden_dim=settings["hidden_size"],
+        intermediate_dim=settings["intermediate_size"],
+        dropout=settings.get("hidden_dropout_prob", 0.1),
+        max_sequence_length=span if span >= 1 else settings["max_position_embeddings"],
+        bucket_size=settings["position_buckets"],
+    )
+
+
+def load_weights(backbone, weights: cw.CheckpointWeights) -> None:
+    """Copies every encoder tensor of the checkpoint into `backbone`."""
+    weights.assign(backbone.token_embedding.embeddings, "embeddings.word_embeddings.weight")
+    cw.assign_layer_norm(weights, backbone.embeddings_layer_norm, "embeddings.LayerNorm")
+    weights.assign(backbone.relative_embeddings.rel_embeddings, "encoder.rel_embeddings.weight")
+    cw.assign_layer_norm(weights, backbone.relative_embeddings.layer_norm, "encoder.LayerNorm")
+    for i, block in enumerate(backbone.transformer_layers):
+        name = f"encoder.layer.{i}"
+        attention = block._self_attention_layer
+        for part in ("query", "key", "value"):
+            cw.assign_dense(weights, getattr(attention, f"_{part}_dense"), f"{name}.attention.self.{part}_proj")
+        cw.assign_dense(weights, attention._output_dense, f"{name}.attention.output.dense")
+        cw.assign_layer_norm(weights, block._self_attention_layer_norm, f"{name}.attention.output.LayerNorm")
+        cw.assign_dense(weights, block._feedforward_intermediate_dense, f"{name}.intermediate.dense")
+        cw.assign_dense(weights, block._feedforward_output_dense, f"{name}.output.dense")
+        cw.assign_layer_norm(weights, block._feedforward_layer_norm, f"{name}.output.LayerNorm")
+    weights.check_all_used(ignore=NOT_ENCODER)

@@ -205,6 +205,22 @@ def deterministic_preset(tmp_path_factory) -> pathlib.Path:
     return _write_tiny_preset(tmp_path_factory.mktemp("presets") / "tiny_bert_no_dropout", dropout=0.0)
 
 
+@pytest.fixture(scope="session")
+def family_checkpoints(tmp_path_factory) -> dict[str, pathlib.Path]:
+    """Tiny Hugging Face folders of the encoder families tfft converts itself, written by PyTorch `transformers`."""
+    pytest.importorskip("torch")
+    import torch
+
+    import hf_checkpoints
+
+    root = tmp_path_factory.mktemp("families")
+    torch.manual_seed(0)
+    return {
+        "electra": hf_checkpoints.write_electra(root / "electra"),
+        "deberta-v3": hf_checkpoints.write_deberta_v3(root / "deberta_v3"),
+    }
+
+
 @pytest.fixture
 def make_config(tmp_path, data_dir, tiny_preset):
     """Builds a validated config for a small, fast run under `tmp_path`."""

@@ -83,6 +83,34 @@ def test_task_runs_every_stage(task_type, make_config, data_dir, tmp_path):
     assert_served_as_in_memory(student, tmp_path / "student_served.npz")
 
 
+@pytest.mark.parametrize("family", ["electra", "deberta-v3"])
+@pytest.mark.parametrize("task_type", sorted(TASKS))
+def test_every_task_trains_and_serves_on_each_converted_family(task_type, family, family_checkpoints, make_config,
+                                                               data_dir, tmp_path):
+    # Frozen embeddings and lowest layer, every recipe key, export with raw text in (LiteRT where the tokenizer
+    # allows); a backbone whose tokenizer gives no offsets refuses extractive QA before training.
+    litert = family == "electra" and task_type == "classification"
+    config = make_config(*TASK_DATA[task_type](data_dir), f"model.backbone={family_checkpoints[family]}",
+                         "data.max_train_examples=32", "train.epochs=1", "model.freeze_layers=1",
+                         "train.layer_decay=0.8", "model.reinit_layers=1", "model.lora_rank=2",
+                         "train.gradient_accumulation_steps=2", "export.enabled=true",
+                         f"export.formats=[saved_model{',litert' if litert else ''}]")
+    if family == "deberta-v3" and task_type == "extractive_qa":
+        with pytest.raises(ConfigError, match="needs character offsets.*`DebertaV3Tokenizer`"):
+            train.run(config)
+        return
+    result = train.run(config)
+    assert np.isfinite(result.history["loss"]).all()
+    backbone = {id(w) for w in result.model.backbone.weights}
+    trained = [w.path for w in result.model.trainable_weights if id(w) in backbone]
+    # LoRA: only the factors of the unfrozen layer train in the backbone; the head trains besides.
+    assert trained and all("lora_kernel" in path and "layer_1/" in path for path in trained), trained
+    assert len(result.model.trainable_weights) > len(trained)
+    assert_served_as_in_memory(result, tmp_path / "served.npz")
+    if litert:
+        assert (pathlib.Path(result.export_path) / "model.tflite").is_file()
+
+
 def assert_served_as_in_memory(result, npz: pathlib.Path) -> None:
     """A separate process with TensorFlow and TensorFlow Text only gives the in-memory model's outputs."""
     task = result.task

@@ -107,6 +107,16 @@ def test_recipes_train_the_same_under_mirrored_as_on_one_device(tmp_path, data_d
     assert max(out["gaps"].values()) < 1e-3
 
 
+@pytest.mark.parametrize("family", ["electra", "deberta-v3"])
+def test_converted_families_train_the_same_under_mirrored_as_on_one_device(tmp_path, data_dir, family_checkpoints,
+                                                                           family):
+    out = _train_both(_base_overrides(tmp_path, data_dir, family_checkpoints[family], "export.enabled=false",
+                                      "data.max_train_examples=48", "train.epochs=1", "train.learning_rate=1e-3",
+                                      "train.clipnorm=0.05"), tmp_path)
+    np.testing.assert_allclose(out["mirrored"]["loss"], out["default"]["loss"], rtol=1e-4)
+    assert max(out["gaps"].values()) < 1e-3
+
+
 WORKER = """
 import json, logging, os, sys
 import numpy as np

@@ -42,9 +42,12 @@ def _hidden_states(backbone, features):
     return backbone(features)["sequence_output"].numpy()[features["padding_mask"].numpy().astype(bool)]
 
 
-def _transformers_hidden_states(path, features):
-    """The `transformers` model's last hidden states at the real positions of the same packed `features`."""
+def _transformers_hidden_states(path, features, keep_layers=None):
+    """The `transformers` model's last hidden states at the real positions of the same packed `features`
+    (with only its encoder layers `keep_layers`, if given)."""
     reference = transformers.AutoModel.from_pretrained(path).eval()
+    if keep_layers is not None:
+        reference.encoder.layer = torch.nn.ModuleList(reference.encoder.layer[i] for i in keep_layers)
     with torch.no_grad():
         theirs = reference(
             input_ids=torch.tensor(features["token_ids"].numpy(), dtype=torch.long),
@@ -197,6 +200,18 @@ def test_mixed_lengths_and_long_texts_equal_the_transformers_model(checkpoints):
         assert lengths.min() <= 8 and lengths.max() == 64, lengths  # 64: every position the checkpoints have
         ours = _hidden_states(source.backbone(), features)
         np.testing.assert_allclose(ours, _transformers_hidden_states(checkpoints[arch], features), atol=1e-4)
+
+
+@requires_transformers
+@pytest.mark.parametrize("arch", ["electra", "deberta-v3"])
+def test_kept_layers_compute_what_transformers_computes_without_the_others(checkpoints, arch):
+    source = _source(checkpoints[arch])
+    backbone = source.keep_layers(source.backbone(), [1])  # `model.keep_layers: [1]`, as a distilled student
+    features = source.packer()(PARITY_TEXTS)
+    assert len(source.layer_groups(backbone).encoder) == 1
+    ours = _hidden_states(backbone, features)
+    np.testing.assert_allclose(ours, _transformers_hidden_states(checkpoints[arch], features, keep_layers=[1]),
+                               atol=1e-4)
 
 
 @requires_transformers

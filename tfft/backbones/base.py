@@ -386,7 +386,8 @@ def keep_encoder_layers(backbone: keras.Model, keep: int | list[int]) -> keras.M
             or any(layer.name.startswith("group_") for layer in model.layers):
         raise ConfigError(
             f"`model.keep_layers` needs a backbone whose encoder layers each have their own weights (BERT, "
-            f"DistilBERT, RoBERTa, XLM-RoBERTa from keras-hub or Hugging Face); `{type(model).__name__}` has none. "
+            f"DistilBERT, RoBERTa, XLM-RoBERTa, ELECTRA, DeBERTa-v3 from keras-hub or Hugging Face); "
+            f"`{type(model).__name__}` has none. "
             "Set `model.keep_layers: null`."
         )
     indices = kept_layer_indices(keep, settings["num_layers"])

@@ -215,6 +215,23 @@ def test_kept_layers_compute_what_transformers_computes_without_the_others(check
 
 
 @requires_transformers
+def test_deberta_attends_within_reach_as_keras_hub_does_over_every_bucket(checkpoints):
+    """`deberta.attend_within_reach` projects only the buckets a text reaches; keras-hub's own layer (the instance's
+    method removed) projects all 16 and gives the same outputs, for a student's kept layers too."""
+    from tfft.backbones.base import inner_backbone
+
+    source = _source(checkpoints["deberta-v3"], sequence_length=64)
+    features = source.packer()(tf.constant(["good", " ".join(["the film was not very good"] * 12)]))
+    for backbone in (source.backbone(), source.keep_layers(source.backbone(), [1])):
+        layers = [block._self_attention_layer for block in inner_backbone(backbone).transformer_layers]
+        assert all("_compute_attention" in vars(layer) for layer in layers)
+        ours = backbone(features)["sequence_output"].numpy()
+        for layer in layers:
+            del layer._compute_attention
+        np.testing.assert_allclose(ours, backbone(features)["sequence_output"].numpy(), atol=1e-5)
+
+
+@requires_transformers
 @pytest.mark.parametrize("arch, key, value", [
     ("electra", "position_embedding_type", "relative_key"),
     ("electra", "layer_norm_eps", 1e-5),

@@ -391,7 +391,10 @@ def keep_encoder_layers(backbone: keras.Model, keep: int | list[int]) -> keras.M
             "Set `model.keep_layers: null`."
         )
     indices = kept_layer_indices(keep, settings["num_layers"])
+    from tfft.backbones.deberta import attend_within_reach
+
     smaller = type(model).from_config({**settings, "num_layers": len(indices)})
+    attend_within_reach(smaller)
     copy_weights(model, smaller, indices)
     activation = feedforward_activation(model)
     if activation is not None:

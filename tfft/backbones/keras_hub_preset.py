@@ -20,6 +20,7 @@ from tfft.backbones.base import (
     set_feedforward_activation,
     with_pooled_output,
 )
+from tfft.backbones.deberta import attend_within_reach
 from tfft.config import ConfigError
 
 
@@ -49,6 +50,7 @@ class KerasHubPreset(BackboneSource):
                     f"`{activation}` names the activation {name!r}; expected one of {', '.join(ACTIVATIONS)}."
                 )
             set_feedforward_activation(backbone, name)
+        attend_within_reach(backbone)
         return with_pooled_output(backbone)
 
     def layer_groups(self, backbone: keras.Model) -> LayerGroups:

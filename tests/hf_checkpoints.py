@@ -173,3 +173,39 @@ def write_deberta_v3(path: pathlib.Path, **config) -> pathlib.Path:
     transformers.DebertaV2ForMaskedLM(config).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)  # spm.model, as the v3 checkpoints name it
     return path
+
+
+def write_modernbert(path: pathlib.Path, **config) -> pathlib.Path:
+    """A 4-layer ModernBERT (global attention in layers 0 and 3, a window of 8 positions (4 each side) in 1 and 2)
+    with a byte-level BPE `tokenizer.json` as ModernBERT's: no prefix space, `[CLS] a [SEP] b [SEP]`.
+
+    Weights are drawn wide (`initializer_range=0.3`), so that a wrong rotary
+    base or window moves the outputs past the parity tolerance.
+    """
+    import tokenizers
+    import transformers
+
+    path.mkdir(parents=True, exist_ok=True)
+    specials = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token=None))
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    bpe.train_from_iterator(_corpus(), tokenizers.trainers.BpeTrainer(
+        vocab_size=400, min_frequency=2, special_tokens=specials,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+    cls, sep = bpe.token_to_id("[CLS]"), bpe.token_to_id("[SEP]")
+    bpe.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
+        mask_token="[MASK]")
+    settings = dict(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=48,
+        max_position_embeddings=128, global_attn_every_n_layers=3, local_attention=8, global_rope_theta=160000.0,
+        local_rope_theta=10000.0, pad_token_id=bpe.token_to_id("[PAD]"), cls_token_id=cls, sep_token_id=sep,
+        bos_token_id=cls, eos_token_id=sep, initializer_range=0.3, attn_implementation="eager",
+    )
+    model = transformers.ModernBertForMaskedLM(transformers.ModernBertConfig(**{**settings, **config}))
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path

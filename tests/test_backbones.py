@@ -47,7 +47,8 @@ def _transformers_hidden_states(path, features, keep_layers=None):
     (with only its encoder layers `keep_layers`, if given)."""
     reference = transformers.AutoModel.from_pretrained(path).eval()
     if keep_layers is not None:
-        reference.encoder.layer = torch.nn.ModuleList(reference.encoder.layer[i] for i in keep_layers)
+        owner, name = (reference, "layers") if hasattr(reference, "layers") else (reference.encoder, "layer")
+        setattr(owner, name, torch.nn.ModuleList(getattr(owner, name)[i] for i in keep_layers))
     with torch.no_grad():
         theirs = reference(
             input_ids=torch.tensor(features["token_ids"].numpy(), dtype=torch.long),
@@ -68,18 +69,21 @@ def checkpoints(tmp_path_factory):
         "albert": hf_checkpoints.write_albert(root / "albert"),
         "electra": hf_checkpoints.write_electra(root / "electra"),
         "deberta-v3": hf_checkpoints.write_deberta_v3(root / "deberta_v3"),
+        "modernbert": hf_checkpoints.write_modernbert(root / "modernbert"),
     }
 
 
-ARCHITECTURES = ["bert", "distilbert", "roberta", "xlm-roberta", "albert", "electra", "deberta-v3"]
+ARCHITECTURES = ["bert", "distilbert", "roberta", "xlm-roberta", "albert", "electra", "deberta-v3", "modernbert"]
+#: The families tfft maps itself (keras-hub has no converter, or no backbone).
+CONVERTED = ["electra", "deberta-v3", "modernbert"]
 #: Encoder layers with weights of their own: ALBERT shares one block across its layers.
-ENCODER_GROUPS = {"albert": 1}
+ENCODER_GROUPS = {"albert": 1, "modernbert": 4}
 
 
 def test_unsupported_model_type_lists_the_supported_ones(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
     with pytest.raises(ConfigError, match="model_type='gpt_neox'.*Supported model types: bert, distilbert, roberta, xlm-roberta, albert, electra, "
-                       "deberta-v2"):
+                       "deberta-v2, modernbert"):
         _source(tmp_path)
 
 
@@ -189,11 +193,18 @@ def test_deberta_v3_sentencepiece_ids_equal_the_transformers_tokenizer(checkpoin
 
 
 @requires_transformers
+def test_modernbert_byte_level_bpe_ids_equal_the_transformers_tokenizer(checkpoints):
+    sentences = [s for s in hf_checkpoints.parity_sentences(4000) if not _has_whitespace_run(s)][:1000]
+    _assert_tokenizer_parity(checkpoints["modernbert"], "modernbert", sentences=sentences)
+
+
+@requires_transformers
 def test_mixed_lengths_and_long_texts_equal_the_transformers_model(checkpoints):
-    """A batch of texts from a few pieces to all 64 positions: padding leaves the real positions alone, and DeBERTa's log-scaled
-    relative buckets (8 buckets: beyond 4 pieces apart) and ELECTRA's last positions match."""
+    """A batch of texts from a few pieces to all 64 positions: padding leaves the real positions alone, and DeBERTa's
+    log-scaled relative buckets (8 buckets: beyond 4 pieces apart), ModernBERT's 8-position local window and its two
+    rotary bases, and ELECTRA's last positions match."""
     texts = tf.constant(["good", "the movie was great", " ".join(["the film was not very good"] * 12)])
-    for arch in ("electra", "deberta-v3"):
+    for arch in CONVERTED:
         source = _source(checkpoints[arch], sequence_length=64)
         features = source.packer()(texts)
         lengths = features["padding_mask"].numpy().sum(axis=1)
@@ -203,14 +214,15 @@ def test_mixed_lengths_and_long_texts_equal_the_transformers_model(checkpoints):
 
 
 @requires_transformers
-@pytest.mark.parametrize("arch", ["electra", "deberta-v3"])
+@pytest.mark.parametrize("arch", CONVERTED)
 def test_kept_layers_compute_what_transformers_computes_without_the_others(checkpoints, arch):
     source = _source(checkpoints[arch])
-    backbone = source.keep_layers(source.backbone(), [1])  # `model.keep_layers: [1]`, as a distilled student
+    keep = [1, 3] if arch == "modernbert" else [1]  # ModernBERT: a local then a global layer, each keeping its kind
+    backbone = source.keep_layers(source.backbone(), keep)  # `model.keep_layers`, as a distilled student
     features = source.packer()(PARITY_TEXTS)
-    assert len(source.layer_groups(backbone).encoder) == 1
+    assert len(source.layer_groups(backbone).encoder) == len(keep)
     ours = _hidden_states(backbone, features)
-    np.testing.assert_allclose(ours, _transformers_hidden_states(checkpoints[arch], features, keep_layers=[1]),
+    np.testing.assert_allclose(ours, _transformers_hidden_states(checkpoints[arch], features, keep_layers=keep),
                                atol=1e-4)
 
 
@@ -239,6 +251,8 @@ def test_deberta_attends_within_reach_as_keras_hub_does_over_every_bucket(checkp
     ("deberta-v3", "share_att_key", False),
     ("deberta-v3", "conv_kernel_size", 3),
     ("deberta-v3", "position_biased_input", True),
+    ("modernbert", "hidden_activation", "silu"),
+    ("modernbert", "rope_scaling", {"rope_type": "linear", "factor": 2.0}),
 ])
 def test_a_setting_tfft_does_not_implement_is_named_before_training(checkpoints, tmp_path, arch, key, value):
     import shutil

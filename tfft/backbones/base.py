@@ -393,7 +393,9 @@ def keep_encoder_layers(backbone: keras.Model, keep: int | list[int]) -> keras.M
     indices = kept_layer_indices(keep, settings["num_layers"])
     from tfft.backbones.deberta import attend_within_reach
 
-    smaller = type(model).from_config({**settings, "num_layers": len(indices)})
+    smaller_settings = (model.keep_layer_settings(indices) if hasattr(model, "keep_layer_settings")
+                        else {**settings, "num_layers": len(indices)})  # ModernBERT: each layer keeps its kind
+    smaller = type(model).from_config(smaller_settings)
     attend_within_reach(smaller)
     copy_weights(model, smaller, indices)
     activation = feedforward_activation(model)

@@ -40,10 +40,15 @@ SUPPORTED_MODEL_TYPES = {
     "albert": "AlbertTextClassifierPreprocessor",
     "electra": "BertTextClassifierPreprocessor",
     "deberta-v2": "DebertaV3TextClassifierPreprocessor",
+    "modernbert": "ModernBertPreprocessor",  # tfft's (`tfft.backbones.modernbert`)
 }
 _WORDPIECE_TYPES = ("bert", "distilbert", "electra")
 #: Model types keras-hub has a backbone but no converter for: tfft maps their weights (`checkpoint_weights`).
-CONVERTED_BY_TFFT = {"electra": "tfft.backbones.electra", "deberta-v2": "tfft.backbones.deberta"}
+CONVERTED_BY_TFFT = {
+    "electra": "tfft.backbones.electra",
+    "deberta-v2": "tfft.backbones.deberta",
+    "modernbert": "tfft.backbones.modernbert",  # keras-hub has no ModernBERT: tfft's own backbone
+}
 
 #: A checkpoint's `hidden_act` (DistilBERT: `activation`) -> tfft's name for it (`base.ACTIVATIONS`).
 HIDDEN_ACTS = {"gelu": "gelu", "gelu_new": "gelu_approximate", "gelu_pytorch_tanh": "gelu_approximate", "relu": "relu"}
@@ -291,18 +296,20 @@ class HuggingFaceCheckpoint(BackboneSource):
         check_converted_settings(spec, self.model_type)
 
     def packer(self) -> TextPacker:
+        spec, length = self.config.backbone, self.config.sequence_length
+        if self.model_type == "modernbert":
+            from tfft.backbones import modernbert
+
+            tokenizer = modernbert.tokenizer(spec, read_checkpoint_file(spec, "tokenizer.json"))
+            return TextPacker(modernbert.ModernBertPreprocessor(tokenizer=tokenizer, sequence_length=length))
         preprocessor_cls = getattr(keras_hub.models, SUPPORTED_MODEL_TYPES[self.model_type])
         if self.model_type in _WORDPIECE_TYPES:
-            tokenizer = wordpiece_tokenizer(self.config.backbone, self.model_type)
-            preprocessor = preprocessor_cls(tokenizer=tokenizer, sequence_length=self.config.sequence_length)
+            tokenizer = wordpiece_tokenizer(spec, self.model_type)
         elif self.model_type in ("albert", "deberta-v2"):
-            tokenizer = (albert_tokenizer if self.model_type == "albert" else deberta_tokenizer)(self.config.backbone)
-            preprocessor = preprocessor_cls(tokenizer=tokenizer, sequence_length=self.config.sequence_length)
+            tokenizer = (albert_tokenizer if self.model_type == "albert" else deberta_tokenizer)(spec)
         else:
-            preprocessor = preprocessor_cls.from_preset(
-                self.config.backbone, sequence_length=self.config.sequence_length
-            )
-        return TextPacker(preprocessor)
+            return TextPacker(preprocessor_cls.from_preset(spec, sequence_length=length))
+        return TextPacker(preprocessor_cls(tokenizer=tokenizer, sequence_length=length))
 
     def backbone(self) -> keras.Model:
         if self.model_type in CONVERTED_BY_TFFT:

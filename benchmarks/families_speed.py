@@ -1,4 +1,4 @@
-"""Training step time of ELECTRA and DeBERTa-v3 through tfft against the same models in the Hugging Face Trainer.
+"""Training step time of ModernBERT, DeBERTa-v3 and ELECTRA through tfft against the same models in the Hugging Face Trainer.
 
 No pretrained weights of these families are on this machine, so each model is
 built at its published size with random weights by `transformers` (PyTorch) and
@@ -7,6 +7,10 @@ saved as a Hugging Face folder that both peers load:
 - DeBERTa-v3-small: 6 layers x 768, 12 heads, 3,072 feed-forward, 128,100
   tokens, 256 relative buckets; a SentencePiece vocabulary (8,000 pieces)
   trained on the SST-2 training sentences, with DeBERTa-v3's special ids.
+- ModernBERT-base: 22 layers x 768, 12 heads, 1,152-wide GeGLU, 50,368
+  tokens, global attention every third layer and a 128-position window
+  elsewhere; a byte-level BPE vocabulary (8,000 tokens) trained on the SST-2
+  training sentences, with ModernBERT's special tokens.
 - ELECTRA-small discriminator: 12 layers x 256, 4 heads, 1,024 feed-forward,
   128-wide embeddings projected to 256; BERT's uncased WordPiece vocabulary
   (all-MiniLM-L6-v2's `vocab.txt`, the one ELECTRA uses).
@@ -18,7 +22,7 @@ are printed). The Trainer runs at its defaults (random batches) and at its best
 (`group_by_length=True`). `train-step s` is the time inside the training steps
 after 3 warm-up steps. Accuracy is not compared: the weights are random.
 
-    python benchmarks/families_speed.py                      # 2,048 sentences, both families
+    python benchmarks/families_speed.py                      # 2,048 sentences, the three families
     python benchmarks/families_speed.py --families=electra_small --rounds=2
 
 The Trainer needs PyTorch: `pip install torch==2.13.0` (the CPU wheel).
@@ -36,7 +40,7 @@ import common
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/ and sst2/.")
 _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 2048, "SST-2 training sentences per peer.")
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "Runs of each peer; the order rotates every round.")
-_FAMILIES = flags.DEFINE_list("families", ["deberta_v3_small", "electra_small"], "Which models.")
+_FAMILIES = flags.DEFINE_list("families", ["modernbert_base", "deberta_v3_small", "electra_small"], "Which models.")
 _WORK_DIR = flags.DEFINE_string("work_dir", "runs/families_speed", "Where the random checkpoints and runs go.")
 
 SIZES = {
@@ -45,6 +49,11 @@ SIZES = {
         max_position_embeddings=512, relative_attention=True, position_buckets=256, norm_rel_ebd="layer_norm",
         share_att_key=True, pos_att_type="p2c|c2p", layer_norm_eps=1e-7, max_relative_positions=-1,
         position_biased_input=False, type_vocab_size=0,
+    ),
+    "modernbert_base": dict(
+        vocab_size=50368, hidden_size=768, num_hidden_layers=22, num_attention_heads=12, intermediate_size=1152,
+        max_position_embeddings=8192, global_attn_every_n_layers=3, local_attention=128, global_rope_theta=160000.0,
+        local_rope_theta=10000.0,
     ),
     "electra_small": dict(
         vocab_size=30522, embedding_size=128, hidden_size=256, num_hidden_layers=12, num_attention_heads=4,
@@ -82,8 +91,9 @@ model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
 base = model.base_model
 # tfft's embedding group: token (and position, segment) embeddings and their norm, ELECTRA's projection, DeBERTa's
 # relative-position table and its norm. Every encoder layer trains, as with freeze_layers: 0.
-frozen = [base.embeddings, getattr(base, "embeddings_project", None), getattr(base.encoder, "rel_embeddings", None),
-          getattr(base.encoder, "LayerNorm", None)]
+encoder = getattr(base, "encoder", None)
+frozen = [base.embeddings, getattr(base, "embeddings_project", None), getattr(encoder, "rel_embeddings", None),
+          getattr(encoder, "LayerNorm", None)]
 for module in filter(None, frozen):
     for parameter in module.parameters():
         parameter.requires_grad = False
@@ -135,6 +145,10 @@ def write_checkpoint(family: str, data: pathlib.Path, folder: pathlib.Path) -> p
         shutil.copy(data / "all_minilm_l6_v2" / "vocab.txt", folder / "vocab.txt")
         transformers.ElectraTokenizerFast(str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
         model = transformers.ElectraForPreTraining(transformers.ElectraConfig(**SIZES[family]))
+    elif family == "modernbert_base":
+        write_bpe_tokenizer(sst2_sentences(data), folder)
+        model = transformers.ModernBertForMaskedLM(transformers.ModernBertConfig(
+            **SIZES[family], pad_token_id=3, cls_token_id=1, sep_token_id=2, bos_token_id=1, eos_token_id=2))
     else:
         proto = io.BytesIO()
         sentencepiece.SentencePieceTrainer.train(
@@ -147,6 +161,24 @@ def write_checkpoint(family: str, data: pathlib.Path, folder: pathlib.Path) -> p
         model = transformers.DebertaV2ForMaskedLM(transformers.DebertaV2Config(**SIZES[family]))
     model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def write_bpe_tokenizer(sentences: list[str], folder: pathlib.Path) -> None:
+    """A byte-level BPE `tokenizer.json` as ModernBERT's (no prefix space, `[CLS] a [SEP]`), 8,000 tokens."""
+    import tokenizers
+    import transformers
+
+    specials = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token=None))
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    bpe.train_from_iterator(sentences, tokenizers.trainers.BpeTrainer(
+        vocab_size=8000, special_tokens=specials, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
+        mask_token="[MASK]").save_pretrained(folder)
 
 
 def main(argv):

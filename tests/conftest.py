@@ -219,6 +219,7 @@ def family_checkpoints(tmp_path_factory) -> dict[str, pathlib.Path]:
     return {
         "electra": hf_checkpoints.write_electra(root / "electra", **no_dropout),
         "deberta-v3": hf_checkpoints.write_deberta_v3(root / "deberta_v3", **no_dropout),
+        "modernbert": hf_checkpoints.write_modernbert(root / "modernbert"),  # ModernBERT's dropout defaults to 0
     }
 
 

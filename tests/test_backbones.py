@@ -106,9 +106,13 @@ def test_converted_backbone_equals_the_transformers_model(checkpoints, arch):
     assert len(source.layer_groups(backbone).encoder) == ENCODER_GROUPS.get(arch, 2)
 
 
+#: Trained here; the converted families train every task with every recipe in `test_task_contract.py`.
+KERAS_HUB_CONVERTED = [arch for arch in ARCHITECTURES if arch not in CONVERTED]
+
+
 @requires_transformers
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", KERAS_HUB_CONVERTED)
 def test_each_architecture_fine_tunes(checkpoints, make_config, arch):
     result = train.run(make_config(f"model.backbone={checkpoints[arch]}", "train.epochs=1", "data.max_train_examples=64",
                                    "model.freeze_layers=1"))
@@ -534,7 +538,7 @@ def test_transformers_source_reinitializes_its_top_layer_and_refuses_lora(tf_ber
 
 @requires_transformers
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", [*ARCHITECTURES, "tiny-bert"])
+@pytest.mark.parametrize("arch", [*KERAS_HUB_CONVERTED, "tiny-bert"])
 def test_each_architecture_takes_every_recipe(checkpoints, make_config, arch):
     # ALBERT's one shared block is its only layer group: it is the one re-initialized, LoRA-adapted layer.
     backbone = checkpoints.get(arch, arch)

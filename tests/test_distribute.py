@@ -107,7 +107,7 @@ def test_recipes_train_the_same_under_mirrored_as_on_one_device(tmp_path, data_d
     assert max(out["gaps"].values()) < 1e-3
 
 
-@pytest.mark.parametrize("family", ["electra", "deberta-v3"])
+@pytest.mark.parametrize("family", ["electra", "deberta-v3", "modernbert"])
 def test_converted_families_train_the_same_under_mirrored_as_on_one_device(tmp_path, data_dir, family_checkpoints,
                                                                            family):
     out = _train_both(_base_overrides(tmp_path, data_dir, family_checkpoints[family], "export.enabled=false",

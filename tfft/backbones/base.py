@@ -142,7 +142,7 @@ class TextPacker:
         mine, theirs = self.tokenizer, other.tokenizer
         if type(mine) is not type(theirs):
             return f"{type(theirs).__name__} is not {type(mine).__name__}"
-        if mine.get_vocabulary() != theirs.get_vocabulary():
+        if vocabulary_by_id(mine) != vocabulary_by_id(theirs):
             return f"their vocabularies differ ({mine.vocabulary_size()} and {theirs.vocabulary_size()} tokens)"
         for setting in ("lowercase", "strip_accents", "special_tokens_in_strings"):
             if getattr(mine, setting, None) != getattr(theirs, setting, None):
@@ -159,6 +159,11 @@ class TextPacker:
             count += self.tokenizer(text_pair).row_lengths()
             specials = self._specials[1]
         return tf.cast(count, tf.int32) + specials
+
+
+def vocabulary_by_id(tokenizer) -> list[str]:
+    """The tokenizer's tokens in id order (keras-hub's byte-level BPE gives `get_vocabulary()` as unordered keys)."""
+    return [tokenizer.id_to_token(i) for i in range(tokenizer.vocabulary_size())]
 
 
 @dataclasses.dataclass

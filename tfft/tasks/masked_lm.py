@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfft import data
+from tfft.backbones.base import vocabulary_by_id
 from tfft.config import check
 from tfft.errors import ConfigError, DataError
 from tfft.tasks.base import (
@@ -141,7 +142,7 @@ class MaskedLM(Task):
         )
         score = draw(1)
         if tc.whole_word_masking:  # a word's pieces share its first piece's draw
-            vocabulary = tf.constant(tokenizer.get_vocabulary())
+            vocabulary = tf.constant(vocabulary_by_id(tokenizer))
             continuation = tf.strings.regex_full_match(tf.gather(vocabulary, ids), "^" + tokenizer.suffix_indicator + ".+")
             word = tf.cumsum(tf.cast(~continuation, tf.int32), axis=1) - 1
             score = tf.gather(score, tf.maximum(word, 0), batch_dims=1)
@@ -271,7 +272,7 @@ class MaskedLM(Task):
     def serving_signatures(self, model, packer):
         tokenizer = packer.tokenizer
         mask_token, mask_id = tokenizer.mask_token, tokenizer.mask_token_id
-        vocabulary = tf.constant(tokenizer.get_vocabulary())
+        vocabulary = tf.constant(vocabulary_by_id(tokenizer))
 
         def serving_default(text):
             if tf.executing_eagerly():  # keras-hub's tokenizers give Python lists eagerly

@@ -30,6 +30,7 @@ The Trainer needs PyTorch: `pip install torch==2.13.0` (the CPU wheel).
 
 import csv
 import json
+import multiprocessing
 import pathlib
 import shutil
 
@@ -187,7 +188,11 @@ def main(argv):
     work = pathlib.Path(_WORK_DIR.value).resolve()
     rows, raw = [], {}
     for family in _FAMILIES.value:
-        folder = write_checkpoint(family, data, work / family)
+        folder = work / family
+        # In a fresh process: the children would report this one's peak RSS, inherited across fork and exec, as theirs.
+        writer = multiprocessing.get_context("spawn").Process(target=write_checkpoint, args=(family, data, folder))
+        writer.start()
+        writer.join()
         results = {peer: [] for peer in PEERS}
         for round_index in range(_ROUNDS.value):
             order = list(PEERS)[round_index % len(PEERS):] + list(PEERS)[: round_index % len(PEERS)]

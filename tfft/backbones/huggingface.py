@@ -1,7 +1,9 @@
-"""Hugging Face checkpoints (a folder or `hf://<id>`) loaded into keras-hub backbones.
+"""Hugging Face checkpoints (a folder or `hf://<id>`) loaded into Keras 3 backbones.
 
-keras-hub's Transformers converters map the checkpoint's weights and
-tokenizer files onto a keras-hub backbone and preprocessor. Weights are read
+keras-hub's Transformers converters map BERT, DistilBERT, RoBERTa,
+XLM-RoBERTa and ALBERT checkpoints onto a keras-hub backbone and
+preprocessor; ELECTRA, DeBERTa-v3 and ModernBERT, which keras-hub cannot
+load, are mapped by tfft (`electra`, `deberta`, `modernbert` modules). Weights are read
 from `model.safetensors` only: tfft never unpickles `pytorch_model.bin` and
 never runs remote code.
 """
@@ -43,7 +45,8 @@ SUPPORTED_MODEL_TYPES = {
     "modernbert": "ModernBertPreprocessor",  # tfft's (`tfft.backbones.modernbert`)
 }
 _WORDPIECE_TYPES = ("bert", "distilbert", "electra")
-#: Model types keras-hub has a backbone but no converter for: tfft maps their weights (`checkpoint_weights`).
+#: Model types keras-hub cannot load from a Hugging Face folder: tfft builds the backbone (keras-hub's where it has
+#: one) and maps the weights itself (`checkpoint_weights`).
 CONVERTED_BY_TFFT = {
     "electra": "tfft.backbones.electra",
     "deberta-v2": "tfft.backbones.deberta",
@@ -280,7 +283,7 @@ def check_converted_settings(spec: str, model_type: str) -> None:
 
 
 class HuggingFaceCheckpoint(BackboneSource):
-    """A Hugging Face checkpoint folder or `hf://<id>`, converted by keras-hub."""
+    """A Hugging Face checkpoint folder or `hf://<id>`, converted by keras-hub or by tfft (`CONVERTED_BY_TFFT`)."""
 
     name = "huggingface"
 

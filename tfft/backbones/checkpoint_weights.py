@@ -105,3 +105,27 @@ def assign_dense(weights: CheckpointWeights, layer, name: str, kernel_transform=
 def assign_layer_norm(weights: CheckpointWeights, layer, name: str) -> None:
     weights.assign(layer.gamma, f"{name}.weight")
     weights.assign(layer.beta, f"{name}.bias")
+
+
+def assign_post_norm_block(weights: CheckpointWeights, block, name: str, attention: dict) -> None:
+    """A Hugging Face BERT-style post-norm block `name` into a keras-hub encoder block (`TransformerEncoder`,
+    DeBERTa-v3's `DisentangledAttentionEncoder`).
+
+    Args:
+        attention: dict. The block's attention projections by their name under
+            `name.attention.` (`self.query`, ..., `output.dense`).
+    """
+    for key, layer in attention.items():
+        assign_dense(weights, layer, f"{name}.attention.{key}")
+    assign_layer_norm(weights, block._self_attention_layer_norm, f"{name}.attention.output.LayerNorm")
+    assign_dense(weights, block._feedforward_intermediate_dense, f"{name}.intermediate.dense")
+    assign_dense(weights, block._feedforward_output_dense, f"{name}.output.dense")
+    assign_layer_norm(weights, block._feedforward_layer_norm, f"{name}.output.LayerNorm")
+
+
+def setting_error(spec: str, family: str, key: str, value, implemented: str) -> ConfigError:
+    """The error for a config.json setting that tfft's `family` backbone does not compute."""
+    return ConfigError(
+        f"Hugging Face checkpoint `{spec}` has {key}={value!r} in config.json; tfft's {family} implements "
+        f"{implemented}."
+    )

@@ -18,7 +18,6 @@ from __future__ import annotations
 import keras_hub
 
 from tfft.backbones import checkpoint_weights as cw
-from tfft.errors import ConfigError
 
 #: config.json settings DebertaV3Backbone computes: key -> its only value.
 FIXED_SETTINGS = {
@@ -41,10 +40,7 @@ NOT_ENCODER = ("cls.", "lm_predictions.", "mask_predictions.", "pooler.", "class
 def check_settings(spec: str, settings: dict) -> None:
     """Refuses config.json values that `DebertaV3Backbone` does not compute, naming the key."""
     def refuse(key, supported):
-        raise ConfigError(
-            f"Hugging Face checkpoint `{spec}` has {key}={settings[key]!r} in config.json; tfft's DeBERTa "
-            f"implements DeBERTa-v3's setting only, {key}={supported!r}."
-        )
+        raise cw.setting_error(spec, "DeBERTa", key, settings[key], f"DeBERTa-v3's setting only, {key}={supported!r}")
 
     for key, value in FIXED_SETTINGS.items():
         if key in settings and settings[key] != value:
@@ -88,15 +84,11 @@ def load_weights(backbone, weights: cw.CheckpointWeights) -> None:
     weights.assign(backbone.relative_embeddings.rel_embeddings, "encoder.rel_embeddings.weight")
     cw.assign_layer_norm(weights, backbone.relative_embeddings.layer_norm, "encoder.LayerNorm")
     for i, block in enumerate(backbone.transformer_layers):
-        name = f"encoder.layer.{i}"
         attention = block._self_attention_layer
-        for part in ("query", "key", "value"):
-            cw.assign_dense(weights, getattr(attention, f"_{part}_dense"), f"{name}.attention.self.{part}_proj")
-        cw.assign_dense(weights, attention._output_dense, f"{name}.attention.output.dense")
-        cw.assign_layer_norm(weights, block._self_attention_layer_norm, f"{name}.attention.output.LayerNorm")
-        cw.assign_dense(weights, block._feedforward_intermediate_dense, f"{name}.intermediate.dense")
-        cw.assign_dense(weights, block._feedforward_output_dense, f"{name}.output.dense")
-        cw.assign_layer_norm(weights, block._feedforward_layer_norm, f"{name}.output.LayerNorm")
+        cw.assign_post_norm_block(weights, block, f"encoder.layer.{i}", {
+            "self.query_proj": attention._query_dense, "self.key_proj": attention._key_dense,
+            "self.value_proj": attention._value_dense, "output.dense": attention._output_dense,
+        })
     weights.check_all_used(ignore=NOT_ENCODER)
 
 

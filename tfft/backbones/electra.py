@@ -14,7 +14,6 @@ from __future__ import annotations
 import keras_hub
 
 from tfft.backbones import checkpoint_weights as cw
-from tfft.errors import ConfigError
 
 #: config.json settings whose other values tfft does not implement: key -> the value keras-hub's backbone computes.
 FIXED_SETTINGS = {"position_embedding_type": "absolute", "layer_norm_eps": 1e-12}
@@ -28,10 +27,7 @@ def check_settings(spec: str, settings: dict) -> None:
     """Refuses config.json values that `ElectraBackbone` does not compute, naming the key."""
     for key, value in FIXED_SETTINGS.items():
         if settings.get(key, value) != value:
-            raise ConfigError(
-                f"Hugging Face checkpoint `{spec}` has {key}={settings[key]!r} in config.json; tfft's ELECTRA "
-                f"implements {key}={value!r} only."
-            )
+            raise cw.setting_error(spec, "ELECTRA", key, settings[key], f"{key}={value!r} only")
 
 
 def build_backbone(settings: dict) -> keras_hub.models.ElectraBackbone:
@@ -58,18 +54,9 @@ def load_weights(backbone, weights: cw.CheckpointWeights) -> None:
     if hasattr(backbone, "embeddings_projection"):
         cw.assign_dense(weights, backbone.embeddings_projection, "embeddings_project")
     for i, block in enumerate(backbone.transformer_layers):
-        assign_bert_block(weights, block, f"encoder.layer.{i}")
+        attention = block._self_attention_layer
+        cw.assign_post_norm_block(weights, block, f"encoder.layer.{i}", {
+            "self.query": attention.query_dense, "self.key": attention.key_dense,
+            "self.value": attention.value_dense, "output.dense": attention.output_dense,
+        })
     weights.check_all_used(ignore=NOT_ENCODER)
-
-
-def assign_bert_block(weights: cw.CheckpointWeights, block, name: str) -> None:
-    """A Hugging Face BERT-style block (`name.attention...`, `name.intermediate`, `name.output`) into a keras-hub
-    `TransformerEncoder`."""
-    attention = block._self_attention_layer
-    for part in ("query", "key", "value"):
-        cw.assign_dense(weights, getattr(attention, f"{part}_dense"), f"{name}.attention.self.{part}")
-    cw.assign_dense(weights, attention.output_dense, f"{name}.attention.output.dense")
-    cw.assign_layer_norm(weights, block._self_attention_layer_norm, f"{name}.attention.output.LayerNorm")
-    cw.assign_dense(weights, block._feedforward_intermediate_dense, f"{name}.intermediate.dense")
-    cw.assign_dense(weights, block._feedforward_output_dense, f"{name}.output.dense")
-    cw.assign_layer_norm(weights, block._feedforward_layer_norm, f"{name}.output.LayerNorm")

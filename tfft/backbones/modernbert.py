@@ -48,10 +48,7 @@ ACTIVATIONS = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True}
 def check_settings(spec: str, settings: dict) -> None:
     """Refuses config.json values this backbone does not compute, naming the key."""
     def refuse(key, supported):
-        raise ConfigError(
-            f"Hugging Face checkpoint `{spec}` has {key}={settings[key]!r} in config.json; tfft's ModernBERT "
-            f"implements {supported}."
-        )
+        raise cw.setting_error(spec, "ModernBERT", key, settings[key], supported)
 
     if settings.get("hidden_activation", "gelu") not in ACTIVATIONS:
         refuse("hidden_activation", f"hidden_activation in {sorted(ACTIVATIONS)}")

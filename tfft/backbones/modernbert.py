@@ -229,7 +229,7 @@ class ModernBertBackbone(keras_hub.models.Backbone):
         max_sequence_length: the checkpoint's shape.
         local_layers: list of bool, one per layer. Whether it attends within
             the local window (else globally). A list, not a period, so that a
-            student keeping layers `[1, 3]` (`model.keep_layers`) keeps their kinds.
+            student keeping layers `[1, 2]` (`model.keep_layers`) keeps their kinds.
         first_layers: list of bool or None. Which layers were the checkpoint's
             first (no attention norm); defaults to layer 0 only.
         local_window, global_rope_theta, local_rope_theta, norm_epsilon,

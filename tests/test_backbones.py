@@ -248,6 +248,21 @@ def test_deberta_attends_within_reach_as_keras_hub_does_over_every_bucket(checkp
 
 
 @requires_transformers
+@pytest.mark.parametrize("arch", CONVERTED)
+def test_a_saved_preset_of_each_family_loads_back_as_model_backbone(checkpoints, arch, tmp_path):
+    """`tfft adapt` writes a preset folder; keras-hub finds no preprocessor of its own for ELECTRA or ModernBERT."""
+    from tfft.backbones import save_preset
+
+    source = _source(checkpoints[arch])
+    backbone, packer = source.backbone(), source.packer()
+    save_preset(backbone, packer, tmp_path / "preset")
+    again = _source(tmp_path / "preset")
+    features = again.packer()(PARITY_TEXTS)
+    np.testing.assert_array_equal(features["token_ids"], packer(PARITY_TEXTS)["token_ids"])
+    np.testing.assert_allclose(_hidden_states(again.backbone(), features), _hidden_states(backbone, features), atol=1e-6)
+
+
+@requires_transformers
 @pytest.mark.parametrize("arch, key, value", [
     ("electra", "position_embedding_type", "relative_key"),
     ("electra", "layer_norm_eps", 1e-5),

@@ -314,6 +314,8 @@ def save_preset(backbone: keras.Model, packer: TextPacker, folder, head_weights:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_to_preset(str(folder))
     packer.tokenizer.save_to_preset(str(folder))
+    # The preprocessor too: keras-hub finds none by backbone class for ELECTRA or tfft's ModernBERT.
+    packer.preprocessor.save_to_preset(str(folder))
     if head_weights is not None:
         np.savez(folder / MASKED_LM_HEAD_FILE, **head_weights)
     activation = feedforward_activation(model)

@@ -11,6 +11,7 @@ WordPiece, with offsets and LiteRT support.
 
 from __future__ import annotations
 
+import keras
 import keras_hub
 
 from tfft.backbones import checkpoint_weights as cw
@@ -60,3 +61,10 @@ def load_weights(backbone, weights: cw.CheckpointWeights) -> None:
             "self.value": attention.value_dense, "output.dense": attention.output_dense,
         })
     weights.check_all_used(ignore=NOT_ENCODER)
+
+
+@keras.saving.register_keras_serializable(package="tfft")
+class ElectraTextClassifierPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
+    """BERT's packing for ELECTRA (keras-hub has none), so that keras-hub finds it for a saved ELECTRA preset."""
+
+    backbone_cls = keras_hub.models.ElectraBackbone

@@ -40,7 +40,7 @@ SUPPORTED_MODEL_TYPES = {
     "roberta": "RobertaTextClassifierPreprocessor",
     "xlm-roberta": "XLMRobertaTextClassifierPreprocessor",
     "albert": "AlbertTextClassifierPreprocessor",
-    "electra": "BertTextClassifierPreprocessor",
+    "electra": "ElectraTextClassifierPreprocessor",  # tfft's (`tfft.backbones.electra`)
     "deberta-v2": "DebertaV3TextClassifierPreprocessor",
     "modernbert": "ModernBertPreprocessor",  # tfft's (`tfft.backbones.modernbert`)
 }
@@ -305,7 +305,10 @@ class HuggingFaceCheckpoint(BackboneSource):
 
             tokenizer = modernbert.tokenizer(spec, read_checkpoint_file(spec, "tokenizer.json"))
             return TextPacker(modernbert.ModernBertPreprocessor(tokenizer=tokenizer, sequence_length=length))
-        preprocessor_cls = getattr(keras_hub.models, SUPPORTED_MODEL_TYPES[self.model_type])
+        if self.model_type == "electra":
+            from tfft.backbones.electra import ElectraTextClassifierPreprocessor as preprocessor_cls
+        else:
+            preprocessor_cls = getattr(keras_hub.models, SUPPORTED_MODEL_TYPES[self.model_type])
         if self.model_type in _WORDPIECE_TYPES:
             tokenizer = wordpiece_tokenizer(spec, self.model_type)
         elif self.model_type in ("albert", "deberta-v2"):

@@ -8,6 +8,7 @@ import keras
 import keras_hub
 import numpy as np
 
+from tfft.backbones import electra, modernbert  # noqa: F401 - registers their classes, which saved presets name
 from tfft.backbones.base import (
     ACTIVATION_FILE,
     ACTIVATIONS,

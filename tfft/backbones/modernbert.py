@@ -309,6 +309,9 @@ class ModernBertTokenizer(keras_hub.tokenizers.BytePairTokenizer):
 class ModernBertPreprocessor(keras_hub.models.TextClassifierPreprocessor):
     """`[CLS] a [SEP] (b [SEP])`, padded with `[PAD]`; no segment ids (ModernBERT has no token types)."""
 
+    backbone_cls = ModernBertBackbone  # so that keras-hub finds it for a saved preset (`tfft adapt`'s folder)
+    tokenizer_cls = ModernBertTokenizer
+
     def call(self, x, y=None, sample_weight=None):
         output = super().call(x, y=y, sample_weight=sample_weight)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(output)

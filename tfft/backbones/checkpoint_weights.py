@@ -2,8 +2,8 @@
 
 keras-hub converts BERT, DistilBERT, RoBERTa, XLM-RoBERTa and ALBERT
 checkpoints itself; for ELECTRA and DeBERTa-v3 it has the backbones but no
-converter, so `tfft.backbones.electra` and `tfft.backbones.deberta` name each
-tensor here. A missing tensor or one of another shape fails naming the key and
+converter, and it has no ModernBERT, so `tfft.backbones.electra`, `deberta`
+and `modernbert` name each tensor here. A missing tensor or one of another shape fails naming the key and
 the file, and every tensor of the encoder must be used: a checkpoint with
 weights tfft would drop is refused rather than silently half-loaded.
 
@@ -103,8 +103,10 @@ def assign_dense(weights: CheckpointWeights, layer, name: str, kernel_transform=
 
 
 def assign_layer_norm(weights: CheckpointWeights, layer, name: str) -> None:
+    """A PyTorch `LayerNorm` `name` into a Keras `LayerNormalization` (without `name.bias` when it has no offset)."""
     weights.assign(layer.gamma, f"{name}.weight")
-    weights.assign(layer.beta, f"{name}.bias")
+    if layer.beta is not None:
+        weights.assign(layer.beta, f"{name}.bias")
 
 
 def assign_post_norm_block(weights: CheckpointWeights, block, name: str, attention: dict) -> None:

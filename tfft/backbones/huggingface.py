@@ -259,14 +259,25 @@ def deberta_tokenizer(spec: str):
     return keras_hub.models.DebertaV3Tokenizer(proto=str(proto))
 
 
+def converted_family(model_type: str):
+    """The module of a model type tfft converts itself (`CONVERTED_BY_TFFT`), or None."""
+    import importlib
+
+    return importlib.import_module(CONVERTED_BY_TFFT[model_type]) if model_type in CONVERTED_BY_TFFT else None
+
+
+def preprocessor_class(model_type: str):
+    """The classifier preprocessor class `SUPPORTED_MODEL_TYPES` names: keras-hub's, else the tfft family's."""
+    name = SUPPORTED_MODEL_TYPES[model_type]
+    return getattr(keras_hub.models, name, None) or getattr(converted_family(model_type), name)
+
+
 def converted_backbone(spec: str, model_type: str, pretrained: bool) -> keras.Model:
     """The keras-hub backbone of a model type tfft converts itself (`CONVERTED_BY_TFFT`), with the checkpoint's
     weights when `pretrained`."""
-    import importlib
-
     from tfft.backbones.checkpoint_weights import CheckpointWeights
 
-    family = importlib.import_module(CONVERTED_BY_TFFT[model_type])
+    family = converted_family(model_type)
     backbone = family.build_backbone(checkpoint_config(spec))
     if pretrained:
         weights = CheckpointWeights(read_checkpoint_file(spec, "model.safetensors"), prefix=family.WEIGHT_PREFIX)
@@ -276,10 +287,9 @@ def converted_backbone(spec: str, model_type: str, pretrained: bool) -> keras.Mo
 
 def check_converted_settings(spec: str, model_type: str) -> None:
     """Refuses a config.json setting that a model type tfft converts does not implement, naming the key."""
-    import importlib
-
-    if model_type in CONVERTED_BY_TFFT:
-        importlib.import_module(CONVERTED_BY_TFFT[model_type]).check_settings(spec, checkpoint_config(spec))
+    family = converted_family(model_type)
+    if family is not None:
+        family.check_settings(spec, checkpoint_config(spec))
 
 
 class HuggingFaceCheckpoint(BackboneSource):
@@ -300,19 +310,13 @@ class HuggingFaceCheckpoint(BackboneSource):
 
     def packer(self) -> TextPacker:
         spec, length = self.config.backbone, self.config.sequence_length
-        if self.model_type == "modernbert":
-            from tfft.backbones import modernbert
-
-            tokenizer = modernbert.tokenizer(spec, read_checkpoint_file(spec, "tokenizer.json"))
-            return TextPacker(modernbert.ModernBertPreprocessor(tokenizer=tokenizer, sequence_length=length))
-        if self.model_type == "electra":
-            from tfft.backbones.electra import ElectraTextClassifierPreprocessor as preprocessor_cls
-        else:
-            preprocessor_cls = getattr(keras_hub.models, SUPPORTED_MODEL_TYPES[self.model_type])
+        preprocessor_cls = preprocessor_class(self.model_type)
         if self.model_type in _WORDPIECE_TYPES:
             tokenizer = wordpiece_tokenizer(spec, self.model_type)
         elif self.model_type in ("albert", "deberta-v2"):
             tokenizer = (albert_tokenizer if self.model_type == "albert" else deberta_tokenizer)(spec)
+        elif self.model_type == "modernbert":
+            tokenizer = converted_family("modernbert").tokenizer(spec, read_checkpoint_file(spec, "tokenizer.json"))
         else:
             return TextPacker(preprocessor_cls.from_preset(spec, sequence_length=length))
         return TextPacker(preprocessor_cls(tokenizer=tokenizer, sequence_length=length))

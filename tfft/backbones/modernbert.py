@@ -88,11 +88,11 @@ def build_backbone(settings: dict) -> ModernBertBackbone:
 def load_weights(backbone: ModernBertBackbone, weights: cw.CheckpointWeights) -> None:
     """Copies every encoder tensor of the checkpoint into `backbone`; `Wqkv` is split into query, key and value."""
     weights.assign(backbone.token_embedding.embeddings, "embeddings.tok_embeddings.weight")
-    _assign_norm(weights, backbone.embeddings_layer_norm, "embeddings.norm")
+    cw.assign_layer_norm(weights, backbone.embeddings_layer_norm, "embeddings.norm")
     for i, block in enumerate(backbone.transformer_layers):
         name = f"layers.{i}"
         if block.attention_norm is not None:
-            _assign_norm(weights, block.attention_norm, f"{name}.attn_norm")
+            cw.assign_layer_norm(weights, block.attention_norm, f"{name}.attn_norm")
         qkv = weights.get(f"{name}.attn.Wqkv.weight")
         bias = weights.get(f"{name}.attn.Wqkv.bias") if weights.has(f"{name}.attn.Wqkv.bias") else None
         for part, layer in enumerate((block.query, block.key, block.value)):
@@ -101,17 +101,11 @@ def load_weights(backbone: ModernBertBackbone, weights: cw.CheckpointWeights) ->
             if bias is not None:
                 layer.bias.assign(bias[rows])
         cw.assign_dense(weights, block.attention_output, f"{name}.attn.Wo")
-        _assign_norm(weights, block.feedforward_norm, f"{name}.mlp_norm")
+        cw.assign_layer_norm(weights, block.feedforward_norm, f"{name}.mlp_norm")
         cw.assign_dense(weights, block.feedforward_intermediate_dense, f"{name}.mlp.Wi")
         cw.assign_dense(weights, block.feedforward_output_dense, f"{name}.mlp.Wo")
-    _assign_norm(weights, backbone.final_norm, "final_norm")
+    cw.assign_layer_norm(weights, backbone.final_norm, "final_norm")
     weights.check_all_used(ignore=NOT_ENCODER)
-
-
-def _assign_norm(weights: cw.CheckpointWeights, layer, name: str) -> None:
-    weights.assign(layer.gamma, f"{name}.weight")
-    if layer.beta is not None:
-        weights.assign(layer.beta, f"{name}.bias")
 
 
 def rotary_tables(positions, head_dim: int, theta: float):

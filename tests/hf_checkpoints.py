@@ -29,6 +29,14 @@ def _corpus() -> list[str]:
     return parity_sentences(400, seed=1)
 
 
+def byte_level_alphabet() -> list[str]:
+    """The characters byte-level BPE writes for bytes 0..255, from `transformers` (GPT-2's table)."""
+    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+
+    table = bytes_to_unicode()  # {byte: character}
+    return [table[b] for b in range(256)]
+
+
 def write_bert(path: pathlib.Path, distil: bool = False, **config) -> pathlib.Path:
     """A 2-layer, 32-wide BERT (or DistilBERT) checkpoint; `config` overrides `BertConfig` fields."""
     import transformers

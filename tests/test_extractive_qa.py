@@ -14,7 +14,8 @@ import tensorflow as tf
 import hf_checkpoints
 from conftest import NEGATIVE, NOUNS, TASK_DATA, squad_questions
 from tfft import backbones, metrics, predict, run_dir, tasks, train
-from tfft.backbones.offsets import OffsetsTokenizer
+from tfft.backbones.base import vocabulary_by_id
+from tfft.backbones.offsets import offsets_tokenizer
 from tfft.config import ConfigError, load_config
 from tfft.errors import DataError
 
@@ -41,8 +42,20 @@ def _long_context(clauses: int, answer: str, at: int) -> tuple[str, int]:
     return context, start
 
 
-def test_windows_recover_a_known_answer_in_a_context_of_several_windows(tiny_preset):
-    task, packer = _task_and_packer(tiny_preset)
+@pytest.fixture(scope="module")
+def offsets_backbones(tiny_preset, family_checkpoints, tmp_path_factory) -> dict[str, pathlib.Path]:
+    """A backbone of each tokenizer family that has offsets: WordPiece, SentencePiece and byte-level BPE."""
+    root = tmp_path_factory.mktemp("offsets")
+    return {"bert": tiny_preset, "deberta-v3": family_checkpoints["deberta-v3"],
+            "modernbert": family_checkpoints["modernbert"], "roberta": hf_checkpoints.write_roberta(root / "roberta"),
+            "xlm-roberta": hf_checkpoints.write_xlm_roberta(root / "xlm_roberta")}
+
+
+@pytest.mark.parametrize("family", ["bert", "deberta-v3", "modernbert", "roberta", "xlm-roberta"])
+def test_windows_recover_a_known_answer_in_a_context_of_several_windows(family, offsets_backbones):
+    # SentencePiece and BPE pieces carry the space before a word; the labelled offsets still start at the answer.
+    # RoBERTa's and XLM-RoBERTa's windows hold </s></s> between question and context.
+    task, packer = _task_and_packer(offsets_backbones[family])
     for at in range(12):  # the answer in every part of the context: window starts, ends and overlaps
         context, start = _long_context(12, "superb lovely", at)
         byte_start = len(context[:start].encode())
@@ -57,6 +70,11 @@ def test_windows_recover_a_known_answer_in_a_context_of_several_windows(tiny_pre
             assert before[-8:] == after[:8]
         covered = sorted({p for window in pieces for p in window})
         assert covered[0][0] == 0 and covered[-1][1] == len(context.encode())
+        separators = packer.with_offsets("test", "").separator_ids
+        ids, question = w["features"]["token_ids"].numpy(), int(w["question_length"][0])  # [CLS] the plot was
+        first_context = 1 + question + len(separators)
+        assert ids[:, 1 + question : first_context].tolist() == [list(separators)] * len(labels)
+        assert (starts[:, first_context] >= 0).all() and (starts[:, first_context - 1] == -1).all()
         holding = [i for i in range(len(labels)) if labels[i][0] > 0]
         assert holding, f"no window labels the answer at clause {at}"
         for i in range(len(labels)):
@@ -184,10 +202,17 @@ def test_zipped_squad_reads_as_the_plain_file(data_dir, tmp_path, tiny_preset):
 
 
 def test_tokenizers_without_offsets_support_fail_before_training(make_config, data_dir, tmp_path, no_fit):
-    roberta = hf_checkpoints.write_roberta(tmp_path / "roberta")
-    config = make_config(*TASK_DATA["extractive_qa"](data_dir), f"model.backbone={roberta}")
-    with pytest.raises(ConfigError, match="Extractive QA needs character offsets.*`RobertaTokenizer`"):
+    albert = hf_checkpoints.write_albert(tmp_path / "albert")  # lowercases and strips accents before SentencePiece
+    config = make_config(*TASK_DATA["extractive_qa"](data_dir), f"model.backbone={albert}")
+    with pytest.raises(ConfigError, match="Extractive QA needs character offsets.*`AlbertNormalizingTokenizer`"):
         train.run(config)
+
+
+def test_doc_stride_leaves_room_for_two_separators_on_roberta(offsets_backbones):
+    # 32 - 8 - 3 = 21 context tokens with one [SEP]; RoBERTa's </s></s> leaves 20, so a stride of 20 is refused.
+    task, packer = _task_and_packer(offsets_backbones["roberta"], "task.doc_stride=20")
+    with pytest.raises(ConfigError, match=r"task.doc_stride.*- 4 = 20 \(this backbone puts 2 tokens"):
+        task.check_packer(packer)
 
 
 def test_doc_stride_must_leave_room_for_new_context_tokens():
@@ -201,7 +226,7 @@ def test_doc_stride_must_leave_room_for_new_context_tokens():
 def test_offsets_tokenizer_gives_the_packer_ids_with_true_offsets(which, tiny_preset, tmp_path):
     backbone = tiny_preset if which == "keras_hub_preset" else hf_checkpoints.write_bert(tmp_path / "bert")
     _, packer = _task_and_packer(backbone, sequence_length=48)
-    offsets = OffsetsTokenizer(packer, "test", "")
+    offsets = offsets_tokenizer(packer, "test", "")
     texts = hf_checkpoints.parity_sentences(1000)  # accents, CJK, emoji, whitespace runs
     ids, starts, ends = offsets.tokenize_with_offsets(tf.constant(texts))
     expected = packer.tokenizer(tf.constant(texts))
@@ -216,6 +241,35 @@ def test_offsets_tokenizer_gives_the_packer_ids_with_true_offsets(which, tiny_pr
             if token != "[UNK]" and raw[s:e].isascii():
                 assert raw[s:e].decode().lower() == token.removeprefix("##")
                 checked += 1
+    assert checked > 5000
+
+
+@pytest.mark.parametrize("family", ["deberta-v3", "modernbert", "roberta", "xlm-roberta"])
+def test_sentencepiece_and_bpe_offsets_give_the_packer_ids_and_each_piece_in_the_raw_text(family, offsets_backbones):
+    _, packer = _task_and_packer(offsets_backbones[family], sequence_length=48)
+    offsets = offsets_tokenizer(packer, "test", "")
+    texts = hf_checkpoints.parity_sentences(1000)  # accents, CJK, emoji, whitespace runs
+    ids, starts, ends = offsets.tokenize_with_offsets(tf.constant(texts))
+    expected = tf.function(packer.tokenizer)(tf.constant(texts))  # what training and serving pack
+    assert ids.to_list() == expected.to_list()
+    vocabulary = vocabulary_by_id(packer.tokenizer)
+    byte_level = family in ("modernbert", "roberta")
+    byte_of = {c: bytes([b]) for c, b in zip(hf_checkpoints.byte_level_alphabet(), range(256), strict=True)}
+    checked = 0
+    for text, row, row_starts, row_ends in zip(texts, ids.to_list(), starts.to_list(), ends.to_list(), strict=True):
+        raw = text.encode()
+        assert all(0 <= s <= e <= len(raw) for s, e in zip(row_starts, row_ends, strict=True))
+        assert row_starts == sorted(row_starts) and row_ends == sorted(row_ends)
+        for piece, s, e in zip(row, row_starts, row_ends, strict=True):
+            token = vocabulary[piece]
+            if byte_level:  # every piece spells its bytes exactly, less the space before a word
+                spelled = b"".join(byte_of[c] for c in token).lstrip()
+            elif raw[s:e].isascii() and token not in packer.tokenizer.special_tokens:  # SentencePiece NFKC-normalizes
+                spelled = token.replace("\u2581", " ").lstrip().encode()
+            else:
+                continue
+            assert raw[s:e] == spelled, (text, token)
+            checked += 1
     assert checked > 5000
 
 
@@ -249,6 +303,16 @@ def test_trained_answers_beat_chance(qa_run):
     _, result = qa_run
     # Chance: picking one of the 3-8 adjectives, about 1 in 5.5.
     assert result.metrics["exact_match"] > 45 and result.metrics["f1"] > 45
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["deberta-v3", "modernbert"])
+def test_sentencepiece_and_bpe_backbones_learn_to_answer(family, offsets_backbones, make_config, data_dir):
+    config = make_config(*TASK_DATA["extractive_qa"](data_dir), f"model.backbone={offsets_backbones[family]}",
+                         "model.sequence_length=32", "train.epochs=3", "train.batch_size=16", "train.learning_rate=5e-3")
+    result = train.run(config)
+    # Chance: picking one of the 3-8 adjectives, about 1 in 5.5.
+    assert result.metrics["exact_match"] > 45 and result.metrics["f1"] > 45, result.metrics
 
 
 def test_predict_answers_squad_json_and_csv_from_the_export(qa_run, data_dir, tmp_path):

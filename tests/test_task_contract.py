@@ -88,18 +88,15 @@ def test_task_runs_every_stage(task_type, make_config, data_dir, tmp_path):
 def test_every_task_trains_and_serves_on_each_converted_family(task_type, family, family_checkpoints, make_config,
                                                                data_dir, tmp_path):
     # Frozen embeddings and lowest layer, every recipe key, export with raw text in (LiteRT where the tokenizer
-    # allows: ELECTRA's WordPiece). A tokenizer without offsets or LiteRT support is refused before training.
+    # allows: ELECTRA's WordPiece; extractive QA on SentencePiece and BPE too). A LiteRT export that the tokenizer
+    # cannot have is refused before training.
     run = (*TASK_DATA[task_type](data_dir), f"model.backbone={family_checkpoints[family]}", "data.max_train_examples=32",
            "train.epochs=1", "model.freeze_layers=1", "train.layer_decay=0.8", "model.reinit_layers=1",
            "model.lora_rank=2", "train.gradient_accumulation_steps=2", "export.enabled=true")
-    refused = {"extractive_qa": "needs character offsets", "classification": "supports WordPiece tokenizers"}
-    if family != "electra" and task_type in refused:  # SentencePiece, byte-level BPE
-        formats = "export.formats=[saved_model,litert]" if task_type == "classification" else "export.formats=[saved_model]"
-        with pytest.raises(ConfigError, match=f"{refused[task_type]}.*`(DebertaV3|ModernBert)Tokenizer`"):
-            train.run(make_config(*run, formats))
+    if family != "electra" and task_type == "classification":  # SentencePiece, byte-level BPE: no TFLite kernels
+        with pytest.raises(ConfigError, match="supports WordPiece tokenizers.*`(DebertaV3|ModernBert)Tokenizer`"):
+            train.run(make_config(*run, "export.formats=[saved_model,litert]"))
         assert not (pathlib.Path(make_config(*run).output_dir) / "config.yaml").exists()  # refused before training
-        if task_type == "extractive_qa":
-            return
     litert = family == "electra" and task_type == "classification"
     config = make_config(*run, "export.formats=[saved_model,litert]" if litert else "export.formats=[saved_model]")
     result = train.run(config)

@@ -228,9 +228,10 @@ def build_archive(model: keras.Model, packer, task):
     archive = keras.export.ExportArchive()
     # Not `archive.track(model)`: the endpoints track the variables they use themselves, and tracking the model
     # too saved every weight twice (Keras' variable and the tf.Variable inside it): 174 MB for MiniLM, not 87.
-    archive.track(packer.preprocessor)
     for name, (function, specs) in task.serving_signatures(model, packer).items():
         archive.add_endpoint(name, function, specs)
+    for resource in packer.resources():  # after the endpoints, whose tracing may build an offsets tokenizer
+        archive.track(resource)
     return archive
 
 

@@ -100,19 +100,25 @@ class TextPacker:
         return features, first_piece, counts
 
     def with_offsets(self, purpose: str, fix: str):
-        """This packer's tokenizer with byte offsets, and its special tokens (`tfft.backbones.offsets.OffsetsTokenizer`).
+        """This packer's tokenizer with byte offsets, and its special tokens (`tfft.backbones.offsets.offsets_tokenizer`).
 
         Built once per packer. Tokenizer families without offsets support fail
         with a `ConfigError` naming `purpose` and `fix`.
         """
         if getattr(self, "_offsets", None) is None:
-            from tfft.backbones.offsets import OffsetsTokenizer
+            from tfft.backbones.offsets import offsets_tokenizer
 
             # Built eagerly even when first asked for inside a traced function: its vocabulary constants must
             # outlive that graph, or the next trace (a retrace, another tf.data map) cannot use them.
             with tf.init_scope():
-                self._offsets = OffsetsTokenizer(self, purpose=purpose, fix=fix)
+                self._offsets = offsets_tokenizer(self, purpose=purpose, fix=fix)
         return self._offsets
+
+    def resources(self) -> list:
+        """What a SavedModel of this packer must track: the preprocessor (its vocabularies), and the offsets
+        tokenizer once built (SentencePiece's model is a resource)."""
+        offsets = getattr(self, "_offsets", None)
+        return [self.preprocessor] if offsets is None else [self.preprocessor, offsets]
 
     def check_token_ids(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Checks packed inputs that a client made itself (`serve_token_ids`), in the graph.

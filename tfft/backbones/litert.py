@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from tfft.errors import ConfigError
 
-__all__ = ["LitePacker", "lite_tokenizer", "shifted", "special_token_ids"]
+__all__ = ["LitePacker", "lite_tokenizer", "packing_ids", "shifted", "special_token_ids"]
 
 
 _LITERT_FIX = "Export with `export.formats: [saved_model]`."
@@ -137,10 +137,20 @@ class LitePacker:
 
 def special_token_ids(packer) -> tuple[int, int, int, int]:
     """The packer's `[CLS]`-like start, pair separator, end and padding ids (separator: the end token if none)."""
+    start, separators, end, pad = packing_ids(packer)
+    if len(separators) != 1:
+        raise ConfigError(f"LiteRT export packs one separator between a pair's texts; the packer has {list(separators)}.")
+    return start, separators[0], end, pad
+
+
+def packing_ids(packer) -> tuple[int, tuple[int, ...], int, int]:
+    """The packer's start id, the ids between a pair's texts (`[SEP]`, or RoBERTa's `</s></s>`), end and padding ids."""
     segment_packer = packer.preprocessor.packer
     sep = getattr(segment_packer, "sep_value", None) or segment_packer.end_value
-    values = (segment_packer.start_value, sep, segment_packer.end_value, segment_packer.pad_value)
-    return tuple(_token_id(packer.tokenizer, value) for value in values)
+    separators = (sep,) if isinstance(sep, (str, int)) or not hasattr(sep, "__len__") else tuple(sep)
+    start, end, pad = (segment_packer.start_value, segment_packer.end_value, segment_packer.pad_value)
+    return (_token_id(packer.tokenizer, start), tuple(_token_id(packer.tokenizer, s) for s in separators),
+            _token_id(packer.tokenizer, end), _token_id(packer.tokenizer, pad))
 
 
 def _token_id(tokenizer, value) -> int:

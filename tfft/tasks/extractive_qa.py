@@ -10,12 +10,13 @@ start and end cross-entropies.
 
 Everything from raw strings to the answer runs in the TensorFlow graph, so
 serving and evaluation share it (`ExtractiveQA.outputs`): TensorFlow Text's
-`FastBertTokenizer` tokenizes with byte offsets (keras-hub's tokenizers give
-none, keras-team/keras-hub#926), the windows are cut and packed with tensor
-ops, and the best span over all of a question's windows, at most
+ops tokenize with byte offsets (`tfft.backbones.offsets`: WordPiece,
+SentencePiece and byte-level BPE; keras-hub's tokenizers give none,
+keras-team/keras-hub#926), the windows are cut and packed with tensor ops, and
+the best span over all of a question's windows, at most
 `task.max_answer_length` tokens long, is mapped back to character offsets.
-WordPiece backbones (the BERT family) are supported; others fail before
-training with a `ConfigError`.
+Tokenizers without offsets (tfft's ALBERT, which normalizes the text first)
+fail before training with a `ConfigError`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from tfft.tasks.base import Task, decode, dense_head, softened_kl
 
 #: File in `output_dir` with the no-answer threshold and whether the data have unanswerable questions.
 STATE_FILE = "qa.json"
-_FIX = "Use a WordPiece backbone (BERT, DistilBERT, MiniLM, a tfft recipe) for `task.type: extractive_qa`."
+_FIX = "Use another backbone (BERT, ELECTRA, DeBERTa-v3, ModernBERT, RoBERTa, XLM-RoBERTa) for `task.type: extractive_qa`."
 
 
 def read_squad(path: str | pathlib.Path, labelled: bool = True) -> tuple[list[dict], str]:
@@ -258,7 +259,12 @@ class ExtractiveQA(Task):
         return packer.with_offsets("Extractive QA", _FIX)
 
     def check_packer(self, packer):
-        self._lite(packer)
+        separators = len(self._lite(packer).separator_ids)
+        k = self.config.task
+        room = packer.sequence_length - 2 - separators - k.max_question_length
+        check(k.doc_stride < room, "task.doc_stride", k.doc_stride,
+              f"must be less than the context tokens of a window, model.sequence_length - task.max_question_length "
+              f"- {2 + separators} = {room} (this backbone puts {separators} tokens between question and context)")
 
     def windows(self, packer, question, context, answers=None) -> dict[str, tf.Tensor]:
         """Cuts each question's context into overlapping windows and packs them, in the graph.
@@ -288,7 +294,8 @@ class ExtractiveQA(Task):
         c_ids, c_starts, c_ends = lite.tokenize_with_offsets(context)
         q_len = tf.cast(q_ids.row_lengths(), tf.int32)
         n_context = tf.cast(c_ids.row_lengths(), tf.int32)
-        room = length - 3 - q_len  # context tokens per window
+        separators = len(lite.separator_ids)
+        room = length - 2 - separators - q_len  # context tokens per window
         step = room - tc.doc_stride
         count = 1 + tf.maximum(0, (n_context - room + step - 1) // step)
         example = tf.repeat(tf.range(tf.shape(q_len)[0]), count)
@@ -304,14 +311,15 @@ class ExtractiveQA(Task):
 
         positions = tf.range(length, dtype=tf.int32)[tf.newaxis, :]
         q_window = tf.gather(q_len, example)[:, tf.newaxis]
-        offset = q_window + 2  # [CLS] question [SEP]
+        offset = q_window + 1 + separators  # [CLS] question [SEP] (RoBERTa: </s></s>)
         ends = offset + take[:, tf.newaxis]  # the final [SEP]
         in_question = (positions >= 1) & (positions <= q_window)
         in_context = (positions >= offset) & (positions < ends)
         q_dense = tf.gather(q_ids, example).to_tensor(lite.pad_id, shape=[None, length])
         ids = tf.where(positions == 0, lite.start_id, lite.pad_id)
         ids = tf.where(in_question, shifted(tf.cast(q_dense, tf.int32), positions - 1), ids)
-        ids = tf.where(positions == q_window + 1, lite.sep_id, ids)
+        for i, separator in enumerate(lite.separator_ids):
+            ids = tf.where(positions == q_window + 1 + i, separator, ids)
         ids = tf.where(in_context, shifted(win_ids.to_tensor(lite.pad_id, shape=[None, length]), positions - offset), ids)
         ids = tf.where(positions == ends, lite.end_id, ids)
         padding_mask = tf.cast(positions <= ends, tf.int32)

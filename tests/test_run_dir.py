@@ -157,7 +157,7 @@ def test_a_failed_check_writes_nothing_and_the_fix_runs(make_config, bad, error)
     out = pathlib.Path(make_config().output_dir)
     with pytest.raises(error):
         train.run(make_config(bad, "train.epochs=1"))
-    assert not out.exists() or [p.name for p in out.iterdir()] == [run_dir.LOCK_FILE]  # no config.yaml
+    assert not out.exists()  # no config.yaml, no lock file, no folder
     result = train.run(make_config("train.epochs=1"))  # the corrected command is not refused
     assert len(result.history["loss"]) == 1
 
@@ -197,6 +197,22 @@ def _hold_lock(out: pathlib.Path) -> subprocess.Popen:
                              env={**os.environ, "PYTHONPATH": str(REPO)})
     assert child.stdout.readline().strip() == "locked"
     return child
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_run_refused_under_the_lock_leaves_the_folder_as_it_found_it(existed, make_config, tmp_path, no_fit):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence,label\na fine film,1\n")  # no `text` column: refused while reading, under the lock
+    config = make_config(f"data.train={bad}")
+    out = pathlib.Path(config.output_dir)
+    if existed:
+        out.mkdir()
+    with pytest.raises(DataError, match="bad.csv"):
+        train.run(config)
+    assert out.is_dir() == existed and (not existed or list(out.iterdir()) == [])  # no lock file left behind
+    with run_dir.locked(out):  # the lock still works after the cleanup, and a run that wrote keeps its files
+        (out / "history.csv").write_text("epoch\n")
+    assert sorted(p.name for p in out.iterdir()) == [run_dir.LOCK_FILE, "history.csv"]
 
 
 def test_a_second_run_on_a_live_folder_is_refused_naming_the_holder(make_config, no_fit, caplog):

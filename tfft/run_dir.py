@@ -221,18 +221,10 @@ def locked(output_dir: pathlib.Path, command: str = "train", create: bool = True
     if not create and not output_dir.is_dir():
         yield
         return
+    made_dir = not output_dir.is_dir()
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip() or "another process"
-        os.close(fd)
-        raise OutputDirError(
-            f"output_dir `{output_dir}` is in use by {holder}. Wait for that run to finish, or set another "
-            "`output_dir`."
-        ) from None
+    made_lock = not (output_dir / LOCK_FILE).exists()
+    fd = _take_lock(output_dir)
     try:
         previous = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
         if previous:
@@ -243,7 +235,38 @@ def locked(output_dir: pathlib.Path, command: str = "train", create: bool = True
         yield
     finally:
         os.ftruncate(fd, 0)  # an empty lock file: released cleanly
+        if made_lock and not _entries(output_dir):  # nothing written (a refused run): leave no trace
+            (output_dir / LOCK_FILE).unlink()  # while still held, so a waiting process sees a stale inode
+            if made_dir:
+                output_dir.rmdir()
         fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _take_lock(output_dir: pathlib.Path) -> int:
+    """An open descriptor of `<output_dir>/.tfft.lock` holding its `flock`; refused at once if another holds it.
+
+    A lock file unlinked by its holder (see `locked`) while this process waited for it is opened again, so that two
+    processes never hold locks on different files of one folder.
+    """
+    path = output_dir / LOCK_FILE
+    while True:
+        output_dir.mkdir(parents=True, exist_ok=True)  # its holder may have removed it with the lock file
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip() or "another process"
+            os.close(fd)
+            raise OutputDirError(
+                f"output_dir `{output_dir}` is in use by {holder}. Wait for that run to finish, or set another "
+                "`output_dir`."
+            ) from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
         os.close(fd)
 
 

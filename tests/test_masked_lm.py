@@ -228,6 +228,47 @@ def test_hugging_face_head_weights_are_loaded(tmp_path):
     np.testing.assert_allclose(ours, theirs, atol=1e-3)
 
 
+@pytest.mark.parametrize("family, torch_class", [("modernbert", "ModernBertForMaskedLM"),
+                                                 ("deberta-v3", "DebertaV2ForMaskedLM"),
+                                                 ("deberta-v3 lm_predictions", "DebertaV2ForMaskedLM")])
+def test_converted_families_bring_their_masked_lm_head(family, torch_class, family_checkpoints, caplog, tmp_path):
+    # The whole model predicts what transformers' masked-LM model does at a masked position (a fresh head: far off).
+    # DeBERTa's head is `cls.predictions` in transformers' default layout, `lm_predictions.lm_head` in the released one.
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    folder = family_checkpoints[family.split()[0]]
+    if family.endswith("lm_predictions"):  # the same tensors, the head under the released files' names
+        from safetensors.numpy import load_file, save_file
+
+        shutil.copytree(folder, tmp_path / "released")
+        tensors = load_file(folder / "model.safetensors")
+        renamed = {k.replace("cls.predictions.transform.", "lm_predictions.lm_head.").replace(
+            "cls.predictions.", "lm_predictions.lm_head."): v for k, v in tensors.items()}
+        assert "lm_predictions.lm_head.dense.weight" in renamed
+        save_file(renamed, tmp_path / "released" / "model.safetensors", metadata={"format": "pt"})
+        config_folder = tmp_path / "released"
+    else:
+        config_folder = folder
+    config = load_config(None, ["data.train=x.txt", "task.type=masked_lm", f"model.backbone={config_folder}",
+                                "model.sequence_length=32", "model.dropout=0.0"])
+    from tfft.model import build_model
+
+    source = backbones.resolve(config.model)
+    source.prepare(None, None)
+    with caplog.at_level("INFO"):
+        model = build_model(config, source, tasks.create(config))
+    assert "Masked-LM head loaded" in caplog.text
+    features = source.packer()(tf.constant(["the movie was great and the cast was fine ."]))
+    features["mask_positions"] = tf.constant([[3]], tf.int32)
+    ours = model(features, training=False).numpy()[0, 0]
+    torch_model = getattr(transformers, torch_class).from_pretrained(folder).eval()
+    with torch.no_grad():
+        theirs = torch_model(input_ids=torch.tensor(features["token_ids"].numpy(), dtype=torch.long),
+                             attention_mask=torch.tensor(features["padding_mask"].numpy(), dtype=torch.long)).logits
+    np.testing.assert_allclose(ours, theirs.numpy()[0, 3], atol=2e-3)
+
+
 def test_serving_fills_the_mask_written_in_the_text(adapted):
     from tfft.model import load_trained
 

@@ -131,3 +131,19 @@ def setting_error(spec: str, family: str, key: str, value, implemented: str) -> 
         f"Hugging Face checkpoint `{spec}` has {key}={value!r} in config.json; tfft's {family} implements "
         f"{implemented}."
     )
+
+
+def masked_lm_head(weights: CheckpointWeights, dense: str, norm: str, output_bias: str) -> dict | None:
+    """A masked-LM head (dense, activation, LayerNorm, tied decoder and its bias) by
+    `tfft.backbones.base.MASKED_LM_HEAD_WEIGHTS` name: None if the checkpoint has no `<dense>.weight`.
+
+    A bias the checkpoint leaves out (ModernBERT's head has none by default) is zeros, which is what it computes.
+    """
+    if not weights.has(f"{dense}.weight"):
+        return None
+    kernel = weights.get(f"{dense}.weight").T  # PyTorch stores [out, in]
+    gamma = weights.get(f"{norm}.weight")
+    optional = lambda name, size: weights.get(name) if weights.has(name) else np.zeros([size], gamma.dtype)  # noqa: E731
+    return {"dense_kernel": kernel, "dense_bias": optional(f"{dense}.bias", kernel.shape[1]),
+            "norm_gamma": gamma, "norm_beta": optional(f"{norm}.bias", gamma.shape[0]),
+            "output_bias": weights.get(output_bias)}

@@ -149,3 +149,16 @@ def _expand(indices, like):
 
     shape = ops.shape(like)
     return ops.broadcast_to(indices[None, None], (shape[0], shape[1], shape[2], shape[2]))
+
+
+def masked_lm_head_weights(weights: cw.CheckpointWeights) -> dict | None:
+    """`DebertaV2ForMaskedLM`'s head: `cls.predictions.*` (transformers' layout) or `lm_predictions.lm_head.*`
+    (the layout of the released DeBERTa-v3 files); None for a checkpoint without either."""
+    for dense, norm, bias in (("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+                               "cls.predictions.bias"),
+                              ("lm_predictions.lm_head.dense", "lm_predictions.lm_head.LayerNorm",
+                               "lm_predictions.lm_head.bias")):
+        head = cw.masked_lm_head(weights, dense, norm, bias)
+        if head is not None:
+            return head
+    return None

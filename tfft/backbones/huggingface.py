@@ -336,10 +336,17 @@ class HuggingFaceCheckpoint(BackboneSource):
         return keras_hub_layer_groups(backbone)
 
     def masked_lm_head_weights(self):
-        """BERT's `cls.predictions.*` (transform dense and LayerNorm, output bias), where the checkpoint has them."""
+        """BERT's `cls.predictions.*` (transform dense and LayerNorm, output bias), where the checkpoint has them;
+        a family tfft converts reads its own (`masked_lm_head_weights` of its module; None if it has none)."""
         from safetensors import safe_open
 
         path = read_checkpoint_file(self.config.backbone, "model.safetensors")
+        family = converted_family(self.model_type)
+        if family is not None:
+            from tfft.backbones.checkpoint_weights import CheckpointWeights
+
+            read = getattr(family, "masked_lm_head_weights", None)
+            return read(CheckpointWeights(path, prefix=family.WEIGHT_PREFIX)) if read else None
         with safe_open(str(path), framework="np") as tensors:
             keys = set(tensors.keys())
             prefix = "cls.predictions."

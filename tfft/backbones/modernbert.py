@@ -108,6 +108,11 @@ def load_weights(backbone: ModernBertBackbone, weights: cw.CheckpointWeights) ->
     weights.check_all_used(ignore=NOT_ENCODER)
 
 
+def masked_lm_head_weights(weights: cw.CheckpointWeights) -> dict | None:
+    """`ModernBertForMaskedLM`'s head (`head.dense`, `head.norm`, `decoder.bias`); None for a checkpoint without it."""
+    return cw.masked_lm_head(weights, "head.dense", "head.norm", "decoder.bias")
+
+
 def rotary_tables(positions, head_dim: int, theta: float):
     """Hugging Face's rotary `cos` and `sin`, `[positions, head_dim]` float32: each frequency on both halves."""
     inverse = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))

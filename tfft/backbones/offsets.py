@@ -37,6 +37,8 @@ ids, starts, ends = tokenizer.tokenize_with_offsets(tf.constant(["Super Bowl 50"
 
 from __future__ import annotations
 
+import weakref
+
 import keras_hub
 import tensorflow as tf
 
@@ -44,6 +46,9 @@ from tfft.backbones.litert import lite_tokenizer, packing_ids
 from tfft.errors import ConfigError
 
 __all__ = ["OffsetsTokenizer", "offsets_tokenizer"]
+
+#: Each tokenizer's ids traced for eager callers; kept off the tokenizer, so a SavedModel does not save it.
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def offsets_tokenizer(packer, purpose: str, fix: str) -> OffsetsTokenizer:
@@ -101,7 +106,9 @@ class OffsetsTokenizer(tf.Module):
         can differ from its graph's, which training and serving run.
         """
         if tf.executing_eagerly():
-            return tf.function(self._keras_hub_ids)(text)
+            if self not in _TRACED:  # once per tokenizer: keras-hub's BPE takes seconds to trace
+                _TRACED[self] = tf.function(self._keras_hub_ids, input_signature=[tf.TensorSpec([None], tf.string)])
+            return _TRACED[self](text)
         return tf.cast(self._tokenizer.tokenize(text), tf.int32)
 
 

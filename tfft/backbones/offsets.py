@@ -200,6 +200,9 @@ class SentencePieceOffsets(OffsetsTokenizer):
             )
         self._sentence_piece = tf_text.SentencepieceTokenizer(model=tokenizer.proto, out_type=tf.int32)
 
+    def tokenize(self, text):
+        return self._keras_hub_ids(tf.convert_to_tensor(text))  # no offsets needed
+
     def tokenize_with_offsets(self, text):
         text = tf.convert_to_tensor(text)
         _, starts, ends = self._sentence_piece.tokenize_with_offsets(text)
@@ -228,6 +231,9 @@ class BytePairOffsets(OffsetsTokenizer):
             return len(token)  # a byte per character
 
         self._lengths = tf.constant([length(t) for t in vocabulary_by_id(packer.tokenizer)], tf.int64)
+
+    def tokenize(self, text):
+        return self._keras_hub_ids(tf.convert_to_tensor(text))  # no offsets needed
 
     def tokenize_with_offsets(self, text):
         text = tf.convert_to_tensor(text)

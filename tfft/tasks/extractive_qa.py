@@ -255,11 +255,11 @@ class ExtractiveQA(Task):
 
     # --- Windows ---------------------------------------------------------
 
-    def _lite(self, packer):
+    def _tokenizer(self, packer):
         return packer.with_offsets("Extractive QA", _FIX)
 
     def check_packer(self, packer):
-        separators = len(self._lite(packer).separator_ids)
+        separators = len(self._tokenizer(packer).separator_ids)
         k = self.config.task
         room = packer.sequence_length - 2 - separators - k.max_question_length
         check(k.doc_stride < room, "task.doc_stride", k.doc_stride,
@@ -270,7 +270,7 @@ class ExtractiveQA(Task):
         """Cuts each question's context into overlapping windows and packs them, in the graph.
 
         Args:
-            packer: `TextPacker`. The backbone's packer (WordPiece).
+            packer: `TextPacker`. The backbone's packer (WordPiece, SentencePiece or byte-level BPE).
             question: `string[batch]`.
             context: `string[batch]`.
             answers: int `[batch, 2]` or None. Answer byte offsets, `[start,
@@ -285,16 +285,16 @@ class ExtractiveQA(Task):
             `answers`, `labels` (int32 `[windows, 2]`: the answer's first and
             last token, or 0, 0).
         """
-        lite = self._lite(packer)
+        tokenizer = self._tokenizer(packer)
         tc = self.config.task
         length = packer.sequence_length
-        q_ids = lite.tokenize(question)
+        q_ids = tokenizer.tokenize(question)
         q_full = tf.cast(q_ids.row_lengths(), tf.int32)
         q_ids = q_ids[:, : tc.max_question_length]
-        c_ids, c_starts, c_ends = lite.tokenize_with_offsets(context)
+        c_ids, c_starts, c_ends = tokenizer.tokenize_with_offsets(context)
         q_len = tf.cast(q_ids.row_lengths(), tf.int32)
         n_context = tf.cast(c_ids.row_lengths(), tf.int32)
-        separators = len(lite.separator_ids)
+        separators = len(tokenizer.separator_ids)
         room = length - 2 - separators - q_len  # context tokens per window
         step = room - tc.doc_stride
         count = 1 + tf.maximum(0, (n_context - room + step - 1) // step)
@@ -315,13 +315,13 @@ class ExtractiveQA(Task):
         ends = offset + take[:, tf.newaxis]  # the final [SEP]
         in_question = (positions >= 1) & (positions <= q_window)
         in_context = (positions >= offset) & (positions < ends)
-        q_dense = tf.gather(q_ids, example).to_tensor(lite.pad_id, shape=[None, length])
-        ids = tf.where(positions == 0, lite.start_id, lite.pad_id)
+        q_dense = tf.gather(q_ids, example).to_tensor(tokenizer.pad_id, shape=[None, length])
+        ids = tf.where(positions == 0, tokenizer.start_id, tokenizer.pad_id)
         ids = tf.where(in_question, shifted(tf.cast(q_dense, tf.int32), positions - 1), ids)
-        for i, separator in enumerate(lite.separator_ids):
+        for i, separator in enumerate(tokenizer.separator_ids):
             ids = tf.where(positions == q_window + 1 + i, separator, ids)
-        ids = tf.where(in_context, shifted(win_ids.to_tensor(lite.pad_id, shape=[None, length]), positions - offset), ids)
-        ids = tf.where(positions == ends, lite.end_id, ids)
+        ids = tf.where(in_context, shifted(win_ids.to_tensor(tokenizer.pad_id, shape=[None, length]), positions - offset), ids)
+        ids = tf.where(positions == ends, tokenizer.end_id, ids)
         padding_mask = tf.cast(positions <= ends, tf.int32)
         packed = {
             "token_ids": ids,
@@ -329,7 +329,7 @@ class ExtractiveQA(Task):
             "padding_mask": padding_mask,
         }
         result = {
-            "features": {name: packed[name] for name in lite.input_names},
+            "features": {name: packed[name] for name in tokenizer.input_names},
             "example": example,
             "byte_start": tf.where(in_context, shifted(win_starts.to_tensor(-1, shape=[None, length]), positions - offset), -1),
             "byte_end": tf.where(in_context, shifted(win_ends.to_tensor(-1, shape=[None, length]), positions - offset), -1),

@@ -222,9 +222,8 @@ def locked(output_dir: pathlib.Path, command: str = "train", create: bool = True
         yield
         return
     made_dir = not output_dir.is_dir()
-    output_dir.mkdir(parents=True, exist_ok=True)
     made_lock = not (output_dir / LOCK_FILE).exists()
-    fd = _take_lock(output_dir)
+    fd = _take_lock(output_dir)  # makes the folder
     try:
         previous = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
         if previous:

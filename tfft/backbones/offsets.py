@@ -92,8 +92,8 @@ class OffsetsTokenizer(tf.Module):
         self._tokenizer = packer.tokenizer
 
     def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
-        """Ids, int32 `[batch, (pieces)]`."""
-        return self.tokenize_with_offsets(text)[0]
+        """Ids, int32 `[batch, (pieces)]` (keras-hub's own, without offsets)."""
+        return self._keras_hub_ids(tf.convert_to_tensor(text))
 
     def tokenize_with_offsets(self, text: tf.Tensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor, tf.RaggedTensor]:
         """Ids, int32, and start / end UTF-8 byte offsets into `text`, int64, each `[batch, (pieces)]`."""
@@ -156,6 +156,9 @@ class WordPieceOffsets(OffsetsTokenizer):
             support_detokenization=False,
         )
 
+    def tokenize(self, text):
+        return self.tokenize_with_offsets(text)[0]  # the ids tfft rebuilt, the same as keras-hub's (tested)
+
     def tokenize_with_offsets(self, text):
         if self._fast_bert is not None:
             ids, starts, ends = self._fast_bert.tokenize_with_offsets(text)
@@ -200,9 +203,6 @@ class SentencePieceOffsets(OffsetsTokenizer):
             )
         self._sentence_piece = tf_text.SentencepieceTokenizer(model=tokenizer.proto, out_type=tf.int32)
 
-    def tokenize(self, text):
-        return self._keras_hub_ids(tf.convert_to_tensor(text))  # no offsets needed
-
     def tokenize_with_offsets(self, text):
         text = tf.convert_to_tensor(text)
         _, starts, ends = self._sentence_piece.tokenize_with_offsets(text)
@@ -231,9 +231,6 @@ class BytePairOffsets(OffsetsTokenizer):
             return len(token)  # a byte per character
 
         self._lengths = tf.constant([length(t) for t in vocabulary_by_id(packer.tokenizer)], tf.int64)
-
-    def tokenize(self, text):
-        return self._keras_hub_ids(tf.convert_to_tensor(text))  # no offsets needed
 
     def tokenize_with_offsets(self, text):
         text = tf.convert_to_tensor(text)

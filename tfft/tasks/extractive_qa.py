@@ -42,6 +42,14 @@ STATE_FILE = "qa.json"
 _FIX = "Use another backbone (BERT, ELECTRA, DeBERTa-v3, ModernBERT, RoBERTa, XLM-RoBERTa) for `task.type: extractive_qa`."
 
 
+def _check_doc_stride(task, sequence_length: int, separators: int, why: str = "") -> None:
+    """`task.doc_stride` leaves each window new context tokens: `[CLS] question <separators> context [SEP]`."""
+    room = sequence_length - 2 - separators - task.max_question_length
+    check(task.doc_stride < room, "task.doc_stride", task.doc_stride,
+          f"must be less than the context tokens of a window, model.sequence_length - task.max_question_length "
+          f"- {2 + separators} = {room}{why}")
+
+
 def read_squad(path: str | pathlib.Path, labelled: bool = True) -> tuple[list[dict], str]:
     """The questions of a SQuAD-format JSON file (v1.1 or v2.0), `.json` or zipped (`.json.zip`/`.zip`).
 
@@ -190,10 +198,7 @@ class ExtractiveQA(Task):
         check(k.max_question_length >= 1, "task.max_question_length", k.max_question_length, "must be >= 1")
         check(k.max_answer_length >= 1, "task.max_answer_length", k.max_answer_length, "must be >= 1")
         check(1 <= k.n_best <= 100, "task.n_best", k.n_best, "must be between 1 and 100")
-        room = length - 3 - k.max_question_length
-        check(k.doc_stride < room, "task.doc_stride", k.doc_stride,
-              f"must be less than the context tokens of a window, model.sequence_length - "
-              f"task.max_question_length - 3 = {room}")
+        _check_doc_stride(k, length, separators=1)  # [SEP]; the backbone's own separator is checked in check_packer
 
     def __init__(self, config):
         super().__init__(config)
@@ -260,11 +265,8 @@ class ExtractiveQA(Task):
 
     def check_packer(self, packer):
         separators = len(self._tokenizer(packer).separator_ids)
-        k = self.config.task
-        room = packer.sequence_length - 2 - separators - k.max_question_length
-        check(k.doc_stride < room, "task.doc_stride", k.doc_stride,
-              f"must be less than the context tokens of a window, model.sequence_length - task.max_question_length "
-              f"- {2 + separators} = {room} (this backbone puts {separators} tokens between question and context)")
+        _check_doc_stride(self.config.task, packer.sequence_length, separators,
+                          f" (this backbone puts {separators} tokens between question and context)")
 
     def windows(self, packer, question, context, answers=None) -> dict[str, tf.Tensor]:
         """Cuts each question's context into overlapping windows and packs them, in the graph.

@@ -215,6 +215,22 @@ def test_a_run_refused_under_the_lock_leaves_the_folder_as_it_found_it(existed, 
     assert sorted(p.name for p in out.iterdir()) == [run_dir.LOCK_FILE, "history.csv"]
 
 
+def test_a_file_that_appears_in_a_refused_runs_new_folder_stays_and_the_run_error_is_raised(make_config, tmp_path,
+                                                                                              monkeypatch):
+    out = pathlib.Path(make_config().output_dir)
+
+    def user_writes_meanwhile(folder):  # the user's file lands after the cleanup's check, before rmdir
+        (folder / "notes.txt").write_text("mine")
+        return []
+
+    monkeypatch.setattr(run_dir, "_entries", user_writes_meanwhile)
+    with pytest.raises(DataError, match="refused"), run_dir.locked(out):
+        raise DataError("refused")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+    with run_dir.locked(out):  # the lock was released
+        pass
+
+
 def test_a_second_run_on_a_live_folder_is_refused_naming_the_holder(make_config, no_fit, caplog):
     config = make_config()
     out = pathlib.Path(config.output_dir)

@@ -235,9 +235,12 @@ def locked(output_dir: pathlib.Path, command: str = "train", create: bool = True
     finally:
         os.ftruncate(fd, 0)  # an empty lock file: released cleanly
         if made_lock and not _entries(output_dir):  # nothing written (a refused run): leave no trace
-            (output_dir / LOCK_FILE).unlink()  # while still held, so a waiting process sees a stale inode
-            if made_dir:
-                output_dir.rmdir()
+            # A file that appears meanwhile stays: rmdir removes only an empty folder, and its failure must not hide
+            # the run's own error or keep the lock.
+            with contextlib.suppress(OSError):
+                (output_dir / LOCK_FILE).unlink()  # while still held, so a waiting process sees a stale inode
+                if made_dir:
+                    output_dir.rmdir()
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 

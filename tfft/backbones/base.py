@@ -19,6 +19,7 @@ import re
 import keras
 import tensorflow as tf
 
+from tfft.backbones import fast_gradients
 from tfft.config import ConfigError, ModelConfig
 
 
@@ -263,8 +264,8 @@ ACTIVATION_FILE = "feedforward_activation.txt"
 
 #: Feed-forward activations by name: `gelu` is the exact (erf) form, `gelu_approximate` the tanh form.
 ACTIVATIONS = {
-    "gelu": lambda x: keras.activations.gelu(x, approximate=False),
-    "gelu_approximate": lambda x: keras.activations.gelu(x, approximate=True),
+    "gelu": fast_gradients.gelu,
+    "gelu_approximate": fast_gradients.gelu_approximate,
     "relu": keras.activations.relu,
 }
 

@@ -1,0 +1,106 @@
+"""tfft's hand-written GELU and LayerNorm gradients against Keras' own, in one process, interleaved.
+
+Both models are `configs/sst2_minilm.yaml`'s (all-MiniLM-L6-v2, embeddings frozen, six layers training), built by
+`train.build` from the same weights; in the `Keras` one every LayerNorm and feed-forward GELU is put back to Keras'
+own (`tfft.backbones.fast_gradients` replaces them). Both train on the same --steps cached SST-2 batches (batch 32,
+grouped by length, as a run pads them), in --rounds rounds of alternating blocks (ABBA order), so that the
+machine's drift between minutes falls on both. The table gives each model's median step and the sum of its steps.
+The losses after the same steps are printed too: the two must train alike.
+
+    python benchmarks/fast_gradients.py
+"""
+
+import statistics
+import time
+import types
+
+import keras
+from absl import app, flags
+
+import common
+
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/ and sst2/.")
+_STEPS = flags.DEFINE_integer("steps", 40, "Cached training batches each block runs.")
+_ROUNDS = flags.DEFINE_integer("rounds", 4, "Rounds; each runs a block per model, the order alternating.")
+
+
+def with_keras_ops(model) -> int:
+    """Puts Keras' own LayerNorm call and exact GELU back into `model`; returns how many layers changed."""
+    from tfft.backbones import fast_gradients
+
+    changed = 0
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.LayerNormalization):
+            layer.call = types.MethodType(keras.layers.LayerNormalization.call, layer)
+            changed += 1
+        if getattr(layer, "activation", None) is fast_gradients.gelu:
+            layer.activation = lambda x: keras.activations.gelu(x, approximate=False)
+            changed += 1
+    return changed
+
+
+def build_models(config):
+    import tensorflow as tf
+
+    from tfft import tasks, train
+
+    task = tasks.create(config)
+    strategy = tf.distribute.get_strategy()
+    inputs = train.prepare_data(config, task, strategy, None)
+    models = {}
+    for name in ("tfft", "Keras"):
+        keras.utils.set_random_seed(config.train.seed)
+        model = train.build(config, task, inputs, strategy)
+        if name == "Keras":
+            print(f"Keras' ops put back in {with_keras_ops(model)} layers", flush=True)
+        models[name] = model
+    batches = inputs.train_ds.take(_STEPS.value).cache()
+    for _ in batches:  # fills the cache: both models then see the same batches in the same order
+        pass
+    return models, batches
+
+
+def time_block(model, batches, steps: int) -> tuple[list[float], float]:
+    """Seconds of each of the first `steps` steps over `batches`, and the last step's loss."""
+    model.make_train_function()
+    function = model.train_function
+    iterator = iter(batches)
+    times, loss = [], None
+    for _ in range(steps):
+        start = time.perf_counter()
+        logs = function(iterator)
+        loss = float(logs["loss"])  # waits for the step
+        times.append(time.perf_counter() - start)
+    return times, loss
+
+
+def main(argv):
+    del argv
+    from tfft.config import load_config
+
+    data = common.data_dir(_DATA_DIR.value)
+    overrides = common.sst2_overrides(data, 32 * _STEPS.value, "runs/bench_fast_gradients") + [
+        "data.validation=", "train.epochs=1"]
+    models, batches = build_models(load_config("configs/sst2_minilm.yaml", overrides))
+    for model in models.values():
+        time_block(model, batches, 3)  # traces
+    times = {name: [] for name in models}
+    losses = {name: [] for name in models}
+    for round_ in range(_ROUNDS.value):
+        order = list(models) if round_ % 2 == 0 else list(reversed(models))
+        for name in order:
+            block, loss = time_block(models[name], batches, _STEPS.value)
+            times[name].extend(block)
+            losses[name].append(loss)
+            print(f"round {round_} {name}: median {1000 * statistics.median(block):.1f} ms, loss {loss:.4f}", flush=True)
+    reference = statistics.median(times["Keras"])
+    rows = [{"GELU and LayerNorm gradients": "tfft's (`fast_gradients`)" if name == "tfft" else "Keras' (autodiff)",
+             "median ms/step": 1000 * statistics.median(steps), "sum of steps s": sum(steps),
+             "steps": len(steps), "speed-up": f"{reference / statistics.median(steps):.2f}x",
+             "loss after each round": " ".join(f"{x:.4f}" for x in losses[name])}
+            for name, steps in times.items()]
+    common.report("fast_gradients", rows, list(rows[0]), {"steps": _STEPS.value, "rounds": _ROUNDS.value})
+
+
+if __name__ == "__main__":
+    app.run(main)

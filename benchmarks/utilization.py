@@ -59,7 +59,7 @@ def kernel_groups(logdir):
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
     space = xplane_pb2.XSpace()
     space.ParseFromString(pathlib.Path(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]).read_bytes())
-    totals = collections.Counter()
+    totals, others = collections.Counter(), collections.Counter()
     for plane in space.planes:
         if plane.name != "/host:CPU":
             continue
@@ -74,7 +74,9 @@ def kernel_groups(logdir):
                 op, kind = name.rsplit(":", 1)
                 group = next((g for g, match in GROUPS if match(op, kind)), "other")
                 totals[group] += event.duration_ps / 1e12
-    return totals
+                if group == "other":
+                    others[f"{op.rsplit('/', 1)[-1]}:{kind}"] += event.duration_ps / 1e12
+    return totals, dict(others.most_common(8))
 
 class Profile(keras.callbacks.Callback):
     def __init__(self, first, count, logdir):
@@ -102,9 +104,9 @@ def step_flops(L):
 steady = slice(3, None)
 flops = sum(step_flops(L) for L in lengths[steady])
 seconds = sum(timer.times[steady])
-groups = kernel_groups(logdir) if profile_steps else {}
+groups, others = kernel_groups(logdir) if profile_steps else ({}, {})
 print(json.dumps({"peak": peak, "flops": flops, "seconds": seconds, "steps": len(timer.times[steady]),
-                  "tokens": batch * sum(lengths[steady]), "groups": groups}))
+                  "tokens": batch * sum(lengths[steady]), "groups": groups, "other_ops": others}))
 """
 
 
@@ -120,6 +122,8 @@ def main(argv):
     total = sum(out["groups"].values())
     for group, seconds in sorted(out["groups"].items(), key=lambda item: -item[1]):
         rows.append({"measure": f"kernel time: {group}", "value": f"{100 * seconds / total:.1f}%"})
+    for op, seconds in out.get("other_ops", {}).items():
+        rows.append({"measure": f"in other: {op}", "value": f"{100 * seconds / total:.1f}%"})
     common.report("utilization", rows, ["measure", "value"], {"train_examples": _TRAIN_EXAMPLES.value, "raw": out})
 
 

@@ -126,13 +126,37 @@ def test_fused_update_is_keras_adamw(sparse):
     assert np.abs(expected[0] - _ten_steps(optimization.AdamW, sparse, weight_decay=0.0)[0]).max() > 1e-3
 
 
-def test_the_dense_update_is_two_fused_kernels_per_variable():
+def _update_op_kinds(weight_decay: float) -> list[str]:
     variable = keras.Variable(np.ones((4, 4), "float32"), name="kernel")
-    optimizer = optimization.create_optimizer(TrainConfig(weight_decay=0.01, clipnorm=0.0), 10, [variable])
+    optimizer = optimization.create_optimizer(TrainConfig(weight_decay=weight_decay, clipnorm=0.0), 10, [variable])
     graph = tf.function(lambda g: optimizer.apply([g], [variable])).get_concrete_function(tf.ones((4, 4))).graph
+    return [op.type for op in graph.get_operations()]
+
+
+def test_the_dense_update_is_one_fused_adam_kernel_and_one_decay_assignment_per_variable():
+    kinds, undecayed = _update_op_kinds(0.01), _update_op_kinds(0.0)
+    assert kinds.count("ResourceApplyAdam") == 1
+    assert kinds.count("AssignVariableOp") == undecayed.count("AssignVariableOp") + 1  # the decay: one assignment
+    # Keras' unfused update assigns m, v and the variable op by op; decaying in place copies the variable first.
+    assert "AssignSubVariableOp" not in kinds and "ResourceApplyGradientDescent" not in kinds
+
+
+def test_clip_by_global_norm_matches_keras_and_reads_each_gradient_once():
+    from keras.src.optimizers.base_optimizer import clip_by_global_norm as keras_clip
+
+    rng = np.random.default_rng(0)
+    grads = [tf.constant(rng.normal(0, 1, s), tf.float32) for s in ((4, 3), (3,), (2, 2, 2))]
+    for clip in (0.5, 1e3):  # clipping, and a norm under the limit
+        for ours, theirs in zip(optimization.clip_by_global_norm(grads, clip), keras_clip(grads, clip), strict=True):
+            np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+    poisoned = optimization.clip_by_global_norm([grads[0], tf.constant([np.inf, 1.0])], 1.0)
+    assert np.isnan(poisoned[0].numpy()).all()  # as Keras: a non-finite norm poisons every gradient
+    sparse = tf.IndexedSlices(tf.constant([[3.0, 0.0], [0.0, 4.0]]), tf.constant([1, 1]), tf.constant([3, 2]))
+    clipped = optimization.clip_by_global_norm([sparse], 1.0)[0]
+    np.testing.assert_allclose(tf.convert_to_tensor(clipped).numpy(), [[0, 0], [0.6, 0.8], [0, 0]], rtol=1e-6)
+    graph = tf.function(lambda g: optimization.clip_by_global_norm(g, 1.0)).get_concrete_function(grads).graph
     kinds = [op.type for op in graph.get_operations()]
-    assert kinds.count("ResourceApplyAdam") == 1 and kinds.count("ResourceApplyGradientDescent") == 1
-    assert "AssignSubVariableOp" not in kinds  # Keras' unfused update assigns m, v and the variable op by op
+    assert kinds.count("L2Loss") == 3 and "Square" not in kinds
 
 
 def _accumulated_run(make_config, deterministic_preset, tmp_path, *overrides):

@@ -15,7 +15,7 @@ import dataclasses
 import pathlib
 
 from tfft import backbones, lora, run_dir, tasks
-from tfft.backbones import fast_gradients
+from tfft.backbones import fast_layers
 from tfft.config import Config
 from tfft.errors import OutputDirError
 from tfft.freezing import freeze
@@ -39,14 +39,14 @@ class Trained:
 def build_model(config: Config, source: backbones.BackboneSource, task: tasks.Task) -> tasks.TaskModel:
     """The backbone from `source` (with `model.keep_layers` only) and the task's head, frozen, with LoRA where asked.
 
-    Its LayerNorms compute through `fast_gradients.layer_norm`: the same values, a faster backward pass.
+    Its LayerNorms compute through `fast_layers.layer_norm`: the same values, a faster backward pass.
     """
     backbone = source.backbone()
     if config.model.keep_layers is not None:
         backbone = source.keep_layers(backbone, config.model.keep_layers)
     model = tasks.TaskModel(backbone, task, dropout=config.model.dropout, pooling=config.model.pooling)
     task.load_head(model, source)
-    fast_gradients.use_fast_layer_norms(model)
+    fast_layers.use_fast_layers(model)
     groups = source.layer_groups(backbone)
     freeze(
         backbone, groups, config.model.freeze_layers, config.model.freeze_embeddings,

@@ -139,8 +139,11 @@ class AdamW(keras.optimizers.AdamW):
         dtype = variable.dtype
         lr = tf.cast(learning_rate, dtype)
         if self.weight_decay and self._use_weight_decay(variable):
-            decay = lr * tf.cast(self.weight_decay, dtype)
-            tf.raw_ops.ResourceApplyGradientDescent(var=_handle(variable), alpha=decay, delta=tf.identity(variable))
+            # `var * (1 - lr * wd)` assigned whole: one pass over the variable, where an in-place update of the
+            # variable by its own value copies it first.
+            keep = 1.0 - lr * tf.cast(self.weight_decay, dtype)
+            handle = _handle(variable)
+            tf.raw_ops.AssignVariableOp(resource=handle, value=tf.raw_ops.ReadVariableOp(resource=handle, dtype=dtype) * keep)
         if isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
@@ -155,13 +158,19 @@ class AdamW(keras.optimizers.AdamW):
     def _clip_gradients(self, grads):
         if replica_context_with_peers() is not None:
             return grads  # clipped after the all-reduce, in `_all_reduce_sum_gradients`
+        return self._clip(grads)
+
+    def _clip(self, grads):
+        """Keras' clipping, with `clip_by_global_norm`'s norm in one pass per gradient."""
+        if self.global_clipnorm and not (self.clipnorm or self.clipvalue):
+            return clip_by_global_norm(grads, self.global_clipnorm)
         return super()._clip_gradients(grads)
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         reduced = self._sum_over_replicas(grads_and_vars)
         if replica_context_with_peers() is None or self.gradient_accumulation_steps:
             return reduced  # accumulated gradients were clipped in `_backend_apply_gradients`
-        clipped = super()._clip_gradients([g for g, _ in reduced])
+        clipped = self._clip([g for g, _ in reduced])
         return [(g, v) for g, (_, v) in zip(clipped, reduced, strict=True)]
 
     def _sum_over_replicas(self, grads_and_vars):
@@ -189,7 +198,7 @@ class AdamW(keras.optimizers.AdamW):
         grads = [tf.convert_to_tensor(g) for g, _ in self._sum_over_replicas(list(zip(grads, variables, strict=True)))]
 
         def update():
-            mean = super(AdamW, self)._clip_gradients([(g + a) / steps for g, a in zip(grads, accumulators, strict=True)])
+            mean = self._clip([(g + a) / steps for g, a in zip(grads, accumulators, strict=True)])
             for gradient, variable in zip(mean, variables, strict=True):
                 self.update_step(gradient, variable, self.learning_rate)
             for accumulator in accumulators:
@@ -200,6 +209,26 @@ class AdamW(keras.optimizers.AdamW):
                 tf.raw_ops.AssignAddVariableOp(resource=_handle(accumulator), value=gradient)
 
         tf.cond((self._iterations + 1) % steps == 0, update, accumulate)
+
+
+def clip_by_global_norm(grads: list, clip_norm: float) -> list:
+    """Keras' `clip_by_global_norm` (the same scale, NaN for a non-finite norm), its norm summed with `L2Loss`.
+
+    Keras squares each gradient into a new tensor and then sums it; `L2Loss`
+    (half the sum of squares) reads each gradient once and writes nothing.
+    """
+    dense = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads if g is not None]
+    norm = tf.sqrt(2.0 * tf.add_n([tf.cast(tf.nn.l2_loss(g), tf.float32) for g in dense]))
+    scale = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm) + (norm - norm)
+    return [_scaled(g, scale) for g in grads]
+
+
+def _scaled(gradient, scale):
+    if gradient is None:
+        return None
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(gradient.values * tf.cast(scale, gradient.dtype), gradient.indices, gradient.dense_shape)
+    return gradient * tf.cast(scale, gradient.dtype)
 
 
 def _handle(variable):

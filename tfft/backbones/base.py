@@ -19,7 +19,7 @@ import re
 import keras
 import tensorflow as tf
 
-from tfft.backbones import fast_gradients
+from tfft.backbones import fast_layers
 from tfft.config import ConfigError, ModelConfig
 
 
@@ -264,8 +264,8 @@ ACTIVATION_FILE = "feedforward_activation.txt"
 
 #: Feed-forward activations by name: `gelu` is the exact (erf) form, `gelu_approximate` the tanh form.
 ACTIVATIONS = {
-    "gelu": fast_gradients.gelu,
-    "gelu_approximate": fast_gradients.gelu_approximate,
+    "gelu": fast_layers.gelu,
+    "gelu_approximate": fast_layers.gelu_approximate,
     "relu": keras.activations.relu,
 }
 

@@ -35,7 +35,7 @@ import numpy as np
 from keras import ops
 
 from tfft.backbones import checkpoint_weights as cw
-from tfft.backbones import fast_gradients
+from tfft.backbones import fast_layers
 from tfft.errors import ConfigError
 
 #: The base model's prefix in task checkpoints (`ModernBertForMaskedLM`).
@@ -186,7 +186,7 @@ class ModernBertEncoderLayer(keras.layers.Layer):
         x = x + self.attention_dropout_layer(self.attention_output(self._attend(h, padding_mask, training)),
                                              training=training)
         gate_input, gate = ops.split(self.feedforward_intermediate_dense(self.feedforward_norm(x)), 2, axis=-1)
-        gelu = fast_gradients.gelu_approximate if self.approximate_gelu else fast_gradients.gelu
+        gelu = fast_layers.gelu_approximate if self.approximate_gelu else fast_layers.gelu
         gated = gelu(gate_input) * gate
         return x + self.feedforward_output_dense(self.mlp_dropout_layer(gated, training=training))
 

@@ -1,13 +1,13 @@
-"""tfft's hand-written GELU and LayerNorm gradients against Keras' own, in one process, interleaved.
+"""tfft's GELU and LayerNorm with hand-written gradients (`tfft.backbones.fast_layers`) against Keras' own.
 
 Both models are `configs/sst2_minilm.yaml`'s (all-MiniLM-L6-v2, embeddings frozen, six layers training), built by
 `train.build` from the same weights; in the `Keras` one every LayerNorm and feed-forward GELU is put back to Keras'
-own (`tfft.backbones.fast_gradients` replaces them). Both train on the same --steps cached SST-2 batches (batch 32,
+own (`tfft.backbones.fast_layers` replaces them). Both use tfft's AdamW. Both train on the same --steps cached SST-2 batches (batch 32,
 grouped by length, as a run pads them), in --rounds rounds of alternating blocks (ABBA order), so that the
 machine's drift between minutes falls on both. The table gives each model's median step and the sum of its steps.
 The losses after the same steps are printed too: the two must train alike.
 
-    python benchmarks/fast_gradients.py
+    python benchmarks/fast_layers.py
 """
 
 import statistics
@@ -26,14 +26,14 @@ _ROUNDS = flags.DEFINE_integer("rounds", 4, "Rounds; each runs a block per model
 
 def with_keras_ops(model) -> int:
     """Puts Keras' own LayerNorm call and exact GELU back into `model`; returns how many layers changed."""
-    from tfft.backbones import fast_gradients
+    from tfft.backbones import fast_layers
 
     changed = 0
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.LayerNormalization):
             layer.call = types.MethodType(keras.layers.LayerNormalization.call, layer)
             changed += 1
-        if getattr(layer, "activation", None) is fast_gradients.gelu:
+        if getattr(layer, "activation", None) is fast_layers.gelu:
             layer.activation = lambda x: keras.activations.gelu(x, approximate=False)
             changed += 1
     return changed
@@ -79,7 +79,7 @@ def main(argv):
     from tfft.config import load_config
 
     data = common.data_dir(_DATA_DIR.value)
-    overrides = common.sst2_overrides(data, 32 * _STEPS.value, "runs/bench_fast_gradients") + [
+    overrides = common.sst2_overrides(data, 32 * _STEPS.value, "runs/bench_fast_layers") + [
         "data.validation=", "train.epochs=1"]
     models, batches = build_models(load_config("configs/sst2_minilm.yaml", overrides))
     for model in models.values():
@@ -94,12 +94,12 @@ def main(argv):
             losses[name].append(loss)
             print(f"round {round_} {name}: median {1000 * statistics.median(block):.1f} ms, loss {loss:.4f}", flush=True)
     reference = statistics.median(times["Keras"])
-    rows = [{"GELU and LayerNorm gradients": "tfft's (`fast_gradients`)" if name == "tfft" else "Keras' (autodiff)",
+    rows = [{"GELU and LayerNorm": "tfft's (`fast_layers`)" if name == "tfft" else "Keras' own",
              "median ms/step": 1000 * statistics.median(steps), "sum of steps s": sum(steps),
              "steps": len(steps), "speed-up": f"{reference / statistics.median(steps):.2f}x",
              "loss after each round": " ".join(f"{x:.4f}" for x in losses[name])}
             for name, steps in times.items()]
-    common.report("fast_gradients", rows, list(rows[0]), {"steps": _STEPS.value, "rounds": _ROUNDS.value})
+    common.report("fast_layers", rows, list(rows[0]), {"steps": _STEPS.value, "rounds": _ROUNDS.value})
 
 
 if __name__ == "__main__":

@@ -1,18 +1,18 @@
-"""GELU and LayerNorm with hand-written gradients: the same values as Keras', in fewer TensorFlow ops.
+"""GELU and LayerNorm with hand-written gradients: Keras' values, in fewer TensorFlow kernels.
 
+At fine-tuning's shapes (32 sequences of about 16 tokens) many of a
+training step's kernels cost more in overhead than in arithmetic.
 TensorFlow differentiates Keras' exact GELU and `LayerNormalization` op by
-op, so their backward passes recompute what the forward pass already had
-(the `erf`, the mean and the inverse deviation) in about twice as many
-small elementwise kernels. On the CPU each of those kernels costs more in
-overhead than in arithmetic at fine-tuning's shapes (32 x 16 tokens). The
-functions here return the same values with `tf.custom_gradient`, whose
-backward pass reuses the forward's intermediate results: on SST-2 with
-all-MiniLM-L6-v2 the training step is about 6% faster
-(`benchmarks/fast_gradients.py`).
+op, so their backward passes recompute what the forward pass had (the
+`erfc`, the mean and the inverse deviation) in about twice as many small
+elementwise kernels. The forms here return the same values with
+`tf.custom_gradient`, whose backward pass reuses the forward's results; on
+SST-2 with all-MiniLM-L6-v2 the training step is 7-9% faster
+(`python benchmarks/fast_layers.py`; README, *Speed*).
 
 ```python
-fast_gradients.use_fast_layer_norms(model)   # every LayerNormalization in `model`
-base.ACTIVATIONS["gelu"] is fast_gradients.gelu
+fast_layers.use_fast_layers(model)   # every LayerNormalization over the last axis in `model`
+base.ACTIVATIONS["gelu"] is fast_layers.gelu
 ```
 """
 
@@ -104,7 +104,7 @@ def layer_norm(x, gamma, beta, epsilon: float):
     return normalize(x, *params)
 
 
-def fast_call(self, inputs):
+def fast_layer_norm_call(self, inputs):
     """`LayerNormalization.call` through `layer_norm` (float32 or wider inside, as Keras computes it)."""
     dtype = tf.float64 if inputs.dtype == tf.float64 else tf.float32
     gamma = tf.cast(self.gamma, dtype) if self.scale else None
@@ -118,8 +118,8 @@ def normalizes_last_axis(layer: keras.layers.LayerNormalization) -> bool:
     return not layer.rms_scaling and layer.axis in (-1, [-1], (-1,))
 
 
-def use_fast_layer_norms(model: keras.Model) -> int:
-    """Makes every Keras `LayerNormalization` in `model` that normalizes the last axis compute through `layer_norm`.
+def use_fast_layers(model: keras.Model) -> int:
+    """Makes every LayerNorm over the last axis in `model` compute through `layer_norm`.
 
     The layers keep their class, weights and config (a saved preset or
     SavedModel is unchanged); only their `call` is replaced, on each
@@ -128,6 +128,6 @@ def use_fast_layer_norms(model: keras.Model) -> int:
     changed = 0
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.LayerNormalization) and normalizes_last_axis(layer):
-            layer.call = types.MethodType(fast_call, layer)
+            layer.call = types.MethodType(fast_layer_norm_call, layer)
             changed += 1
     return changed

@@ -1,4 +1,4 @@
-"""GELU and LayerNorm with hand-written gradients give Keras' values and gradients, and the model uses them."""
+"""tfft's GELU and LayerNorm give Keras' values and gradients, and built models use them."""
 
 import keras
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from tfft import backbones, tasks
-from tfft.backbones import base, fast_gradients
+from tfft.backbones import base, fast_layers
 
 
 def values_and_gradient(function, x):
@@ -21,7 +21,7 @@ def values_and_gradient(function, x):
 @pytest.mark.parametrize("approximate", [False, True])
 def test_gelu_matches_keras_values_and_gradient(approximate):
     x = np.concatenate([np.random.default_rng(0).normal(0, 3, 997), [-12.0, -6.0, 0.0, 6.0, 12.0]]).astype("float32")
-    fast = fast_gradients.gelu_approximate if approximate else fast_gradients.gelu
+    fast = fast_layers.gelu_approximate if approximate else fast_layers.gelu
     y, dx = values_and_gradient(fast, x)
     y_keras, dx_keras = values_and_gradient(lambda v: keras.activations.gelu(v, approximate=approximate), x)
     np.testing.assert_allclose(y, y_keras, atol=1e-6, rtol=1e-6)
@@ -29,8 +29,8 @@ def test_gelu_matches_keras_values_and_gradient(approximate):
 
 
 def test_backbones_use_the_fast_gelu_by_name():
-    assert base.ACTIVATIONS["gelu"] is fast_gradients.gelu
-    assert base.ACTIVATIONS["gelu_approximate"] is fast_gradients.gelu_approximate
+    assert base.ACTIVATIONS["gelu"] is fast_layers.gelu
+    assert base.ACTIVATIONS["gelu_approximate"] is fast_layers.gelu_approximate
 
 
 @pytest.mark.parametrize("center,scale", [(True, True), (False, True), (True, False)])
@@ -48,7 +48,7 @@ def test_layer_norm_matches_keras_values_and_gradients(center, scale):
         layers.append(layer)
     layers[1].set_weights(layers[0].get_weights())
     keras_layer, fast_layer = layers
-    assert fast_gradients.use_fast_layer_norms(keras.Sequential([fast_layer])) == 1
+    assert fast_layers.use_fast_layers(keras.Sequential([fast_layer])) == 1
     results = []
     for layer in (keras_layer, fast_layer):
         with tf.GradientTape() as tape:
@@ -70,7 +70,7 @@ def test_fast_layer_norm_computes_in_float32_under_mixed_precision():
     x = tf.constant(np.random.default_rng(2).normal(0, 50, (2, 4, 8)), tf.float32)
     layer.build(x.shape)
     reference.build(x.shape)
-    fast_gradients.use_fast_layer_norms(keras.Sequential([layer]))
+    fast_layers.use_fast_layers(keras.Sequential([layer]))
     y = layer(x)
     assert y.dtype == tf.bfloat16
     np.testing.assert_allclose(tf.cast(y, tf.float32), tf.cast(reference(x), tf.float32), atol=1e-2)
@@ -78,10 +78,10 @@ def test_fast_layer_norm_computes_in_float32_under_mixed_precision():
 
 def test_rms_and_other_axes_keep_keras_layer_norm():
     layers = [keras.layers.LayerNormalization(rms_scaling=True), keras.layers.LayerNormalization(axis=1)]
-    assert fast_gradients.use_fast_layer_norms(keras.Sequential([keras.Input((4, 8)), *layers])) == 0
+    assert fast_layers.use_fast_layers(keras.Sequential([keras.Input((4, 8)), *layers])) == 0
 
 
-def test_built_models_compute_every_layer_norm_through_the_fast_gradient(make_config):
+def test_built_models_use_the_fast_layer_norms(make_config):
     from tfft.model import build_model
 
     config = make_config("task.type=regression")  # a head without a label vocabulary to read
@@ -90,4 +90,4 @@ def test_built_models_compute_every_layer_norm_through_the_fast_gradient(make_co
     model = build_model(config, source, tasks.create(config))
     norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.LayerNormalization)]
     assert len(norms) >= 3  # the embeddings' and two per encoder layer
-    assert all(layer.call.__func__ is fast_gradients.fast_call for layer in norms)
+    assert all(layer.call.__func__ is fast_layers.fast_layer_norm_call for layer in norms)

@@ -161,8 +161,8 @@ class AdamW(keras.optimizers.AdamW):
         return self._clip(grads)
 
     def _clip(self, grads):
-        """Keras' clipping, with `clip_by_global_norm`'s norm in one pass per gradient."""
-        if self.global_clipnorm and not (self.clipnorm or self.clipvalue):
+        """Keras' clipping (it allows one kind), with `clip_by_global_norm`'s norm in one pass per gradient."""
+        if self.global_clipnorm and self.global_clipnorm > 0:  # Keras' own condition for this kind
             return clip_by_global_norm(grads, self.global_clipnorm)
         return super()._clip_gradients(grads)
 

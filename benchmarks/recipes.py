@@ -7,7 +7,8 @@ each run in its own process (its own peak RSS). Rows:
 |---|---|
 | `tfft` | (a) the current recipe: `configs/sst2_minilm.yaml` (embeddings frozen, all 6 layers at one rate) |
 | `tfft_layers` | (b) the same with `train.layer_decay` and `model.reinit_layers` (`--layer_decay`, `--reinit_layers`) |
-| `hf_trainer` | (c) the Hugging Face Trainer: one learning rate for every trained weight, the same weights as (a) trained, `group_by_length=True` |
+| `hf_trainer` | (c) the Hugging Face Trainer at its best: one learning rate for every trained weight, the same weights as (a) trained, `group_by_length=True` |
+| `hf_trainer_default` | (c) the same Trainer at its defaults: random batches (dynamic padding, as `DataCollatorWithPadding` gives) |
 | `tfft_lora` | (d) `model.lora_rank=8` on the query and value projections (the default targets), at `--lora_learning_rate` |
 | `tfft_lora_mean` | (d') the same, with the head on the mean of the token vectors instead of the (frozen, untrained) pooler |
 | `tfft_accumulate` | 4 batches of 8 accumulated (`train.gradient_accumulation_steps=4`), for its peak RSS against one batch of 32 |
@@ -70,7 +71,8 @@ print(json.dumps({"mcc": m["matthews_corrcoef"], "f1": m["per_class"][result.lab
                   "trainable": count_parameters(model.trainable_weights), "total": count_parameters(model.weights)}))
 """
 
-# The Trainer at its best (length-grouped batches, dynamic padding), training the weights tfft's (a) trains.
+# The Trainer training the weights tfft's (a) trains, with dynamic padding; argv[7] "1": at its best
+# (`group_by_length=True`), "0": its default random batches.
 HF_TRAINER = """
 import csv, json, sys, tempfile
 import numpy as np, pandas as pd
@@ -80,6 +82,7 @@ from sklearn.metrics import f1_score, matthews_corrcoef
 from common import freeze_like_tfft, peak_rss_mb, predict_in_order
 from tfft.config import load_config
 data, task, seed, lr, epochs, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+grouped = sys.argv[7] == "1"
 def read(name):
     if task == "cola":
         frame = pd.read_csv(f"{data}/cola/{name}", sep="\\t", header=None, quoting=csv.QUOTE_NONE)
@@ -100,7 +103,7 @@ def encode(texts, pairs, labels):
 args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=32, per_device_eval_batch_size=64,
                          num_train_epochs=epochs, learning_rate=lr, warmup_ratio=0.1, weight_decay=0.01,
                          lr_scheduler_type="linear", save_strategy="no", report_to=[], seed=seed, use_cpu=True,
-                         logging_steps=100, dataloader_num_workers=0, group_by_length=True)
+                         logging_steps=100, dataloader_num_workers=0, group_by_length=grouped)
 trainer = Trainer(model=model, args=args, train_dataset=encode(*train), data_collator=DataCollatorWithPadding(tokenizer))
 out = trainer.train()
 predicted = predict_in_order(trainer, encode(*dev)).predictions.argmax(-1)
@@ -113,6 +116,7 @@ NAMES = {
     "tfft": "(a) tfft, `configs/sst2_minilm.yaml`",
     "tfft_layers": "(b) tfft, layer_decay {decay}, reinit_layers {reinit}",
     "hf_trainer": "(c) Hugging Face Trainer, one rate, `group_by_length=True`",
+    "hf_trainer_default": "(c) Hugging Face Trainer, one rate, defaults (random batches)",
     "tfft_lora": "(d) tfft, LoRA rank 8, lr {lora_lr:g}",
     "tfft_lora_mean": "(d') tfft, LoRA rank 8, lr {lora_lr:g}, `model.pooling=mean`",
     "tfft_accumulate": "tfft, 4 x 8 accumulated",
@@ -153,9 +157,10 @@ def finished_runs() -> dict:
 
 
 def run_one(peer: str, data, task: str, seed: str) -> dict:
-    if peer == "hf_trainer":
+    if peer in ("hf_trainer", "hf_trainer_default"):
         _, lr, epochs, _ = TASKS[task]
-        return common.run_child(HF_TRAINER, str(data), task, seed, str(lr), str(epochs), str(train_examples(task)))
+        return common.run_child(HF_TRAINER, str(data), task, seed, str(lr), str(epochs), str(train_examples(task)),
+                                "1" if peer == "hf_trainer" else "0")
     return common.run_child(TFFT, json.dumps(tfft_overrides(peer, data, task, seed)))
 
 

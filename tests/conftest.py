@@ -229,25 +229,28 @@ def make_config(tmp_path, data_dir, tiny_preset):
     from tfft.config import load_config
 
     def make(*overrides: str):
-        defaults = [
-            "name=tiny",
-            f"output_dir={tmp_path / 'run'}",
-            f"model.backbone={tiny_preset}",
-            "model.freeze_layers=1",
-            "model.sequence_length=32",
-            "model.dropout=0.0",
-            f"data.train={data_dir / 'train.csv'}",
-            f"data.validation={data_dir / 'validation.csv'}",
-            "train.epochs=3",
-            "train.batch_size=16",
-            "train.learning_rate=1e-2",
-            "train.warmup_ratio=0.1",
-            f"export.base_dir={tmp_path / 'saved_models'}",
-            "export.enabled=false",
-        ]
+        defaults = [*tiny_run(tmp_path, data_dir, tiny_preset), "train.warmup_ratio=0.1", "export.enabled=false"]
         return load_config(None, [*defaults, *overrides])
 
     return make
+
+
+def tiny_run(root: pathlib.Path, data_dir: pathlib.Path, preset: pathlib.Path) -> list[str]:
+    """The overrides of a small, fast classification run of `preset` on `data_dir`'s sentiment rows, under `root`."""
+    return [
+        "name=tiny",
+        f"output_dir={root / 'run'}",
+        f"model.backbone={preset}",
+        "model.freeze_layers=1",
+        "model.sequence_length=32",
+        "model.dropout=0.0",
+        f"data.train={data_dir / 'train.csv'}",
+        f"data.validation={data_dir / 'validation.csv'}",
+        "train.epochs=3",
+        "train.batch_size=16",
+        "train.learning_rate=1e-2",
+        f"export.base_dir={root / 'saved_models'}",
+    ]
 
 
 @pytest.fixture
@@ -268,23 +271,7 @@ def trained_run(tmp_path_factory, data_dir, tiny_preset):
     from tfft.config import load_config
 
     root = tmp_path_factory.mktemp("trained")
-    config = load_config(
-        None,
-        [
-            "name=tiny",
-            f"output_dir={root / 'run'}",
-            f"model.backbone={tiny_preset}",
-            "model.freeze_layers=1",
-            "model.sequence_length=32",
-            "model.dropout=0.0",
-            f"data.train={data_dir / 'train.csv'}",
-            f"data.validation={data_dir / 'validation.csv'}",
-            "train.epochs=3",
-            "train.batch_size=16",
-            "train.learning_rate=1e-2",
-            f"export.base_dir={root / 'saved_models'}",
-        ],
-    )
+    config = load_config(None, tiny_run(root, data_dir, tiny_preset))
     return config, train.run(config)
 
 

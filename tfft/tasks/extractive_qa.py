@@ -42,10 +42,10 @@ STATE_FILE = "qa.json"
 _FIX = "Use another backbone (BERT, ELECTRA, DeBERTa-v3, ModernBERT, RoBERTa, XLM-RoBERTa) for `task.type: extractive_qa`."
 
 
-def _check_doc_stride(task, sequence_length: int, separators: int, why: str = "") -> None:
+def _check_doc_stride(task_config, sequence_length: int, separators: int, why: str = "") -> None:
     """`task.doc_stride` leaves each window new context tokens: `[CLS] question <separators> context [SEP]`."""
-    room = sequence_length - 2 - separators - task.max_question_length
-    check(task.doc_stride < room, "task.doc_stride", task.doc_stride,
+    room = sequence_length - 2 - separators - task_config.max_question_length
+    check(task_config.doc_stride < room, "task.doc_stride", task_config.doc_stride,
           f"must be less than the context tokens of a window, model.sequence_length - task.max_question_length "
           f"- {2 + separators} = {room}{why}")
 

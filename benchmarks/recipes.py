@@ -33,7 +33,8 @@ import common
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/, cola/, mrpc/.")
 _TASKS = flags.DEFINE_list("tasks", ["cola", "mrpc"], "Data sets.")
-_PEERS = flags.DEFINE_list("peers", ["tfft", "tfft_layers", "hf_trainer", "tfft_lora", "tfft_accumulate"], "Rows.")
+_PEERS = flags.DEFINE_list("peers", ["tfft", "tfft_layers", "hf_trainer", "hf_trainer_default", "tfft_lora_mean",
+                                     "tfft_accumulate"], "Rows.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds: one run per peer and seed.")
 _TRAIN_EXAMPLES = flags.DEFINE_string("train_examples", "", "Use only the first N training examples of a set, e.g. "
                                       "`cola=4000,mrpc=2000` (default: all).")

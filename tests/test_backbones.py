@@ -157,9 +157,7 @@ def _has_whitespace_run(sentence):
 
 @requires_transformers
 def test_byte_level_bpe_ids_equal_the_transformers_tokenizer(checkpoints):
-    sentences = [s for s in hf_checkpoints.parity_sentences(4000) if not _has_whitespace_run(s)][:1000]
-    assert len(sentences) == 1000
-    _assert_tokenizer_parity(checkpoints["roberta"], "roberta", sentences=sentences)
+    _assert_tokenizer_parity(checkpoints["roberta"], "roberta")
 
 
 @requires_transformers
@@ -198,8 +196,7 @@ def test_deberta_v3_sentencepiece_ids_equal_the_transformers_tokenizer(checkpoin
 
 @requires_transformers
 def test_modernbert_byte_level_bpe_ids_equal_the_transformers_tokenizer(checkpoints):
-    sentences = [s for s in hf_checkpoints.parity_sentences(4000) if not _has_whitespace_run(s)][:1000]
-    _assert_tokenizer_parity(checkpoints["modernbert"], "modernbert", sentences=sentences)
+    _assert_tokenizer_parity(checkpoints["modernbert"], "modernbert")
 
 
 @requires_transformers
@@ -312,18 +309,18 @@ def test_electra_heads_read_the_first_token_and_never_train_keras_hubs_untrained
     assert backbone.trainable_weights and not any("pooled_dense" in w.path for w in backbone.trainable_weights)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keras-hub's byte-level BPE pre-tokenizer (RE2, no lookahead) keeps a run of n spaces before a word "
-    "together, where GPT-2's `\\s+(?!\\S)` gives the last space to the word. Remove this mark once it passes.",
-)
 @requires_transformers
 def test_byte_level_bpe_whitespace_runs(checkpoints):
+    """A run of spaces before a word gives its last space to the word, as GPT-2's `\\s+(?!\\S)` does (in the
+    graph; keras-hub's eager path, the `tokenizers` library, keeps the run together)."""
     sentences = [s for s in hf_checkpoints.parity_sentences(1000) if _has_whitespace_run(s)]
+    assert len(sentences) >= 20
     _assert_tokenizer_parity(checkpoints["roberta"], "roberta", sentences=sentences)
 
 
 def _assert_tokenizer_parity(path, kind, sequence_length=48, sentences=None, use_fast=True):
+    """The packer's ids (its graph, which training and serving run; keras-hub's eager path uses other libraries)
+    equal the reference tokenizer's."""
     from tfft.backbones.huggingface import HuggingFaceCheckpoint
 
     sentences = sentences or hf_checkpoints.parity_sentences(1000)

@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from tfft.backbones import fast_layers
+from tfft.backbones.sentencepiece import exact_sentencepiece
 from tfft.config import ConfigError, ModelConfig
 
 
@@ -46,20 +47,34 @@ class TextPacker:
         self.preprocessor = preprocessor
         self.tokenizer = preprocessor.tokenizer
         self.sequence_length = int(preprocessor.sequence_length)
-        single = self(tf.constant([""]))
-        pair = self(tf.constant([""]), tf.constant([""]))
+        exact_sentencepiece(self.tokenizer)
+        # Eager first calls: they build the preprocessor and the tokenizer's tables outside any graph.
+        single = self._pack((tf.constant([""]),))
+        pair = self._pack((tf.constant([""]), tf.constant([""])))
         self.input_names = tuple(sorted(single))
         # Special tokens the packer adds around one text and around a pair.
         self._specials = (
             int(tf.reduce_sum(single["padding_mask"])),
             int(tf.reduce_sum(pair["padding_mask"])),
         )
+        # Traced once each, then called by every later graph (each tf.data map, each serving signature) instead
+        # of retraced there: keras-hub's byte-level BPE takes about 2 s a trace, and a run makes a dozen.
+        strings = tf.TensorSpec([None], tf.string)
+        self._pack_one = tf.function(lambda text: self._pack((text,)), input_signature=[strings])
+        self._pack_two = tf.function(lambda text, pair: self._pack((text, pair)), input_signature=[strings, strings])
+        self._tokenize = tf.function(self.tokenizer, input_signature=[strings])
 
     def __call__(self, text, text_pair=None) -> dict[str, tf.Tensor]:
         """Packs `text` (and `text_pair`), both `[batch]` strings, to `sequence_length`."""
-        segments = (text,) if text_pair is None else (text, text_pair)
+        return self._pack_one(text) if text_pair is None else self._pack_two(text, text_pair)
+
+    def _pack(self, segments: tuple) -> dict[str, tf.Tensor]:
         features = self.preprocessor(x=segments)
         return {name: tf.cast(value, tf.int32) for name, value in features.items()}
+
+    def tokenize(self, strings) -> tf.RaggedTensor:
+        """The tokenizer's ids of `[n]` strings, without special tokens, as int32 `[n, (pieces)]`."""
+        return tf.cast(self._tokenize(strings), tf.int32)
 
     def pack_words(self, words: tf.RaggedTensor) -> tuple[dict[str, tf.Tensor], tf.RaggedTensor, tf.Tensor]:
         """Packs sentences given as words, for per-word predictions (token classification).
@@ -80,7 +95,7 @@ class TextPacker:
         """
         if tf.executing_eagerly():  # keras-hub turns eager outputs into Python lists
             return tf.function(self.pack_words)(words)
-        pieces = tf.cast(self.tokenizer(words.flat_values), tf.int32)  # [words in the batch, (pieces)]
+        pieces = self.tokenize(words.flat_values)  # [words in the batch, (pieces)]
         sentence_splits = tf.gather(pieces.row_splits, words.row_splits)
         sentences = tf.RaggedTensor.from_row_splits(pieces.flat_values, sentence_splits)
         token_ids, segment_ids = self.preprocessor.packer((sentences,))
@@ -160,10 +175,10 @@ class TextPacker:
 
     def token_counts(self, text, text_pair=None) -> tf.Tensor:
         """Untruncated lengths, special tokens included, as int32 `[batch]`."""
-        count = self.tokenizer(text).row_lengths()
+        count = self.tokenize(text).row_lengths()
         specials = self._specials[0]
         if text_pair is not None:
-            count += self.tokenizer(text_pair).row_lengths()
+            count += self.tokenize(text_pair).row_lengths()
             specials = self._specials[1]
         return tf.cast(count, tf.int32) + specials
 

@@ -16,7 +16,8 @@ with offsets, by its family:
   are the whole word's.
 - **SentencePiece** (DeBERTa-v3, XLM-RoBERTa). The ids are keras-hub's; the
   offsets come from TensorFlow Text's `SentencepieceTokenizer` on the same
-  model, which cuts the same pieces (keras-hub runs that op). A tokenizer that
+  model, which cuts the same pieces but orders a tie differently ("..", "."
+  for ".", ".."), moved to keras-hub's order. A tokenizer that
   changes the text before SentencePiece (tfft's ALBERT, which lowercases and
   strips accents as Hugging Face does) is refused.
 - **Byte-level BPE** (ModernBERT, RoBERTa). The ids are keras-hub's; the
@@ -202,12 +203,31 @@ class SentencePieceOffsets(OffsetsTokenizer):
                 f"text. {fix}"
             )
         self._sentence_piece = tf_text.SentencepieceTokenizer(model=tokenizer.proto, out_type=tf.int32)
+        self._fast = tf_text.FastSentencepieceTokenizer(tokenizer.proto)  # keras-hub's pieces in the graph
+        pieces = self._sentence_piece.id_to_string(tf.range(self._sentence_piece.vocab_size()))
+        self._bytes = tf.strings.length(tf.strings.regex_replace(pieces, "\u2581", " "))  # "▁" stands for a space
 
     def tokenize_with_offsets(self, text):
+        """keras-hub's ids (it may renumber pieces: XLM-RoBERTa), which are `FastSentencepieceTokenizer`'s pieces
+        (`tfft.backbones.sentencepiece`), with the offsets of TensorFlow Text's op.
+
+        The op cuts the same pieces but orders a tie differently ("..", "." where the others give ".", ".."):
+        inside such a run each piece is moved by the bytes of the pieces before it that differ (exact where the
+        run is not changed by normalizing, as a run of punctuation is not).
+        """
         text = tf.convert_to_tensor(text)
-        _, starts, ends = self._sentence_piece.tokenize_with_offsets(text)
-        ids = self._keras_hub_ids(text)  # the same pieces; keras-hub may renumber them (XLM-RoBERTa)
-        starts, ends = ids.with_flat_values(starts.flat_values), ids.with_flat_values(ends.flat_values)
+        pieces, starts, ends = self._sentence_piece.tokenize_with_offsets(text)
+        fast, ids = self._fast.tokenize(text), self._keras_hub_ids(text)
+        check = tf.debugging.assert_equal(
+            pieces.row_lengths(), tf.cast(fast.row_lengths(), pieces.row_splits.dtype),
+            message="TensorFlow Text's SentencePiece op cut a text into another number of pieces than keras-hub",
+        )
+        with tf.control_dependencies([check]):
+            delta = fast.with_flat_values(tf.gather(self._bytes, fast.flat_values)
+                                          - tf.gather(self._bytes, pieces.flat_values))
+        shift = tf.cast(tf.math.cumsum(delta, axis=1, exclusive=True).flat_values, tf.int64)
+        starts = ids.with_flat_values(starts.flat_values + shift)
+        ends = ids.with_flat_values(ends.flat_values + shift + tf.cast(delta.flat_values, tf.int64))
         return ids, _skip_leading_space(text, ids, starts, ends), ends
 
 

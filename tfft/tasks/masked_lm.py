@@ -278,7 +278,7 @@ class MaskedLM(Task):
             if tf.executing_eagerly():  # keras-hub's tokenizers give Python lists eagerly
                 return tf.function(serving_default)(text)
             parts = tf.strings.split(text, mask_token)  # the mask token as written, kept whole
-            pieces = tf.cast(tokenizer(parts.flat_values), tf.int32)
+            pieces = packer.tokenize(parts.flat_values)
             last = tf.cast(parts.row_splits[1:] - 1, tf.int32)
             not_last = tf.tensor_scatter_nd_update(
                 tf.ones([tf.shape(parts.flat_values)[0]], tf.bool), last[:, tf.newaxis], tf.zeros_like(last, tf.bool)

@@ -73,8 +73,9 @@ class TextPacker:
         return {name: tf.cast(value, tf.int32) for name, value in features.items()}
 
     def tokenize(self, strings) -> tf.RaggedTensor:
-        """The tokenizer's ids of `[n]` strings, without special tokens, as int32 `[n, (pieces)]`."""
-        return tf.cast(self._tokenize(strings), tf.int32)
+        """The tokenizer's ids of `[n]` strings, without special tokens, as int32 `[n, (pieces)]` (int64 row
+        splits, whatever the tokenizer gives: `FastSentencepieceTokenizer` gives int32)."""
+        return tf.cast(self._tokenize(strings), tf.int32).with_row_splits_dtype(tf.int64)
 
     def pack_words(self, words: tf.RaggedTensor) -> tuple[dict[str, tf.Tensor], tf.RaggedTensor, tf.Tensor]:
         """Packs sentences given as words, for per-word predictions (token classification).

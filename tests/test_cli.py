@@ -99,7 +99,7 @@ def test_saved_model_export_keeps_absl_quiet(tmp_path):
     before = absl_logger.level
     try:
         absl_logging.set_verbosity(absl_logging.INFO)  # as `app.run` leaves it
-        cli._setup_logging()
+        cli.setup_logging()
         module = tf.Module()
         module.f = tf.function(lambda x: x + 1, input_signature=[tf.TensorSpec([None], tf.float32)])
         tf.saved_model.save(module, str(tmp_path / "m"))

@@ -1,6 +1,7 @@
 """`tfft search`: the space and its checks, the study's resume after kill -9, two processes on one study, outputs."""
 
 import csv
+import pathlib
 import subprocess
 import sys
 import time
@@ -174,34 +175,48 @@ def test_search_reads_the_space_from_its_own_file_in_both_forms(base, tmp_path, 
     assert not (tmp_path / "search").exists()
 
 
-# Runs the search in argv[1] and dies by SIGKILL at the end of the first epoch of trial argv[2].
+# Runs the search in argv[1] and dies by SIGKILL at the end of the first epoch of trial argv[2], after writing the
+# ids of its child processes (the trial's training) to argv[3].
 KILLED_IN_TRIAL = """
-import os, signal, sys
+import os, pathlib, signal, sys
 from tfft import search
 from tfft.config import load_config
 report = search.PruneOnEpochs.on_epoch_end
 def die(self, epoch, logs=None):
-    report(self, epoch, logs)
+    stop = report(self, epoch, logs)
     if self.trial.number == int(sys.argv[2]):
+        children = [f"{p.name} {(p / 'cmdline').read_bytes().replace(bytes(1), b' ').decode()}"
+                    for p in pathlib.Path("/proc").iterdir() if p.name.isdigit() and
+                    (p / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+        pathlib.Path(sys.argv[3]).write_text("\\n".join(children))
         os.kill(os.getpid(), signal.SIGKILL)
+    return stop
 search.PruneOnEpochs.on_epoch_end = die
 search.run(load_config(sys.argv[1]))
 """
 
 
 @pytest.mark.slow
-def test_a_search_killed_mid_trial_resumes_that_trial_and_keeps_the_finished(base, tmp_path, caplog):
+def test_a_search_killed_mid_trial_resumes_that_trial_and_keeps_the_finished(base, tmp_path, caplog, capfd):
     config = config_with(base, "search.trials=3", "train.epochs=2",
                          "search.space={train.learning_rate: {type: loguniform, low: 0.003, high: 0.03}}")
     config.save(tmp_path / "search.yaml")
-    killed = run_python(KILLED_IN_TRIAL, str(tmp_path / "search.yaml"), "1")
+    killed = run_python(KILLED_IN_TRIAL, str(tmp_path / "search.yaml"), "1", str(tmp_path / "children"))
     assert killed.returncode == -9, killed.stderr[-3000:]
+    # The trial trained in a child process, which died with the search: nothing trains on in trials/1.
+    children = (tmp_path / "children").read_text().splitlines()
+    assert len(children) == 1 and " -m tfft.child_run " in children[0], children
+    for _ in range(50):
+        if not _alive(children[0].split()[0]):
+            break
+        time.sleep(0.1)
+    assert not _alive(children[0].split()[0])
     out = tmp_path / "search"
     first = (out / "trials" / "0" / "run_complete.json").stat().st_mtime
     time.sleep(3)  # past the grace period (2 heartbeats): the killed trial is stale
-    caplog.set_level("INFO")
+    caplog.set_level("INFO")  # the trial's process logs at this process's level, to the stderr they share
     result = search.run(load_config(tmp_path / "search.yaml"))
-    assert f"Resuming the unfinished run in {out / 'trials' / '1'}" in caplog.text
+    assert f"Resuming the unfinished run in {out / 'trials' / '1'}" in capfd.readouterr().err
     trials = result.study.get_trials()
     states = [t.state.name for t in trials]
     assert states.count("COMPLETE") + states.count("PRUNED") == 3 and states[1] == "FAIL"
@@ -210,6 +225,14 @@ def test_a_search_killed_mid_trial_resumes_that_trial_and_keeps_the_finished(bas
     assert (out / "trials" / "0" / "run_complete.json").stat().st_mtime == first  # trial 0 not trained again
     history = (out / "trials" / "1" / "history.csv").read_text().splitlines()
     assert len(history) == 3  # a header and two epochs: epoch 1 from before the kill, epoch 2 resumed
+
+
+def _alive(pid: str) -> bool:
+    """Running, not exited (a zombie left unreaped in a container counts as exited)."""
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @pytest.mark.slow

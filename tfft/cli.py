@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
         hint = f" Did you mean `tfft {close[0]}`?" if close else ""
         raise app.UsageError(f"Usage: tfft {{{'|'.join(COMMANDS)}}} --flag=value ... Received: {argv[1:]}.{hint}")
     command = argv[1]
-    _setup_logging()
+    setup_logging()
     if command in _FILE_COMMANDS:
         _FILE_COMMANDS[command]()
     else:
@@ -214,9 +214,10 @@ _CONFIG_COMMANDS = {"train": _train, "adapt": _adapt, "evaluate": _evaluate, "ex
                     "cv": _cv, "distill": _distill}
 
 
-def _setup_logging() -> None:
+def setup_logging(level: int = logging.INFO) -> None:
+    """tfft's log lines (time, level, logger) at `level`; TensorFlow's own at warnings and above."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     # Through absl's flag, not the logger: TF's SavedModel code saves and restores the flag's value.
     absl_logging.set_verbosity(absl_logging.WARNING)
     for noisy in ("tensorflow", "h5py"):

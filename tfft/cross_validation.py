@@ -28,8 +28,8 @@ import pathlib
 import statistics
 import time
 
+from tfft import child_run, run_dir, streaming, tables, tasks
 from tfft import folds as folds_lib
-from tfft import run_dir, streaming, tables, tasks
 from tfft.config import Config, ConfigError, SplitConfig, derived
 
 logger = logging.getLogger(__name__)
@@ -149,18 +149,14 @@ def _check_export(config: Config, task, sample_texts: list[str]) -> None:
 
 
 def train_member(member: Member, index: int, count: int) -> dict:
-    """Trains (or resumes, or reads back) one member; its scores on its validation split."""
-    import keras
-
-    from tfft import train
-
+    """Trains (or resumes, or reads back) one member, in a process of its own (`tfft.child_run`: TensorFlow keeps
+    memory from each `fit`); its scores on its validation split."""
     folder = pathlib.Path(member.config.output_dir)
     metrics = run_dir.finished_metrics(folder)
     started = time.monotonic()
     if metrics is None:
         logger.info("Cross-validation run %d of %d (%s): training in %s", index + 1, count, member.name, folder)
-        metrics = train.run(member.config).metrics or {}
-        keras.backend.clear_session()
+        metrics = child_run.run_in_child(member.config)
     scores = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in _NOT_SCORES}
     logger.info("Cross-validation run %d of %d (%s) done in %.1f s: %s", index + 1, count, member.name,
                 time.monotonic() - started, ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))

@@ -47,9 +47,7 @@ import time
 import warnings
 from typing import Any
 
-import keras
-
-from tfft import run_dir, tables, tasks
+from tfft import child_run, run_dir, tables, tasks
 from tfft.config import Config, ConfigError, SearchConfig, SplitConfig, derived, set_key
 
 logger = logging.getLogger(__name__)
@@ -330,9 +328,8 @@ def optimize(study, config: Config, space: list[Param], objective: Objective) ->
 
 
 def run_trial(trial, config: Config, space: list[Param], objective: Objective) -> float:
-    """One trial: its config's run, trained (or resumed) in `trials/<n>`, scored on the validation split."""
-    from tfft import train
-
+    """One trial: its config's run, trained (or resumed) in `trials/<n>` in a process of its own
+    (`tfft.child_run`: TensorFlow keeps memory from each `fit`), scored on the validation split."""
     optuna = _optuna()
     values = {param.key: param.suggest(trial) for param in space}
     folder = pathlib.Path(config.output_dir) / TRIALS_DIR / str(trial.user_attrs.get("folder", trial.number))
@@ -344,12 +341,10 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective) -
     try:
         metrics = run_dir.finished_metrics(folder)  # finished before the process died, not yet told to the study
         if metrics is None:
-            metrics = train.run(trial_config(config, values, folder), callbacks=[pruning]).metrics
+            metrics = child_run.run_in_child(trial_config(config, values, folder), on_epoch=pruning.on_epoch_end)
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)
         raise
-    finally:
-        keras.backend.clear_session()
     score = _score(metrics, objective.name)
     trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
     _log_trial(trial, config, objective, score, pruning.pruned_at, time.monotonic() - started)
@@ -374,8 +369,8 @@ def _score(metrics: dict | None, name: str) -> float:
     return float(metrics[name])
 
 
-class PruneOnEpochs(keras.callbacks.Callback):
-    """Reports each epoch's validation score to Optuna and stops the run when Optuna prunes the trial.
+class PruneOnEpochs:
+    """Reports each epoch's validation score to Optuna, and says when Optuna prunes the trial.
 
     Args:
         trial: `optuna.Trial`.
@@ -383,12 +378,12 @@ class PruneOnEpochs(keras.callbacks.Callback):
     """
 
     def __init__(self, trial, name: str):
-        super().__init__()
         self.trial, self.name = trial, name
         self.pruned_at: int | None = None
         self.noted = False
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> bool:
+        """True when the trial is pruned after this epoch (counted from 0)."""
         value = (logs or {}).get(f"val_{self.name}")
         if value is None:
             if not self.noted:
@@ -396,13 +391,13 @@ class PruneOnEpochs(keras.callbacks.Callback):
                 shown = ", ".join(sorted(k for k in logs or {} if k.startswith("val_"))) or "none"
                 logger.info("No pruning: the epoch logs have no `val_%s` (their validation scores: %s); trials are "
                             "scored when they end.", self.name, shown)
-            return
+            return False
         if not math.isfinite(value):
-            return
+            return False
         self.trial.report(float(value), step=epoch + 1)
         if self.trial.should_prune():
             self.pruned_at = epoch + 1
-            self.model.stop_training = True
+        return self.pruned_at is not None
 
 
 def _log_trial(trial, config: Config, objective: Objective, score: float, pruned_at, seconds: float) -> None:

@@ -1,0 +1,123 @@
+"""A training run in a process of its own, for `tfft search`'s trials and `tfft cv`'s runs.
+
+TensorFlow keeps memory from every `model.fit` in a process (tensorflow#61791,
+keras#21090; about 200 MB a small MRPC trial on this project's machine), so a
+long search in one process grows until it is killed. `run_in_child` trains one
+config in a child process, which gives it all back when it ends. The parent
+waits, and after each epoch answers whether the run goes on (pruning).
+
+The child dies with its parent: a thread reads the parent's end of a pipe and
+ends the child when that closes, as the kernel closes it when the parent
+exits, even by SIGKILL. A resumed search never meets an orphan still training
+in the folder it resumes.
+
+Example:
+
+```python
+metrics = run_in_child(config, on_epoch=lambda epoch, logs: logs["val_loss"] > 1.0)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+from tfft import run_dir
+from tfft.config import Config
+
+__all__ = ["ChildRunError", "run_in_child"]
+
+#: The child's exit status when its parent is gone.
+ORPHANED = 75
+
+
+class ChildRunError(RuntimeError):
+    """A run's process ended without finishing the run; its own error is in the output above."""
+
+
+def run_in_child(config: Config, on_epoch: Callable[[int, dict], bool] | None = None) -> dict:
+    """Trains `config` with `tfft.train.run` in a child process.
+
+    Args:
+        config: `tfft.config.Config`. A validated run.
+        on_epoch: callable or None. Called here after each of the child's
+            epochs with its number (from 0) and its logs; True stops the run
+            there, as `model.stop_training` does.
+
+    Returns:
+        The run's validation scores (`metrics.json`), as `train.run` gives them.
+
+    Raises:
+        ChildRunError: the child exited without finishing the run.
+    """
+    report_read, report_write = os.pipe()
+    answer_read, answer_write = os.pipe()
+    command = [sys.executable, "-m", "tfft.child_run", str(report_write), str(answer_read),
+               str(logging.getLogger().getEffectiveLevel())]
+    try:
+        child = subprocess.Popen(command, pass_fds=(report_write, answer_read))
+    finally:
+        os.close(report_write)
+        os.close(answer_read)
+    try:
+        with os.fdopen(report_read, encoding="utf-8") as reports, \
+                os.fdopen(answer_write, "w", buffering=1, encoding="utf-8") as answers:
+            answers.write(json.dumps(config.to_dict()) + "\n")
+            for line in reports:  # until the child exits
+                message = json.loads(line)
+                stop = bool(on_epoch and on_epoch(message["epoch"], message["logs"]))
+                answers.write("stop\n" if stop else "go\n")
+            code = child.wait()  # before `answers` closes, which the child would take for this process's end
+    finally:
+        if child.poll() is None:  # this process is stopping (Ctrl-C, an error in `on_epoch`): the child too
+            child.kill()
+            child.wait()
+    metrics = run_dir.finished_metrics(pathlib.Path(config.output_dir))
+    if code != 0 or metrics is None:
+        raise ChildRunError(f"The run in {config.output_dir} ended in its process with exit status {code} before "
+                            "finishing; its error is in the output above. Rerun to resume it.")
+    return metrics
+
+
+def _child(report_fd: int, answer_fd: int, level: int) -> None:
+    """The child: reads the config, follows the parent, trains, reporting each epoch."""
+    import keras
+
+    from tfft import cli, train
+    from tfft.config import from_dict
+
+    cli.setup_logging(level)
+    answers_file = os.fdopen(answer_fd, encoding="utf-8")
+    first = answers_file.readline()
+    if not first:
+        os._exit(ORPHANED)
+    answers: queue.Queue = queue.Queue()
+    threading.Thread(target=_follow, args=(answers_file, answers), daemon=True).start()
+    reports = os.fdopen(report_fd, "w", buffering=1, encoding="utf-8")
+
+    class AskAfterEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            numbers = {name: float(value) for name, value in (logs or {}).items()}
+            reports.write(json.dumps({"epoch": epoch, "logs": numbers}) + "\n")
+            if answers.get() == "stop":
+                self.model.stop_training = True
+
+    train.run(from_dict(json.loads(first)), callbacks=[AskAfterEpoch()])
+
+
+def _follow(answers_file, answers: queue.Queue) -> None:
+    for line in answers_file:
+        answers.put(line.strip())
+    os._exit(ORPHANED)  # the parent closed its end: it has exited or been killed
+
+
+if __name__ == "__main__":
+    _child(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

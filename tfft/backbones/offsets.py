@@ -38,8 +38,6 @@ ids, starts, ends = tokenizer.tokenize_with_offsets(tf.constant(["Super Bowl 50"
 
 from __future__ import annotations
 
-import weakref
-
 import keras_hub
 import tensorflow as tf
 
@@ -47,10 +45,6 @@ from tfft.backbones.litert import lite_tokenizer, packing_ids
 from tfft.errors import ConfigError
 
 __all__ = ["OffsetsTokenizer", "offsets_tokenizer"]
-
-#: Each tokenizer's ids traced for eager callers; kept off the tokenizer, so a SavedModel does not save it.
-_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 
 def offsets_tokenizer(packer, purpose: str, fix: str) -> OffsetsTokenizer:
     """The `OffsetsTokenizer` for the packer's tokenizer family.
@@ -91,6 +85,7 @@ class OffsetsTokenizer(tf.Module):
         self.input_names = packer.input_names
         self.start_id, self.separator_ids, self.end_id, self.pad_id = packing_ids(packer)
         self._tokenizer = packer.tokenizer
+        self._packer_ids = packer.tokenize  # a method of a plain object: a SavedModel of this module skips it
 
     def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
         """Ids, int32 `[batch, (pieces)]` (keras-hub's own, without offsets)."""
@@ -101,16 +96,10 @@ class OffsetsTokenizer(tf.Module):
         raise NotImplementedError
 
     def _keras_hub_ids(self, text: tf.Tensor) -> tf.RaggedTensor:
-        """The packer's tokenizer's ids, int32 `[batch, (pieces)]`, as its TensorFlow graph gives them.
-
-        Eagerly, keras-hub tokenizes with other libraries (`sentencepiece`, `tokenizers`), whose pieces
-        can differ from its graph's, which training and serving run.
-        """
-        if tf.executing_eagerly():
-            if self not in _TRACED:  # once per tokenizer: keras-hub's BPE takes seconds to trace
-                _TRACED[self] = tf.function(self._keras_hub_ids, input_signature=[tf.TensorSpec([None], tf.string)])
-            return _TRACED[self](text)
-        return tf.cast(self._tokenizer.tokenize(text), tf.int32)
+        """The packer's tokenizer's ids, int32 `[batch, (pieces)]`, as its TensorFlow graph gives them
+        (`TextPacker.tokenize`, traced once, also when called eagerly: keras-hub tokenizes eagerly with other
+        libraries, whose pieces can differ from its graph's, which training and serving run)."""
+        return self._packer_ids(text)
 
 
 def _skip_leading_space(text: tf.Tensor, ids: tf.RaggedTensor, starts: tf.RaggedTensor, ends: tf.RaggedTensor):

@@ -2,6 +2,7 @@
 
 import csv
 import pathlib
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_python, run_tfft
-from tfft import search
+from tfft import run_dir, search
 from tfft.config import ConfigError, load_config
 from tfft.errors import OutputDirError
 
@@ -179,7 +180,7 @@ def test_search_reads_the_space_from_its_own_file_in_both_forms(base, tmp_path, 
 # ids of its child processes (the trial's training) to argv[3].
 KILLED_IN_TRIAL = """
 import os, pathlib, signal, sys
-from tfft import search
+from tfft import run_dir, search
 from tfft.config import load_config
 report = search.PruneOnEpochs.on_epoch_end
 def die(self, epoch, logs=None):
@@ -225,6 +226,32 @@ def test_a_search_killed_mid_trial_resumes_that_trial_and_keeps_the_finished(bas
     assert (out / "trials" / "0" / "run_complete.json").stat().st_mtime == first  # trial 0 not trained again
     history = (out / "trials" / "1" / "history.csv").read_text().splitlines()
     assert len(history) == 3  # a header and two epochs: epoch 1 from before the kill, epoch 2 resumed
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_trial_with_a_backup_and_a_rerun_runs_it_again(base, tmp_path):
+    config = config_with(base, "search.trials=1", "train.epochs=50")
+    config.save(tmp_path / "search.yaml")
+    err = open(tmp_path / "stderr.txt", "w")  # a file, not a pipe nobody reads while it trains
+    search_process = subprocess.Popen(
+        [sys.executable, "-c", "from tfft.cli import run_main; run_main()", "search",
+         f"--config={tmp_path / 'search.yaml'}"], stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO,
+        env={**__import__("os").environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    for line in search_process.stdout:  # the trial's process trains (its output is the search's)
+        if line.startswith("Epoch 2/"):
+            break
+    search_process.send_signal(signal.SIGTERM)  # to the search alone, as a preemptible machine's shutdown sends it
+    search_process.communicate(timeout=180)
+    err.close()
+    assert search_process.returncode == 130, (tmp_path / "stderr.txt").read_text()[-3000:]
+    assert "tfft: stopped. Run the same command again" in (tmp_path / "stderr.txt").read_text()
+    trial = tmp_path / "search" / "trials" / "0"
+    assert (trial / run_dir.BACKUP_DIR).is_dir()  # the trial backed up its step before it ended
+    import optuna
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'search' / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["FAIL"] and study.trials[0].user_attrs["interrupted"]
 
 
 def _alive(pid: str) -> bool:

@@ -9,7 +9,8 @@ waits, and after each epoch answers whether the run goes on (pruning).
 The child dies with its parent: a thread reads the parent's end of a pipe and
 ends the child when that closes, as the kernel closes it when the parent
 exits, even by SIGKILL. A resumed search never meets an orphan still training
-in the folder it resumes.
+in the folder it resumes. Ctrl-C or SIGTERM stops the child as it stops
+`tfft train`: it backs up its step, then ends.
 
 Example:
 
@@ -25,6 +26,7 @@ import logging
 import os
 import pathlib
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -37,6 +39,8 @@ __all__ = ["ChildRunError", "run_in_child"]
 
 #: The child's exit status when its parent is gone.
 ORPHANED = 75
+#: How long a stopping search waits for its trial to back up and stop before killing it.
+STOP_SECONDS = 120
 
 
 class ChildRunError(RuntimeError):
@@ -77,14 +81,31 @@ def run_in_child(config: Config, on_epoch: Callable[[int, dict], bool] | None = 
                 answers.write("stop\n" if stop else "go\n")
             code = child.wait()  # before `answers` closes, which the child would take for this process's end
     finally:
-        if child.poll() is None:  # this process is stopping (Ctrl-C, an error in `on_epoch`): the child too
-            child.kill()
-            child.wait()
+        if child.poll() is None:  # this process is stopping (Ctrl-C, SIGTERM, an error in `on_epoch`)
+            _stop(child)
     metrics = run_dir.finished_metrics(pathlib.Path(config.output_dir))
     if code != 0 or metrics is None:
         raise ChildRunError(f"The run in {config.output_dir} ended in its process with exit status {code} before "
                             "finishing; its error is in the output above. Rerun to resume it.")
     return metrics
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """Stops the child as Ctrl-C stops a run (it backs up its step), or kills it after `STOP_SECONDS`."""
+    child.send_signal(signal.SIGTERM)  # ignored by a child already stopping on the terminal's Ctrl-C
+    try:
+        child.wait(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _stop_once(signum, frame):
+    """Ctrl-C or SIGTERM: stop as `tfft train` does (a backup of the step, then out); a second one is ignored, so
+    the parent's SIGTERM after the terminal's Ctrl-C cannot cut that backup short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _child(report_fd: int, answer_fd: int, level: int) -> None:
@@ -95,6 +116,8 @@ def _child(report_fd: int, answer_fd: int, level: int) -> None:
     from tfft.config import from_dict
 
     cli.setup_logging(level)
+    signal.signal(signal.SIGINT, _stop_once)
+    signal.signal(signal.SIGTERM, _stop_once)
     answers_file = os.fdopen(answer_fd, encoding="utf-8")
     first = answers_file.readline()
     if not first:

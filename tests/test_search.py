@@ -266,16 +266,21 @@ def _alive(pid: str) -> bool:
 def test_two_processes_share_one_study(base, tmp_path):
     config = config_with(base, "search.trials=4")
     config.save(tmp_path / "search.yaml")
+    # Each search process leaves TensorFlow's runtime unstarted (its trials train in processes of their own), so
+    # on a GPU machine the GPU's memory is the trials'.
     code = "import sys; from tfft import search; from tfft.config import load_config; " \
-           "search.run(load_config(sys.argv[1]))"
+           "from tensorflow.python.eager import context; search.run(load_config(sys.argv[1])); " \
+           "print('runtime started:', context.context()._context_handle is not None)"
     env = {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     procs = []
     for _ in range(2):
         procs.append(subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "search.yaml")], cwd=REPO,
-                                      env={**__import__("os").environ, **env}, stderr=subprocess.PIPE, text=True))
+                                      env={**__import__("os").environ, **env}, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
         time.sleep(8)  # the second joins while the first trains
-    errors = [p.communicate(timeout=600)[1] for p in procs]
+    outputs, errors = zip(*(p.communicate(timeout=600) for p in procs), strict=True)
     assert [p.returncode for p in procs] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    assert [out.strip().splitlines()[-1] for out in outputs] == ["runtime started: False"] * 2
     import optuna
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'search' / 'study.db'}")

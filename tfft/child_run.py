@@ -21,6 +21,7 @@ metrics = run_in_child(config, on_epoch=lambda epoch, logs: logs["val_loss"] > 1
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,8 +38,12 @@ from tfft.config import Config
 
 __all__ = ["ChildRunError", "run_in_child"]
 
+logger = logging.getLogger(__name__)
+
 #: The child's exit status when its parent is gone.
 ORPHANED = 75
+#: The child's exit status when Ctrl-C or SIGTERM stopped its run (after its backup), as `tfft train`'s.
+INTERRUPTED = 130
 #: How long a stopping search waits for its trial to back up and stop before killing it.
 STOP_SECONDS = 120
 
@@ -71,18 +76,18 @@ def run_in_child(config: Config, on_epoch: Callable[[int, dict], bool] | None = 
     finally:
         os.close(report_write)
         os.close(answer_read)
+    reports = os.fdopen(report_read, encoding="utf-8")
+    answers = os.fdopen(answer_write, "w", buffering=1, encoding="utf-8")
     try:
-        with os.fdopen(report_read, encoding="utf-8") as reports, \
-                os.fdopen(answer_write, "w", buffering=1, encoding="utf-8") as answers:
-            answers.write(json.dumps(config.to_dict()) + "\n")
-            for line in reports:  # until the child exits
-                message = json.loads(line)
-                stop = bool(on_epoch and on_epoch(message["epoch"], message["logs"]))
-                answers.write("stop\n" if stop else "go\n")
-            code = child.wait()  # before `answers` closes, which the child would take for this process's end
+        _converse(reports, answers, config, on_epoch)
+        code = child.wait()
     finally:
+        # Before `answers` closes, which the child takes for this process's end and leaves at once.
         if child.poll() is None:  # this process is stopping (Ctrl-C, SIGTERM, an error in `on_epoch`)
-            _stop(child)
+            _stop(child, config.output_dir)
+        reports.close()
+        with contextlib.suppress(BrokenPipeError):
+            answers.close()
     metrics = run_dir.finished_metrics(pathlib.Path(config.output_dir))
     if code != 0 or metrics is None:
         raise ChildRunError(f"The run in {config.output_dir} ended in its process with exit status {code} before "
@@ -90,14 +95,28 @@ def run_in_child(config: Config, on_epoch: Callable[[int, dict], bool] | None = 
     return metrics
 
 
-def _stop(child: subprocess.Popen) -> None:
+def _converse(reports, answers, config: Config, on_epoch) -> None:
+    """Sends the config, then answers each epoch's report, until the child closes its end (it has ended)."""
+    try:
+        answers.write(json.dumps(config.to_dict()) + "\n")
+        for line in reports:
+            message = json.loads(line)
+            stop = bool(on_epoch and on_epoch(message["epoch"], message["logs"]))
+            answers.write("stop\n" if stop else "go\n")
+    except BrokenPipeError:  # the child died: its exit status says how
+        pass
+
+
+def _stop(child: subprocess.Popen, folder: str) -> None:
     """Stops the child as Ctrl-C stops a run (it backs up its step), or kills it after `STOP_SECONDS`."""
     child.send_signal(signal.SIGTERM)  # ignored by a child already stopping on the terminal's Ctrl-C
     try:
-        child.wait(timeout=STOP_SECONDS)
+        code = child.wait(timeout=STOP_SECONDS)
     except subprocess.TimeoutExpired:
         child.kill()
-        child.wait()
+        code = child.wait()
+    stopped = "it backed up its step" if code == INTERRUPTED else f"exit status {code}"
+    logger.info("Stopped the run in %s (%s).", folder, stopped)
 
 
 def _stop_once(signum, frame):
@@ -133,7 +152,10 @@ def _child(report_fd: int, answer_fd: int, level: int) -> None:
             if answers.get() == "stop":
                 self.model.stop_training = True
 
-    train.run(from_dict(json.loads(first)), callbacks=[AskAfterEpoch()])
+    try:
+        train.run(from_dict(json.loads(first)), callbacks=[AskAfterEpoch()])
+    except KeyboardInterrupt:  # the run backed up its step; the parent says how to resume
+        sys.exit(INTERRUPTED)
 
 
 def _follow(answers_file, answers: queue.Queue) -> None:

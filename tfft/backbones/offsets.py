@@ -16,10 +16,10 @@ with offsets, by its family:
   are the whole word's.
 - **SentencePiece** (DeBERTa-v3, XLM-RoBERTa). The ids are keras-hub's; the
   offsets come from TensorFlow Text's `SentencepieceTokenizer` on the same
-  model, which cuts the same pieces but orders a tie differently ("..", "."
-  for ".", ".."), moved to keras-hub's order. A tokenizer that
-  changes the text before SentencePiece (tfft's ALBERT, which lowercases and
-  strips accents as Hugging Face does) is refused.
+  model, which cuts the same pieces but orders a tie differently (three dots
+  as "..", "." for ".", "..", or the reverse), moved to keras-hub's order. A
+  tokenizer that changes the text before SentencePiece (tfft's ALBERT, which
+  lowercases and strips accents as Hugging Face does) is refused.
 - **Byte-level BPE** (ModernBERT, RoBERTa). The ids are keras-hub's; the
   pieces spell the text's bytes in order, so a piece's offsets are the running
   sum of the bytes each piece stands for.
@@ -200,7 +200,7 @@ class SentencePieceOffsets(OffsetsTokenizer):
         """keras-hub's ids (it may renumber pieces: XLM-RoBERTa), which are `FastSentencepieceTokenizer`'s pieces
         (`tfft.backbones.sentencepiece`), with the offsets of TensorFlow Text's op.
 
-        The op cuts the same pieces but orders a tie differently ("..", "." where the others give ".", ".."):
+        The op cuts the same pieces but orders a tie differently (three dots as "..", "." for ".", "..", or the reverse):
         inside such a run each piece is moved by the bytes of the pieces before it that differ (exact where the
         run is not changed by normalizing, as a run of punctuation is not).
         """

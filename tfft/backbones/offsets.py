@@ -41,6 +41,7 @@ from __future__ import annotations
 import keras_hub
 import tensorflow as tf
 
+from tfft.backbones.base import vocabulary_by_id
 from tfft.backbones.litert import lite_tokenizer, packing_ids
 from tfft.errors import ConfigError
 
@@ -84,8 +85,10 @@ class OffsetsTokenizer(tf.Module):
         super().__init__(name=f"{type(self).__name__}")
         self.input_names = packer.input_names
         self.start_id, self.separator_ids, self.end_id, self.pad_id = packing_ids(packer)
-        self._tokenizer = packer.tokenizer
-        self._packer_ids = packer.tokenize  # a method of a plain object: a SavedModel of this module skips it
+        # The packer's ids, int32 `[batch, (pieces)]`, as its graph gives them (`TextPacker.tokenize`, traced once,
+        # also for eager callers: keras-hub tokenizes eagerly with other libraries, whose pieces can differ). A
+        # method of a plain object: a SavedModel of this module skips it.
+        self._keras_hub_ids = packer.tokenize
 
     def tokenize(self, text: tf.Tensor) -> tf.RaggedTensor:
         """Ids, int32 `[batch, (pieces)]` (keras-hub's own, without offsets)."""
@@ -94,12 +97,6 @@ class OffsetsTokenizer(tf.Module):
     def tokenize_with_offsets(self, text: tf.Tensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor, tf.RaggedTensor]:
         """Ids, int32, and start / end UTF-8 byte offsets into `text`, int64, each `[batch, (pieces)]`."""
         raise NotImplementedError
-
-    def _keras_hub_ids(self, text: tf.Tensor) -> tf.RaggedTensor:
-        """The packer's tokenizer's ids, int32 `[batch, (pieces)]`, as its TensorFlow graph gives them
-        (`TextPacker.tokenize`, traced once, also when called eagerly: keras-hub tokenizes eagerly with other
-        libraries, whose pieces can differ from its graph's, which training and serving run)."""
-        return self._packer_ids(text)
 
 
 def _skip_leading_space(text: tf.Tensor, ids: tf.RaggedTensor, starts: tf.RaggedTensor, ends: tf.RaggedTensor):
@@ -192,32 +189,37 @@ class SentencePieceOffsets(OffsetsTokenizer):
                 f"text. {fix}"
             )
         self._sentence_piece = tf_text.SentencepieceTokenizer(model=tokenizer.proto, out_type=tf.int32)
-        self._fast = tf_text.FastSentencepieceTokenizer(tokenizer.proto)  # keras-hub's pieces in the graph
-        pieces = self._sentence_piece.id_to_string(tf.range(self._sentence_piece.vocab_size()))
-        self._bytes = tf.strings.length(tf.strings.regex_replace(pieces, "\u2581", " "))  # "▁" stands for a space
+        # Each piece's bytes, "▁" standing for a space: by the op's ids and by keras-hub's (which may renumber).
+        self._op_bytes = _piece_bytes(self._sentence_piece.id_to_string(tf.range(self._sentence_piece.vocab_size())))
+        self._bytes = _piece_bytes(tf.constant(vocabulary_by_id(tokenizer)))
 
     def tokenize_with_offsets(self, text):
         """keras-hub's ids (it may renumber pieces: XLM-RoBERTa), which are `FastSentencepieceTokenizer`'s pieces
         (`tfft.backbones.sentencepiece`), with the offsets of TensorFlow Text's op.
 
-        The op cuts the same pieces but orders a tie differently (three dots as "..", "." for ".", "..", or the reverse):
-        inside such a run each piece is moved by the bytes of the pieces before it that differ (exact where the
-        run is not changed by normalizing, as a run of punctuation is not).
+        The op cuts the same pieces but orders a tie differently (three dots as "..", "." for ".", "..", or
+        the reverse): inside such a run each piece is moved by the bytes of the pieces before it that differ
+        (exact where the run is not changed by normalizing, as a run of punctuation is not).
         """
         text = tf.convert_to_tensor(text)
         pieces, starts, ends = self._sentence_piece.tokenize_with_offsets(text)
-        fast, ids = self._fast.tokenize(text), self._keras_hub_ids(text)
+        ids = self._keras_hub_ids(text)
         check = tf.debugging.assert_equal(
-            pieces.row_lengths(), tf.cast(fast.row_lengths(), pieces.row_splits.dtype),
+            pieces.row_lengths(), tf.cast(ids.row_lengths(), pieces.row_splits.dtype),
             message="TensorFlow Text's SentencePiece op cut a text into another number of pieces than keras-hub",
         )
         with tf.control_dependencies([check]):
-            delta = fast.with_flat_values(tf.gather(self._bytes, fast.flat_values)
-                                          - tf.gather(self._bytes, pieces.flat_values))
+            delta = ids.with_flat_values(tf.gather(self._bytes, ids.flat_values)
+                                         - tf.gather(self._op_bytes, pieces.flat_values))
         shift = tf.cast(tf.math.cumsum(delta, axis=1, exclusive=True).flat_values, tf.int64)
         starts = ids.with_flat_values(starts.flat_values + shift)
         ends = ids.with_flat_values(ends.flat_values + shift + tf.cast(delta.flat_values, tf.int64))
         return ids, _skip_leading_space(text, ids, starts, ends), ends
+
+
+def _piece_bytes(pieces: tf.Tensor) -> tf.Tensor:
+    """The UTF-8 length of each SentencePiece piece, its "▁" counted as the space it stands for."""
+    return tf.strings.length(tf.strings.regex_replace(pieces, "\u2581", " "))
 
 
 class BytePairOffsets(OffsetsTokenizer):
@@ -228,8 +230,6 @@ class BytePairOffsets(OffsetsTokenizer):
     def __init__(self, packer, purpose: str, fix: str):
         super().__init__(packer)
         from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
-
-        from tfft.backbones.base import vocabulary_by_id
 
         byte_of = dict(zip(bytes_to_unicode()[1], range(256), strict=True))
         literal = set(packer.tokenizer.unsplittable_tokens or ())  # special tokens, matched as written

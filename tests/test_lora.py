@@ -93,8 +93,8 @@ def test_the_export_is_the_size_of_a_full_fine_tunes(lora_run, make_config, tmp_
     # The same graph but for the factors: a LiteRT file keeps only the weights its graph reads (mean pooling
     # reads no pooler), so a plain run with another pooling would differ by the pooler's kernel.
     plain = train.run(make_config(f"model.backbone={config.model.backbone}", "model.freeze_layers=0",
-                                  f"model.pooling={config.model.pooling}", "train.epochs=1", "export.enabled=true", "data.max_train_examples=32",
-                                  "export.formats=[saved_model, litert]"))
+                                  f"model.pooling={config.model.pooling}", "train.epochs=1", "export.enabled=true",
+                                  "data.max_train_examples=32", "export.formats=[saved_model, litert]"))
 
     def sizes(folder):
         folder = pathlib.Path(folder)

@@ -180,7 +180,7 @@ def test_search_reads_the_space_from_its_own_file_in_both_forms(base, tmp_path, 
 # ids of its child processes (the trial's training) to argv[3].
 KILLED_IN_TRIAL = """
 import os, pathlib, signal, sys
-from tfft import run_dir, search
+from tfft import search
 from tfft.config import load_config
 report = search.PruneOnEpochs.on_epoch_end
 def die(self, epoch, logs=None):

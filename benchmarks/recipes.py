@@ -15,7 +15,8 @@ each run in its own process (its own peak RSS). Rows:
 
     python benchmarks/recipes.py                                     # both sets, 5 seeds, every peer
     python benchmarks/recipes.py --tasks=mrpc --seeds=0,1 --peers=tfft,tfft_lora --train_examples=mrpc=2000
-    python benchmarks/recipes.py --select --seeds=0     # choose (b)'s keys on a held-out quarter of train
+    python benchmarks/recipes.py --select=layers --seeds=0   # choose (b)'s keys on a held-out quarter of train
+    python benchmarks/recipes.py --select=lora --seeds=0     # choose (d')'s learning rate and epochs the same way
 
 Epochs, batch size (32), warmup (10%) and learning rate are the same for
 every peer of a task. Prints a Markdown table (mean and standard deviation
@@ -41,9 +42,13 @@ _TRAIN_EXAMPLES = flags.DEFINE_string("train_examples", "", "Use only the first 
 _LAYER_DECAY = flags.DEFINE_float("layer_decay", 0.8, "(b)'s train.layer_decay (ELECTRA's 0.8).")
 _REINIT = flags.DEFINE_integer("reinit_layers", 1, "(b)'s model.reinit_layers.")
 _LORA_LR = flags.DEFINE_float("lora_learning_rate", 1e-3, "(d)'s learning rate.")
-_SELECT = flags.DEFINE_bool("select", False, "Instead of the table: choose (b)'s keys on a slice of the training split.")
-_GRID_DECAY = flags.DEFINE_list("grid_layer_decay", ["1.0", "0.9", "0.8"], "--select: layer_decay values.")
-_GRID_REINIT = flags.DEFINE_list("grid_reinit_layers", ["0", "1"], "--select: reinit_layers values.")
+_LORA_EPOCHS = flags.DEFINE_integer("lora_epochs", 0, "(d)'s epochs; 0: the task's, as every other peer.")
+_SELECT = flags.DEFINE_enum("select", None, ["layers", "lora"], "Instead of the table: choose (b)'s keys "
+                            "(`layers`) or (d')'s learning rate and epochs (`lora`) on a slice of the training split.")
+_GRID_DECAY = flags.DEFINE_list("grid_layer_decay", ["1.0", "0.9", "0.8"], "--select=layers: layer_decay values.")
+_GRID_REINIT = flags.DEFINE_list("grid_reinit_layers", ["0", "1"], "--select=layers: reinit_layers values.")
+_GRID_LORA_LR = flags.DEFINE_list("grid_lora_learning_rate", ["1e-3", "3e-3"], "--select=lora: learning rates.")
+_GRID_LORA_EPOCHS = flags.DEFINE_list("grid_lora_epochs", ["3", "6"], "--select=lora: epochs.")
 _HELD_OUT = flags.DEFINE_float("held_out", 0.25, "--select: the share of the (capped) training rows scored.")
 _RESUME = flags.DEFINE_bool("resume", False, "Reuse the runs benchmarks/results/recipes.jsonl already holds for the "
                                              "same task, peer, seed and training examples.")
@@ -118,8 +123,8 @@ NAMES = {
     "tfft_layers": "(b) tfft, layer_decay {decay}, reinit_layers {reinit}",
     "hf_trainer": "(c) Hugging Face Trainer, one rate, `group_by_length=True`",
     "hf_trainer_default": "(c) Hugging Face Trainer, one rate, defaults (random batches)",
-    "tfft_lora": "(d) tfft, LoRA rank 8, lr {lora_lr:g}",
-    "tfft_lora_mean": "(d') tfft, LoRA rank 8, lr {lora_lr:g}, `model.pooling=mean`",
+    "tfft_lora": "(d) tfft, LoRA rank 8, lr {lora_lr:g}, {lora_epochs} epochs",
+    "tfft_lora_mean": "(d') tfft, LoRA rank 8, lr {lora_lr:g}, {lora_epochs} epochs, `model.pooling=mean`",
     "tfft_accumulate": "tfft, 4 x 8 accumulated",
 }
 
@@ -130,8 +135,21 @@ def train_examples(task: str) -> int:
     return int(caps.get(task, 0))
 
 
+def epochs_of(peer: str, task: str) -> int:
+    """The epochs `peer` trains `task` for: the task's, or `--lora_epochs` for the LoRA peers."""
+    lora = peer in ("tfft_lora", "tfft_lora_mean") and _LORA_EPOCHS.value
+    return lora or TASKS[task][2]
+
+
+def peer_name(peer: str, task: str) -> str:
+    """The peer's row name, with the settings that distinguish its runs (its `--resume` key too)."""
+    return NAMES[peer].format(decay=_LAYER_DECAY.value, reinit=_REINIT.value, lora_lr=_LORA_LR.value,
+                              lora_epochs=epochs_of(peer, task))
+
+
 def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
-    _, lr, epochs, extra = TASKS[task]
+    _, lr, _, extra = TASKS[task]
+    epochs = epochs_of(peer, task)
     values = [f"model.backbone={data / 'all_minilm_l6_v2'}", *(e.format(d=data) for e in extra),
               f"output_dir=runs/bench_recipes_{task}_{peer}_seed{seed}", "train.overwrite_output_dir=true", "export.enabled=false",
               f"train.epochs={epochs}", f"train.learning_rate={lr}", f"train.seed={seed}"]
@@ -154,7 +172,7 @@ def finished_runs() -> dict:
     if not _RESUME.value or not path.is_file():
         return {}
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(r["task"], r["peer"], r["seed"], r.get("train_examples")): r for r in records}
+    return {(r["task"], r.get("settings"), r["seed"], r.get("train_examples")): r for r in records}
 
 
 def run_one(peer: str, data, task: str, seed: str) -> dict:
@@ -166,11 +184,10 @@ def run_one(peer: str, data, task: str, seed: str) -> dict:
 
 
 def summary(peer: str, task: str, runs: list[dict], examples: int) -> dict:
-    metric, _, epochs, _ = TASKS[task]
+    metric, epochs = TASKS[task][0], epochs_of(peer, task)
     scores = [r[metric] for r in runs]
-    name = NAMES[peer].format(decay=_LAYER_DECAY.value, reinit=_REINIT.value, lora_lr=_LORA_LR.value)
     return {
-        "task": task.upper(), "peer": name, "metric": metric.upper(), "seeds": len(runs),
+        "task": task.upper(), "peer": peer_name(peer, task), "metric": metric.upper(), "seeds": len(runs),
         "mean": f"{statistics.mean(scores):.4f}", "std": f"{statistics.stdev(scores):.4f}" if len(runs) > 1 else "n/a",
         "scores": " ".join(f"{s:.3f}" for s in scores),
         "examples/s": round(examples * epochs / statistics.mean(r["seconds"] for r in runs), 1),
@@ -195,31 +212,39 @@ def split_train(data, task: str, folder) -> tuple[str, str]:
     return str(paths[0]), str(paths[1])
 
 
+def grid() -> list[dict]:
+    """`--select`'s grid: each point's peer and its settings (config keys -> values)."""
+    if _SELECT.value == "layers":
+        return [{"peer": "tfft", "train.layer_decay": decay, "model.reinit_layers": reinit}
+                for decay in _GRID_DECAY.value for reinit in _GRID_REINIT.value]
+    return [{"peer": "tfft_lora_mean", "train.learning_rate": lr, "train.epochs": epochs}
+            for lr in _GRID_LORA_LR.value for epochs in _GRID_LORA_EPOCHS.value]
+
+
 def select(data) -> None:
-    """(b)'s protocol: every `layer_decay` x `reinit_layers` of the grid, trained on a training slice, scored on the rest."""
+    """(b)'s or (d')'s protocol: each point of `grid()`, trained on a training slice and scored on the rest."""
     rows = []
     folder = pathlib.Path(tempfile.mkdtemp())
     for task in _TASKS.value:
         metric = TASKS[task][0]
         train_file, held_out = split_train(data, task, folder)
-        for decay in _GRID_DECAY.value:
-            for reinit in _GRID_REINIT.value:
-                overrides = [*tfft_overrides("tfft", data, task, _SEEDS.value[0]), f"data.train={train_file}",
-                             f"data.validation={held_out}", f"train.layer_decay={decay}",
-                             f"model.reinit_layers={reinit}", "data.max_train_examples=null",
-                             f"output_dir=runs/bench_recipes_select_{task}"]
-                out = common.run_child(TFFT, json.dumps(overrides))
-                rows.append({"task": task.upper(), "layer_decay": decay, "reinit_layers": reinit,
-                             "metric": metric.upper(), "held-out score": f"{out[metric]:.4f}"})
-                print(rows[-1], flush=True)
-    common.report("recipes_selection", rows, ["task", "layer_decay", "reinit_layers", "metric", "held-out score"],
+        for point in grid():
+            settings = {key: value for key, value in point.items() if key != "peer"}
+            overrides = [*tfft_overrides(point["peer"], data, task, _SEEDS.value[0]), f"data.train={train_file}",
+                         f"data.validation={held_out}", *(f"{key}={value}" for key, value in settings.items()),
+                         "data.max_train_examples=null", f"output_dir=runs/bench_recipes_select_{task}"]
+            out = common.run_child(TFFT, json.dumps(overrides))
+            rows.append({"task": task.upper(), "peer": point["peer"], **settings, "metric": metric.upper(),
+                         "held-out score": f"{out[metric]:.4f}"})
+            print(rows[-1], flush=True)
+    common.report(f"recipes_selection_{_SELECT.value}", rows, list(rows[0]),
                   {"held_out": _HELD_OUT.value, "train_examples": _TRAIN_EXAMPLES.value, "seed": _SEEDS.value[0]})
 
 
 def main(argv):
     del argv
     data = common.data_dir(_DATA_DIR.value)
-    if _SELECT.value:
+    if _SELECT.value is not None:
         return select(data)
     rows, raw = [], {}
     for task in _TASKS.value:
@@ -228,12 +253,12 @@ def main(argv):
         for i, seed in enumerate(_SEEDS.value):  # peers alternate, each seed in another order
             order = _PEERS.value[i % len(_PEERS.value):] + _PEERS.value[: i % len(_PEERS.value)]
             for peer in order:
-                key = (task, peer, seed, train_examples(task))
+                key = (task, peer_name(peer, task), seed, train_examples(task))
                 out = done.get(key) or run_one(peer, data, task, seed)
                 print(task, peer, seed, json.dumps(out), flush=True)
                 results[peer].append(out)
                 if key not in done:
-                    common.append_result("recipes", {"task": task, "peer": peer, "seed": seed,
+                    common.append_result("recipes", {"task": task, "peer": peer, "settings": key[1], "seed": seed,
                                                      "train_examples": train_examples(task), **out})
         rows += [summary(peer, task, runs, examples) for peer, runs in results.items()]
         raw[task] = results

@@ -1,19 +1,21 @@
-"""What the teacher's forward pass costs a `tfft distill` step: the bound on what caching its outputs would save.
+"""What the teacher's forward pass costs a `tfft distill` step, and what caching its outputs saves.
 
 A teacher (`configs/sst2_minilm.yaml`, all-MiniLM-L6-v2, 6 layers) trains on the
 first --train_examples SST-2 sentences, reused when --work_dir holds it. Then,
 in alternating rounds, each in its own process, a student keeping its lowest
---keep_layers layers trains one epoch on the same sentences:
+--keep_layers layers trains --epochs epochs on the same sentences:
 
-- `distilled`: `tfft distill`, alpha 0.5 (the teacher runs forward on every batch,
-  in the training graph);
+- `teacher in the step`: `tfft distill`, alpha 0.5, `distill.cache_teacher=false`
+  (the teacher runs forward on every batch, in the training graph);
+- `teacher's outputs cached`: the same, with the default `distill.cache_teacher`
+  (`tfft.teacher_cache`: one forward pass over the split before training);
 - `labels only`: the same student, `distill.alpha=0`, which runs no teacher.
 
-Both read the same batches in the same order. The difference of their median
-steady steps is the teacher's forward pass inside a distilled step: what a
-cache of its outputs would save in every epoch after the first.
+All read the same batches in the same order. The difference of the median
+steady steps is the teacher's forward pass inside a distilled step; `run s`
+is the whole `distill.run` (the cache's pass, the build and the traces too).
 
-    python benchmarks/distill_teacher_cost.py
+    python benchmarks/distill_teacher_cost.py --epochs=3
 """
 
 from __future__ import annotations
@@ -29,18 +31,21 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/
 _WORK_DIR = flags.DEFINE_string("work_dir", "runs/bench_distill_teacher_cost", "Where the runs go.")
 _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 3200, "SST-2 training sentences.")
 _KEEP = flags.DEFINE_integer("keep_layers", 3, "The student's layers (the teacher's lowest N).")
-_ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternating rounds of the two students.")
+_ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternating rounds of the students.")
+_EPOCHS = flags.DEFINE_integer("epochs", 1, "The students' epochs.")
 
 CHILD = """
-import json, sys
+import json, sys, time
 from tfft import distill, train
 from tfft.config import load_config
 from timing import StepTimer
 command, overrides = sys.argv[1], json.loads(sys.argv[2])
 config = load_config("configs/sst2_minilm.yaml", overrides)
 timer = StepTimer()
-(distill.run if command == "distill" else train.run)(config, callbacks=[timer])
-print(json.dumps({"steady_ms": timer.steady_ms, "steps": len(timer.times), "step_seconds": sum(timer.times[3:])}))
+started = time.time()
+result = (distill.run if command == "distill" else train.run)(config, callbacks=[timer])
+print(json.dumps({"steady_ms": timer.steady_ms, "steps": len(timer.times), "step_seconds": sum(timer.times[3:]),
+                  "run_seconds": time.time() - started, "loss": result.history["loss"][-1]}))
 """
 
 
@@ -53,25 +58,29 @@ def main(argv):
     teacher = work / "teacher"
     if not (teacher / "run_complete.json").is_file():
         common.run_child(CHILD, "train", json.dumps(base), timeout=4 * 3600)
-    student = [*base, f"model.keep_layers={_KEEP.value}", f"distill.teacher={teacher}"]
-    peers = {"distilled": student, "labels only (distill.alpha=0)": [*student, "distill.alpha=0"]}
+    student = [*base, f"model.keep_layers={_KEEP.value}", f"distill.teacher={teacher}", f"train.epochs={_EPOCHS.value}"]
+    peers = {"distilled, teacher in the step": [*student, "distill.cache_teacher=false"],
+             "distilled, teacher's outputs cached": student,
+             "labels only (distill.alpha=0)": [*student, "distill.alpha=0"]}
     runs = {name: [] for name in peers}
     for round_ in range(_ROUNDS.value):
         for name, overrides in peers.items():
-            out = f"output_dir={work / f'student_{round_}_{len(runs[name])}_{name.split()[0]}'}"
+            out = f"output_dir={work / f'student_{round_}_{list(peers).index(name)}'}"
             runs[name].append(common.run_child(CHILD, "distill", json.dumps([*overrides, out]), timeout=4 * 3600))
             print(name, runs[name][-1], flush=True)
     rows = []
     for name, results in runs.items():
         rows.append({"student": f"{_KEEP.value} layers, {name}",
-                     "median ms/step": statistics.median(r["steady_ms"] for r in results),
-                     "train-step s": statistics.median(r["step_seconds"] for r in results),
-                     "rounds": len(results)})
-    distilled, plain = (row["median ms/step"] for row in rows)
-    rows.append({"student": "teacher's share of a distilled step", "median ms/step": distilled - plain,
-                 "train-step s": f"{100 * (distilled - plain) / distilled:.0f}%"})
-    common.report("distill_teacher_cost", rows, ["student", "median ms/step", "train-step s", "rounds"],
-                  {"train_examples": _TRAIN_EXAMPLES.value, "keep_layers": _KEEP.value})
+                     "median ms/step": round(statistics.median(r["steady_ms"] for r in results), 1),
+                     "train-step s": round(statistics.median(r["step_seconds"] for r in results), 2),
+                     "run s": round(statistics.median(r["run_seconds"] for r in results), 1),
+                     "last loss": " ".join(f"{r['loss']:.5f}" for r in results), "rounds": len(results)})
+    in_step, _, plain = (row["median ms/step"] for row in rows)
+    rows.append({"student": "teacher's share of a distilled step (in the step)",
+                 "median ms/step": round(in_step - plain, 1), "train-step s": f"{100 * (in_step - plain) / in_step:.0f}%"})
+    common.report(f"distill_teacher_cost_{_EPOCHS.value}_epochs", rows,
+                  ["student", "median ms/step", "train-step s", "run s", "last loss", "rounds"],
+                  {"train_examples": _TRAIN_EXAMPLES.value, "keep_layers": _KEEP.value, "epochs": _EPOCHS.value})
 
 
 if __name__ == "__main__":

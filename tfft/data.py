@@ -630,6 +630,7 @@ def make_dataset(
     shuffle_buffer: int = 0,
     repeat: bool = False,
     epochs: int = 1,
+    transform=None,
     **batching_args,
 ) -> tf.data.Dataset:
     """Builds the `tf.data` pipeline of one split held in memory.
@@ -655,6 +656,11 @@ def make_dataset(
         repeat: bool. Repeat forever (train with `steps_per_epoch`).
         epochs: int. Epochs of shuffled order to lay out, each with its own
             seed (training only); `repeat` continues past them.
+        transform: callable or None. Dataset of packed elements (each padded
+            to the packer's `sequence_length`, in row order) -> the same
+            elements with more features, before any shuffling
+            (`TrainingData.attach`). Features are trimmed with the batch on
+            their second axis: a per-example feature is stored as `[1, ...]`.
 
     Returns:
         A dataset of `features`, `(features, targets)` or `(features,
@@ -665,6 +671,8 @@ def make_dataset(
     sequence_targets = bool(task is not None and task.sequence_targets)
     elements = len(examples) if elements is None else elements
     ds = _packed_examples(examples, label_ids, packer, task, elements)
+    if transform is not None:
+        ds = transform(ds)
     if training:
         # Epoch e is shuffled with seed + e, the same for every iterator. A
         # reshuffling `shuffle` gives each new iterator another order, and

@@ -14,8 +14,10 @@ run's as usual.
   from its own pretrained weights and a new head.
 - **Loss.** `alpha * soft + (1 - alpha) * hard` in every training step: hard
   is the task's loss on the labels, soft the task's `Task.soft_loss` from the
-  student's logits to the teacher's, which the teacher computes in the same
-  step, on the same batch (`SoftTargets`).
+  student's logits to the teacher's (`SoftTargets`). For a split held in
+  memory the teacher's logits are computed once, before training, and ride
+  with each element (`tfft.teacher_cache`, `distill.cache_teacher`); for a
+  streamed split the teacher computes them in the same step, on the batch.
 - **More text.** `distill.unlabeled` names a table of texts without labels:
   the teacher labels each row (`Task.pseudo_labels`) before training, and
   the rows join the training split, soft targets and all.
@@ -39,7 +41,7 @@ import pathlib
 
 import tensorflow as tf
 
-from tfft import backbones, evaluate, tasks, train
+from tfft import backbones, evaluate, tasks, teacher_cache, train
 from tfft.config import Config, ConfigError, check, load_config
 from tfft.model import build_model
 from tfft.run_dir import CONFIG_FILE, WEIGHTS_FILE
@@ -91,6 +93,8 @@ def read_teacher(config: Config) -> Config:
 class Distillation(train.RunHooks):
     """The `RunHooks` of `tfft distill`: reads the teacher, starts the student from it, trains on its outputs."""
 
+    teacher = None  # the teacher task model, once built
+
     def check(self, config: Config, task: tasks.Task) -> None:
         self.teacher_config = read_teacher(config)
         if config.distill.unlabeled:
@@ -103,6 +107,18 @@ class Distillation(train.RunHooks):
         self.check_teacher(config, task, packer)
         if config.distill.unlabeled:
             train_data.add(lambda: self.label_unlabeled(config, task, packer), "distill.unlabeled")
+        if config.distill.alpha == 0.0 or not config.distill.cache_teacher:
+            return
+        if train_data.can_attach:
+            train_data.attach(lambda ds: self.attach_outputs(config, ds, train_data.elements))
+        else:
+            logger.info("The training split is streamed: the teacher runs in every training step "
+                        "(`distill.cache_teacher` needs the split in memory).")
+
+    def attach_outputs(self, config: Config, ds, elements: int):
+        """The packed training elements `ds` with the teacher's outputs (`tfft.teacher_cache`)."""
+        self.teacher = self.load_teacher(config)  # outside any strategy: it runs here, never in a training step
+        return teacher_cache.attach_teacher_outputs(ds, self.teacher, elements)
 
     def check_teacher(self, config: Config, task: tasks.Task, packer) -> None:
         """Refuses a teacher with other labels or another tokenizer, before anything is built or written."""
@@ -141,8 +157,10 @@ class Distillation(train.RunHooks):
         return teacher
 
     def built(self, config: Config, model: tasks.TaskModel, inputs: train.Inputs) -> None:
-        """Builds the teacher (inside the strategy's scope), starts the student from it and sets the loss."""
-        self.teacher = self.load_teacher(config)
+        """Builds the teacher (inside the strategy's scope, unless its outputs are cached), starts the student from
+        it and sets the loss."""
+        if self.teacher is None:
+            self.teacher = self.load_teacher(config)
         if same_backbone(config, self.teacher_config):
             start_from_teacher(config, model, self.teacher, self.source)
         else:
@@ -192,8 +210,9 @@ def start_from_teacher(config: Config, student: tasks.TaskModel, teacher: tasks.
 class SoftTargets:
     """The distillation loss, as `TaskModel.objective`: `alpha * soft + (1 - alpha) * hard`.
 
-    The teacher runs on the student's batch in the same training step
-    (`training=False`, no gradient). Its logits and the student's go to
+    The teacher's logits are the batch's own (`teacher_cache.TEACHER_LOGITS`),
+    or else the teacher runs on the student's batch in the same training
+    step (`training=False`, no gradient). Its logits and the student's go to
     `task.soft_loss`; under a distribution strategy the soft loss is divided
     by the replica count, as Keras divides the compiled loss, so the summed
     gradients are the global batch's.
@@ -212,9 +231,13 @@ class SoftTargets:
     def __call__(self, x: dict, y_pred, sample_weight, loss):
         if self.alpha == 0.0:
             return loss
-        logits = self.teacher({name: x[name] for name in self.input_names}, training=False)
-        teacher = tf.stop_gradient(tf.cast(logits, tf.float32))
-        soft = self.task.soft_loss(tf.cast(y_pred, tf.float32), teacher, sample_weight, self.temperature)
+        student = tf.cast(y_pred, tf.float32)
+        if teacher_cache.TEACHER_LOGITS in x:
+            teacher = teacher_cache.teacher_logits(x, student)
+        else:
+            logits = self.teacher({name: x[name] for name in self.input_names}, training=False)
+            teacher = tf.stop_gradient(tf.cast(logits, tf.float32))
+        soft = self.task.soft_loss(student, teacher, sample_weight, self.temperature)
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context is not None else 1
         return (1.0 - self.alpha) * loss + self.alpha * tf.cast(soft, loss.dtype) / replicas

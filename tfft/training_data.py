@@ -82,6 +82,18 @@ class TrainingData(abc.ABC):
         raise ConfigError(f"Argument `{key}` adds rows to a training split held in memory, and this one is streamed. "
                           f"Set `data.streaming: false`, or `{key}` to empty.")
 
+    #: Whether `attach` can add features to every element (the elements are held in memory).
+    can_attach = False
+
+    def attach(self, transform) -> None:
+        """Adds features to every packed element before shuffling, where `can_attach` (see `data.make_dataset`).
+
+        `transform` maps the dataset of packed elements, in row order, to the
+        same elements with more features (a teacher's outputs, computed once).
+        """
+        del transform
+        raise NotImplementedError(f"{type(self).__name__} holds no elements to attach features to")
+
     def class_weight(self) -> dict[int, float] | None:
         """Keras' `class_weight` (`train.class_weight`), where the data are held."""
         return None
@@ -103,6 +115,7 @@ class InMemory(TrainingData):
         self.examples = folds.train_part(task, task.read(config.data.train, split="train"), config.data.split)
         self.split: data.PreparedSplit | None = None
         self._targets = None
+        self._transform = None
 
     @property
     def labelled(self):
@@ -131,7 +144,13 @@ class InMemory(TrainingData):
         return data.make_dataset(
             self.examples, self.targets, packer, task=self.task, elements=self.elements, batching=batching,
             training=True, seed=seed, shuffle_buffer=self.config.data.shuffle_buffer, repeat=True, epochs=epochs,
+            transform=self._transform,
         )
+
+    can_attach = True
+
+    def attach(self, transform) -> None:
+        self._transform = transform
 
     def describe(self):
         return f"{len(self.examples)} training examples"

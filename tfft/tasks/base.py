@@ -79,6 +79,18 @@ class TaskModel(keras.Model):
         super().__init__(inputs={**inputs, **extra}, outputs=logits, **kwargs)
         self.backbone = backbone
         self.objective = None
+        self.feature_names = sorted({**inputs, **extra})
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        """The functional graph on this model's own inputs.
+
+        A batch may carry features the model does not read (a teacher's
+        outputs, `tfft.teacher_cache`); they are dropped here, where Keras
+        would match a dict's values to the inputs by sorted position.
+        """
+        if isinstance(inputs, dict) and len(inputs) > len(self.feature_names):
+            inputs = {name: inputs[name] for name in self.feature_names}
+        return super().call(inputs, training=training, mask=mask, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled (task) loss; in training, what `objective` makes of it, where one is set (`tfft.distill`).

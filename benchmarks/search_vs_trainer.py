@@ -12,14 +12,16 @@ all-MiniLM-L6-v2, sequence cap 128, AdamW (weight decay 0.01), linear decay, cli
 trained (embeddings frozen, all 6 layers and the head training: `configs/sst2_minilm.yaml`). Trials train on
 90% of the (first --train_examples) MRPC training pairs and are scored on the other 10%, the same rows for both
 peers (tfft's `search.validation_fraction=0.1`, stratified, seed 0; the Trainer reads them from files). The
-Trainer runs at its best: `group_by_length=True` and dynamic padding. Then each peer trains its winner once on
-all the (capped) training pairs and scores it on the 408 dev pairs.
+Trainer runs at its best (`hf_trainer`: `group_by_length=True` and dynamic padding) or at its defaults
+(`hf_trainer_default`: random batches, dynamic padding). Then each peer trains its winner once on all the
+(capped) training pairs and scores it on the 408 dev pairs.
 
 Reported per peer: the best slice accuracy, the winner's dev accuracy and F1, the wall time of the search (the
 trials alone) and of the whole job, and peak RSS: of the search process, and for tfft of its largest trial process.
 
     python benchmarks/search_vs_trainer.py                       # about an hour on 2 cores
     python benchmarks/search_vs_trainer.py --trials=4 --train_examples=400
+    python benchmarks/search_vs_trainer.py --peers=tfft,hf_trainer,hf_trainer_default
 
 Prints a Markdown table and writes benchmarks/results/search_vs_trainer.{md,json}.
 """
@@ -89,6 +91,7 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dat
 from common import freeze_like_tfft, peak_rss_mb, predict_in_order
 from tfft.config import load_config
 backbone, train_file, trial_file, slice_file, dev_file, trials = sys.argv[1:6] + [int(sys.argv[6])]
+grouped = sys.argv[7] == "1"  # at its best; "0": its default random batches
 def read(path):
     frame = pd.read_csv(path, sep="\\t", quoting=csv.QUOTE_NONE, keep_default_na=False, encoding="utf-8-sig")
     return frame["#1 String"].tolist(), frame["#2 String"].tolist(), frame["Quality"].astype(int).to_numpy()
@@ -113,7 +116,7 @@ def space(trial):
 args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_eval_batch_size=64, weight_decay=0.01,
                          lr_scheduler_type="linear", max_grad_norm=1.0, eval_strategy="epoch", save_strategy="no",
                          report_to=[], seed=0, use_cpu=True, logging_strategy="no", disable_tqdm=True,
-                         dataloader_num_workers=0, group_by_length=True)
+                         dataloader_num_workers=0, group_by_length=grouped)
 trainer = Trainer(model_init=model_init, args=args, train_dataset=encode(*read(trial_file)),
                   eval_dataset=encode(*read(slice_file)), data_collator=DataCollatorWithPadding(tokenizer),
                   compute_metrics=accuracy)
@@ -166,10 +169,12 @@ def main(argv):
         else:
             out = common.run_child(HF_TRAINER, str(data / "all_minilm_l6_v2"), *(str(files.resolve() / f"{n}.tsv")
                                    for n in ("train", "trials", "slice")), str(data / "mrpc" / "dev.tsv"),
-                                   str(_TRIALS.value), timeout=6 * 3600)
+                                   str(_TRIALS.value), "1" if peer == "hf_trainer" else "0", timeout=6 * 3600)
         print(peer, json.dumps(out), flush=True)
         raw[peer] = out
-        rows.append({"peer": {"tfft": "tfft search", "hf_trainer": "Trainer.hyperparameter_search"}[peer],
+        names = {"tfft": "tfft search", "hf_trainer": "Trainer.hyperparameter_search, group_by_length=True",
+                 "hf_trainer_default": "Trainer.hyperparameter_search, defaults (random batches)"}
+        rows.append({"peer": names[peer],
                      "trials": _TRIALS.value, "best slice accuracy": f"{out['slice_accuracy']:.4f}",
                      "winner's dev accuracy": f"{out['dev_accuracy']:.4f}", "winner's dev F1": f"{out['dev_f1']:.4f}",
                      "search s": round(out["search_seconds"]), "search + final s": round(out["total_seconds"]),

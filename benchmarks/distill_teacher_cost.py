@@ -5,9 +5,9 @@ first --train_examples SST-2 sentences, reused when --work_dir holds it. Then,
 in alternating rounds, each in its own process, a student keeping its lowest
 --keep_layers layers trains --epochs epochs on the same sentences:
 
-- `teacher in the step`: `tfft distill`, alpha 0.5, `distill.cache_teacher=false`
+- `teacher in the step`: `tfft distill`, alpha 0.5, `distill.teacher_outputs=in_step`
   (the teacher runs forward on every batch, in the training graph);
-- `teacher's outputs cached`: the same, with the default `distill.cache_teacher`
+- `teacher's outputs cached`: the same, `distill.teacher_outputs=cached`
   (`tfft.teacher_cache`: one forward pass over the split before training);
 - `labels only`: the same student, `distill.alpha=0`, which runs no teacher.
 
@@ -59,8 +59,8 @@ def main(argv):
     if not (teacher / "run_complete.json").is_file():
         common.run_child(CHILD, "train", json.dumps(base), timeout=4 * 3600)
     student = [*base, f"model.keep_layers={_KEEP.value}", f"distill.teacher={teacher}", f"train.epochs={_EPOCHS.value}"]
-    peers = {"distilled, teacher in the step": [*student, "distill.cache_teacher=false"],
-             "distilled, teacher's outputs cached": student,
+    peers = {"distilled, teacher in the step": [*student, "distill.teacher_outputs=in_step"],
+             "distilled, teacher's outputs cached": [*student, "distill.teacher_outputs=cached"],
              "labels only (distill.alpha=0)": [*student, "distill.alpha=0"]}
     runs = {name: [] for name in peers}
     for round_ in range(_ROUNDS.value):

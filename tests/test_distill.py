@@ -183,6 +183,18 @@ def test_a_student_killed_mid_epoch_resumes_to_the_weights_of_one_never_stopped(
 
 
 @pytest.mark.slow
+def test_the_teachers_cached_outputs_train_the_student_a_run_with_the_teacher_in_the_step_trains(teacher_run, tmp_path):
+    # Dropout on: the teacher built before the student (for the cache) must not change the student's random draws.
+    overrides = ("train.epochs=2", "data.max_train_examples=96", "model.dropout=0.1")
+    cached = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.teacher_outputs=cached"))
+    in_step = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.teacher_outputs=in_step",
+                                         f"output_dir={tmp_path / 'in_step'}"))
+    np.testing.assert_allclose(cached.history["loss"], in_step.history["loss"], rtol=1e-5)
+    for a, b in zip(cached.model.weights, in_step.model.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+
+
+@pytest.mark.slow
 def test_unlabelled_rows_join_the_training_split_with_the_teachers_labels(teacher_run, tmp_path, data_dir):
     _, _, teacher = teacher_run
     texts = [f"the {noun} was {adjective}" for noun in ("plot", "meal") for adjective in ("great", "awful", "fine")] * 8

@@ -422,17 +422,19 @@ class DistillConfig:
             split's text columns), read into memory: the teacher labels each
             row and the rows join the training split (classification,
             multi-label, regression). Empty: none.
-        cache_teacher: bool. For a training split held in memory, the
-            teacher's outputs on it are computed once before training
-            (`tfft.teacher_cache`); false, or a streamed split: the teacher
-            runs in every training step.
+        teacher_outputs: str. `cached`: for a training split held in
+            memory, the teacher's outputs on it are computed once before
+            training (`tfft.teacher_cache`); `in_step`: the teacher runs in
+            every training step; `auto`: cached from two epochs on (at one,
+            the cache's pass costs about what it saves). A streamed split
+            is always `in_step`.
     """
 
     teacher: str = ""
     temperature: float = 2.0
     alpha: float = 0.5
     unlabeled: str = ""
-    cache_teacher: bool = True
+    teacher_outputs: Literal["auto", "cached", "in_step"] = "auto"
 
 
 @dataclasses.dataclass

@@ -15,9 +15,10 @@ run's as usual.
 - **Loss.** `alpha * soft + (1 - alpha) * hard` in every training step: hard
   is the task's loss on the labels, soft the task's `Task.soft_loss` from the
   student's logits to the teacher's (`SoftTargets`). For a split held in
-  memory the teacher's logits are computed once, before training, and ride
-  with each element (`tfft.teacher_cache`, `distill.cache_teacher`); for a
-  streamed split the teacher computes them in the same step, on the batch.
+  memory and two epochs or more, the teacher's logits are computed once,
+  before training, and ride with each element (`tfft.teacher_cache`,
+  `distill.teacher_outputs`); otherwise the teacher computes them in the same
+  step, on the batch.
 - **More text.** `distill.unlabeled` names a table of texts without labels:
   the teacher labels each row (`Task.pseudo_labels`) before training, and
   the rows join the training split, soft targets and all.
@@ -107,13 +108,8 @@ class Distillation(train.RunHooks):
         self.check_teacher(config, task, packer)
         if config.distill.unlabeled:
             train_data.add(lambda: self.label_unlabeled(config, task, packer), "distill.unlabeled")
-        if config.distill.alpha == 0.0 or not config.distill.cache_teacher:
-            return
-        if train_data.can_attach:
+        if config.distill.alpha > 0.0 and caches_outputs(config, train_data):
             train_data.attach(lambda ds: self.attach_outputs(config, ds, train_data.elements))
-        else:
-            logger.info("The training split is streamed: the teacher runs in every training step "
-                        "(`distill.cache_teacher` needs the split in memory).")
 
     def attach_outputs(self, config: Config, ds, elements: int):
         """The packed training elements `ds` with the teacher's outputs (`tfft.teacher_cache`)."""
@@ -180,6 +176,18 @@ class Distillation(train.RunHooks):
                     ", ".join(f"{k} {v:.4f}" for k, v in teacher.items()),
                     ", ".join(f"{k} {100 * v:.1f}%" for k, v in retained.items()))
         return {"teacher": teacher, "retained": retained}
+
+
+def caches_outputs(config: Config, train_data) -> bool:
+    """Whether the teacher's outputs are computed once before training (`distill.teacher_outputs`), else in the step."""
+    choice = config.distill.teacher_outputs
+    if choice == "auto":
+        choice = "cached" if config.train.epochs > 1 else "in_step"
+    if choice == "cached" and not train_data.can_attach:
+        logger.info("The training split is streamed: the teacher runs in every training step (cached outputs need "
+                    "the split in memory).")
+        return False
+    return choice == "cached"
 
 
 def same_backbone(student: Config, teacher: Config) -> bool:

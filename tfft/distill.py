@@ -153,8 +153,12 @@ class Distillation(train.RunHooks):
         return teacher
 
     def built(self, config: Config, model: tasks.TaskModel, inputs: train.Inputs) -> None:
-        """Builds the teacher (inside the strategy's scope, unless its outputs are cached), starts the student from
-        it and sets the loss."""
+        """Starts the student from the teacher and sets the loss; builds the teacher here unless the cache did.
+
+        Built here, the teacher is inside the strategy's scope: it runs in
+        the training step. The cache's teacher was built outside it, in
+        phase 1, and never runs in a step.
+        """
         if self.teacher is None:
             self.teacher = self.load_teacher(config)
         if same_backbone(config, self.teacher_config):

@@ -1,8 +1,9 @@
 """A teacher's outputs on the training elements, computed once before training (`tfft distill`).
 
 Without it the teacher runs forward in every training step, on every
-epoch's batches (`tfft.distill.SoftTargets`): about 29% of a distilled
-step for all-MiniLM-L6-v2 over a 3-layer student (README, *Distillation*).
+epoch's batches (`tfft.distill.SoftTargets`): about a third of a
+distilled step for all-MiniLM-L6-v2 over a 3-layer student (README,
+*Distillation*).
 For a training split held in memory, `attach_teacher_outputs` runs the
 teacher once over the packed elements, in length-sorted batches of
 `BATCH_SIZE`, and adds its logits to each element as the feature

@@ -36,10 +36,13 @@ print(result.metrics["retained"])
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pathlib
+import random
 
+import numpy as np
 import tensorflow as tf
 
 from tfft import backbones, evaluate, tasks, teacher_cache, train
@@ -113,7 +116,8 @@ class Distillation(train.RunHooks):
 
     def attach_outputs(self, config: Config, ds, elements: int):
         """The packed training elements `ds` with the teacher's outputs (`tfft.teacher_cache`)."""
-        self.teacher = self.load_teacher(config)  # outside any strategy: it runs here, never in a training step
+        with random_state_kept():  # the student, built next, draws the seeds it draws without the cache
+            self.teacher = self.load_teacher(config)  # outside any strategy: it never runs in a training step
         return teacher_cache.attach_teacher_outputs(ds, self.teacher, elements)
 
     def check_teacher(self, config: Config, task: tasks.Task, packer) -> None:
@@ -180,6 +184,22 @@ class Distillation(train.RunHooks):
                     ", ".join(f"{k} {v:.4f}" for k, v in teacher.items()),
                     ", ".join(f"{k} {100 * v:.1f}%" for k, v in retained.items()))
         return {"teacher": teacher, "retained": retained}
+
+
+@contextlib.contextmanager
+def random_state_kept():
+    """Python's and numpy's random state, restored on exit: Keras draws layer and initializer seeds from them.
+
+    Not `keras.utils.set_random_seed` again: its `tf.random.set_seed` clears
+    TensorFlow's kernel caches, which drops resources a tokenizer's ops
+    already made (TF Text's `SentencepieceOp`).
+    """
+    state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(state)
+        np.random.set_state(numpy_state)
 
 
 def caches_outputs(config: Config, train_data) -> bool:

@@ -200,7 +200,6 @@ def run(
             set_mixed_precision(config.train.mixed_precision)
             kept = writer.path if state in ("resume", "trained") else None
             inputs = prepare_data(config, task, strategy, kept, hooks)
-            keras.utils.set_random_seed(config.train.seed)  # the model's draws, whatever phase 1 drew (a teacher)
             model = build(config, task, inputs, strategy, hooks)
             writer.start(config, state, task, inputs.source, inputs.train)  # every check passed: the first write
             if state == "trained":  # killed after training, during evaluation or export: train nothing again

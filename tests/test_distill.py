@@ -183,7 +183,7 @@ def test_a_student_killed_mid_epoch_resumes_to_the_weights_of_one_never_stopped(
 
 
 @pytest.mark.slow
-def test_the_teachers_cached_outputs_train_the_student_a_run_with_the_teacher_in_the_step_trains(teacher_run, tmp_path):
+def test_a_student_on_cached_teacher_outputs_ends_as_one_with_the_teacher_in_the_step(teacher_run, tmp_path):
     # Dropout on: the teacher built before the student (for the cache) must not change the student's random draws.
     overrides = ("train.epochs=2", "data.max_train_examples=96", "model.dropout=0.1")
     cached = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.teacher_outputs=cached"))

@@ -722,10 +722,6 @@ def training_batches(ds, batch_size: int, drop_remainder: bool, seed: int, group
 def _length_grouped_batches(ds, batch_size: int, drop_remainder: bool, seed: int) -> tf.data.Dataset:
     """One epoch's batches: megabatches sorted by length, cut into batches, the batches shuffled."""
 
-    def sort_by_length(*megabatch):
-        order = tf.argsort(tf.reduce_sum(megabatch[0]["padding_mask"], axis=1), stable=True)
-        return tf.nest.map_structure(lambda t: tf.gather(t, order), megabatch)
-
     def cut(*megabatch):
         slices = tf.data.Dataset.from_tensor_slices(megabatch if len(megabatch) > 1 else megabatch[0])
         return slices.batch(batch_size, drop_remainder=drop_remainder)
@@ -733,6 +729,12 @@ def _length_grouped_batches(ds, batch_size: int, drop_remainder: bool, seed: int
     # A megabatch is a whole number of batches: only the epoch's last one is partial.
     ds = ds.batch(batch_size * MEGABATCH_BATCHES).map(sort_by_length).flat_map(cut)
     return ds.shuffle(MEGABATCH_BATCHES, seed=seed, reshuffle_each_iteration=False)
+
+
+def sort_by_length(*megabatch):
+    """A batch's elements (features first, then anything that goes with them) in order of length, stably."""
+    order = tf.argsort(tf.reduce_sum(megabatch[0]["padding_mask"], axis=1), stable=True)
+    return tf.nest.map_structure(lambda t: tf.gather(t, order), megabatch)
 
 
 def _trim_batch(*element, lengths: list[int] | None = None, sequence_targets: bool = False):

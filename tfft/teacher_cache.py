@@ -34,7 +34,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfft import progress
+from tfft import data, progress
+from tfft.tasks.base import trim_to_longest
 
 __all__ = ["TEACHER_LOGITS", "BATCH_SIZE", "attach_teacher_outputs", "teacher_outputs", "teacher_logits"]
 
@@ -74,19 +75,20 @@ def attach_teacher_outputs(ds: tf.data.Dataset, teacher, elements: int) -> tf.da
 
 def teacher_outputs(ds: tf.data.Dataset, teacher, elements: int) -> np.ndarray:
     """The teacher's float32 logits for each element of `ds`, in its order: `[elements, length or 1, n]`."""
-    names = list(teacher.input)
-    forward = tf.function(lambda features: teacher({n: features[n] for n in names}, training=False),
-                          reduce_retracing=True)
+    forward = tf.function(lambda features: teacher(features, training=False), reduce_retracing=True)
     spec = ds.element_spec[0] if isinstance(ds.element_spec, tuple) else ds.element_spec
     full_length = int(spec["padding_mask"].shape[0])
     logits, bar, done = None, progress.progress_bar(elements, "element"), 0
-    for index, length, features in _sorted_batches(ds):
+    for features, index in _sorted_batches(ds):
         batch = tf.cast(forward(features), tf.float32).numpy()
         per_token = batch.ndim == 3
         if logits is None:
             shape = (full_length, batch.shape[-1]) if per_token else (1, *batch.shape[1:])
             logits = np.zeros((elements, *shape), np.float32)
-        logits[index.numpy(), : int(length)] = batch if per_token else batch[:, np.newaxis]
+        if per_token:
+            logits[index.numpy(), : batch.shape[1]] = batch
+        else:
+            logits[index.numpy(), 0] = batch
         done += len(batch)
         if bar is not None:
             bar.update(done)
@@ -94,21 +96,16 @@ def teacher_outputs(ds: tf.data.Dataset, teacher, elements: int) -> np.ndarray:
 
 
 def _sorted_batches(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """`(indices, length, features)` batches of `ds`'s features, sorted by length in megabatches, trimmed."""
+    """`(features, indices)` batches of `ds`'s features, sorted by length in megabatches, trimmed to their longest."""
 
-    def features_of(*element):
-        return element[0]
+    def features_and_index(index, element):
+        return (element[0] if isinstance(element, tuple) else element), index
 
-    def sort(index, features):
-        order = tf.argsort(tf.reduce_sum(features["padding_mask"], axis=1), stable=True)
-        return tf.gather(index, order), tf.nest.map_structure(lambda t: tf.gather(t, order), features)
+    def trim(features, index):
+        return trim_to_longest(features), index
 
-    def trim(index, features):
-        length = tf.maximum(tf.reduce_max(tf.reduce_sum(features["padding_mask"], axis=1)), 1)
-        return index, length, {name: value[:, :length] for name, value in features.items()}
-
-    ds = ds.map(features_of).enumerate().batch(BATCH_SIZE * _MEGABATCH_BATCHES).map(sort).unbatch()
-    return ds.batch(BATCH_SIZE).map(trim).prefetch(tf.data.AUTOTUNE)
+    ds = ds.enumerate().map(features_and_index).batch(BATCH_SIZE * _MEGABATCH_BATCHES).map(data.sort_by_length)
+    return ds.unbatch().batch(BATCH_SIZE).map(trim).prefetch(tf.data.AUTOTUNE)
 
 
 def teacher_logits(x: dict, student_logits: tf.Tensor) -> tf.Tensor:

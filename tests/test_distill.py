@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import KILLED_MID_EPOCH, VOCABULARY, run_python
-from tfft import backbones, distill, tasks, train
+from tfft import backbones, distill, run_dir, tasks, teacher_cache, train
 from tfft.config import ConfigError, load_config
 from tfft.distill import SoftTargets
 from tfft.training_data import read_training_data
@@ -192,6 +192,26 @@ def test_a_student_on_cached_teacher_outputs_ends_as_one_with_the_teacher_in_the
     np.testing.assert_allclose(cached.history["loss"], in_step.history["loss"], rtol=1e-5)
     for a, b in zip(cached.model.weights, in_step.model.weights, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+
+
+@pytest.mark.slow
+def test_a_student_whose_training_finished_before_runs_no_teacher_over_its_training_split(
+        teacher_run, tmp_path, monkeypatch):
+    # Killed after training (during evaluation or export): the rerun evaluates and exports only. It must not
+    # cache the teacher's outputs for a training it will not run.
+    config = student_config(teacher_run, tmp_path, "train.epochs=2", "data.max_train_examples=64",
+                            "distill.teacher_outputs=cached")
+    first = distill.run(config)
+    (pathlib.Path(config.output_dir) / run_dir.COMPLETE_FILE).unlink()  # as a kill before the run completed
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a finished training needs no teacher outputs")
+
+    monkeypatch.setattr(teacher_cache, "attach_teacher_outputs", refused)
+    monkeypatch.setattr(keras.Model, "fit", refused)
+    again = distill.run(config)
+    assert again.metrics["accuracy"] == pytest.approx(first.metrics["accuracy"])
+    assert again.metrics["teacher"] == pytest.approx(first.metrics["teacher"])
 
 
 @pytest.mark.slow

@@ -116,7 +116,8 @@ class Inputs:
         source: `tfft.backbones.BackboneSource`. Prepared.
         packer: `TextPacker`.
         truncation: dict. Split -> its truncation stats (where counted).
-        train_ds: `tf.data.Dataset`. Training batches, repeated.
+        train_ds: `tf.data.Dataset` or None. Training batches, repeated; None
+            when the run trains nothing (its training finished before).
         val_ds: `tf.data.Dataset` or None.
         steps: int. Steps per epoch.
     """
@@ -126,7 +127,7 @@ class Inputs:
     source: backbones.BackboneSource
     packer: backbones.TextPacker
     truncation: dict
-    train_ds: tf.data.Dataset
+    train_ds: tf.data.Dataset | None
     val_ds: tf.data.Dataset | None
     steps: int
 
@@ -199,7 +200,7 @@ def run(
             keras.utils.set_random_seed(config.train.seed)
             set_mixed_precision(config.train.mixed_precision)
             kept = writer.path if state in ("resume", "trained") else None
-            inputs = prepare_data(config, task, strategy, kept, hooks)
+            inputs = prepare_data(config, task, strategy, kept, hooks, trains=state != "trained")
             model = build(config, task, inputs, strategy, hooks)
             writer.start(config, state, task, inputs.source, inputs.train)  # every check passed: the first write
             if state == "trained":  # killed after training, during evaluation or export: train nothing again
@@ -213,7 +214,8 @@ def run(
 
 
 def prepare_data(
-    config: Config, task: tasks.Task, strategy, kept: pathlib.Path | None, hooks: RunHooks | None = None
+    config: Config, task: tasks.Task, strategy, kept: pathlib.Path | None, hooks: RunHooks | None = None,
+    trains: bool = True,
 ) -> Inputs:
     """Phase 1: reads and checks both splits, prepares the backbone and builds the pipelines. Writes nothing.
 
@@ -221,6 +223,9 @@ def prepare_data(
         kept: the run folder when an unfinished run is resumed (its backbone
             files and cached pre-pass are reused), else None.
         hooks: `RunHooks` or None. Their `prepare` runs once the packer is made.
+        trains: bool. False for a run whose training finished before (it
+            evaluates and exports only): no training pipeline is built, so
+            nothing attached to it (a teacher's cached outputs) is computed.
     """
     train_data = read_training_data(task, config, cache_dir=kept)
     task.fit_vocabulary(train_data.labelled)
@@ -250,7 +255,7 @@ def prepare_data(
         drop_remainder=static_shapes, group_by_length=tc.group_by_length,
     )
     train_ds = train_data.dataset(packer, batching, seed=tc.seed, epochs=tc.epochs,
-                                  workers=distribute.num_workers(strategy))
+                                  workers=distribute.num_workers(strategy)) if trains else None
     val_ds = None
     if validation is not None:
         val_batching = dataclasses.replace(batching, drop_remainder=False)

@@ -252,6 +252,7 @@ def test_sigterm_stops_the_trial_with_a_backup_and_a_rerun_runs_it_again(base, t
     trial = tmp_path / "search" / "trials" / "0"
     assert f"Stopped the run in {trial} (it backed up its step)." in stderr
     assert ", in _child" not in stderr and (trial / run_dir.BACKUP_DIR).is_dir()
+    assert "Traceback" not in stderr  # neither the trial's process nor Optuna's record of the stopped trial
     import optuna
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'search' / 'study.db'}")

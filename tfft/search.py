@@ -476,12 +476,24 @@ def write_plots(study, output_dir: pathlib.Path) -> None:
 # --- Helpers ---------------------------------------------------------------
 
 
+class _NoInterruptTraceback(logging.Filter):
+    """Drops Optuna's record of a trial stopped by Ctrl-C or SIGTERM: a "failed" warning with the interrupt's
+    traceback. tfft logs the stop itself (the trial's backup, and how to resume), and the trial runs again then."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
+_QUIET_INTERRUPTS = _NoInterruptTraceback()
+
+
 def _optuna():
     try:
         import optuna
     except ImportError:
         raise ConfigError("`tfft search` needs Optuna: pip install 'tfft[search]'.") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # tfft logs each trial itself
+    logging.getLogger("optuna.study._optimize").addFilter(_QUIET_INTERRUPTS)  # added once: the same filter
     return optuna
 
 

@@ -1,5 +1,6 @@
 """`run_in_child`: a run trained in a process of its own, stopped from the parent, and its failure named."""
 
+import os
 import pathlib
 
 import pytest
@@ -32,3 +33,35 @@ def test_a_child_that_fails_is_named_with_its_folder(make_config, tmp_path):
     with pytest.raises(child_run.ChildRunError, match=f"The run in {config.output_dir} ended in its process with "
                                                       "exit status 1 before finishing"):
         child_run.run_in_child(config)
+
+
+def _children() -> list[str]:
+    """The pids of this process's `tfft.child_run` processes that have not exited."""
+    pids = []
+    for proc in pathlib.Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (proc / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[1] == str(os.getpid()) and fields[0] != "Z" and b"tfft.child_run" in command:
+            pids.append(proc.name)
+    return pids
+
+
+def test_children_start_the_next_runs_process_while_a_run_trains_and_end_it_on_exit(make_config, tmp_path):
+    configs = [make_config("train.epochs=1", "data.max_train_examples=32", f"output_dir={tmp_path / str(i)}")
+               for i in range(3)]
+    during = []
+    with child_run.Children() as children:
+        first = children.run(configs[0], on_epoch=lambda epoch, logs: during.append(_children()))
+        waiting = _children()  # the next run's process, started while the first trained
+        second = children.run(configs[1], on_epoch=lambda epoch, logs: during.append(_children()), more=False)
+        assert _children() == []  # `more=False`: none started for a run that does not follow
+    assert len(during[0]) == 2 and len(waiting) == 1 and waiting[0] in during[0]
+    assert during[1] == waiting  # the second run trained in the process started ahead, and started no other
+    assert "accuracy" in first and "accuracy" in second
+    with child_run.Children() as children:
+        children.run(configs[2])
+        assert len(_children()) == 1  # the next run's process, waiting
+    assert _children() == []  # the waiting process ended with the block

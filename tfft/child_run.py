@@ -12,10 +12,17 @@ exits, even by SIGKILL. A resumed search never meets an orphan still training
 in the folder it resumes. Ctrl-C or SIGTERM stops the child as it stops
 `tfft train`: it backs up its step, then ends.
 
+Runs one after another (a search's trials, `tfft cv`'s folds) go through
+`Children`, which starts each run's process while the run before it trains,
+so its imports (TensorFlow, Keras, keras-hub: about 5 s on a 2-core machine)
+are done when its config comes.
+
 Example:
 
 ```python
 metrics = run_in_child(config, on_epoch=lambda epoch, logs: logs["val_loss"] > 1.0)
+with Children() as children:
+    scores = [children.run(c) for c in configs]
 ```
 """
 
@@ -36,7 +43,7 @@ from collections.abc import Callable
 from tfft import run_dir
 from tfft.config import Config
 
-__all__ = ["ChildRunError", "run_in_child"]
+__all__ = ["ChildRunError", "Children", "run_in_child"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,38 +74,87 @@ def run_in_child(config: Config, on_epoch: Callable[[int, dict], bool] | None = 
     Raises:
         ChildRunError: the child exited without finishing the run.
     """
-    report_read, report_write = os.pipe()
-    answer_read, answer_write = os.pipe()
-    command = [sys.executable, "-m", "tfft.child_run", str(report_write), str(answer_read),
-               str(logging.getLogger().getEffectiveLevel())]
-    try:
-        child = subprocess.Popen(command, pass_fds=(report_write, answer_read))
-    finally:
-        os.close(report_write)
-        os.close(answer_read)
-    reports = os.fdopen(report_read, encoding="utf-8")
-    answers = os.fdopen(answer_write, "w", buffering=1, encoding="utf-8")
-    try:
-        _converse(reports, answers, config, on_epoch)
-        code = child.wait()
-    finally:
-        # Before `answers` closes, which the child takes for this process's end and leaves at once.
-        if child.poll() is None:  # this process is stopping (Ctrl-C, SIGTERM, an error in `on_epoch`)
-            _stop(child, config.output_dir)
-        reports.close()
+    return _Process().run(config, on_epoch)
+
+
+class Children:
+    """Runs configs one after another, each in a child process started while the run before it trained.
+
+    A context manager: on exit the process kept for a next run is stopped.
+    It has read no config and holds no run, so it is killed.
+    """
+
+    def __init__(self):
+        self._next: _Process | None = None
+
+    def run(self, config: Config, on_epoch: Callable[[int, dict], bool] | None = None, more: bool = True) -> dict:
+        """As `run_in_child`. With `more` (another run follows), the next run's process starts once this one has
+        its config."""
+        process, self._next = self._next or _Process(), None
+        return process.run(config, on_epoch, started=self._start_next if more else None)
+
+    def _start_next(self) -> None:
+        self._next = _Process()
+
+    def __enter__(self) -> Children:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._next is not None:
+            self._next.discard()
+            self._next = None
+
+
+class _Process:
+    """A child process, started at once: it imports what a run needs, then waits for its config."""
+
+    def __init__(self):
+        report_read, report_write = os.pipe()
+        answer_read, answer_write = os.pipe()
+        command = [sys.executable, "-m", "tfft.child_run", str(report_write), str(answer_read),
+                   str(logging.getLogger().getEffectiveLevel())]
+        try:
+            self.child = subprocess.Popen(command, pass_fds=(report_write, answer_read))
+        finally:
+            os.close(report_write)
+            os.close(answer_read)
+        self.reports = os.fdopen(report_read, encoding="utf-8")
+        self.answers = os.fdopen(answer_write, "w", buffering=1, encoding="utf-8")
+
+    def run(self, config: Config, on_epoch, started: Callable[[], None] | None = None) -> dict:
+        """Trains `config` there (see `run_in_child`); calls `started` once the config is sent."""
+        try:
+            _converse(self.reports, self.answers, config, on_epoch, started)
+            code = self.child.wait()
+        finally:
+            # Before `answers` closes, which the child takes for this process's end and leaves at once.
+            if self.child.poll() is None:  # this process is stopping (Ctrl-C, SIGTERM, an error in `on_epoch`)
+                _stop(self.child, config.output_dir)
+            self._close_pipes()
+        metrics = run_dir.finished_metrics(pathlib.Path(config.output_dir))
+        if code != 0 or metrics is None:
+            raise ChildRunError(f"The run in {config.output_dir} ended in its process with exit status {code} "
+                                "before finishing; its error is in the output above. Rerun to resume it.")
+        return metrics
+
+    def discard(self) -> None:
+        """Ends a process that was given no config."""
+        self.child.kill()
+        self.child.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        self.reports.close()
         with contextlib.suppress(BrokenPipeError):
-            answers.close()
-    metrics = run_dir.finished_metrics(pathlib.Path(config.output_dir))
-    if code != 0 or metrics is None:
-        raise ChildRunError(f"The run in {config.output_dir} ended in its process with exit status {code} before "
-                            "finishing; its error is in the output above. Rerun to resume it.")
-    return metrics
+            self.answers.close()
 
 
-def _converse(reports, answers, config: Config, on_epoch) -> None:
+def _converse(reports, answers, config: Config, on_epoch, started=None) -> None:
     """Sends the config, then answers each epoch's report, until the child closes its end (it has ended)."""
     try:
         answers.write(json.dumps(config.to_dict()) + "\n")
+        if started is not None:
+            started()
         for line in reports:
             message = json.loads(line)
             stop = bool(on_epoch and on_epoch(message["epoch"], message["logs"]))

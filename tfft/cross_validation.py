@@ -85,7 +85,8 @@ def run(config: Config, folds: int = 0, seeds: tuple[int, ...] = (), ensemble: b
     """
     members = plan(config, folds, seeds)
     check(config, folds, ensemble)
-    held_out = [train_member(member, i, len(members)) for i, member in enumerate(members)]
+    with child_run.Children() as children:  # each member's process starts, and imports, while the one before trains
+        held_out = [train_member(member, i, len(members), children) for i, member in enumerate(members)]
     result = CVResult(table(members, held_out, task_monitor(config)), members, held_out)
     if config.data.validation and folds or ensemble:
         result.dev, result.export_path = finish_members(config, members, ensemble)
@@ -148,7 +149,7 @@ def _check_export(config: Config, task, sample_texts: list[str]) -> None:
                         source.packer())
 
 
-def train_member(member: Member, index: int, count: int) -> dict:
+def train_member(member: Member, index: int, count: int, children: child_run.Children) -> dict:
     """Trains (or resumes, or reads back) one member, in a process of its own (`tfft.child_run`: TensorFlow keeps
     memory from each `fit`); its scores on its validation split."""
     folder = pathlib.Path(member.config.output_dir)
@@ -156,7 +157,7 @@ def train_member(member: Member, index: int, count: int) -> dict:
     started = time.monotonic()
     if metrics is None:
         logger.info("Cross-validation run %d of %d (%s): training in %s", index + 1, count, member.name, folder)
-        metrics = child_run.run_in_child(member.config)
+        metrics = children.run(member.config, more=index + 1 < count)
     scores = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k not in _NOT_SCORES}
     logger.info("Cross-validation run %d of %d (%s) done in %.1f s: %s", index + 1, count, member.name,
                 time.monotonic() - started, ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))

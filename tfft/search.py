@@ -319,15 +319,17 @@ def optimize(study, config: Config, space: list[Param], objective: Objective) ->
     remaining = config.search.trials - len(_finished(study))
     if remaining <= 0:
         return
-    study.optimize(
-        lambda trial: run_trial(trial, config, space, objective),
-        n_trials=remaining + len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))),
-        callbacks=[optuna.study.MaxTrialsCallback(config.search.trials, states=states)],
-        gc_after_trial=True,
-    )
+    with child_run.Children() as children:  # each trial's process starts, and imports, while the one before trains
+        study.optimize(
+            lambda trial: run_trial(trial, config, space, objective, children),
+            n_trials=remaining + len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))),
+            callbacks=[optuna.study.MaxTrialsCallback(config.search.trials, states=states)],
+            gc_after_trial=True,
+        )
 
 
-def run_trial(trial, config: Config, space: list[Param], objective: Objective) -> float:
+def run_trial(trial, config: Config, space: list[Param], objective: Objective,
+              children: child_run.Children) -> float:
     """One trial: its config's run, trained (or resumed) in `trials/<n>` in a process of its own
     (`tfft.child_run`: TensorFlow keeps memory from each `fit`), scored on the validation split."""
     optuna = _optuna()
@@ -341,7 +343,8 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective) -
     try:
         metrics = run_dir.finished_metrics(folder)  # finished before the process died, not yet told to the study
         if metrics is None:
-            metrics = child_run.run_in_child(trial_config(config, values, folder), on_epoch=pruning.on_epoch_end)
+            more = len(_finished(trial.study)) + 1 < config.search.trials  # as far as this process can tell
+            metrics = children.run(trial_config(config, values, folder), on_epoch=pruning.on_epoch_end, more=more)
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)
         raise

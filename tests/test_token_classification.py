@@ -178,3 +178,21 @@ def test_predict_flags_rows_whose_words_were_cut(make_config, data_dir, tmp_path
     assert frame["truncated_words"].tolist()[0] == 0 and frame["truncated_words"].tolist()[1] > 20
     assert pd.read_csv(tmp_path / "out.csv")["truncated_words"].tolist() == frame["truncated_words"].tolist()
     assert "1 of 2 rows have truncated_words > 0" in caplog.text
+
+
+def test_eager_pack_words_calls_share_one_trace(packer, monkeypatch):
+    # Each eager call wrapped `pack_words` in a new `tf.function`: a retrace (the tokenizer's too) per call.
+    traces = []
+    tokenize = packer.tokenize
+
+    def counted(strings):
+        traces.append(1)  # runs once per trace, never per call of a traced graph
+        return tokenize(strings)
+
+    monkeypatch.setattr(packer, "tokenize", counted)
+    batches = [[["new", "york"]], [["a"], ["lives", "in", "new", "york"]], [["york"], ["a", "."], ["new"]]]
+    for _ in range(2):
+        for words in batches:
+            features, first, _ = packer.pack_words(tf.ragged.constant(words))
+            assert features["token_ids"].shape[0] == len(words) and first.shape[0] == len(words)
+    assert len(traces) <= 2  # six calls, three batch shapes: one trace, and a relaxed one at most

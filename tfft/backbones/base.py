@@ -63,6 +63,7 @@ class TextPacker:
         self._pack_one = tf.function(lambda text: self._pack((text,)), input_signature=[strings])
         self._pack_two = tf.function(lambda text, pair: self._pack((text, pair)), input_signature=[strings, strings])
         self._tokenize = tf.function(self.tokenizer, input_signature=[strings])
+        self._pack_words_graph = tf.function(self.pack_words, reduce_retracing=True)  # for eager callers
 
     def __call__(self, text, text_pair=None) -> dict[str, tf.Tensor]:
         """Packs `text` (and `text_pair`), both `[batch]` strings, to `sequence_length`."""
@@ -94,8 +95,8 @@ class TextPacker:
             cut off by `sequence_length`; and each sentence's untruncated
             length with its special tokens, int32 `[batch]`.
         """
-        if tf.executing_eagerly():  # keras-hub turns eager outputs into Python lists
-            return tf.function(self.pack_words)(words)
+        if tf.executing_eagerly():  # keras-hub turns eager outputs into Python lists; traced once, not per call
+            return self._pack_words_graph(words)
         pieces = self.tokenize(words.flat_values)  # [words in the batch, (pieces)]
         sentence_splits = tf.gather(pieces.row_splits, words.row_splits)
         sentences = tf.RaggedTensor.from_row_splits(pieces.flat_values, sentence_splits)

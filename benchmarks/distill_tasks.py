@@ -5,6 +5,8 @@ Students keep its lowest N encoder layers (`model.keep_layers`) and train with t
 
 - `distilled`: `tfft distill` from the teacher's weights, alpha 0.5, temperature 2 (NER: the per-piece KL on each
   word's first piece; QA: the start and end KL over positions);
+- `labels only, teacher's start` (with --teacher_start): `tfft distill --set distill.alpha=0`, the same start, the
+  labels alone: what the teacher's soft targets add beyond its weights;
 - `labels only, pretrained start`: `tfft train` with `model.keep_layers`, no teacher.
 
 | task | config | student | scored on |
@@ -36,6 +38,7 @@ _TASKS = flags.DEFINE_list("tasks", ["conll2003", "squad"], "Tasks to run.")
 _SQUAD_SPLIT = flags.DEFINE_string("squad_split", "runs/squad_split", "qa_vs_trainer.py's split (train.json, eval.json).")
 _SQUAD_QUESTIONS = flags.DEFINE_integer("squad_questions", 0, "SQuAD training questions (0: all 9,380).")
 _SQUAD_EPOCHS = flags.DEFINE_integer("squad_epochs", 1, "SQuAD epochs, for every run.")
+_TEACHER_START = flags.DEFINE_bool("teacher_start", False, "Also train the `labels only, teacher's start` student.")
 
 # Trains (or reads back) one run; scores its best checkpoint on the test file, or reads its validation scores.
 RUN = """
@@ -75,13 +78,16 @@ def settings(task: str, data: pathlib.Path) -> tuple[str, list[str], str, int]:
 def run_task(task: str, data: pathlib.Path, work: pathlib.Path) -> list[dict]:
     config_file, base, test, layers = settings(task, data)
     base = [*base, "export.enabled=false"]
+    student = [f"model.keep_layers={layers}", f"distill.teacher={work / task / 'teacher'}"]
     runs = [
         ("teacher (6 layers)", "train", [f"output_dir={work / task / 'teacher'}"]),
-        (f"{layers} layers, distilled", "distill", [f"output_dir={work / task / 'distilled'}",
-         f"model.keep_layers={layers}", f"distill.teacher={work / task / 'teacher'}"]),
+        (f"{layers} layers, distilled", "distill", [f"output_dir={work / task / 'distilled'}", *student]),
         (f"{layers} layers, labels only, pretrained start", "train",
          [f"output_dir={work / task / 'labels_pretrained_start'}", f"model.keep_layers={layers}"]),
     ]
+    if _TEACHER_START.value:
+        runs.append((f"{layers} layers, labels only, teacher's start", "distill",
+                     [f"output_dir={work / task / 'labels_teacher_start'}", *student, "distill.alpha=0"]))
     rows, teacher = [], None
     for label, command, extra in runs:
         result = common.run_child(RUN, config_file, json.dumps([*base, *extra]), command, test, timeout=4 * 3600)

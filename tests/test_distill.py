@@ -198,16 +198,18 @@ def test_a_student_on_cached_teacher_outputs_ends_as_one_with_the_teacher_in_the
 def test_a_student_whose_training_finished_before_runs_no_teacher_over_its_training_split(
         teacher_run, tmp_path, monkeypatch):
     # Killed after training (during evaluation or export): the rerun evaluates and exports only. It must not
-    # cache the teacher's outputs for a training it will not run.
+    # cache the teacher's outputs, or label `distill.unlabeled`'s rows, for a training it will not run.
+    pd.DataFrame({"text": ["the plot was great", "the meal was awful"] * 4}).to_csv(tmp_path / "more.csv", index=False)
     config = student_config(teacher_run, tmp_path, "train.epochs=2", "data.max_train_examples=64",
-                            "distill.teacher_outputs=cached")
+                            "distill.teacher_outputs=cached", f"distill.unlabeled={tmp_path / 'more.csv'}")
     first = distill.run(config)
     (pathlib.Path(config.output_dir) / run_dir.COMPLETE_FILE).unlink()  # as a kill before the run completed
 
     def refused(*args, **kwargs):
-        raise AssertionError("a finished training needs no teacher outputs")
+        raise AssertionError("a finished training needs no teacher outputs or labels")
 
     monkeypatch.setattr(teacher_cache, "attach_teacher_outputs", refused)
+    monkeypatch.setattr(distill.Distillation, "label_unlabeled", refused)
     monkeypatch.setattr(keras.Model, "fit", refused)
     again = distill.run(config)
     assert again.metrics["accuracy"] == pytest.approx(first.metrics["accuracy"])

@@ -109,6 +109,8 @@ class Distillation(train.RunHooks):
     def prepare(self, config: Config, task: tasks.Task, train_data, packer) -> None:
         """Refuses a teacher with other labels or another tokenizer; adds the rows it labels (`distill.unlabeled`)."""
         self.check_teacher(config, task, packer)
+        if train_data is None:  # trained before: no rows to label, no outputs to cache
+            return
         if config.distill.unlabeled:
             train_data.add(lambda: self.label_unlabeled(config, task, packer), "distill.unlabeled")
         if config.distill.alpha > 0.0 and caches_outputs(config, train_data):

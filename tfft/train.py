@@ -143,8 +143,12 @@ class RunHooks:
     def check(self, config: Config, task: tasks.Task) -> None:
         """Before anything is read or written: refuses a config the feature cannot run."""
 
-    def prepare(self, config: Config, task: tasks.Task, train: TrainingData, packer) -> None:
-        """In `prepare_data`, once the training split is read and the packer made, before the pipelines: may add rows."""
+    def prepare(self, config: Config, task: tasks.Task, train: TrainingData | None, packer) -> None:
+        """In `prepare_data`, once the training split is read and the packer made, before the pipelines: may add rows.
+
+        `train` is None for a run whose training finished before (it
+        evaluates and exports only): there is nothing to add rows to.
+        """
 
     def built(self, config: Config, model: tasks.TaskModel, inputs: Inputs) -> None:
         """Inside the strategy's scope, after the model is built and before its layer recipes and `compile`."""
@@ -224,8 +228,9 @@ def prepare_data(
             files and cached pre-pass are reused), else None.
         hooks: `RunHooks` or None. Their `prepare` runs once the packer is made.
         trains: bool. False for a run whose training finished before (it
-            evaluates and exports only): no training pipeline is built, so
-            nothing attached to it (a teacher's cached outputs) is computed.
+            evaluates and exports only): no training pipeline is built, and
+            the hooks add nothing to the split (no teacher labels rows or
+            caches outputs for a training that will not run).
     """
     train_data = read_training_data(task, config, cache_dir=kept)
     task.fit_vocabulary(train_data.labelled)
@@ -239,7 +244,7 @@ def prepare_data(
     source.prepare(train_data.sample_texts(), kept)
     packer = source.packer()
     check_outputs(config, task, packer)
-    (hooks or RunHooks()).prepare(config, task, train_data, packer)
+    (hooks or RunHooks()).prepare(config, task, train_data if trains else None, packer)
     truncation = {"train": train_data.prepare(packer)}
     prepared = task.prepare(validation, packer) if validation is not None else None
     if prepared is not None:

@@ -66,7 +66,7 @@ def attach_teacher_outputs(ds: tf.data.Dataset, teacher, elements: int) -> tf.da
                 logits.nbytes / 2**20)
 
     def add(element, element_logits):
-        features, rest = (element[0], element[1:]) if isinstance(element, tuple) else (element, ())
+        features, rest = _split(element)
         features = {**features, TEACHER_LOGITS: element_logits}
         return (features, *rest) if rest else features
 
@@ -76,7 +76,7 @@ def attach_teacher_outputs(ds: tf.data.Dataset, teacher, elements: int) -> tf.da
 def teacher_outputs(ds: tf.data.Dataset, teacher, elements: int) -> np.ndarray:
     """The teacher's float32 logits for each element of `ds`, in its order: `[elements, length or 1, n]`."""
     forward = tf.function(lambda features: teacher(features, training=False), reduce_retracing=True)
-    spec = ds.element_spec[0] if isinstance(ds.element_spec, tuple) else ds.element_spec
+    spec, _ = _split(ds.element_spec)
     full_length = int(spec["padding_mask"].shape[0])
     logits, bar, done = None, progress.progress_bar(elements, "element"), 0
     for features, index in _sorted_batches(ds):
@@ -95,11 +95,16 @@ def teacher_outputs(ds: tf.data.Dataset, teacher, elements: int) -> np.ndarray:
     return logits
 
 
+def _split(element) -> tuple:
+    """`(features, rest)` of a packed element (or its spec): `features` or `(features, targets, ...)`."""
+    return (element[0], element[1:]) if isinstance(element, tuple) else (element, ())
+
+
 def _sorted_batches(ds: tf.data.Dataset) -> tf.data.Dataset:
     """`(features, indices)` batches of `ds`'s features, sorted by length in megabatches, trimmed to their longest."""
 
     def features_and_index(index, element):
-        return (element[0] if isinstance(element, tuple) else element), index
+        return _split(element)[0], index
 
     def trim(features, index):
         return trim_to_longest(features), index

@@ -1,7 +1,9 @@
 """What the teacher's forward pass costs a `tfft distill` step, and what caching its outputs saves.
 
-A teacher (`configs/sst2_minilm.yaml`, all-MiniLM-L6-v2, 6 layers) trains on the
-first --train_examples SST-2 sentences, reused when --work_dir holds it. Then,
+A teacher (`configs/sst2_minilm.yaml`, all-MiniLM-L6-v2, 6 layers; with
+--task=conll2003, `configs/conll2003_minilm.yaml`, whose outputs are per token)
+trains on the first --train_examples training sentences, reused when --work_dir
+holds it. Then,
 in alternating rounds, each in its own process, a student keeping its lowest
 --keep_layers layers trains --epochs epochs on the same sentences:
 
@@ -16,6 +18,7 @@ steady steps is the teacher's forward pass inside a distilled step; `run s`
 is the whole `distill.run` (the cache's pass, the build and the traces too).
 
     python benchmarks/distill_teacher_cost.py --epochs=3
+    python benchmarks/distill_teacher_cost.py --task=conll2003 --epochs=3
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from absl import app, flags
 
 import common
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/ and sst2/.")
-_WORK_DIR = flags.DEFINE_string("work_dir", "runs/bench_distill_teacher_cost", "Where the runs go.")
-_TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 3200, "SST-2 training sentences.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/, sst2/ and conll2003/.")
+_TASK = flags.DEFINE_enum("task", "sst2", ["sst2", "conll2003"], "SST-2 classification or CoNLL-2003 NER.")
+_WORK_DIR = flags.DEFINE_string("work_dir", "runs/bench_distill_teacher_cost", "Where the runs go (per task).")
+_TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 3200, "Training sentences.")
 _KEEP = flags.DEFINE_integer("keep_layers", 3, "The student's layers (the teacher's lowest N).")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternating rounds of the students.")
 _EPOCHS = flags.DEFINE_integer("epochs", 1, "The students' epochs.")
@@ -39,8 +43,8 @@ import json, sys, time
 from tfft import distill, train
 from tfft.config import load_config
 from timing import StepTimer
-command, overrides = sys.argv[1], json.loads(sys.argv[2])
-config = load_config("configs/sst2_minilm.yaml", overrides)
+command, config_file, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+config = load_config(config_file, overrides)
 timer = StepTimer()
 started = time.time()
 result = (distill.run if command == "distill" else train.run)(config, callbacks=[timer])
@@ -52,12 +56,15 @@ print(json.dumps({"steady_ms": timer.steady_ms, "steps": len(timer.times), "step
 def main(argv):
     del argv
     data = common.data_dir(_DATA_DIR.value)
-    work = (common.REPO / _WORK_DIR.value).resolve()
-    base = [*common.sst2_overrides(data, _TRAIN_EXAMPLES.value, str(work / "teacher")), "data.validation=",
-            "train.epochs=1"]
+    work = (common.REPO / _WORK_DIR.value).resolve() / _TASK.value
     teacher = work / "teacher"
+    base = [*common.sst2_overrides(data, _TRAIN_EXAMPLES.value, str(teacher)), "data.validation=", "train.epochs=1"]
+    config_file = "configs/sst2_minilm.yaml"
+    if _TASK.value == "conll2003":
+        config_file = "configs/conll2003_minilm.yaml"
+        base = [*base, f"data.train={data / 'conll2003' / 'train.txt'}"]
     if not (teacher / "run_complete.json").is_file():
-        common.run_child(CHILD, "train", json.dumps(base), timeout=4 * 3600)
+        common.run_child(CHILD, "train", config_file, json.dumps(base), timeout=4 * 3600)
     student = [*base, f"model.keep_layers={_KEEP.value}", f"distill.teacher={teacher}", f"train.epochs={_EPOCHS.value}"]
     peers = {"distilled, teacher in the step": [*student, "distill.teacher_outputs=in_step"],
              "distilled, teacher's outputs cached": [*student, "distill.teacher_outputs=cached"],
@@ -66,7 +73,8 @@ def main(argv):
     for round_ in range(_ROUNDS.value):
         for name, overrides in peers.items():
             out = f"output_dir={work / f'student_{round_}_{list(peers).index(name)}'}"
-            runs[name].append(common.run_child(CHILD, "distill", json.dumps([*overrides, out]), timeout=4 * 3600))
+            runs[name].append(common.run_child(CHILD, "distill", config_file, json.dumps([*overrides, out]),
+                                               timeout=4 * 3600))
             print(name, runs[name][-1], flush=True)
     rows = []
     for name, results in runs.items():
@@ -78,9 +86,10 @@ def main(argv):
     in_step, _, plain = (row["median ms/step"] for row in rows)
     rows.append({"student": "teacher's share of a distilled step (in the step)",
                  "median ms/step": round(in_step - plain, 1), "train-step s": f"{100 * (in_step - plain) / in_step:.0f}%"})
-    common.report(f"distill_teacher_cost_{_EPOCHS.value}_epochs", rows,
+    common.report(f"distill_teacher_cost_{_TASK.value}_{_EPOCHS.value}_epochs", rows,
                   ["student", "median ms/step", "train-step s", "run s", "last loss", "rounds"],
-                  {"train_examples": _TRAIN_EXAMPLES.value, "keep_layers": _KEEP.value, "epochs": _EPOCHS.value})
+                  {"task": _TASK.value, "train_examples": _TRAIN_EXAMPLES.value, "keep_layers": _KEEP.value,
+                   "epochs": _EPOCHS.value})
 
 
 if __name__ == "__main__":

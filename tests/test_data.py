@@ -135,6 +135,21 @@ def test_batches_are_padded_to_their_longest_sequence(packer):
         assert tf.reduce_all(tf.reduce_max(tf.reduce_sum(x["padding_mask"], axis=1)) == x["token_ids"].shape[1])
 
 
+def test_pipelines_run_without_the_autotuning_thread_that_stalls_their_deletion(packer):
+    # With tf.data's autotuning on, deleting an iterator waits for its autotuning thread's sleep to end:
+    # `model.fit` returned 18 s after its last step in about half of the 30-second runs measured.
+    examples = data.Examples("mem", ["the movie was great", "the plot was dull"] * 4, labels=["pos", "neg"] * 4)
+    pipelines = {
+        "training": data.make_dataset(examples, np.array([1, 0] * 4), packer, batch_size=4, training=True,
+                                      repeat=True, epochs=2),
+        "validation": data.make_dataset(examples, np.array([1, 0] * 4), packer, batch_size=4),
+        "prediction": data.batched_inputs(data.text_inputs(examples), 4),
+    }
+    for name, ds in pipelines.items():
+        assert ds.options().autotune.enabled is False, name
+        assert ds.options().deterministic is True, name
+
+
 def test_training_batches_group_similar_lengths_and_keep_labels(packer):
     rng = np.random.default_rng(0)
     texts, labels = [], []

@@ -444,7 +444,7 @@ def _tfrecord_chunks(path: str, chunk_rows: int):
     kinds = _feature_kinds(_column_names(path, "tfrecord", None))
     spec = _tfrecord_spec(kinds, list(kinds), missing_ok=True)
     line = 1
-    for batch in tf.data.TFRecordDataset(path).batch(chunk_rows):
+    for batch in tf.data.TFRecordDataset(path).batch(chunk_rows).with_options(data_lib.pipeline_options()):
         parsed = tf.io.parse_example(batch, spec)
         # Numbers become text by the stream's own op, so a label reads the same in both.
         columns = {name: [v.decode("utf-8") for v in _feature_text(values).numpy()] for name, values in parsed.items()}

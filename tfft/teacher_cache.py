@@ -110,7 +110,7 @@ def _sorted_batches(ds: tf.data.Dataset) -> tf.data.Dataset:
         return trim_to_longest(features), index
 
     ds = ds.enumerate().map(features_and_index).batch(BATCH_SIZE * _MEGABATCH_BATCHES).map(data.sort_by_length)
-    return ds.unbatch().batch(BATCH_SIZE).map(trim).prefetch(tf.data.AUTOTUNE)
+    return ds.unbatch().batch(BATCH_SIZE).map(trim).with_options(data.pipeline_options()).prefetch(tf.data.AUTOTUNE)
 
 
 def teacher_logits(x: dict, student_logits: tf.Tensor) -> tf.Tensor:

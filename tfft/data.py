@@ -624,7 +624,8 @@ def pipeline_options(shard_policy=None) -> tf.data.Options:
     half the runs of a 30-second CoNLL-2003 training, waiting on its
     iterator. Without autotuning, `AUTOTUNE` parallelism is the number of
     cores and a prefetch buffer still grows when the consumer waits; the
-    training steps measured as fast (README, *Where the time goes*).
+    training steps measured as fast (README, *Speed against keras-hub and
+    the Hugging Face Trainer*).
 
     Args:
         shard_policy: `tf.data.experimental.AutoShardPolicy` or None (TensorFlow's default).

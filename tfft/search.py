@@ -60,8 +60,12 @@ BEST_CONFIG = "best_config.yaml"
 SEARCH_CONFIG = "search.yaml"
 TRIALS_DIR = "trials"
 PLOTS = ("optimization_history.html", "param_importances.html")
+#: SQLite's side files of `study.db`: a process killed mid-write leaves its rollback journal, which the next open of
+#: the study needs to undo the half-done write.
+STUDY_DB_SIDE_FILES = tuple(STUDY_DB + suffix for suffix in ("-journal", "-wal", "-shm"))
 #: Everything a search writes in its `output_dir`; it refuses a folder holding anything else.
-OWN_ENTRIES = frozenset({STUDY_DB, TRIALS_CSV, BEST_CONFIG, SEARCH_CONFIG, TRIALS_DIR, "best", *PLOTS})
+OWN_ENTRIES = frozenset({STUDY_DB, *STUDY_DB_SIDE_FILES, TRIALS_CSV, BEST_CONFIG, SEARCH_CONFIG, TRIALS_DIR, "best",
+                         *PLOTS})
 TYPES = ("loguniform", "uniform", "int", "choice")
 #: Metric names with these in them are minimized when `search.direction` is `auto`.
 _LOWER_IS_BETTER = ("loss", "error", "perplexity", "mse", "mae")

@@ -81,35 +81,14 @@ def predict_file(
 
     if batch_size < 1:
         raise ConfigError(f"Argument `--batch_size` must be at least 1. Received: batch_size={batch_size}")
-    model_path = pathlib.Path(model_dir)
-    litert_file = model_path.suffix == ".tflite"
-    model_dir = model_path.parent if litert_file else model_path
-    if litert_file and not model_path.is_file():
-        raise FileNotFoundError(f"`{model_path}` does not exist. Export one with `tfft export --format=litert`.")
-    if not litert_file and not (model_dir / "saved_model.pb").is_file():
-        raise FileNotFoundError(
-            f"`{model_dir}` is not a SavedModel folder (no saved_model.pb). Pass a version folder, "
-            "e.g. saved_models/demo/1, or the model.tflite file in one."
-        )
+    model_path, model_dir, litert_file = _model_paths(model_dir)
     metadata = load_metadata(model_dir)
-    columns = {"text": text_column, "text_pair": text_pair_column}
     if "text_pair" in metadata["inputs"] and not text_pair_column:
         raise data.DataError(
             f"`{model_dir}` was trained on text pairs: pass the second text's column with --text_pair_column."
         )
     task = TASKS[metadata["type"]]
-    frame = task.prediction_frame(str(input_path))
-    if frame is None:
-        frame = data.read_table(input_path, key="`--input`")
-    for name in metadata["inputs"]:
-        columns.setdefault(name, name)  # other inputs (QA's question, context) are read from their own columns
-        if columns[name] not in frame.columns:
-            flag = {"text": "--text_column", "text_pair": "--text_pair_column"}.get(name)
-            fix = f"Pass the right one with {flag}." if flag else f"This model needs a `{name}` column."
-            raise data.DataError(
-                f"Data file `{input_path}` has no column `{columns[name]}`. Its columns are: "
-                f"{', '.join(frame.columns)}. {fix}"
-            )
+    frame, columns = _input_frame(task, metadata, input_path, {"text": text_column, "text_pair": text_pair_column})
     serve = _serving_function(model_path, litert_file)
     bar = progress_bar(len(frame), "example") if progress else None
     predicted: dict[str, list] = {}
@@ -128,6 +107,38 @@ def predict_file(
     _write_table(result, pathlib.Path(output_path))
     logger.info("Wrote %d predictions to %s", len(result), output_path)
     return result
+
+
+def _model_paths(model_dir: str | pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, bool]:
+    """`(the path given, its SavedModel version folder, whether it is a LiteRT file)`; a missing model fails here."""
+    model_path = pathlib.Path(model_dir)
+    litert_file = model_path.suffix == ".tflite"
+    folder = model_path.parent if litert_file else model_path
+    if litert_file and not model_path.is_file():
+        raise FileNotFoundError(f"`{model_path}` does not exist. Export one with `tfft export --format=litert`.")
+    if not litert_file and not (folder / "saved_model.pb").is_file():
+        raise FileNotFoundError(
+            f"`{folder}` is not a SavedModel folder (no saved_model.pb). Pass a version folder, "
+            "e.g. saved_models/demo/1, or the model.tflite file in one."
+        )
+    return model_path, folder, litert_file
+
+
+def _input_frame(task, metadata: dict, input_path, columns: dict) -> tuple[pd.DataFrame, dict]:
+    """The rows to predict and the column of each model input; a missing column fails naming the flag to pass."""
+    frame = task.prediction_frame(str(input_path))
+    if frame is None:
+        frame = data.read_table(input_path, key="`--input`")
+    for name in metadata["inputs"]:
+        columns.setdefault(name, name)  # other inputs (QA's question, context) are read from their own columns
+        if columns[name] not in frame.columns:
+            flag = {"text": "--text_column", "text_pair": "--text_pair_column"}.get(name)
+            fix = f"Pass the right one with {flag}." if flag else f"This model needs a `{name}` column."
+            raise data.DataError(
+                f"Data file `{input_path}` has no column `{columns[name]}`. Its columns are: "
+                f"{', '.join(frame.columns)}. {fix}"
+            )
+    return frame, columns
 
 
 def _warn_truncated(result: pd.DataFrame, predicted: dict) -> None:

@@ -481,13 +481,31 @@ class Config:
             self.name not in (".", "..") and not set(self.name) & set("/\\\0") and not self.name.startswith("."),
             "name", self.name, "must be one folder name: no `/` or `\\`, not `.` or `..`, not starting with `.`",
         )
-        m, d, t, e, k = self.model, self.data, self.train, self.export, self.task
+        for part in (self._validate_model, self._validate_data, self._validate_train, self._validate_export,
+                     self._validate_search, self._validate_distill):
+            part()
+        return self
+
+    def _validate_model(self) -> None:
+        m = self.model
         check(bool(m.backbone), "model.backbone", m.backbone, "must name a preset, a folder or a recipe")
         check(m.freeze_layers >= -1, "model.freeze_layers", m.freeze_layers,
                "must be -1 (freeze the whole backbone) or a number of layers >= 0")
         check(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
         check(8 <= m.sequence_length <= 8192, "model.sequence_length", m.sequence_length,
                "must be between 8 and 8192")
+        check(m.reinit_layers >= 0, "model.reinit_layers", m.reinit_layers, "must be >= 0")
+        check(m.lora_rank >= 0, "model.lora_rank", m.lora_rank, "must be >= 0 (0: no LoRA)")
+        if m.lora_rank:
+            check(m.freeze_layers >= 0, "model.lora_rank", m.lora_rank,
+                  "needs `model.freeze_layers` >= 0: with -1 no encoder layer trains to adapt")
+        if m.lora_alpha is not None:
+            check(m.lora_alpha > 0, "model.lora_alpha", m.lora_alpha, "must be > 0, or null for `lora_rank`")
+        check(bool(m.lora_targets) and set(m.lora_targets) <= set(LORA_TARGETS), "model.lora_targets",
+              m.lora_targets, f"must be a non-empty list of {', '.join(LORA_TARGETS)}")
+
+    def _validate_data(self) -> None:
+        d, k = self.data, self.task
         check(bool(d.train), "data.train", d.train,
                "must name a training file (.csv, .tsv, .jsonl) or `tfds:NAME[:SPLIT]`")
         check(bool(d.text_column), "data.text_column", d.text_column, "must name a column")
@@ -498,6 +516,9 @@ class Config:
         self._validate_split()
         check(0.0 < k.threshold < 1.0, "task.threshold", k.threshold, "must be in (0, 1)")
         check(bool(k.label_separator), "task.label_separator", k.label_separator, "must not be empty")
+
+    def _validate_train(self) -> None:
+        m, d, t = self.model, self.data, self.train
         check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
         check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
         check(0.0 < t.learning_rate < 1.0, "train.learning_rate", t.learning_rate, "must be in (0, 1)")
@@ -515,15 +536,6 @@ class Config:
         if t.backup_every_steps is not None:
             check(t.backup_every_steps >= 1, "train.backup_every_steps", t.backup_every_steps,
                    "must be >= 1, or null for backups at epoch ends only")
-        check(m.reinit_layers >= 0, "model.reinit_layers", m.reinit_layers, "must be >= 0")
-        check(m.lora_rank >= 0, "model.lora_rank", m.lora_rank, "must be >= 0 (0: no LoRA)")
-        if m.lora_rank:
-            check(m.freeze_layers >= 0, "model.lora_rank", m.lora_rank,
-                  "needs `model.freeze_layers` >= 0: with -1 no encoder layer trains to adapt")
-        if m.lora_alpha is not None:
-            check(m.lora_alpha > 0, "model.lora_alpha", m.lora_alpha, "must be > 0, or null for `lora_rank`")
-        check(bool(m.lora_targets) and set(m.lora_targets) <= set(LORA_TARGETS), "model.lora_targets",
-              m.lora_targets, f"must be a non-empty list of {', '.join(LORA_TARGETS)}")
         check(0.0 < t.layer_decay <= 1.0, "train.layer_decay", t.layer_decay, "must be in (0, 1] (1: no decay)")
         check(t.unfreeze.every >= 0, "train.unfreeze.every", t.unfreeze.every, "must be >= 0 (0: off)")
         check(t.unfreeze.start >= 0, "train.unfreeze.start", t.unfreeze.start, "must be >= 0")
@@ -531,6 +543,9 @@ class Config:
               "cannot be combined with `model.lora_rank` (LoRA trains only its factors); set one of them to 0")
         check(t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps",
               t.gradient_accumulation_steps, "must be >= 1 (1: no accumulation)")
+
+    def _validate_export(self) -> None:
+        e = self.export
         check(e.warmup_requests >= 0, "export.warmup_requests", e.warmup_requests, "must be >= 0")
         check(set(e.formats) <= {"saved_model", "litert"}, "export.formats", e.formats,
                "may hold `saved_model` and `litert` only")
@@ -538,9 +553,6 @@ class Config:
                "must include `saved_model` (TF Serving loads every version folder); add `litert` beside it")
         check(bool(e.base_dir.strip()), "export.base_dir", e.base_dir,
                "must name a folder (empty would export to the filesystem root)")
-        self._validate_search()
-        self._validate_distill()
-        return self
 
     def _validate_split(self) -> None:
         s = self.data.split
@@ -768,18 +780,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     leaf = key.rsplit(".", 1)[-1]
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(option, value, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] + (" (or null)" if type(None) in options else ""))
+        return _coerce_union(typing.get_args(hint), value, key)
     if origin is Literal:
         choices = typing.get_args(hint)
         if isinstance(value, bool) and str(value).lower() in choices:  # YAML reads `streaming: true` as a bool
@@ -789,38 +790,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
                 f"Argument `{key}` must be one of {', '.join(map(str, choices))}. Received: {leaf}={value!r}"
             )
         return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ConfigError(f"Argument `{key}` must be true or false. Received: {leaf}={value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"Argument `{key}` must be an integer. Received: {leaf}={value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads `5e-5` as a string.
-            except ValueError:
-                pass
-        raise ConfigError(f"Argument `{key}` must be a number. Received: {leaf}={value!r}")
-    if hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        if key in ("data.train", "data.validation") and isinstance(value, list):  # several files to stream
-            return ",".join(str(v) for v in value)
-        raise ConfigError(f"Argument `{key}` must be a string. Received: {leaf}={value!r}")
+    if hint in _SCALARS:
+        return _SCALARS[hint](value, key, leaf)
     if origin is dict:
         if isinstance(value, dict):
             return {str(k): v for k, v in value.items()}
@@ -833,3 +804,61 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
         raise ConfigError(f"Argument `{key}` must be a list. Received: {leaf}={value!r}")
     raise TypeError(f"Config field `{key}` has an unsupported type {hint!r}.")
+
+
+def _coerce_union(options: tuple, value: Any, key: str) -> Any:
+    """The first of `options` that takes `value`; else the first option's error (`or null` when None may be)."""
+    if value is None and type(None) in options:
+        return None
+    errors = []
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _coerce(option, value, key)
+        except ConfigError as err:
+            errors.append(str(err))
+    raise ConfigError(errors[0] + (" (or null)" if type(None) in options else ""))
+
+
+def _to_bool(value: Any, key: str, leaf: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(f"Argument `{key}` must be true or false. Received: {leaf}={value!r}")
+
+
+def _to_int(value: Any, key: str, leaf: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ConfigError(f"Argument `{key}` must be an integer. Received: {leaf}={value!r}")
+
+
+def _to_float(value: Any, key: str, leaf: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads `5e-5` as a string.
+        except ValueError:
+            pass
+    raise ConfigError(f"Argument `{key}` must be a number. Received: {leaf}={value!r}")
+
+
+def _to_str(value: Any, key: str, leaf: str) -> str:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    if key in ("data.train", "data.validation") and isinstance(value, list):  # several files to stream
+        return ",".join(str(v) for v in value)
+    raise ConfigError(f"Argument `{key}` must be a string. Received: {leaf}={value!r}")
+
+
+_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}

@@ -298,11 +298,7 @@ class ExtractiveQA(Task):
         n_context = tf.cast(c_ids.row_lengths(), tf.int32)
         separators = len(tokenizer.separator_ids)
         room = length - 2 - separators - q_len  # context tokens per window
-        step = room - tc.doc_stride
-        count = 1 + tf.maximum(0, (n_context - room + step - 1) // step)
-        example = tf.repeat(tf.range(tf.shape(q_len)[0]), count)
-        start = tf.ragged.range(count).flat_values * tf.gather(step, example)
-        take = tf.maximum(0, tf.minimum(tf.gather(room, example), tf.gather(n_context, example) - start))
+        count, example, start, take = _window_spans(room, room - tc.doc_stride, n_context)
         index = tf.ragged.range(start, start + take)
         index = index.with_flat_values(
             index.flat_values + tf.repeat(tf.gather(tf.cast(c_ids.row_splits, tf.int32), example), take)
@@ -339,17 +335,8 @@ class ExtractiveQA(Task):
             "count": count,
         }
         if answers is not None:
-            answers = tf.cast(answers, tf.int64)
-            first = tf.reduce_sum(tf.cast(c_starts <= answers[:, :1], tf.int32), axis=1) - 1
-            last = tf.reduce_sum(tf.cast(c_ends < answers[:, 1:], tf.int32), axis=1)
-            first_w, last_w = tf.gather(first, example) - start, tf.gather(last, example) - start
-            inside = (
-                (tf.gather(answers[:, 0], example) >= 0) & (tf.gather(first, example) >= 0)
-                & (first_w >= 0) & (last_w < take) & (first_w <= last_w)
-            )
-            result["labels"] = tf.stack(
-                [tf.where(inside, first_w + offset[:, 0], 0), tf.where(inside, last_w + offset[:, 0], 0)], axis=1
-            )
+            result["labels"] = _answer_labels(tf.cast(answers, tf.int64), c_starts, c_ends, example, start, take,
+                                              offset[:, 0])
         return result
 
     def pack(self, packer, inputs, targets=None):
@@ -400,7 +387,6 @@ class ExtractiveQA(Task):
         return {"start_logits": logits[:, :, 0], "end_logits": logits[:, :, 1]}
 
     def outputs(self, model, packer, inputs):
-        tc = self.config.task
         question, context = inputs["question"], inputs["context"]
         windows = self.windows(packer, question, context)
         features = windows["features"]
@@ -409,7 +395,29 @@ class ExtractiveQA(Task):
         byte_start, byte_end = windows["byte_start"][:, :longest], windows["byte_end"][:, :longest]
         logits = tf.cast(model(features, training=False), tf.float32)
         start_logits, end_logits = logits[:, :, 0], logits[:, :, 1]
+        candidates = self._window_candidates(start_logits, end_logits, byte_start, byte_end, longest)
+        best_scores, best_start, best_end, found = self._question_candidates(windows["count"], *candidates)
+        answers, char_start, char_end = _answer_strings(context, best_start, best_end, found)
+        null = tf.math.unsorted_segment_min(
+            start_logits[:, 0] + end_logits[:, 0], windows["example"], tf.shape(question)[0]
+        )
+        null_diff = null - best_scores[:, 0]
+        no_answer = (null_diff > self.null_threshold) if self.has_no_answer else tf.zeros_like(found[:, 0])
+        return {
+            "answer": tf.where(no_answer, "", answers[:, 0]),
+            "start": tf.where(no_answer, -1, char_start[:, 0]),
+            "end": tf.where(no_answer, -1, char_end[:, 0]),
+            "score": best_scores[:, 0],
+            "null_score_diff": null_diff,
+            "nbest_answers": answers,
+            "nbest_starts": char_start,
+            "nbest_ends": char_end,
+            "nbest_scores": best_scores,
+        }
 
+    def _window_candidates(self, start_logits, end_logits, byte_start, byte_end, longest):
+        """Each window's best `n_best` spans of at most `max_answer_length` context tokens: scores, byte bounds."""
+        tc = self.config.task
         # Every span of at most max_answer_length context tokens, per window: [windows, length, max_answer_length].
         span = tf.range(tc.max_answer_length)
         end_index = tf.range(longest)[:, tf.newaxis] + span[tf.newaxis, :]
@@ -429,11 +437,11 @@ class ExtractiveQA(Task):
         first = top_index // tc.max_answer_length
         last = tf.minimum(first + top_index % tc.max_answer_length, longest - 1)
         first = tf.minimum(first, longest - 1)
-        cand_start = tf.gather(byte_start, first, batch_dims=1)
-        cand_end = tf.gather(byte_end, last, batch_dims=1)
+        return top_scores, tf.gather(byte_start, first, batch_dims=1), tf.gather(byte_end, last, batch_dims=1)
 
-        # A question's candidates from all its windows: the best n, each span once.
-        count = windows["count"]
+    def _question_candidates(self, count, top_scores, cand_start, cand_end):
+        """A question's candidates from all its windows: the best n, each span once (scores, bounds, found)."""
+        n = self.config.task.n_best
         by_question = lambda t: tf.RaggedTensor.from_row_lengths(tf.reshape(t, [-1]), count * n)  # noqa: E731
         q_scores = by_question(top_scores).to_tensor(-np.inf)
         q_start = by_question(cand_start).to_tensor(-1)
@@ -449,30 +457,7 @@ class ExtractiveQA(Task):
         found = best_scores > -np.inf
         best_start = tf.where(found, tf.gather(q_start, order, batch_dims=1), 0)
         best_end = tf.where(found, tf.gather(q_end, order, batch_dims=1), 0)
-
-        contexts = tf.broadcast_to(context[:, tf.newaxis], tf.shape(best_start))
-        answers = tf.strings.substr(contexts, best_start, best_end - best_start)
-        char_start = tf.strings.length(tf.strings.substr(contexts, tf.zeros_like(best_start), best_start), unit="UTF8_CHAR")
-        char_end = char_start + tf.strings.length(answers, unit="UTF8_CHAR")
-        answers = tf.where(found, answers, "")
-        char_start, char_end = tf.where(found, char_start, -1), tf.where(found, char_end, -1)
-
-        null = tf.math.unsorted_segment_min(
-            start_logits[:, 0] + end_logits[:, 0], windows["example"], tf.shape(question)[0]
-        )
-        null_diff = null - best_scores[:, 0]
-        no_answer = (null_diff > self.null_threshold) if self.has_no_answer else tf.zeros_like(found[:, 0])
-        return {
-            "answer": tf.where(no_answer, "", answers[:, 0]),
-            "start": tf.where(no_answer, -1, char_start[:, 0]),
-            "end": tf.where(no_answer, -1, char_end[:, 0]),
-            "score": best_scores[:, 0],
-            "null_score_diff": null_diff,
-            "nbest_answers": answers,
-            "nbest_starts": char_start,
-            "nbest_ends": char_end,
-            "nbest_scores": best_scores,
-        }
+        return best_scores, best_start, best_end, found
 
     def serving_signatures(self, model, packer):
         def serving_default(question, context):
@@ -560,3 +545,47 @@ def _golds(examples: data.Examples) -> list[list[str]]:
         for label in examples.labels
     ]
 
+
+def _answer_strings(context, best_start, best_end, found):
+    """The candidates' text and character bounds in their context ("" and -1 where none was found)."""
+    contexts = tf.broadcast_to(context[:, tf.newaxis], tf.shape(best_start))
+    answers = tf.strings.substr(contexts, best_start, best_end - best_start)
+    char_start = tf.strings.length(tf.strings.substr(contexts, tf.zeros_like(best_start), best_start), unit="UTF8_CHAR")
+    char_end = char_start + tf.strings.length(answers, unit="UTF8_CHAR")
+    answers = tf.where(found, answers, "")
+    return answers, tf.where(found, char_start, -1), tf.where(found, char_end, -1)
+
+
+def _window_spans(room, step, n_context):
+    """Where each window starts in its context, and how many context tokens it takes.
+
+    Args:
+        room: int32 `[questions]`. Context tokens a window of the question holds.
+        step: int32 `[questions]`. Tokens between the starts of two windows (`room - doc_stride`).
+        n_context: int32 `[questions]`. Tokens in the question's context.
+
+    Returns:
+        `(count, example, start, take)`: windows per question `[questions]`, and per window its question,
+        first context token and number of context tokens, `[windows]`.
+    """
+    count = 1 + tf.maximum(0, (n_context - room + step - 1) // step)
+    example = tf.repeat(tf.range(tf.shape(room)[0]), count)
+    start = tf.ragged.range(count).flat_values * tf.gather(step, example)
+    take = tf.maximum(0, tf.minimum(tf.gather(room, example), tf.gather(n_context, example) - start))
+    return count, example, start, take
+
+
+def _answer_labels(answers, c_starts, c_ends, example, start, take, offset):
+    """Each window's answer as its first and last token's position, or `0, 0` when the window lacks it.
+
+    `answers` are byte offsets `[questions, 2]` (-1: none); `c_starts`/`c_ends` the context tokens' byte offsets
+    (ragged); `offset` the position of each window's first context token.
+    """
+    first = tf.reduce_sum(tf.cast(c_starts <= answers[:, :1], tf.int32), axis=1) - 1
+    last = tf.reduce_sum(tf.cast(c_ends < answers[:, 1:], tf.int32), axis=1)
+    first_w, last_w = tf.gather(first, example) - start, tf.gather(last, example) - start
+    inside = (
+        (tf.gather(answers[:, 0], example) >= 0) & (tf.gather(first, example) >= 0)
+        & (first_w >= 0) & (last_w < take) & (first_w <= last_w)
+    )
+    return tf.stack([tf.where(inside, first_w + offset, 0), tf.where(inside, last_w + offset, 0)], axis=1)

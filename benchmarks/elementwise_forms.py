@@ -35,6 +35,7 @@ from absl import app, flags
 
 import common
 from tfft.backbones import fast_layers
+from xla_gelu import gelu_xla
 
 _CALLS = flags.DEFINE_integer("calls", 200, "Calls per form and round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 4, "Alternating rounds.")
@@ -93,22 +94,6 @@ def gelu_erf(x):
         return upstream * (0.5 * cdf_twice + x * _INV_SQRT_2PI * tf.exp(-0.5 * tf.square(x)))
 
     return 0.5 * x * cdf_twice, grad
-
-
-@tf.function(jit_compile=True)
-def _gelu_forward_xla(x):
-    return 0.5 * x * (1.0 + tf.math.erf(x * _SQRT_HALF))
-
-
-@tf.function(jit_compile=True)
-def _gelu_backward_xla(upstream, x):
-    cdf_twice = 1.0 + tf.math.erf(x * _SQRT_HALF)
-    return upstream * (0.5 * cdf_twice + x * _INV_SQRT_2PI * tf.exp(-0.5 * tf.square(x)))
-
-
-@tf.custom_gradient
-def gelu_xla(x):
-    return _gelu_forward_xla(x), lambda upstream: _gelu_backward_xla(upstream, x)
 
 
 GELU = {

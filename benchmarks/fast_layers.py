@@ -5,7 +5,9 @@ Both models are `configs/sst2_minilm.yaml`'s (all-MiniLM-L6-v2, embeddings froze
 own (`tfft.backbones.fast_layers` replaces them). Both use tfft's AdamW. Both train on the same --steps cached SST-2 batches (batch 32,
 grouped by length, as a run pads them), in --rounds rounds of alternating blocks (ABBA order), so that the
 machine's drift between minutes falls on both. The table gives each model's median step and the sum of its steps.
-The losses after the same steps are printed too: the two must train alike.
+The losses after the same steps are printed too: the two must train alike. With `--against=xla_gelu` the other
+model is tfft's with its feed-forward GELU fused by XLA (`benchmarks/xla_gelu.py`); each model's first pass over
+the batches, which traces and (for XLA) compiles once per batch length, is timed apart.
 
     python benchmarks/fast_layers.py
 """
@@ -22,6 +24,8 @@ import common
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/ and sst2/.")
 _STEPS = flags.DEFINE_integer("steps", 40, "Cached training batches each block runs.")
 _ROUNDS = flags.DEFINE_integer("rounds", 4, "Rounds; each runs a block per model, the order alternating.")
+_AGAINST = flags.DEFINE_enum("against", "keras", ["keras", "xla_gelu"],
+                             "The other model: Keras' own GELU and LayerNorm, or tfft's with GELU fused by XLA.")
 
 
 def with_keras_ops(model) -> int:
@@ -39,6 +43,19 @@ def with_keras_ops(model) -> int:
     return changed
 
 
+def with_xla_gelu(model) -> int:
+    """Puts `xla_gelu.gelu_xla` (forward and backward each one XLA kernel) in place of tfft's GELU."""
+    from tfft.backbones import fast_layers
+    from xla_gelu import gelu_xla
+
+    changed = 0
+    for layer in model._flatten_layers():
+        if getattr(layer, "activation", None) is fast_layers.gelu:
+            layer.activation = gelu_xla
+            changed += 1
+    return changed
+
+
 def build_models(config):
     import tensorflow as tf
 
@@ -48,11 +65,14 @@ def build_models(config):
     strategy = tf.distribute.get_strategy()
     inputs = train.prepare_data(config, task, strategy, None)
     models = {}
-    for name in ("tfft", "Keras"):
+    other = "Keras" if _AGAINST.value == "keras" else "XLA GELU"
+    for name in ("tfft", other):
         keras.utils.set_random_seed(config.train.seed)
         model = train.build(config, task, inputs, strategy)
         if name == "Keras":
             print(f"Keras' ops put back in {with_keras_ops(model)} layers", flush=True)
+        if name == "XLA GELU":
+            print(f"XLA's GELU put in {with_xla_gelu(model)} layers", flush=True)
         models[name] = model
     batches = inputs.train_ds.take(_STEPS.value).cache()
     for _ in batches:  # fills the cache: both models then see the same batches in the same order
@@ -82,8 +102,11 @@ def main(argv):
     overrides = common.sst2_overrides(data, 32 * _STEPS.value, "runs/bench_fast_layers") + [
         "data.validation=", "train.epochs=1"]
     models, batches = build_models(load_config("configs/sst2_minilm.yaml", overrides))
-    for model in models.values():
-        time_block(model, batches, 3)  # traces
+    first_pass = {}
+    for name, model in models.items():  # traces, and XLA compiles once per batch length: timed apart
+        start = time.perf_counter()
+        time_block(model, batches, _STEPS.value)
+        first_pass[name] = time.perf_counter() - start
     times = {name: [] for name in models}
     losses = {name: [] for name in models}
     for round_ in range(_ROUNDS.value):
@@ -93,13 +116,18 @@ def main(argv):
             times[name].extend(block)
             losses[name].append(loss)
             print(f"round {round_} {name}: median {1000 * statistics.median(block):.1f} ms, loss {loss:.4f}", flush=True)
-    reference = statistics.median(times["Keras"])
-    rows = [{"GELU and LayerNorm": "tfft's (`fast_layers`)" if name == "tfft" else "Keras' own",
+    other = next(name for name in models if name != "tfft")
+    reference = statistics.median(times[other])
+    described = {"tfft": "tfft's (`fast_layers`)", "Keras": "Keras' own",
+                 "XLA GELU": "tfft's, GELU fused by XLA (`benchmarks/xla_gelu.py`)"}
+    rows = [{"GELU and LayerNorm": described[name],
              "median ms/step": 1000 * statistics.median(steps), "sum of steps s": sum(steps),
+             "first pass s (traces, compiles)": round(first_pass[name], 1),
              "steps": len(steps), "speed-up": f"{reference / statistics.median(steps):.2f}x",
              "loss after each round": " ".join(f"{x:.4f}" for x in losses[name])}
             for name, steps in times.items()]
-    common.report("fast_layers", rows, list(rows[0]), {"steps": _STEPS.value, "rounds": _ROUNDS.value})
+    common.report("fast_layers" if other == "Keras" else "fast_layers_xla_gelu", rows, list(rows[0]),
+                  {"steps": _STEPS.value, "rounds": _ROUNDS.value})
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from absl import app, flags
 
 import common
 from tfft.backbones import fast_layers
-from xla_gelu import gelu_xla
+from xla_gelu import INV_SQRT_2PI, SQRT_HALF, gelu_xla
 
 _CALLS = flags.DEFINE_integer("calls", 200, "Calls per form and round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 4, "Alternating rounds.")
@@ -82,16 +82,13 @@ DROPOUT = {
     "32-bit draws, `tf.where` masks": dropout_32_bit,
 }
 
-_SQRT_HALF = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
-
 
 @tf.custom_gradient
 def gelu_erf(x):
-    cdf_twice = 1.0 + tf.math.erf(x * _SQRT_HALF)
+    cdf_twice = 1.0 + tf.math.erf(x * SQRT_HALF)
 
     def grad(upstream):
-        return upstream * (0.5 * cdf_twice + x * _INV_SQRT_2PI * tf.exp(-0.5 * tf.square(x)))
+        return upstream * (0.5 * cdf_twice + x * INV_SQRT_2PI * tf.exp(-0.5 * tf.square(x)))
 
     return 0.5 * x * cdf_twice, grad
 

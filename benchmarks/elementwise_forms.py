@@ -19,8 +19,9 @@ to every `x`.
 
 - **tfft's** (`fast_layers.gelu`): `0.5 * x * erfc(-x / sqrt(2))`, `tf.nn.gelu`'s expression, which the LiteRT
   converter maps to its GELU kernel; the gradient by hand.
-- **`erf` form**: `0.5 * x * (1 + erf(x / sqrt(2)))`, as PyTorch computes it; the same gradient by hand.
-- **the same, XLA-compiled**: its forward and its backward each one `tf.function(jit_compile=True)`, which XLA
+- **`erf` form** (`xla_gelu.gelu_erf`): `0.5 * x * (1 + erf(x / sqrt(2)))`, as PyTorch computes it; the same
+  gradient by hand.
+- **the same, XLA-compiled** (`xla_gelu.gelu_xla`): its forward and its backward each one XLA kernel, which XLA
   fuses into one loop; the check column also gives XLA's compile time at a new sequence length (median of five).
 - **tanh approximation** (`fast_layers.gelu_approximate`), other values: for comparison only.
 
@@ -35,7 +36,7 @@ from absl import app, flags
 
 import common
 from tfft.backbones import fast_layers
-from xla_gelu import INV_SQRT_2PI, SQRT_HALF, gelu_xla
+from xla_gelu import gelu_erf, gelu_xla
 
 _CALLS = flags.DEFINE_integer("calls", 200, "Calls per form and round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 4, "Alternating rounds.")
@@ -81,16 +82,6 @@ DROPOUT = {
     "16-bit draws, `tf.where` masks": dropout_16_bit,
     "32-bit draws, `tf.where` masks": dropout_32_bit,
 }
-
-
-@tf.custom_gradient
-def gelu_erf(x):
-    cdf_twice = 1.0 + tf.math.erf(x * SQRT_HALF)
-
-    def grad(upstream):
-        return upstream * (0.5 * cdf_twice + x * INV_SQRT_2PI * tf.exp(-0.5 * tf.square(x)))
-
-    return 0.5 * x * cdf_twice, grad
 
 
 GELU = {

@@ -28,32 +28,29 @@ _AGAINST = flags.DEFINE_enum("against", "keras", ["keras", "xla_gelu"],
                              "The other model: Keras' own GELU and LayerNorm, or tfft's with GELU fused by XLA.")
 
 
-def with_keras_ops(model) -> int:
-    """Puts Keras' own LayerNorm call and exact GELU back into `model`; returns how many layers changed."""
+def with_gelu(model, activation) -> int:
+    """Puts `activation` in place of tfft's GELU in every layer of `model`; returns how many layers changed."""
     from tfft.backbones import fast_layers
 
-    changed = 0
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.LayerNormalization):
-            layer.call = types.MethodType(keras.layers.LayerNormalization.call, layer)
-            changed += 1
-        if getattr(layer, "activation", None) is fast_layers.gelu:
-            layer.activation = lambda x: keras.activations.gelu(x, approximate=False)
-            changed += 1
-    return changed
+    layers = [layer for layer in model._flatten_layers() if getattr(layer, "activation", None) is fast_layers.gelu]
+    for layer in layers:
+        layer.activation = activation
+    return len(layers)
+
+
+def with_keras_ops(model) -> int:
+    """Puts Keras' own LayerNorm call and exact GELU back into `model`; returns how many layers changed."""
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.LayerNormalization)]
+    for layer in norms:
+        layer.call = types.MethodType(keras.layers.LayerNormalization.call, layer)
+    return len(norms) + with_gelu(model, lambda x: keras.activations.gelu(x, approximate=False))
 
 
 def with_xla_gelu(model) -> int:
     """Puts `xla_gelu.gelu_xla` (forward and backward each one XLA kernel) in place of tfft's GELU."""
-    from tfft.backbones import fast_layers
     from xla_gelu import gelu_xla
 
-    changed = 0
-    for layer in model._flatten_layers():
-        if getattr(layer, "activation", None) is fast_layers.gelu:
-            layer.activation = gelu_xla
-            changed += 1
-    return changed
+    return with_gelu(model, gelu_xla)
 
 
 def build_models(config):

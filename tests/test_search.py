@@ -116,7 +116,7 @@ def test_a_folder_with_other_files_is_refused(base, tmp_path):
 
 
 def test_the_journal_sqlite_leaves_when_a_search_is_killed_mid_write_is_its_own(base, tmp_path):
-    # A search killed while its heartbeat wrote to study.db leaves study.db-journal beside it (seen in CI).
+    # A search killed while it wrote to study.db leaves study.db-journal beside it (seen in CI).
     (tmp_path / "search").mkdir()
     (tmp_path / "search" / "study.db-journal").write_bytes(b"")
     search.check(config_with(base))  # not refused: the rerun continues the search

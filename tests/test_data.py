@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -55,6 +56,15 @@ def test_sentence_pairs_and_headerless_files(tmp_path):
 def test_missing_file():
     with pytest.raises(data.DataError, match="Data file `nope.csv` does not exist"):
         data.read_split("nope.csv", DataConfig())
+
+
+def test_a_missing_relative_path_names_the_folder_it_was_read_from(tmp_path, monkeypatch):
+    # A config run from another folder than the one its relative paths assume: the message says where tfft looked.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(data.DataError, match=f"does not exist \\(read from the current folder, `{re.escape(str(tmp_path))}`\\)"):
+        data.read_split("configs/data/demo/train.csv", DataConfig())
+    with pytest.raises(data.DataError, match=r"`/nope/train.csv` does not exist. Check the path"):
+        data.read_split("/nope/train.csv", DataConfig())
 
 
 def test_missing_column_names_the_columns(tmp_path):

@@ -69,6 +69,14 @@ def test_shards_on_disk_and_on_a_tf_filesystem_scan_as_one_file(tmp_path):
     assert len(remote.files) == 8 and sum(remote.files.values()) == 960
 
 
+def test_a_missing_shard_is_named_with_the_folder_a_relative_path_was_read_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.csv").write_text("text,label\nx,1\n")
+    with pytest.raises(DataError, match=r"`b.csv` does not exist \(read from the current folder, `.*`\)\. Check the "
+                       r"path in `data.train`"):
+        streaming.expand_files("a.csv,b.csv")
+
+
 def test_a_bad_row_in_shard_7_is_named_with_its_file_and_line(tmp_path):
     spec = _shards(tmp_path, ROWS)
     shard = tmp_path / "train-07.csv"

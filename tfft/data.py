@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from tfft import errors
 from tfft.config import DataConfig
 from tfft.errors import DataError
 
@@ -246,7 +247,7 @@ def _check_exists(path: pathlib.Path, key: str) -> None:
     if path.is_dir():
         raise DataError(f"Data path `{path}` is a folder, not a file. Name one file in it, e.g. `{path}/train.csv`.")
     if not path.is_file():
-        raise DataError(f"Data file `{path}` does not exist. Check the path in {key}.")
+        raise errors.missing_file(path, key)
 
 
 def read_text(path: str | pathlib.Path, key: str = "`data.train` / `data.validation`") -> str:

@@ -1,8 +1,10 @@
 """The errors that mean "fix your input", which the CLI prints as one line, without a traceback.
 
-This module imports nothing: the CLI catches these before TensorFlow is
-loaded, and every other module raises them.
+This module imports nothing but the standard library: the CLI catches these
+before TensorFlow is loaded, and every other module raises them.
 """
+
+import os
 
 
 class ConfigError(ValueError):
@@ -23,6 +25,17 @@ class OutputDirError(RuntimeError):
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite: the run stopped, and nothing was exported."""
+
+
+def missing_file(path, key: str) -> DataError:
+    """The error for a data file that is not there, saying where a relative path was looked for.
+
+    Args:
+        path: str or path-like. The path as the user gave it.
+        key: str. Where it came from, e.g. "`data.train`", for the fix.
+    """
+    where = "" if os.path.isabs(path) or "://" in str(path) else f" (read from the current folder, `{os.getcwd()}`)"
+    return DataError(f"Data file `{path}` does not exist{where}. Check the path in {key}.")
 
 
 USER_ERRORS = (ConfigError, DataError, StrategyError, OutputDirError, DivergedError, FileNotFoundError)

@@ -53,6 +53,7 @@ import pandas as pd
 import tensorflow as tf
 
 from tfft import data as data_lib
+from tfft import errors
 from tfft.errors import ConfigError, DataError
 from tfft.progress import progress_bar
 
@@ -93,7 +94,7 @@ def _expand(spec: str, key: str) -> list[str]:
             if tf.io.gfile.isdir(part):
                 raise DataError(f"Data path `{part}` is a folder, not a file. Name its files, e.g. `{part}/*.csv`.")
             if not tf.io.gfile.exists(part):
-                raise DataError(f"Data file `{part}` does not exist. Check the path in `{key}`.")
+                raise errors.missing_file(part, f"`{key}`")
             files.append(part)
     return files
 

@@ -10,6 +10,7 @@ from absl.testing import flagsaver
 
 from conftest import REPO, run_python, write_csv
 from tfft import cli
+from tfft.errors import ConfigError
 
 
 def test_unknown_command_is_a_usage_error():
@@ -63,6 +64,11 @@ def test_train_from_yaml_with_overrides(tmp_path, data_dir, tiny_preset):
     ]
     assert predictions["predicted_label"].tolist()[:2] == ["pos", "neg"]
     assert predictions[["probability_neg", "probability_pos"]].sum(axis=1).round(5).tolist() == [1.0] * 3
+    again = {"model": str(model_dir), "input": str(tmp_path / "new.csv"), "output": str(tmp_path / "p.csv")}
+    with flagsaver.flagsaver(**again), pytest.raises(ConfigError, match="names an existing file.*Pass --overwrite"):
+        cli.main(["tfft", "predict"])
+    with flagsaver.flagsaver(**again, overwrite=True):
+        assert cli.main(["tfft", "predict"]) == 0
 
     # `tfft evaluate` on another labelled file (checked like training data: no empty rows).
     write_csv(tmp_path / "more.csv", rows[:2])

@@ -349,11 +349,35 @@ def test_predict_input_errors_name_the_flag(trained_run, tmp_path):
     _, result = trained_run
     with pytest.raises(ConfigError, match=r"`--batch_size` must be at least 1. Received: batch_size=0"):
         predict.predict_file(result.export_path, "x.csv", "y.csv", batch_size=0)
-    with pytest.raises(DataError, match=r"`missing.csv` does not exist. Check the path in `--input`"):
+    with pytest.raises(DataError, match=r"`missing.csv` does not exist \(read from .*\)\. Check the path in `--input`"):
         predict.predict_file(result.export_path, "missing.csv", tmp_path / "y.csv")
     (tmp_path / "in.csv").write_text("sentence\nhello\n")
     with pytest.raises(DataError, match="has no column `text`.*Pass the right one with --text_column"):
         predict.predict_file(result.export_path, tmp_path / "in.csv", tmp_path / "y.csv")
+
+
+def test_predict_replaces_no_file_it_was_not_asked_to(trained_run, tmp_path):
+    """`tfft predict --output=notes.csv` wrote over the user's notes.csv, and `--output` equal to `--input` over the input."""
+    from tfft import predict
+
+    _, result = trained_run
+    (tmp_path / "in.csv").write_text("text\nthe plot was superb\n")
+    (tmp_path / "notes.csv").write_text("mine")
+    with pytest.raises(ConfigError, match=r"`--output` names an existing file: `.*notes.csv`. Pass --overwrite"):
+        predict.predict_file(result.export_path, tmp_path / "in.csv", tmp_path / "notes.csv", progress=False)
+    assert (tmp_path / "notes.csv").read_text() == "mine"
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match=r"`--output` is the input file .*in.csv`: the predictions would replace"):
+            predict.predict_file(result.export_path, tmp_path / "in.csv", tmp_path / "in.csv", progress=False,
+                                 overwrite=overwrite)
+    assert (tmp_path / "in.csv").read_text() == "text\nthe plot was superb\n"
+    with pytest.raises(ConfigError, match=r"`--output` is a folder"):
+        predict.predict_file(result.export_path, tmp_path / "in.csv", tmp_path, progress=False, overwrite=True)
+
+    frame = predict.predict_file(result.export_path, tmp_path / "in.csv", tmp_path / "notes.csv", progress=False,
+                                 overwrite=True)  # asked to: replaced, whole
+    assert (tmp_path / "notes.csv").read_text() == frame.to_csv(index=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "notes.csv"]  # no temporary file left
 
 
 @pytest.mark.slow

@@ -53,6 +53,7 @@ main flags:
   --ensemble           cv: export the runs as one SavedModel that averages their outputs
   --input=FILE         predict: the file to predict; evaluate: a labelled file to score
   --output=FILE        predict: where to write the predictions (default predictions.csv)
+  --overwrite          predict: replace --output if it exists (refused otherwise)
   --text_column=NAME   predict: the text column (default text); --text_pair_column for pairs
   --flagfile=FILE      read flags from a file
   --helpfull           every flag, absl's included
@@ -75,6 +76,7 @@ _MODEL = flags.DEFINE_string(
 )
 _INPUT = flags.DEFINE_string("input", None, "predict: file to predict; evaluate: labelled file to score.")
 _OUTPUT = flags.DEFINE_string("output", "predictions.csv", "predict: where to write the predictions.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "predict: replace --output if it exists (refused otherwise).")
 _TEXT_COLUMN = flags.DEFINE_string("text_column", "text", "predict: column with the text.")
 _TEXT_PAIR_COLUMN = flags.DEFINE_string("text_pair_column", None, "predict: column with the second text.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "predict: rows per SavedModel call.")
@@ -121,7 +123,8 @@ def _predict() -> None:
     if not _MODEL.value or not _INPUT.value:
         raise app.UsageError("`tfft predict` needs --model=<SavedModel version folder> and --input=<file>.")
     predict.predict_file(_MODEL.value, _INPUT.value, _OUTPUT.value, text_column=_TEXT_COLUMN.value,
-                         text_pair_column=_TEXT_PAIR_COLUMN.value, batch_size=_BATCH_SIZE.value)
+                         text_pair_column=_TEXT_PAIR_COLUMN.value, batch_size=_BATCH_SIZE.value,
+                         overwrite=_OVERWRITE.value)
     print(f"Wrote {_OUTPUT.value}")
 
 

@@ -31,7 +31,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  Registers the tokenizer's ops before loading.
 
-from tfft import data
+from tfft import data, tables
 from tfft.errors import ConfigError
 from tfft.progress import progress_bar
 from tfft.tasks.base import METADATA_FILE
@@ -58,6 +58,7 @@ def predict_file(
     text_pair_column: str | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Predicts every row of `input_path` and writes the rows with predictions.
 
@@ -73,6 +74,10 @@ def predict_file(
             models trained on pairs.
         batch_size: int. Rows per SavedModel call.
         progress: bool. Show a progress bar.
+        overwrite: bool. Replace `output_path` if it exists; without it an
+            existing file is refused before any work. The input file is never
+            replaced, and the output is written whole (a temporary file renamed
+            into place), so a crash leaves no half-written file.
 
     Returns:
         The written frame.
@@ -81,6 +86,7 @@ def predict_file(
 
     if batch_size < 1:
         raise ConfigError(f"Argument `--batch_size` must be at least 1. Received: batch_size={batch_size}")
+    _check_output(pathlib.Path(input_path), pathlib.Path(output_path), overwrite)
     model_path, model_dir, litert_file = _model_paths(model_dir)
     metadata = load_metadata(model_dir)
     if "text_pair" in metadata["inputs"] and not text_pair_column:
@@ -107,6 +113,24 @@ def predict_file(
     _write_table(result, pathlib.Path(output_path))
     logger.info("Wrote %d predictions to %s", len(result), output_path)
     return result
+
+
+def _check_output(input_path: pathlib.Path, output_path: pathlib.Path, overwrite: bool) -> None:
+    """Refuses an output that is the input, a folder, or (unless `overwrite`) an existing file."""
+    if output_path.is_dir():
+        raise ConfigError(
+            f"Argument `--output` is a folder: `{output_path}`. Name a file in it, e.g. `{output_path}/predictions.csv`."
+        )
+    if output_path.exists() and output_path.resolve() == input_path.resolve():
+        raise ConfigError(
+            f"Argument `--output` is the input file `{input_path}`: the predictions would replace it. "
+            "Choose another --output."
+        )
+    if output_path.exists() and not overwrite:
+        raise ConfigError(
+            f"Argument `--output` names an existing file: `{output_path}`. Pass --overwrite to replace it, "
+            "or choose another --output."
+        )
 
 
 def _model_paths(model_dir: str | pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, bool]:
@@ -165,6 +189,7 @@ def _write_table(frame: pd.DataFrame, path: pathlib.Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+        text = frame.to_json(orient="records", lines=True, force_ascii=False)
     else:
-        frame.to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
+        text = frame.to_csv(sep="\t" if suffix == ".tsv" else ",", index=False)
+    tables.write_text(path, text)

@@ -31,6 +31,7 @@ np.save(sys.argv[3], out["probabilities"].numpy())
 print(json.dumps({
     "labels": [s.decode() for s in out["label"].numpy()],
     "label_ids": out["label_id"].numpy().tolist(),
+    "truncated_tokens": out["truncated_tokens"].numpy().tolist(),
     "dtypes": {k: v.dtype.name for k, v in out.items()},
     "modules": sorted(m for m in ("keras_hub", "tfft", "tf_keras") if m in sys.modules),
 }))
@@ -57,7 +58,13 @@ def test_served_predictions_equal_the_in_memory_model(exported, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     served = json.loads(out.stdout.strip().splitlines()[-1])
     assert served["modules"] == []  # nothing of keras-hub or tfft was needed
-    assert served["dtypes"] == {"probabilities": "float32", "label": "string", "label_id": "int64"}
+    assert served["dtypes"] == {"probabilities": "float32", "label": "string", "label_id": "int64",
+                                "truncated_tokens": "int32"}
+    # What the model did not read: the 160-word text's pieces past the sequence length, none of the others'.
+    pieces = [len(np.asarray(result.packer.tokenizer(text))) for text in HELD_OUT]
+    length = result.packer.sequence_length
+    assert served["truncated_tokens"] == [max(n + 2 - length, 0) for n in pieces]  # + [CLS] and [SEP]
+    assert served["truncated_tokens"][3] > 100 and served["truncated_tokens"][:3] == [0, 0, 0]
     expected = tf.nn.softmax(result.model.predict(result.packer(tf.constant(HELD_OUT)), verbose=0)).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-5)
     assert served["label_ids"] == expected.argmax(-1).tolist()

@@ -177,6 +177,8 @@ def test_predict_writes_the_same_columns_from_the_litert_file(litert_run, tmp_pa
                                        batch_size=3, progress=False)
     assert list(from_litert.columns) == list(from_saved_model.columns)
     assert from_litert["predicted_label"].tolist() == from_saved_model["predicted_label"].tolist()
+    assert from_litert["truncated_tokens"].tolist() == from_saved_model["truncated_tokens"].tolist()
+    assert from_saved_model["truncated_tokens"].max() > 0  # HELD_OUT's long text
     for column in ("probability_neg", "probability_pos"):
         np.testing.assert_allclose(from_litert[column], from_saved_model[column], atol=1e-4)
 

@@ -380,6 +380,20 @@ def test_predict_replaces_no_file_it_was_not_asked_to(trained_run, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "notes.csv"]  # no temporary file left
 
 
+def test_predict_says_which_rows_the_model_did_not_read_whole(trained_run, tmp_path, caplog):
+    """A classifier's `tfft predict` cut long texts to the sequence length without a word."""
+    from tfft import predict
+
+    _, result = trained_run
+    long_text = "the plot was superb " * 40
+    (tmp_path / "in.csv").write_text(f"text\nthe plot was superb\n{long_text}\n")
+    with caplog.at_level("WARNING", logger="tfft.predict"):
+        frame = predict.predict_file(result.export_path, tmp_path / "in.csv", tmp_path / "out.csv", progress=False)
+    pieces = len(np.asarray(result.packer.tokenizer(long_text)))
+    assert frame["truncated_tokens"].tolist() == [0, pieces + 2 - result.packer.sequence_length]
+    assert "1 of 2 rows have truncated_tokens > 0" in caplog.text
+
+
 @pytest.mark.slow
 def test_sigterm_stops_with_one_line_that_says_how_to_resume(make_config, tmp_path):
     config = make_config("train.epochs=50")

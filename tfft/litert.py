@@ -3,7 +3,7 @@
 `convert` turns a trained task model into one `.tflite` file: raw strings
 (`text`, and `text_pair` for pair tasks) in, the task's numeric outputs out
 (`Task.litert_outputs`; for classification `probabilities`, `label_id` and
-`label`). The tokenizer is inside: TensorFlow Text's `FastBertTokenizer`,
+`label`), and `truncated_tokens`, as the SavedModel gives. The tokenizer is inside: TensorFlow Text's `FastBertTokenizer`,
 whose TFLite kernels `tensorflow_text.tflite_registrar` registers
 (`tfft.backbones.litert.LitePacker`). Weights can be quantized:
 `dynamic_range` stores int8 weights (about a quarter of the float32 size),
@@ -55,6 +55,7 @@ def convert(model, packer, task, quantize: str = "none") -> bytes:
     import tensorflow as tf
 
     from tfft.errors import ConfigError
+    from tfft.tasks.base import truncated_tokens
 
     if quantize not in QUANTIZATIONS:
         raise ConfigError(f"Argument `export.quantize` must be one of {QUANTIZATIONS}. Received: quantize={quantize!r}")
@@ -63,8 +64,9 @@ def convert(model, packer, task, quantize: str = "none") -> bytes:
     kept = task.litert_outputs
 
     def serve(*texts):
-        outputs = task.outputs(model, lite_packer, dict(zip(names, texts, strict=True)))
-        return {name: outputs[name] for name in kept}
+        inputs = dict(zip(names, texts, strict=True))
+        outputs = task.outputs(model, lite_packer, inputs)
+        return {**{name: outputs[name] for name in kept}, "truncated_tokens": truncated_tokens(lite_packer, inputs)}
 
     archive = keras.export.ExportArchive()
     # The endpoint tracks the variables it uses; tracking the model too would save each weight twice.

@@ -7,11 +7,14 @@ its task, whose `prediction_columns` turn the outputs into columns:
 
 | task | columns added to the input's |
 |---|---|
-| classification | `predicted_label`, `predicted_label_id`, `probability_<label>` per label |
-| multi_label | `predicted_labels` (joined by the separator), `probability_<label>` per label |
-| regression | `predicted_score` |
+| classification | `predicted_label`, `predicted_label_id`, `probability_<label>` per label, `truncated_tokens` |
+| multi_label | `predicted_labels` (joined by the separator), `probability_<label>` per label, `truncated_tokens` |
+| regression | `predicted_score`, `truncated_tokens` |
 | token_classification | `entities` (JSON spans: text, type, start and end character), `tags` |
 | extractive_qa | `answer`, `start` and `end` (character offsets into `context`), `score`, `nbest` (JSON candidates) |
+
+`truncated_tokens` counts the word pieces of a row past the model's sequence length, which it did not read
+(a warning counts the rows); exports older than it have no such column.
 
 Example:
 
@@ -102,7 +105,7 @@ def predict_file(
         rows = frame.iloc[start : start + batch_size]
         inputs = {name: rows[columns[name]].astype(str).tolist() for name in metadata["inputs"]}
         outputs = serve(inputs)
-        for name, values in task.prediction_columns(outputs, metadata, inputs).items():
+        for name, values in _columns(task, outputs, metadata, inputs).items():
             predicted.setdefault(name, []).extend(np.asarray(values).tolist() if not isinstance(values, list) else values)
         if bar is not None:
             bar.add(len(rows))
@@ -165,13 +168,23 @@ def _input_frame(task, metadata: dict, input_path, columns: dict) -> tuple[pd.Da
     return frame, columns
 
 
+def _columns(task, outputs: dict, metadata: dict, inputs: dict) -> dict:
+    """The task's prediction columns of a batch, then the outputs that count truncation (`truncated_tokens`), as
+    integers, unless the task made a column of them (NER's `truncated_words`). Older exports have none."""
+    columns = task.prediction_columns(outputs, metadata, inputs)
+    for name in (n for n in outputs if n.startswith("truncated_") and n not in columns):
+        columns[name] = np.asarray(outputs[name]).astype(int)
+    return columns
+
+
 def _warn_truncated(result: pd.DataFrame, predicted: dict) -> None:
-    """Logs how many rows lost words to the sequence length, from a task's `truncated_*` column (NER)."""
+    """Logs how many rows were longer than the model reads, from the `truncated_*` columns."""
     for name in (n for n in predicted if n.startswith("truncated_")):
         cut = int((result[name] > 0).sum())
         if cut:
-            logger.warning("%d of %d rows have %s > 0: text past the model's sequence length got no prediction "
-                           "(tagged O); see the `%s` column.", cut, len(result), name, name)
+            logger.warning("%d of %d rows have %s > 0: they are longer than the model's sequence length, and it did "
+                           "not read the rest (NER tags those words O); see the `%s` column.", cut, len(result), name,
+                           name)
 
 
 def _serving_function(model_path: pathlib.Path, litert_file: bool):

@@ -130,6 +130,13 @@ class LitePacker:
         features = {"token_ids": ids, "segment_ids": segment_ids * padding_mask, "padding_mask": padding_mask}
         return {name: features[name] for name in self.input_names}
 
+    def token_counts(self, text, text_pair=None) -> tf.Tensor:
+        """Untruncated lengths, special tokens included, as int32 `[batch]` (`TextPacker.token_counts`)."""
+        count = tf.cast(self.tokenizer.tokenize(text).row_lengths(), tf.int32) + 2  # [CLS] text [SEP]
+        if text_pair is not None:
+            count += tf.cast(self.tokenizer.tokenize(text_pair).row_lengths(), tf.int32) + 1  # pair [SEP]
+        return count
+
     def _dense(self, pieces: tf.RaggedTensor) -> tf.Tensor:
         """`[batch, sequence_length]` ids, cut or padded (`RaggedTensorToTensor` has a TFLite kernel)."""
         return pieces.to_tensor(default_value=self.pad_id, shape=[None, self.sequence_length])

@@ -347,13 +347,16 @@ class Task(abc.ABC):
 
         Text tasks serve `serving_default` (raw strings) and `serve_token_ids`
         (the packer's int32 inputs, for clients that tokenize; checked by
-        `TextPacker.check_token_ids`).
+        `TextPacker.check_token_ids`). `serving_default` also returns
+        `truncated_tokens` (`truncated_tokens`): what of each text the model
+        did not read, so that no client meets a silent truncation.
         """
         names = self.input_names()
         specs = [tf.TensorSpec([None], tf.string, name=name) for name in names]
 
         def serving_default(*texts):
-            return self.outputs(model, packer, dict(zip(names, texts, strict=True)))
+            inputs = dict(zip(names, texts, strict=True))
+            return {**self.outputs(model, packer, inputs), "truncated_tokens": truncated_tokens(packer, inputs)}
 
         def serve_token_ids(features):
             features = trim_to_longest(packer.check_token_ids(features))
@@ -424,6 +427,13 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def prediction_columns(cls, outputs: dict[str, np.ndarray], metadata: dict, inputs: dict[str, list[str]]) -> dict:
         """Column name -> values, from a batch of `serving_default` outputs (numpy)."""
+
+
+def truncated_tokens(packer, inputs: dict) -> tf.Tensor:
+    """Tokens of each example past the packer's `sequence_length`, special tokens counted: int32 `[batch]`, 0 for
+    an example that fits. `packer` is a `TextPacker` or a `LitePacker`; `inputs` holds `text` (and `text_pair`)."""
+    counts = packer.token_counts(inputs["text"], inputs.get("text_pair"))
+    return tf.maximum(counts - packer.sequence_length, 0)
 
 
 def softened_kl(student: tf.Tensor, teacher: tf.Tensor, temperature: float, axis: int = -1) -> tf.Tensor:

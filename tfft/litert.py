@@ -3,8 +3,8 @@
 `convert` turns a trained task model into one `.tflite` file: raw strings
 (`text`, and `text_pair` for pair tasks) in, the task's numeric outputs out
 (`Task.litert_outputs`; for classification `probabilities`, `label_id` and
-`label`), and `truncated_tokens`, as the SavedModel gives. The tokenizer is inside: TensorFlow Text's `FastBertTokenizer`,
-whose TFLite kernels `tensorflow_text.tflite_registrar` registers
+`label`), with `truncated_tokens` as the SavedModel has it. The tokenizer is
+inside: TensorFlow Text's `FastBertTokenizer`, whose TFLite kernels `tensorflow_text.tflite_registrar` registers
 (`tfft.backbones.litert.LitePacker`). Weights can be quantized:
 `dynamic_range` stores int8 weights (about a quarter of the float32 size),
 `float16` half-precision ones.

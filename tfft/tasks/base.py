@@ -348,8 +348,8 @@ class Task(abc.ABC):
         Text tasks serve `serving_default` (raw strings) and `serve_token_ids`
         (the packer's int32 inputs, for clients that tokenize; checked by
         `TextPacker.check_token_ids`). `serving_default` also returns
-        `truncated_tokens` (`truncated_tokens`): what of each text the model
-        did not read, so that no client meets a silent truncation.
+        `truncated_tokens` (the function of that name): how much of each text
+        the model did not read, so that no client meets a silent truncation.
         """
         names = self.input_names()
         specs = [tf.TensorSpec([None], tf.string, name=name) for name in names]

@@ -145,6 +145,13 @@ PREDICTIONS = [
 ]
 
 
+def test_a_missing_squad_file_names_the_folder_it_was_read_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"`dev.json` does not exist \(read from the current folder, .*\)\. Check the "
+                       r"path in `data.train` / `data.validation`, a SQuAD JSON file"):
+        tasks.extractive_qa.read_squad("dev.json")
+
+
 def test_em_and_f1_equal_the_official_squad_script():
     dataset = [{"paragraphs": [{"qas": [{"id": str(i), "answers": [{"text": g} for g in golds]}
                                         for i, (_, golds) in enumerate(PREDICTIONS)]}]}]

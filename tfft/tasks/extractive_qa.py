@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tfft import data, metrics
+from tfft import data, errors, metrics
 from tfft.backbones.litert import shifted
 from tfft.config import check
 from tfft.errors import DataError
@@ -59,7 +59,7 @@ def read_squad(path: str | pathlib.Path, labelled: bool = True) -> tuple[list[di
     """
     path = pathlib.Path(path)
     if not path.is_file():
-        raise DataError(f"Data file `{path}` does not exist. Give a SQuAD JSON file (`.json` or `.json.zip`).")
+        raise errors.missing_file(path, "`data.train` / `data.validation`, a SQuAD JSON file (`.json` or `.json.zip`)")
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             members = [n for n in archive.namelist() if n.endswith(".json")]

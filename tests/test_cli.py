@@ -61,7 +61,9 @@ def test_train_from_yaml_with_overrides(tmp_path, data_dir, tiny_preset):
     predictions = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
     assert list(predictions.columns) == [
         "text", "label", "predicted_label", "predicted_label_id", "probability_neg", "probability_pos",
+        "truncated_tokens",
     ]
+    assert predictions["truncated_tokens"].tolist() == [0, 0, 0]  # every text fits
     assert predictions["predicted_label"].tolist()[:2] == ["pos", "neg"]
     assert predictions[["probability_neg", "probability_pos"]].sum(axis=1).round(5).tolist() == [1.0] * 3
     again = {"model": str(model_dir), "input": str(tmp_path / "new.csv"), "output": str(tmp_path / "p.csv")}

@@ -394,6 +394,19 @@ def test_predict_says_which_rows_the_model_did_not_read_whole(trained_run, tmp_p
     assert "1 of 2 rows have truncated_tokens > 0" in caplog.text
 
 
+def test_predict_refuses_an_input_that_has_its_output_columns(trained_run, tmp_path):
+    """Predictions fed back in as input: their columns would have been replaced in the output without a word."""
+    from tfft import predict
+
+    _, result = trained_run
+    (tmp_path / "in.csv").write_text("text\nthe plot was superb\n")
+    predict.predict_file(result.export_path, tmp_path / "in.csv", tmp_path / "first.csv", progress=False)
+    with pytest.raises(DataError, match=r"`.*first.csv` already has the columns `tfft predict` writes: predicted_label, "
+                                        r"predicted_label_id, probability_neg, probability_pos, truncated_tokens"):
+        predict.predict_file(result.export_path, tmp_path / "first.csv", tmp_path / "second.csv", progress=False)
+    assert not (tmp_path / "second.csv").exists()
+
+
 @pytest.mark.slow
 def test_sigterm_stops_with_one_line_that_says_how_to_resume(make_config, tmp_path):
     config = make_config("train.epochs=50")

@@ -105,7 +105,7 @@ def predict_file(
         rows = frame.iloc[start : start + batch_size]
         inputs = {name: rows[columns[name]].astype(str).tolist() for name in metadata["inputs"]}
         outputs = serve(inputs)
-        for name, values in _columns(task, outputs, metadata, inputs).items():
+        for name, values in _columns(task, outputs, metadata, inputs, frame.columns, input_path).items():
             predicted.setdefault(name, []).extend(np.asarray(values).tolist() if not isinstance(values, list) else values)
         if bar is not None:
             bar.add(len(rows))
@@ -168,12 +168,19 @@ def _input_frame(task, metadata: dict, input_path, columns: dict) -> tuple[pd.Da
     return frame, columns
 
 
-def _columns(task, outputs: dict, metadata: dict, inputs: dict) -> dict:
+def _columns(task, outputs: dict, metadata: dict, inputs: dict, taken, input_path) -> dict:
     """The task's prediction columns of a batch, then the outputs that count truncation (`truncated_tokens`), as
-    integers, unless the task made a column of them (NER's `truncated_words`). Older exports have none."""
+    integers, unless the task made a column of them (NER's `truncated_words`; older exports have none). A column
+    the input has already (`taken`: an earlier run's predictions fed back in) fails: it would be replaced."""
     columns = task.prediction_columns(outputs, metadata, inputs)
     for name in (n for n in outputs if n.startswith("truncated_") and n not in columns):
         columns[name] = np.asarray(outputs[name]).astype(int)
+    clash = [name for name in columns if name in taken]
+    if clash:
+        raise data.DataError(
+            f"Data file `{input_path}` already has the columns `tfft predict` writes: {', '.join(clash)}. Rename or "
+            "drop them (an earlier run's predictions?), so that the output keeps both."
+        )
     return columns
 
 

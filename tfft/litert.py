@@ -4,8 +4,8 @@
 (`text`, and `text_pair` for pair tasks) in, the task's numeric outputs out
 (`Task.litert_outputs`; for classification `probabilities`, `label_id` and
 `label`), with `truncated_tokens` as the SavedModel has it. The tokenizer is
-inside: TensorFlow Text's `FastBertTokenizer`, whose TFLite kernels `tensorflow_text.tflite_registrar` registers
-(`tfft.backbones.litert.LitePacker`). Weights can be quantized:
+inside: TensorFlow Text's `FastBertTokenizer`, whose TFLite kernels
+`tensorflow_text.tflite_registrar` registers (`tfft.backbones.litert.LitePacker`). Weights can be quantized:
 `dynamic_range` stores int8 weights (about a quarter of the float32 size),
 `float16` half-precision ones.
 

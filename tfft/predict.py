@@ -209,7 +209,8 @@ def _write_table(frame: pd.DataFrame, path: pathlib.Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        text = frame.to_json(orient="records", lines=True, force_ascii=False)
+        tables.write_whole(path, lambda temporary: frame.to_json(temporary, orient="records", lines=True,
+                                                                  force_ascii=False))
     else:
-        text = frame.to_csv(sep="\t" if suffix == ".tsv" else ",", index=False)
-    tables.write_text(path, text)
+        tables.write_whole(path, lambda temporary: frame.to_csv(temporary, sep="\t" if suffix == ".tsv" else ",",
+                                                                 index=False))

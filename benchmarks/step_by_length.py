@@ -59,9 +59,8 @@ features, *targets = next(iter(inputs.train_ds))
 targets = [t[:batch] for t in targets]
 
 def dataset(n):  # the batch at length n, its length dimension unknown to the trace, as a run's padded batches
-    rows = dict(features)
-    rows["token_ids"] = tf.random.stateless_uniform((batch, n), (n, 0), 1000, 20000, dtype=features["token_ids"].dtype)
-    rows = {k: (v if k == "token_ids" else tf.ones((batch, n), v.dtype)) for k, v in rows.items()}
+    rows = {k: tf.random.stateless_uniform((batch, n), (n, 0), 1000, 20000, dtype=v.dtype) if k == "token_ids"
+            else tf.ones((batch, n), v.dtype) for k, v in features.items()}
     return iter(tf.data.Dataset.from_tensor_slices((rows, *targets)).padded_batch(batch).repeat())
 
 iterators = {n: dataset(n) for n in lengths}

@@ -4,7 +4,7 @@ The speed tables compare whole epochs, where each peer pads its batches its own 
 out: both peers train all-MiniLM-L6-v2 as `configs/sst2_minilm.yaml` does (the same weights trained, the
 embeddings frozen, dropout on, AdamW with decay and clipping at 1.0) on the same batch shapes, --batch sentences of
 random word pieces at each of --lengths tokens. tfft's step is `model.fit`'s own train function, fed a dataset whose
-length dimension is unknown, as in a run (one trace serves every length); PyTorch's is the Hugging Face Trainer's
+length dimension is unknown, as a run's trimmed batches are (one trace serves every length; checked); PyTorch's is the Hugging Face Trainer's
 (forward, backward, `clip_grad_norm_`, `AdamW.step`, `zero_grad`) on `BertForSequenceClassification`.
 
 Each peer runs in its own process, in --rounds rounds whose order alternates; in a process each length gets 3
@@ -58,14 +58,22 @@ model = train.build(config, task, inputs, tf.distribute.get_strategy())
 features, *targets = next(iter(inputs.train_ds))
 targets = [t[:batch] for t in targets]
 
-def dataset(n):  # the batch at length n, its length dimension unknown to the trace, as a run's padded batches
+def dataset(n):  # the batch at length n, its length dimension unknown to the trace, as a run's trimmed batches
     rows = {k: tf.random.stateless_uniform((batch, n), (n, 0), 1000, 20000, dtype=v.dtype) if k == "token_ids"
             else tf.ones((batch, n), v.dtype) for k, v in features.items()}
-    return iter(tf.data.Dataset.from_tensor_slices((rows, *targets)).padded_batch(batch).repeat())
+    ds = tf.data.Dataset.from_tensor_slices((rows, *targets))
+    # Without `padded_shapes` the spec says n: the first length would get a trace of its own, with a static length
+    # (Keras' einsum then takes another, slower path: README, *Speed*), and the later ones a generalized trace.
+    unknown = tf.nest.map_structure(lambda spec: [None] * spec.shape.rank, ds.element_spec)
+    return iter(ds.padded_batch(batch, padded_shapes=unknown).repeat())
 
 iterators = {n: dataset(n) for n in lengths}
+traces, train_step = [], model.train_step
+model.train_step = lambda data: traces.append(1) or train_step(data)  # runs once per trace
 model.make_train_function()
-print(json.dumps(timed(lambda n: float(model.train_function(iterators[n])["loss"]))))
+times = timed(lambda n: float(model.train_function(iterators[n])["loss"]))
+assert len(traces) == 1, f"the train function was traced {len(traces)} times; every length should share one trace"
+print(json.dumps(times))
 """
 
 TORCH = TIMING + """

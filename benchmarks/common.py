@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -9,6 +10,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -130,3 +132,28 @@ def run_child(module_code: str, *args: str, timeout: int = 3600) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def worktrees(commits: dict[str, str], prefix: str):
+    """Checks each commit (name -> git revision) out in a temporary git worktree; yields (folder, name -> tree).
+
+    The worktrees, and the temporary folder that holds them, are removed on the way out.
+    """
+    with tempfile.TemporaryDirectory(prefix=prefix) as work:
+        trees = {}
+        try:
+            for name, revision in commits.items():
+                trees[name] = f"{work}/{name}"
+                subprocess.run(["git", "worktree", "add", "--detach", trees[name], revision], cwd=REPO, check=True)
+            yield work, trees
+        finally:
+            for tree in trees.values():
+                subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=REPO, check=False)
+
+
+def run_in_tree(tree: str, module_code: str, *args: str, timeout: int = 3600) -> dict:
+    """`run_child` with worktree `tree`'s tfft imported first; the child fails if another tfft was imported."""
+    head = (f"import sys; sys.path.insert(0, {tree!r})\nimport tfft\n"
+            f"assert tfft.__file__.startswith({tree!r}), f'imported {{tfft.__file__}}, not the worktree\\'s tfft'\n")
+    return run_child(head + module_code, *args, timeout=timeout)

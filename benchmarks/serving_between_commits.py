@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import tempfile
 
 from absl import app, flags
 
@@ -29,11 +27,10 @@ _ROUNDS = flags.DEFINE_integer("rounds", 2, "Rounds; each measures both commits'
 
 TRAIN = """
 import json, pathlib, sys
-import tfft
 from tfft import train
 from tfft.config import load_config
 config = load_config("configs/sst2_minilm.yaml", json.loads(sys.argv[1]))
-print(json.dumps({"export": train.run(config).export_path, "tfft": tfft.__file__}))
+print(json.dumps({"export": train.run(config).export_path}))
 """
 
 FILES = {"saved_model": "", "litert_dynamic_range": "/model.tflite"}
@@ -44,11 +41,7 @@ def export(tree: str, work: str) -> str:
     overrides = [*common.sst2_overrides(common.data_dir(_DATA_DIR.value), _TRAIN_EXAMPLES.value, f"{work}/run"),
                  "data.validation=", "export.enabled=true", f"export.base_dir={work}/saved",
                  "export.formats=saved_model,litert", "export.quantize=dynamic_range"]
-    code = f"import sys; sys.path.insert(0, {tree!r})\n" + TRAIN
-    out = common.run_child(code, json.dumps(overrides), timeout=3600)
-    if not out["tfft"].startswith(tree):
-        raise RuntimeError(f"the child imported {out['tfft']}, not the worktree's tfft")
-    return out["export"]
+    return common.run_in_tree(tree, TRAIN, json.dumps(overrides))["export"]
 
 
 def main(argv):
@@ -56,22 +49,14 @@ def main(argv):
     dev = common.data_dir(_DATA_DIR.value) / "sst2" / "dev.tsv"
     commits = {"before": _BEFORE.value, "after": _AFTER.value}
     results = {}
-    with tempfile.TemporaryDirectory(prefix="tfft_serving_commits_") as work:
-        exports = {}
-        try:
-            for name, revision in commits.items():
-                tree = f"{work}/{name}"
-                subprocess.run(["git", "worktree", "add", "--detach", tree, revision], cwd=common.REPO, check=True)
-                exports[name] = export(tree, f"{work}/{name}_out")
-            for round_ in range(_ROUNDS.value):
-                for name in list(commits) if round_ % 2 == 0 else list(commits)[::-1]:
-                    for row, suffix in FILES.items():
-                        out = common.run_child(MEASURE, row, exports[name] + suffix, str(dev))
-                        results.setdefault((row, name), []).append(out)
-                        print(round_, row, name, out, flush=True)
-        finally:
-            for name in commits:
-                subprocess.run(["git", "worktree", "remove", "--force", f"{work}/{name}"], cwd=common.REPO, check=False)
+    with common.worktrees(commits, prefix="tfft_serving_commits_") as (work, trees):
+        exports = {name: export(tree, f"{work}/{name}_out") for name, tree in trees.items()}
+        for round_ in range(_ROUNDS.value):
+            for name in list(commits) if round_ % 2 == 0 else list(commits)[::-1]:
+                for row, suffix in FILES.items():
+                    out = common.run_child(MEASURE, row, exports[name] + suffix, str(dev))
+                    results.setdefault((row, name), []).append(out)
+                    print(round_, row, name, out, flush=True)
     keys = ("p50_ms", "p99_ms", "batch32_per_s", "size_mb", "peak_rss_mb", "accuracy")
     rows = [{"file": row, "commit": f"{name} ({commits[name]})",
              **{key: statistics.median(o[key] for o in outs) for key in keys}}

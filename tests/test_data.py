@@ -204,6 +204,16 @@ def test_static_bucket_shapes(packer):
     assert [x["token_ids"].shape[1] for x, _ in ds] == [16, 16]
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("pad_to", ["longest", "buckets", "max"])
+def test_length_axis_is_unknown_to_the_graph(packer, pad_to, training):
+    # A known length sends Keras' einsum down a slower path for EinsumDense's gradients (`finish_batches`).
+    examples = data.Examples("mem", ["great"] * 3 + ["great " * 20] * 3, labels=["a"] * 6)
+    ds = data.make_dataset(examples, np.zeros(6, np.int32), packer, batch_size=3, pad_to=pad_to, training=training)
+    features, _ = ds.element_spec
+    assert all(spec.shape.as_list() == [None, None] for spec in features.values())
+
+
 @pytest.mark.parametrize("pad_to", ["longest", "buckets", "max"])
 def test_prediction_batches_keep_row_order(long_packer, pad_to):
     words = (30, 1, 5, 12, 2, 70, 3)

@@ -608,11 +608,19 @@ def finish_batches(
     sequence_targets: bool = False,
     shard_policy=tf.data.experimental.AutoShardPolicy.DATA,
 ) -> tf.data.Dataset:
-    """Trims each batch's padding (`pad_to`), sets the pipeline's options and prefetches: every pipeline's end."""
-    if pad_to != "max":
-        lengths = bucket_lengths(sequence_length) if pad_to == "buckets" else None
-        trim = functools.partial(_trim_batch, lengths=lengths, sequence_targets=sequence_targets)
-        ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
+    """Trims each batch's padding (`pad_to`), sets the pipeline's options and prefetches: every pipeline's end.
+
+    Every `pad_to` leaves the length axis unknown to the graph, `max`
+    included (its batches are "trimmed" to `sequence_length`, the length
+    they have). With a length the graph knows, Keras' TensorFlow `einsum`
+    runs `EinsumDense`'s projections (attention's query, key, value and
+    output) as a broadcasting batched matmul whose kernel gradient is
+    computed per example and then summed: MiniLM's training step at 16
+    tokens took about twice as long (README, *Speed*).
+    """
+    lengths = {"longest": None, "buckets": bucket_lengths(sequence_length), "max": [sequence_length]}[pad_to]
+    trim = functools.partial(_trim_batch, lengths=lengths, sequence_targets=sequence_targets)
+    ds = ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.with_options(pipeline_options(shard_policy)).prefetch(tf.data.AUTOTUNE)
 
 

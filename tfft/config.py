@@ -293,7 +293,7 @@ class TrainConfig:
         jit_compile: bool. Compile the train step with XLA.
         steps_per_execution: int. Steps run per `tf.function` call (TPU).
         pad_to: str. `longest` pads each batch to its longest sequence;
-            `buckets` pads to the next of 16, 32, 64, ... (few static
+            `buckets` pads to the next of 16, 32, 64, ... (few
             shapes, for TPU/XLA); `max` pads to `sequence_length`.
         group_by_length: bool. Training batches of similar lengths, which
             `longest` and `buckets` pad less; false: random batches, as the

@@ -545,7 +545,7 @@ class Batching:
     Args:
         batch_size: int. Batch size (global, under a distribution strategy).
         pad_to: str. `longest` (each batch to its longest sequence), `buckets`
-            (to the next of `bucket_lengths`: few static shapes for TPU/XLA)
+            (to the next of `bucket_lengths`: few shapes, for TPU/XLA)
             or `max` (every batch to the packer's `sequence_length`).
         drop_remainder: bool. Drop each epoch's last partial batch (static
             batch size).

@@ -122,6 +122,16 @@ def test_the_best_span_over_all_windows_comes_back_as_character_offsets(tiny_pre
             assert e - s <= 200  # at most max_answer_length tokens
 
 
+def test_a_question_past_max_question_length_is_counted_not_cut_silently(tiny_preset):
+    task, packer = _task_and_packer(tiny_preset)  # task.max_question_length=8
+    context, _ = _long_context(12, "superb lovely", 5)
+    questions = ["the plot was " * 4, "the plot was"]  # 12 word pieces, 3
+    outputs = task.outputs(_pointing_model(packer, "superb", "lovely"), packer,
+                           {"question": tf.constant(questions), "context": tf.constant([context] * 2)})
+    assert outputs["truncated_question_tokens"].numpy().tolist() == [4, 0]
+    assert [a.decode() for a in outputs["answer"].numpy()] == ["superb lovely"] * 2  # the context is read whole
+
+
 def test_max_answer_length_bounds_the_span(tiny_preset):
     task, packer = _task_and_packer(tiny_preset, "task.max_answer_length=2")
     outputs = task.outputs(_pointing_model(packer, "superb", "lovely"), packer,
@@ -327,6 +337,8 @@ def test_predict_answers_squad_json_and_csv_from_the_export(qa_run, data_dir, tm
     document = squad_questions(20, seed=7)
     for paragraph in document["data"][0]["paragraphs"]:
         paragraph["qas"][0]["answers"] = []  # an unlabelled file is enough
+    first = document["data"][0]["paragraphs"][0]["qas"][0]
+    first["question"] = " ".join([first["question"]] * 4)  # 12 word pieces, past task.max_question_length=8
     source = _write_squad(tmp_path / "questions.json", document)
     from_json = predict.predict_file(result.export_path, source, tmp_path / "out.jsonl", progress=False)
     assert list(from_json.columns[:3]) == ["id", "question", "context"]
@@ -334,6 +346,7 @@ def test_predict_answers_squad_json_and_csv_from_the_export(qa_run, data_dir, tm
     for row in from_json.itertuples():
         assert row.context[row.start : row.end] == row.answer
         assert json.loads(row.nbest)[0]["text"] == row.answer
+    assert from_json.truncated_question_tokens.tolist() == [4] + [0] * 19  # the pieces the model did not read
     rows = from_json[["question", "context"]]
     rows.to_csv(tmp_path / "questions.csv", index=False)
     from_csv = predict.predict_file(result.export_path, tmp_path / "questions.csv", tmp_path / "out.csv",

@@ -10,11 +10,12 @@ its task, whose `prediction_columns` turn the outputs into columns:
 | classification | `predicted_label`, `predicted_label_id`, `probability_<label>` per label, `truncated_tokens` |
 | multi_label | `predicted_labels` (joined by the separator), `probability_<label>` per label, `truncated_tokens` |
 | regression | `predicted_score`, `truncated_tokens` |
-| token_classification | `entities` (JSON spans: text, type, start and end character), `tags` |
-| extractive_qa | `answer`, `start` and `end` (character offsets into `context`), `score`, `nbest` (JSON candidates) |
+| token_classification | `entities` (JSON spans: text, type, start and end character), `tags`, `truncated_words` |
+| extractive_qa | `answer`, `start` and `end` (character offsets into `context`), `score`, `nbest` (JSON candidates), `truncated_question_tokens` |
 
 `truncated_tokens` counts the word pieces of a row past the model's sequence length, which it did not read
-(a warning counts the rows); exports older than it have no such column.
+(NER: `truncated_words`, words tagged O; extractive QA: `truncated_question_tokens`, the question's pieces past
+`task.max_question_length`); a warning counts the rows. Exports older than these have no such column.
 
 Example:
 
@@ -189,9 +190,9 @@ def _warn_truncated(result: pd.DataFrame, predicted: dict) -> None:
     for name in (n for n in predicted if n.startswith("truncated_")):
         cut = int((result[name] > 0).sum())
         if cut:
-            logger.warning("%d of %d rows have %s > 0: they are longer than the model's sequence length, and it did "
-                           "not read the rest (NER tags those words O); see the `%s` column.", cut, len(result), name,
-                           name)
+            logger.warning("%d of %d rows have %s > 0: they are longer than the model reads (model.sequence_length; "
+                           "a question: task.max_question_length), and it did not read the rest (NER tags those words "
+                           "O); see the `%s` column.", cut, len(result), name, name)
 
 
 def _serving_function(model_path: pathlib.Path, litert_file: bool):

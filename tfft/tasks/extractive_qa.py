@@ -182,7 +182,10 @@ class ExtractiveQA(Task):
     `context`, -1 for no answer), `score` (start + end logit), and the
     `task.n_best` candidates as `nbest_answers`, `nbest_starts`,
     `nbest_ends` and `nbest_scores` `[batch, n_best]` (padded with "" and -1),
-    and `null_score_diff` (the no-answer score minus the best span's).
+    `null_score_diff` (the no-answer score minus the best span's), and
+    `truncated_question_tokens` (int32: the question's word pieces past
+    `task.max_question_length`, which the model did not read; the context is
+    read whole, in windows).
     """
 
     type = "extractive_qa"
@@ -413,6 +416,8 @@ class ExtractiveQA(Task):
             "nbest_starts": char_start,
             "nbest_ends": char_end,
             "nbest_scores": best_scores,
+            # The context is read whole, in windows; a question is cut at `task.max_question_length`.
+            "truncated_question_tokens": tf.maximum(windows["question_length"] - self.config.task.max_question_length, 0),
         }
 
     def _window_candidates(self, start_logits, end_logits, byte_start, byte_end, longest):

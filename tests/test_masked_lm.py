@@ -275,11 +275,13 @@ def test_serving_fills_the_mask_written_in_the_text(adapted):
     config = load_config(str(adapted / "config.yaml"))
     trained = load_trained(config)
     function, _ = trained.task.serving_signatures(trained.model, trained.packer)["serving_default"]
-    outputs = function(tf.constant(["the movie was [MASK]", "the [MASK] was dull", "no mask here"]))
+    long = "the movie was dull . " * 8 + "the movie was [MASK]"  # 44 pieces: the mask is past sequence_length 32
+    outputs = function(tf.constant(["the movie was [MASK]", "the [MASK] was dull", "no mask here", long]))
     tokens = [[t.decode() for t in row] for row in outputs["top_tokens"].numpy()]
-    assert outputs["mask_count"].numpy().tolist() == [1, 1, 0]
+    assert outputs["mask_count"].numpy().tolist() == [1, 1, 0, 0]
+    assert outputs["truncated_tokens"].numpy().tolist() == [0, 0, 0, 44 + 2 - 32]  # [CLS] and [SEP] counted
     assert tokens[0][0] in POSITIVE + NEGATIVE  # after "was": an adjective, as in every training sentence
     assert tokens[1][0] in NOUNS
-    assert tokens[2] == [""] * 5
+    assert tokens[2] == tokens[3] == [""] * 5
     probabilities = outputs["top_probabilities"].numpy()
     assert (np.diff(probabilities[:2], axis=1) <= 0).all() and probabilities[:2].sum(axis=1).max() <= 1.0 + 1e-6

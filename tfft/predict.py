@@ -12,6 +12,7 @@ its task, whose `prediction_columns` turn the outputs into columns:
 | regression | `predicted_score`, `truncated_tokens` |
 | token_classification | `entities` (JSON spans: text, type, start and end character), `tags`, `truncated_words` |
 | extractive_qa | `answer`, `start` and `end` (character offsets into `context`), `score`, `nbest` (JSON candidates), `truncated_question_tokens` |
+| masked_lm | `predicted_token`, `top_tokens` (the 5 likeliest, space-separated), `truncated_tokens` |
 
 `truncated_tokens` counts the word pieces of a row past the model's sequence length, which it did not read
 (NER: `truncated_words`, words tagged O; extractive QA: `truncated_question_tokens`, the question's pieces past

@@ -184,6 +184,11 @@ class TextPacker:
             specials = self._specials[1]
         return tf.cast(count, tf.int32) + specials
 
+    def packed_lengths(self, pieces: tf.RaggedTensor) -> tf.Tensor:
+        """Untruncated lengths of single texts already tokenized (`pieces`, ragged `[batch, None]`), special tokens
+        included, as int32 `[batch]`: what `token_counts` gives for the texts they came from."""
+        return tf.cast(pieces.row_lengths(), tf.int32) + self._specials[0]
+
 
 def vocabulary_by_id(tokenizer) -> list[str]:
     """The tokenizer's tokens in id order (keras-hub's byte-level BPE gives `get_vocabulary()` as unordered keys)."""

@@ -16,7 +16,8 @@ head, and the log says so.
 
 Serving (`serving_default(text)`) fills the first mask token written in the
 text (`[MASK]` for BERT): `top_tokens` and `top_probabilities` `[batch, 5]`,
-and `mask_count`.
+`mask_count` (masks within `model.sequence_length`) and `truncated_tokens`
+(pieces past it, which the model did not read: a mask there is not filled).
 """
 
 from __future__ import annotations
@@ -304,6 +305,7 @@ class MaskedLM(Task):
                 "top_tokens": tf.where(count[:, None] > 0, tf.gather(vocabulary, top_ids), ""),
                 "top_probabilities": tf.where(count[:, None] > 0, top, 0.0),
                 "mask_count": count,
+                "truncated_tokens": tf.maximum(packer.packed_lengths(sequences) - packer.sequence_length, 0),
             }
 
         return {"serving_default": (serving_default, [tf.TensorSpec([None], tf.string, name="text")])}

@@ -122,6 +122,15 @@ def speed_up(tfft: dict, peer: dict) -> str:
     return f"{(tfft['examples'] / tfft['seconds']) / (peer['examples'] / peer['seconds']):.2f}x"
 
 
+def alternating(names, rounds: int):
+    """(round, name) for every name in every round, the order reversed in odd rounds: peers measured in turn, so that
+    the machine's drift over a run falls on each of them alike."""
+    names = list(names)
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            yield round_, name
+
+
 def run_child(module_code: str, *args: str, timeout: int = 3600) -> dict:
     """Runs one measurement in a fresh process (own peak RSS); returns the JSON it prints last."""
     path = os.pathsep.join(filter(None, [str(REPO / "benchmarks"), os.environ.get("PYTHONPATH")]))

@@ -47,12 +47,11 @@ def main(argv):
     del argv
     data = common.data_dir(_DATA_DIR.value)
     runs = {value: [] for value in _VALUES.value}
-    for index, seed in enumerate(_SEEDS.value):
-        order = _VALUES.value if index % 2 == 0 else _VALUES.value[::-1]
-        for value in order:
-            result = common.run_child(CHILD, str(data), str(_TRAIN_EXAMPLES.value), value, seed, timeout=3600)
-            runs[value].append(result)
-            print(f"megabatch {value}, seed {seed}: {json.dumps(result)}", flush=True)
+    for index, value in common.alternating(_VALUES.value, len(_SEEDS.value)):  # one round per seed
+        seed = _SEEDS.value[index]
+        result = common.run_child(CHILD, str(data), str(_TRAIN_EXAMPLES.value), value, seed, timeout=3600)
+        runs[value].append(result)
+        print(f"megabatch {value}, seed {seed}: {json.dumps(result)}", flush=True)
     rows = []
     for value, results in runs.items():
         accuracy = [r["accuracy"] for r in results]

@@ -51,12 +51,11 @@ def main(argv):
     results = {}
     with common.worktrees(commits, prefix="tfft_serving_commits_") as (work, trees):
         exports = {name: export(tree, f"{work}/{name}_out") for name, tree in trees.items()}
-        for round_ in range(_ROUNDS.value):
-            for name in list(commits) if round_ % 2 == 0 else list(commits)[::-1]:
-                for row, suffix in FILES.items():
-                    out = common.run_child(MEASURE, row, exports[name] + suffix, str(dev))
-                    results.setdefault((row, name), []).append(out)
-                    print(round_, row, name, out, flush=True)
+        for round_, name in common.alternating(commits, _ROUNDS.value):
+            for row, suffix in FILES.items():
+                out = common.run_child(MEASURE, row, exports[name] + suffix, str(dev))
+                results.setdefault((row, name), []).append(out)
+                print(round_, row, name, out, flush=True)
     keys = ("p50_ms", "p99_ms", "batch32_per_s", "size_mb", "peak_rss_mb", "accuracy")
     rows = [{"file": row, "commit": f"{name} ({commits[name]})",
              **{key: statistics.median(o[key] for o in outs) for key in keys}}

@@ -75,10 +75,9 @@ print(json.dumps({"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.per
 def measure_rows(paths: dict[str, pathlib.Path], rows: list[str], dev: pathlib.Path, rounds: int) -> dict[str, list[dict]]:
     """Measures each row `rounds` times, alternating the order (forward, then reverse); row -> its results."""
     measured: dict[str, list[dict]] = {row: [] for row in rows}
-    for round_ in range(rounds):
-        for row in rows if round_ % 2 == 0 else list(reversed(rows)):
-            kind = "saved_model" if row.endswith("saved_model") else "litert" if "litert" in row else "hf_pipeline"
-            result = common.run_child(MEASURE, kind, str(paths[row]), str(dev))
-            print(f"round {round_ + 1} {row}: p50 {result['p50_ms']:.2f} ms, {result['batch32_per_s']:.1f}/s", flush=True)
-            measured[row].append(result)
+    for round_, row in common.alternating(rows, rounds):
+        kind = "saved_model" if row.endswith("saved_model") else "litert" if "litert" in row else "hf_pipeline"
+        result = common.run_child(MEASURE, kind, str(paths[row]), str(dev))
+        print(f"round {round_ + 1} {row}: p50 {result['p50_ms']:.2f} ms, {result['batch32_per_s']:.1f}/s", flush=True)
+        measured[row].append(result)
     return measured

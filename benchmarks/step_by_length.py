@@ -112,13 +112,12 @@ def main(argv):
     args = (json.dumps(overrides), json.dumps(lengths), str(_BATCH.value), str(_STEPS.value))
     peers = {"tfft": TFFT, "PyTorch": TORCH}
     times = {name: {n: [] for n in lengths} for name in peers}
-    for round_ in range(_ROUNDS.value):
-        for name in list(peers) if round_ % 2 == 0 else list(peers)[::-1]:
-            out = common.run_child(peers[name], *args)
-            for n in lengths:
-                times[name][n] += out[str(n)]
-            print(f"round {round_} {name}: " + ", ".join(
-                f"{n}: {1000 * statistics.median(out[str(n)]):.0f} ms" for n in lengths), flush=True)
+    for round_, name in common.alternating(peers, _ROUNDS.value):
+        out = common.run_child(peers[name], *args)
+        for n in lengths:
+            times[name][n] += out[str(n)]
+        print(f"round {round_} {name}: " + ", ".join(
+            f"{n}: {1000 * statistics.median(out[str(n)]):.0f} ms" for n in lengths), flush=True)
     rows = []
     for n in lengths:
         tfft, torch = (1000 * statistics.median(times[name][n]) for name in peers)

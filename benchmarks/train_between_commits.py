@@ -44,13 +44,12 @@ def main(argv):
     commits = {"before": _BEFORE.value, "after": _AFTER.value}
     runs = {name: [] for name in commits}
     with common.worktrees(commits, prefix="tfft_train_commits_") as (work, trees):
-        for round_ in range(_ROUNDS.value):
-            for name in list(commits) if round_ % 2 == 0 else list(commits)[::-1]:
-                overrides = [*common.sst2_overrides(data, _TRAIN_EXAMPLES.value, f"{work}/{name}_run"),
-                             "train.epochs=1", *_SET.value]
-                out = common.run_in_tree(trees[name], TRAIN, json.dumps(overrides))
-                runs[name].append(out)
-                print(round_, name, out, flush=True)
+        for round_, name in common.alternating(commits, _ROUNDS.value):
+            overrides = [*common.sst2_overrides(data, _TRAIN_EXAMPLES.value, f"{work}/{name}_run"),
+                         "train.epochs=1", *_SET.value]
+            out = common.run_in_tree(trees[name], TRAIN, json.dumps(overrides))
+            runs[name].append(out)
+            print(round_, name, out, flush=True)
     rows = [{"commit": f"{name} ({commits[name]})",
              "train-step s": round(statistics.median(r["step_seconds"] for r in outs), 2),
              "median ms/step": round(statistics.median(r["steady_ms"] for r in outs), 1),

@@ -177,16 +177,14 @@ class TextPacker:
 
     def token_counts(self, text, text_pair=None) -> tf.Tensor:
         """Untruncated lengths, special tokens included, as int32 `[batch]`."""
-        count = self.tokenize(text).row_lengths()
-        specials = self._specials[0]
-        if text_pair is not None:
-            count += self.tokenize(text_pair).row_lengths()
-            specials = self._specials[1]
-        return tf.cast(count, tf.int32) + specials
+        if text_pair is None:
+            return self.packed_lengths(self.tokenize(text))
+        count = self.tokenize(text).row_lengths() + self.tokenize(text_pair).row_lengths()
+        return tf.cast(count, tf.int32) + self._specials[1]
 
     def packed_lengths(self, pieces: tf.RaggedTensor) -> tf.Tensor:
         """Untruncated lengths of single texts already tokenized (`pieces`, ragged `[batch, None]`), special tokens
-        included, as int32 `[batch]`: what `token_counts` gives for the texts they came from."""
+        included, as int32 `[batch]`: `token_counts` of the texts they came from."""
         return tf.cast(pieces.row_lengths(), tf.int32) + self._specials[0]
 
 

@@ -19,7 +19,11 @@ each run in its own process (its own peak RSS). Rows:
     python benchmarks/recipes.py --select=lora --seeds=0     # choose (d')'s learning rate and epochs the same way
 
 Epochs, batch size (32), warmup (10%) and learning rate are the same for
-every peer of a task. Prints a Markdown table (mean and standard deviation
+every peer of a task. Every peer trains as the Trainer does by default: no
+evaluation while training, the final weights scored once on dev (tfft's runs
+are given no validation split, which would restore their best epoch on dev).
+examples/s counts training only (tfft: `timing.StepTimer`; the Trainer: its
+`train_runtime`). Prints a Markdown table (mean and standard deviation
 over the seeds) and writes benchmarks/results/recipes.{md,json}.
 """
 
@@ -63,17 +67,25 @@ TASKS = {
                              "data.label_column=Quality"]),
 }
 
+# Trained as the Trainer peer is: no evaluation while training, the final weights (a run with a validation split would
+# restore its best epoch, chosen on the very split it is scored on), then one scoring pass over `data.validation`.
 TFFT = """
-import json, sys, time
-from tfft import train
+import json, sys
+from tfft import evaluate, train
 from tfft.config import load_config
 from tfft.freezing import count_parameters
 from common import peak_rss_mb
+from timing import StepTimer
 overrides = json.loads(sys.argv[1])
-result = train.run(load_config("configs/sst2_minilm.yaml", overrides))
-m, model = result.metrics, result.model
+config = load_config("configs/sst2_minilm.yaml", overrides)
+scored, config.data.validation = config.data.validation, ""
+timer = StepTimer()
+result = train.run(config, callbacks=[timer])
+task, model = result.task, result.model
+examples = task.read(scored, split="validation")
+m = task.score(examples, evaluate.predict_outputs(task, model, result.packer, examples, 64))
 print(json.dumps({"mcc": m["matthews_corrcoef"], "f1": m["per_class"][result.labels.names[-1]]["f1"],
-                  "seconds": m["train_seconds"], "peak_rss_mb": peak_rss_mb(),
+                  "seconds": timer.total_seconds, "peak_rss_mb": peak_rss_mb(),
                   "trainable": count_parameters(model.trainable_weights), "total": count_parameters(model.weights)}))
 """
 

@@ -14,7 +14,8 @@ trained (embeddings frozen, all 6 layers and the head training: `configs/sst2_mi
 peers (tfft's `search.validation_fraction=0.1`, stratified, seed 0; the Trainer reads them from files). The
 Trainer runs at its best (`hf_trainer`: `group_by_length=True` and dynamic padding) or at its defaults
 (`hf_trainer_default`: random batches, dynamic padding). Then each peer trains its winner once on all the
-(capped) training pairs and scores it on the 408 dev pairs.
+(capped) training pairs and scores it on the 408 dev pairs: with its final weights, no evaluation during that
+run (tfft's final run is given no validation split, which would restore its best epoch chosen on dev).
 
 Reported per peer: the best slice accuracy, the winner's dev accuracy and F1, the wall time of the search (the
 trials alone) and of the whole job, and peak RSS: of the search process, and for tfft of its largest trial process.
@@ -67,15 +68,18 @@ print(json.dumps({name: len(part) for name, part in parts.items()}))
 
 TFFT = """
 import json, sys, time
-from tfft import search, train
+from tfft import evaluate, search, train
 from tfft.config import load_config
 from common import peak_child_rss_mb, peak_rss_mb
 config = load_config("configs/sst2_minilm.yaml", json.loads(sys.argv[1]))
 start = time.monotonic()
 result = search.run(config)
 search_seconds = time.monotonic() - start
-final = train.run(load_config(result.best_config_path))
-m = final.metrics
+best = load_config(result.best_config_path)
+dev, best.data.validation = best.data.validation, ""  # the final weights, as the Trainer's final run
+final = train.run(best)
+examples = final.task.read(dev, split="validation")
+m = final.task.score(examples, evaluate.predict_outputs(final.task, final.model, final.packer, examples, 64))
 print(json.dumps({"slice_accuracy": result.best_score, "best": result.best_params, "dev_accuracy": m["accuracy"],
                   "dev_f1": m["per_class"][final.labels.names[-1]]["f1"], "search_seconds": search_seconds,
                   "total_seconds": time.monotonic() - start, "peak_rss_mb": peak_rss_mb(),

@@ -73,6 +73,21 @@ def predict_in_order(trainer, rows):
     return trainer.predict(rows)
 
 
+def train_final_weights(config, callbacks=()):
+    """Trains `config` as the Trainer peers train, then scores its `data.validation` once: `(result, scores)`.
+
+    The run is given no validation split (one would make it restore its best epoch, chosen on the very split it is
+    then scored on); its final weights score the split with the task's own scoring. Runs in a child (imports tfft).
+    """
+    from tfft import evaluate, train
+
+    scored, config.data.validation = config.data.validation, ""
+    result = train.run(config, callbacks=list(callbacks))
+    examples = result.task.read(scored, split="validation")
+    outputs = evaluate.predict_outputs(result.task, result.model, result.packer, examples, 64)
+    return result, result.task.score(examples, outputs)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

@@ -67,23 +67,16 @@ TASKS = {
                              "data.label_column=Quality"]),
 }
 
-# Trained as the Trainer peer is: no evaluation while training, the final weights (a run with a validation split would
-# restore its best epoch, chosen on the very split it is scored on), then one scoring pass over `data.validation`.
+# Trained as the Trainer peer is (`common.train_final_weights`): no evaluation while training, the final weights.
 TFFT = """
 import json, sys
-from tfft import evaluate, train
 from tfft.config import load_config
 from tfft.freezing import count_parameters
-from common import peak_rss_mb
+from common import peak_rss_mb, train_final_weights
 from timing import StepTimer
-overrides = json.loads(sys.argv[1])
-config = load_config("configs/sst2_minilm.yaml", overrides)
-scored, config.data.validation = config.data.validation, ""
 timer = StepTimer()
-result = train.run(config, callbacks=[timer])
-task, model = result.task, result.model
-examples = task.read(scored, split="validation")
-m = task.score(examples, evaluate.predict_outputs(task, model, result.packer, examples, 64))
+result, m = train_final_weights(load_config("configs/sst2_minilm.yaml", json.loads(sys.argv[1])), [timer])
+model = result.model
 print(json.dumps({"mcc": m["matthews_corrcoef"], "f1": m["per_class"][result.labels.names[-1]]["f1"],
                   "seconds": timer.total_seconds, "peak_rss_mb": peak_rss_mb(),
                   "trainable": count_parameters(model.trainable_weights), "total": count_parameters(model.weights)}))

@@ -68,18 +68,14 @@ print(json.dumps({name: len(part) for name, part in parts.items()}))
 
 TFFT = """
 import json, sys, time
-from tfft import evaluate, search, train
+from tfft import search
 from tfft.config import load_config
-from common import peak_child_rss_mb, peak_rss_mb
+from common import peak_child_rss_mb, peak_rss_mb, train_final_weights
 config = load_config("configs/sst2_minilm.yaml", json.loads(sys.argv[1]))
 start = time.monotonic()
 result = search.run(config)
 search_seconds = time.monotonic() - start
-best = load_config(result.best_config_path)
-dev, best.data.validation = best.data.validation, ""  # the final weights, as the Trainer's final run
-final = train.run(best)
-examples = final.task.read(dev, split="validation")
-m = final.task.score(examples, evaluate.predict_outputs(final.task, final.model, final.packer, examples, 64))
+final, m = train_final_weights(load_config(result.best_config_path))  # the final weights, as the Trainer's
 print(json.dumps({"slice_accuracy": result.best_score, "best": result.best_params, "dev_accuracy": m["accuracy"],
                   "dev_f1": m["per_class"][final.labels.names[-1]]["f1"], "search_seconds": search_seconds,
                   "total_seconds": time.monotonic() - start, "peak_rss_mb": peak_rss_mb(),

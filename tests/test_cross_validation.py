@@ -28,6 +28,14 @@ def test_plan_gives_each_fold_and_seed_its_own_run(make_config, tmp_path):
     assert only_seeds[0].config.data.validation == config.data.validation  # the whole split, scored on dev
 
 
+def test_a_fold_keeps_its_final_weights_and_seeds_alone_follow_the_config(make_config):
+    # A fold's held-out scores must come from weights that fold did not choose.
+    config = make_config()
+    assert config.train.restore_best
+    assert [m.config.train.restore_best for m in cross_validation.plan(config, folds=2, seeds=(0, 1))] == [False] * 4
+    assert [m.config.train.restore_best for m in cross_validation.plan(config, folds=0, seeds=(0, 1))] == [True] * 2
+
+
 @pytest.mark.parametrize("folds, seeds, message", [
     (1, (), "`--folds` must be 0 \\(no folds\\) or >= 2"),
     (0, (3,), "needs `--folds` >= 2 or at least two `--seeds`"),

@@ -86,6 +86,30 @@ def test_interrupted_run_resumes_at_the_next_epoch(make_config):
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]
 
 
+class _ZeroAfterLastEpoch(keras.callbacks.Callback):
+    """Zeroes every trained weight after the last epoch's checkpoint: the final weights are then no epoch's best."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.params["epochs"] - 1:
+            for variable in self.model.trainable_variables:
+                variable.assign(np.zeros(variable.shape, variable.dtype))
+
+
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_restore_best_decides_which_weights_the_run_ends_with(make_config, restore_best):
+    config = make_config("train.epochs=2", f"train.restore_best={str(restore_best).lower()}")
+    result = train.run(config, callbacks=[_ZeroAfterLastEpoch()])
+    zeroed = all(not np.any(v.numpy()) for v in result.model.trainable_variables)
+    assert zeroed is not restore_best
+    assert (pathlib.Path(config.output_dir) / "checkpoints" / "best.weights.h5").is_file() is restore_best
+    best_logged = max(result.history["val_accuracy"])
+    if restore_best:
+        assert result.metrics["accuracy"] == pytest.approx(best_logged)
+    else:  # the zeroed model predicts one class for every row: the run reports what it ends with
+        predicted = [sum(column) for column in zip(*result.metrics["confusion_matrix"], strict=True)]
+        assert sum(1 for n in predicted if n) == 1 and result.metrics["accuracy"] < best_logged
+
+
 def test_train_step_is_traced_once(make_config, monkeypatch):
     # Variables made during the first trace (optimizer slots, built lazily
     # outside a strategy) make tf.function trace the whole step a second

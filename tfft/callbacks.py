@@ -80,11 +80,13 @@ def training_callbacks(
     """The callbacks of one `fit` call, in the order they must run.
 
     Args:
-        config: `tfft.config.Config`. `train.early_stopping_patience`, `train.batch_size`.
+        config: `tfft.config.Config`. `train.early_stopping_patience`,
+            `train.restore_best`, `train.batch_size`.
         task: `tfft.tasks.Task`. Its `monitor` picks the best checkpoint.
         output_dir: pathlib.Path. Where the logs and the checkpoint go.
         validation: `tfft.data.Examples` or None. Without it, no checkpoint
-            and no early stopping.
+            and no early stopping; with it, the best checkpoint unless
+            `train.restore_best` is false.
         packer: `TextPacker`. Scores the validation split, for tasks whose
             monitored score is no Keras metric.
         resuming: bool. Appends to the CSV log, and keeps the best score the
@@ -101,13 +103,15 @@ def training_callbacks(
     ]
     if validation is None:
         return callbacks
-    (output_dir / BEST_WEIGHTS).parent.mkdir(parents=True, exist_ok=True)
-    callbacks.append(
-        keras.callbacks.ModelCheckpoint(
-            str(output_dir / BEST_WEIGHTS), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True,
-            initial_value_threshold=best_so_far(output_dir, monitor, mode) if resuming else None,
+    if config.train.restore_best:
+        (output_dir / BEST_WEIGHTS).parent.mkdir(parents=True, exist_ok=True)
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                str(output_dir / BEST_WEIGHTS), monitor=monitor, mode=mode, save_best_only=True,
+                save_weights_only=True,
+                initial_value_threshold=best_so_far(output_dir, monitor, mode) if resuming else None,
+            )
         )
-    )
     if config.train.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.train.early_stopping_patience)

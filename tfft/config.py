@@ -287,6 +287,12 @@ class TrainConfig:
             frequency in the training split.
         early_stopping_patience: int or None. Stop after this many epochs
             without a better validation accuracy.
+        restore_best: bool. With a validation split, end the run with the
+            weights of its best epoch by the task's monitored score, as
+            Keras' `restore_best_weights` and the `Trainer`'s
+            `load_best_model_at_end` (whose default is false). false: keep
+            the final weights (no best checkpoint is written). Either way the
+            run's scores are those of the weights it ends with.
         strategy: str. `auto`, `default`, `mirrored`, `multi_worker` or `tpu`.
         tpu: str. TPU name or `grpc://` address; empty for a local/Colab TPU.
         mixed_precision: str. `none`, `mixed_float16` or `mixed_bfloat16`.
@@ -325,6 +331,7 @@ class TrainConfig:
     seed: int = 0
     class_weight: Literal["balanced"] | None = None
     early_stopping_patience: int | None = None
+    restore_best: bool = True
     strategy: Literal["auto", "default", "mirrored", "multi_worker", "tpu"] = "auto"
     tpu: str = ""
     mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"

@@ -13,7 +13,10 @@ sentences for NER). A rerun continues: finished members are read back,
 an unfinished one resumes from its backup.
 
 The results table (`cv_results.csv`, `cv_results.md`) has each member's
-held-out scores, their mean and standard deviation. When `data.validation`
+held-out scores, their mean and standard deviation. A fold's member keeps its
+final weights (`train.restore_best=false`), so its held-out scores are of
+weights that fold did not choose; members of `--seeds` alone follow the
+config. When `data.validation`
 is set, every member and the ensemble are also scored on it (the dev set the
 folds never saw). `ensemble=True` exports the members as one SavedModel
 (`tfft.ensemble`).
@@ -108,7 +111,9 @@ def plan(config: Config, folds: int, seeds: tuple[int, ...]) -> list[Member]:
             parts = ([f"fold-{fold}"] if fold is not None else []) + ([f"seed-{seed}"] if len(seeds) > 1 else [])
             split = None if fold is None else SplitConfig(folds=folds, fold=fold, seed=config.data.split.seed,
                                                           stratify=config.data.split.stratify)
-            member = derived(config, pathlib.Path(config.output_dir) / "-".join(parts), {"train.seed": seed}, split,
+            # A fold keeps its final weights: an epoch chosen on the held-out fold would score it optimistically.
+            values = {"train.seed": seed, **({"train.restore_best": False} if split is not None else {})}
+            member = derived(config, pathlib.Path(config.output_dir) / "-".join(parts), values, split,
                              member=True)  # a rerun resumes or reads back each run, never redoes it
             members.append(Member("-".join(parts), member))
     return members

@@ -319,7 +319,7 @@ def build(config: Config, task: tasks.Task, inputs: Inputs, strategy, hooks: Run
 def fit(
     config: Config, task: tasks.Task, model, inputs: Inputs, writer: RunWriter, resume: bool, callbacks: list
 ) -> Fitted:
-    """Phase 3: `model.fit` from the last backup (or the start), then the best validation weights.
+    """Phase 3: `model.fit` from the last backup (or the start), then the best validation weights (`restore_best`).
 
     The chief backs up as it goes (`tfft.backup`); every worker restores its
     backup, so a resumed run sees the data order of a run never stopped.
@@ -355,9 +355,11 @@ def fit(
         history = run_dir.read_history(output_dir)
     train_seconds = time.time() - started
     best = output_dir / BEST_WEIGHTS
-    if inputs.val_ds is not None and best.is_file():
+    if inputs.val_ds is not None and tc.restore_best and best.is_file():
         model.load_weights(best)
         logger.info("Restored the best validation checkpoint %s", best)
+    elif inputs.val_ds is not None and not tc.restore_best:
+        logger.info("Kept the final weights (train.restore_best=false)")
     writer.finish_training(model, tc.epochs, train_seconds)
     return Fitted(history, train_seconds)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import pathlib
@@ -81,7 +82,8 @@ def train_final_weights(config, callbacks=()):
     """
     from tfft import evaluate, train
 
-    scored, config.data.validation = config.data.validation, ""
+    scored = config.data.validation
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, validation=""))  # the caller's stays
     result = train.run(config, callbacks=list(callbacks))
     examples = result.task.read(scored, split="validation")
     outputs = evaluate.predict_outputs(result.task, result.model, result.packer, examples, 64)

@@ -23,6 +23,7 @@ trials alone) and of the whole job, and peak RSS: of the search process, and for
     python benchmarks/search_vs_trainer.py                       # about an hour on 2 cores
     python benchmarks/search_vs_trainer.py --trials=4 --train_examples=400
     python benchmarks/search_vs_trainer.py --peers=tfft,hf_trainer,hf_trainer_default
+    python benchmarks/search_vs_trainer.py --train_examples=0 --winner='{"train.learning_rate": 1.5e-4}'
 
 Prints a Markdown table and writes benchmarks/results/search_vs_trainer.{md,json}.
 """
@@ -41,6 +42,9 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/
 _TRIALS = flags.DEFINE_integer("trials", 10, "Trials per search.")
 _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 1000, "Use the first N MRPC training pairs (0: all 3,668).")
 _PEERS = flags.DEFINE_list("peers", ["tfft", "hf_trainer"], "Peers, run in this order.")
+_WINNER = flags.DEFINE_string("winner", None, "Instead of the table: skip tfft's search and only train and score "
+                              "this winner, a JSON object of config keys, as the final run does (to re-score a past "
+                              "search's winner under this script's protocol).")
 
 SPACE = {
     "train.learning_rate": {"type": "loguniform", "low": 1e-5, "high": 3e-4},
@@ -64,6 +68,17 @@ for name, part in parts.items():
     rows = ["Quality\\t#1 String\\t#2 String"] + [f"{y}\\t{a}\\t{b}" for a, b, y in zip(part.texts, part.pairs, part.labels)]
     (pathlib.Path(sys.argv[2]) / f"{name}.tsv").write_text("\\n".join(rows) + "\\n", encoding="utf-8")
 print(json.dumps({name: len(part) for name, part in parts.items()}))
+"""
+
+WINNER = """
+import json, sys, time
+from tfft.config import derived, load_config
+from common import peak_rss_mb, train_final_weights
+base = load_config("configs/sst2_minilm.yaml", json.loads(sys.argv[1]))
+start = time.monotonic()
+final, m = train_final_weights(derived(base, base.output_dir + "_winner", json.loads(sys.argv[2])))
+print(json.dumps({"dev_accuracy": m["accuracy"], "dev_f1": m["per_class"][final.labels.names[-1]]["f1"],
+                  "final_seconds": time.monotonic() - start, "peak_rss_mb": peak_rss_mb()}))
 """
 
 TFFT = """
@@ -158,6 +173,11 @@ def main(argv):
     data = common.data_dir(_DATA_DIR.value)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     overrides = tfft_overrides(data, f"runs/bench_search_mrpc_{stamp}")
+    if _WINNER.value:
+        out = common.run_child(WINNER, json.dumps(overrides), _WINNER.value, timeout=6 * 3600)
+        common.report("search_vs_trainer_winner", [{"winner": _WINNER.value, **out}],
+                      ["winner", "dev_accuracy", "dev_f1", "final_seconds", "peak_rss_mb"])
+        return
     files = pathlib.Path(f"runs/bench_search_mrpc_{stamp}_files")
     files.mkdir(parents=True)
     sizes = common.run_child(SPLIT, json.dumps(overrides), str(files.resolve()))

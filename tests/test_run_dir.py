@@ -12,6 +12,7 @@ import time
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import KILLED_MID_EPOCH, REPO, run_python, run_tfft
@@ -392,6 +393,19 @@ def test_predict_says_which_rows_the_model_did_not_read_whole(trained_run, tmp_p
     pieces = len(np.asarray(result.packer.tokenizer(long_text)))
     assert frame["truncated_tokens"].tolist() == [0, pieces + 2 - result.packer.sequence_length]
     assert "1 of 2 rows have truncated_tokens > 0" in caplog.text
+
+
+def test_predict_keeps_a_row_for_every_line_of_a_one_column_file(trained_run, tmp_path, caplog):
+    """A blank line of a one-column file (an empty text) was skipped: the output silently had fewer rows."""
+    from tfft import predict
+
+    _, result = trained_run
+    (tmp_path / "in.csv").write_text("text\nthe plot was superb\n\ndull and slow\n\n")  # the last blank: no row
+    with caplog.at_level("WARNING", logger="tfft.predict"):
+        frame = predict.predict_file(result.export_path, tmp_path / "in.csv", tmp_path / "out.csv", progress=False)
+    assert frame["text"].tolist() == ["the plot was superb", "", "dull and slow"]
+    assert len(pd.read_csv(tmp_path / "out.csv", keep_default_na=False)) == 3
+    assert "1 row(s) with every cell empty, blank lines included (rows 2, counting from 1)" in caplog.text
 
 
 def test_predict_refuses_an_input_that_has_its_output_columns(trained_run, tmp_path):

@@ -189,12 +189,15 @@ def read_table(
     quoting: str = "auto",
     format: str = "auto",
     key: str = "`data.train` / `data.validation`",
+    keep_blank_lines: bool = False,
 ) -> pd.DataFrame:
     """Reads a `.csv`, `.tsv` or `.jsonl` file into a frame of strings.
 
     Every cell stays a string (no `NA` guessing), a UTF-8 byte-order mark is
     accepted, and bytes that are not UTF-8 fail with the line that holds them.
     Without a header, columns are named by position: `"0"`, `"1"`, ...
+    A blank line of a `.csv`/`.tsv` is skipped, or with `keep_blank_lines`
+    read as a row of empty cells (blank lines at the end are never rows).
     """
     path = pathlib.Path(path)
     suffix = path.suffix.lower() if format == "auto" else f".{format}"
@@ -210,7 +213,8 @@ def read_table(
     if suffix in (".jsonl", ".json"):
         frame = jsonl_frame(text, path)
     else:
-        frame = _read_delimited(text, path, suffix, has_header, quoting)
+        frame = _read_delimited(text.rstrip("\r\n") + "\n" if keep_blank_lines else text, path, suffix, has_header,
+                                quoting, skip_blank_lines=not keep_blank_lines)
         frame.columns = [str(c) for c in frame.columns]
     if frame.empty:
         raise DataError(f"Data file `{path}` has a header but no rows.")
@@ -228,10 +232,13 @@ def delimited_options(tsv: bool, has_header: bool, quoting: str) -> dict:
             "na_filter": False, "quoting": csv.QUOTE_NONE if quotes_ignored(tsv, quoting) else csv.QUOTE_MINIMAL}
 
 
-def _read_delimited(text: str, path: pathlib.Path, suffix: str, has_header: bool, quoting: str) -> pd.DataFrame:
+def _read_delimited(
+    text: str, path: pathlib.Path, suffix: str, has_header: bool, quoting: str, skip_blank_lines: bool = True
+) -> pd.DataFrame:
     """A `.csv`/`.tsv` text as a frame of strings; a row with too many fields fails naming its line."""
+    options = delimited_options(suffix == ".tsv", has_header, quoting)
     try:
-        return pd.read_csv(io.StringIO(text), **delimited_options(suffix == ".tsv", has_header, quoting))
+        return pd.read_csv(io.StringIO(text), skip_blank_lines=skip_blank_lines, **options)
     except pd.errors.ParserError as err:
         found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(err))
         where = f"line {found.group(2)} has {found.group(3)} fields where the header has {found.group(1)}" if found else str(err)

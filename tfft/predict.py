@@ -156,8 +156,9 @@ def _model_paths(model_dir: str | pathlib.Path) -> tuple[pathlib.Path, pathlib.P
 def _input_frame(task, metadata: dict, input_path, columns: dict) -> tuple[pd.DataFrame, dict]:
     """The rows to predict and the column of each model input; a missing column fails naming the flag to pass."""
     frame = task.prediction_frame(str(input_path))
-    if frame is None:
-        frame = data.read_table(input_path, key="`--input`")
+    if frame is None:  # a blank line is an empty text: the output keeps one row per input row
+        frame = data.read_table(input_path, key="`--input`", keep_blank_lines=True)
+        _warn_blank(frame, input_path)
     for name in metadata["inputs"]:
         columns.setdefault(name, name)  # other inputs (QA's question, context) are read from their own columns
         if columns[name] not in frame.columns:
@@ -168,6 +169,17 @@ def _input_frame(task, metadata: dict, input_path, columns: dict) -> tuple[pd.Da
                 f"{', '.join(frame.columns)}. {fix}"
             )
     return frame, columns
+
+
+def _warn_blank(frame: pd.DataFrame, input_path) -> None:
+    """Logs the rows whose every cell is empty (a `.csv`/`.tsv`'s blank lines among them): they are predicted as
+    empty texts."""
+    empty = np.flatnonzero((frame == "").all(axis=1).to_numpy()) + 1
+    if len(empty):
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        logger.warning("Data file `%s` has %d row(s) with every cell empty, blank lines included (rows %s, counting "
+                       "from 1): each is predicted as an empty text, so the output keeps one row per input row. "
+                       "Remove them from the file if they are not texts.", input_path, len(empty), shown)
 
 
 def _columns(task, outputs: dict, metadata: dict, inputs: dict, taken, input_path) -> dict:

@@ -46,6 +46,7 @@ _TRAIN_EXAMPLES = flags.DEFINE_string("train_examples", "", "Use only the first 
 _LAYER_DECAY = flags.DEFINE_float("layer_decay", 0.8, "(b)'s train.layer_decay (ELECTRA's 0.8).")
 _REINIT = flags.DEFINE_integer("reinit_layers", 1, "(b)'s model.reinit_layers.")
 _LORA_LR = flags.DEFINE_float("lora_learning_rate", 1e-3, "(d)'s learning rate.")
+_EPSILON = flags.DEFINE_float("adam_epsilon", 1e-8, "tfft_epsilon's train.adam_epsilon (the Trainer's is 1e-8).")
 _LORA_EPOCHS = flags.DEFINE_integer("lora_epochs", 0, "(d)'s epochs; 0: the task's, as every other peer.")
 _SELECT = flags.DEFINE_enum("select", None, ["layers", "lora"], "Instead of the table: choose (b)'s keys "
                             "(`layers`) or (d')'s learning rate and epochs (`lora`) on a slice of the training split.")
@@ -131,6 +132,7 @@ NAMES = {
     "tfft_lora": "(d) tfft, LoRA rank 8, lr {lora_lr:g}, {lora_epochs} epochs",
     "tfft_lora_mean": "(d') tfft, LoRA rank 8, lr {lora_lr:g}, {lora_epochs} epochs, `model.pooling=mean`",
     "tfft_accumulate": "tfft, 4 x 8 accumulated",
+    "tfft_epsilon": "(a) tfft, `train.adam_epsilon={epsilon:g}`",
 }
 
 
@@ -149,7 +151,7 @@ def epochs_of(peer: str, task: str) -> int:
 def peer_name(peer: str, task: str) -> str:
     """The peer's row name, with the settings that distinguish its runs (its `--resume` key too)."""
     return NAMES[peer].format(decay=_LAYER_DECAY.value, reinit=_REINIT.value, lora_lr=_LORA_LR.value,
-                              lora_epochs=epochs_of(peer, task))
+                              lora_epochs=epochs_of(peer, task), epsilon=_EPSILON.value)
 
 
 def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
@@ -168,6 +170,8 @@ def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
             values.append("model.pooling=mean")
     elif peer == "tfft_accumulate":
         values += ["train.batch_size=8", "train.gradient_accumulation_steps=4"]
+    elif peer == "tfft_epsilon":
+        values.append(f"train.adam_epsilon={_EPSILON.value}")
     return values
 
 

@@ -16,9 +16,8 @@ The results table (`cv_results.csv`, `cv_results.md`) has each member's
 held-out scores, their mean and standard deviation. A fold's member keeps its
 final weights (`train.restore_best=false`), so its held-out scores are of
 weights that fold did not choose; members of `--seeds` alone follow the
-config. When `data.validation`
-is set, every member and the ensemble are also scored on it (the dev set the
-folds never saw). `ensemble=True` exports the members as one SavedModel
+config. When `data.validation` is set, every member and the ensemble are
+also scored on it (the dev set the folds never saw). `ensemble=True` exports the members as one SavedModel
 (`tfft.ensemble`).
 """
 

@@ -11,7 +11,12 @@ in alternating rounds, each in its own process, a student keeping its lowest
   (the teacher runs forward on every batch, in the training graph);
 - `teacher's outputs cached`: the same, `distill.teacher_outputs=cached`
   (`tfft.teacher_cache`: one forward pass over the split before training);
-- `labels only`: the same student, `distill.alpha=0`, which runs no teacher.
+- `labels only`: the same student, `distill.alpha=0`, which runs no teacher;
+- with --export_teacher, `the teacher's export, cached`: the teacher's
+  SavedModel export as `distill.teacher` (`tfft.export_teacher`: its outputs
+  on the rows' raw texts, computed once before training). That student starts
+  from the pretrained backbone, not the teacher's layers, so only its times
+  compare.
 
 All read the same batches in the same order. The difference of the median
 steady steps is the teacher's forward pass inside a distilled step; `run s`
@@ -19,6 +24,7 @@ is the whole `distill.run` (the cache's pass, the build and the traces too).
 
     python benchmarks/distill_teacher_cost.py --epochs=3
     python benchmarks/distill_teacher_cost.py --task=conll2003 --epochs=3
+    python benchmarks/distill_teacher_cost.py --epochs=3 --export_teacher
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 3200, "Training sentenc
 _KEEP = flags.DEFINE_integer("keep_layers", 3, "The student's layers (the teacher's lowest N).")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternating rounds of the students.")
 _EPOCHS = flags.DEFINE_integer("epochs", 1, "The students' epochs.")
+_EXPORT = flags.DEFINE_bool("export_teacher", False, "Add a student taught by the teacher's export (SST-2 only).")
 
 CHILD = """
 import json, sys, time
@@ -51,6 +58,23 @@ result = (distill.run if command == "distill" else train.run)(config, callbacks=
 print(json.dumps({"steady_ms": timer.steady_ms, "steps": len(timer.times), "step_seconds": sum(timer.times[3:]),
                   "run_seconds": time.time() - started, "loss": result.history["loss"][-1]}))
 """
+
+EXPORT_CHILD = """
+import json, sys
+from tfft import export
+from tfft.config import load_config
+config = load_config(sys.argv[1], json.loads(sys.argv[2]))
+print(json.dumps({"export": str(export.run(config))}))
+"""
+
+
+def teacher_export(config_file: str, base: list[str], work) -> str:
+    """The teacher's SavedModel version folder, exported once into `work/saved_models`."""
+    versions = sorted((work / "saved_models").glob("*/1"))
+    if versions:
+        return str(versions[0])
+    overrides = [*base, "export.enabled=true", f"export.base_dir={work / 'saved_models'}"]
+    return common.run_child(EXPORT_CHILD, config_file, json.dumps(overrides))["export"]
 
 
 def main(argv):
@@ -69,6 +93,9 @@ def main(argv):
     peers = {"distilled, teacher in the step": [*student, "distill.teacher_outputs=in_step"],
              "distilled, teacher's outputs cached": [*student, "distill.teacher_outputs=cached"],
              "labels only (distill.alpha=0)": [*student, "distill.alpha=0"]}
+    if _EXPORT.value:
+        export = teacher_export(config_file, base, work)
+        peers["the teacher's export, cached"] = [*student, f"distill.teacher={export}", "distill.teacher_outputs=cached"]
     runs = {name: [] for name in peers}
     for round_ in range(_ROUNDS.value):
         for name, overrides in peers.items():
@@ -83,13 +110,13 @@ def main(argv):
                      "train-step s": round(statistics.median(r["step_seconds"] for r in results), 2),
                      "run s": round(statistics.median(r["run_seconds"] for r in results), 1),
                      "last loss": " ".join(f"{r['loss']:.5f}" for r in results), "rounds": len(results)})
-    in_step, _, plain = (row["median ms/step"] for row in rows)
+    in_step, _, plain = (row["median ms/step"] for row in rows[:3])
     rows.append({"student": "teacher's share of a distilled step (in the step)",
                  "median ms/step": round(in_step - plain, 1), "train-step s": f"{100 * (in_step - plain) / in_step:.0f}%"})
     common.report(f"distill_teacher_cost_{_TASK.value}_{_EPOCHS.value}_epochs", rows,
                   ["student", "median ms/step", "train-step s", "run s", "last loss", "rounds"],
                   {"task": _TASK.value, "train_examples": _TRAIN_EXAMPLES.value, "keep_layers": _KEEP.value,
-                   "epochs": _EPOCHS.value})
+                   "epochs": _EPOCHS.value, "export_teacher": _EXPORT.value})
 
 
 if __name__ == "__main__":

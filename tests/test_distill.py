@@ -1,6 +1,7 @@
 """`tfft distill` and `model.keep_layers`: kept layers carry their weights, the loss is its formula, bad configs fail
 before training, a student resumes after kill -9. The contract test distils every task and serves the student."""
 
+import json
 import math
 import pathlib
 import signal
@@ -13,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import KILLED_MID_EPOCH, VOCABULARY, run_python
-from tfft import backbones, distill, run_dir, tasks, teacher_cache, train
+from tfft import backbones, distill, export, run_dir, tasks, teacher_cache, train
 from tfft.config import ConfigError, load_config
 from tfft.distill import SoftTargets
 from tfft.training_data import read_training_data
@@ -122,6 +123,31 @@ def test_the_objective_is_alpha_soft_plus_one_minus_alpha_hard_and_alpha_0_runs_
     calls.clear()
     assert float(SoftTargets(teacher, task, alpha=0.0, temperature=1.0)(x, student, None, tf.constant(2.0))) == 2.0
     assert not calls
+
+
+def test_logits_from_an_exports_outputs_give_the_soft_targets_of_its_logits():
+    rng = np.random.default_rng(0)
+    logits = rng.uniform(-6.0, 6.0, (5, 3)).astype(np.float32)
+    student = tf.constant(rng.normal(size=(5, 3)), tf.float32)
+    # Classification serves probabilities: their log is the logits less a constant per row, which the soft loss drops.
+    classification = make_task()
+    recovered = classification.logits_from_outputs({"probabilities": tf.nn.softmax(logits).numpy()})
+    assert recovered.shape == (5, 3) and recovered.dtype == np.float32
+    assert not np.allclose(recovered, logits, atol=1e-2)  # not the logits themselves ...
+    for temperature in (1.0, 2.0):  # ... but the same soft loss at every temperature
+        assert float(classification.soft_loss(student, tf.constant(recovered), None, temperature)) == pytest.approx(
+            float(classification.soft_loss(student, tf.constant(logits), None, temperature)), abs=1e-5)
+    # Multi-label serves sigmoid probabilities: inverted, clipped where float32 rounds a probability to 0 or 1.
+    multi = make_task("task.type=multi_label")
+    saturated = np.array([[30.0, -30.0, 0.5]], np.float32)
+    recovered = multi.logits_from_outputs({"probabilities": tf.sigmoid(np.concatenate([logits, saturated])).numpy()})
+    np.testing.assert_allclose(recovered[:5], logits, atol=2e-3)
+    np.testing.assert_allclose(recovered[5], [16.118, -16.118, 0.5], atol=1e-3)
+    # Regression serves the score, which is the logit.
+    regression = make_task("task.type=regression")
+    np.testing.assert_array_equal(regression.logits_from_outputs({"score": logits[:, 0]}), logits[:, :1])
+    with pytest.raises(NotImplementedError, match="spans or tags"):
+        make_task("task.type=token_classification").logits_from_outputs({})
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +269,57 @@ def test_unlabelled_rows_join_the_training_split_with_the_teachers_labels(teache
 
     distill.run(config, callbacks=[Record()])
     assert steps == [(320 + len(texts)) // 16]
+
+
+@pytest.mark.slow
+def test_a_student_of_the_teachers_export_ends_as_one_of_its_run_folder(teacher_run, tmp_path, tiny_preset):
+    base, folder, teacher = teacher_run
+    config = load_config(None, [*base, "name=teacher", f"output_dir={folder}", f"export.base_dir={tmp_path / 'exported'}"])
+    exported = export.export_model(teacher.model, teacher.packer, teacher.task, config)
+    # Another backbone (2 layers, 32 wide): both students start from its pretrained weights, not the teacher's.
+    overrides = ("train.epochs=2", "data.max_train_examples=96", f"model.backbone={tiny_preset}",
+                 "model.keep_layers=null", "distill.teacher_outputs=cached")
+    from_run = distill.run(student_config(teacher_run, tmp_path, *overrides))
+    from_export = distill.run(student_config(teacher_run, tmp_path, *overrides, f"distill.teacher={exported}",
+                                             f"output_dir={tmp_path / 'from_export'}"))
+    assert from_export.metrics["teacher"] == pytest.approx(teacher.task.logged_scores(teacher.metrics), abs=1e-6)
+    assert from_export.metrics["teacher"] == pytest.approx(from_run.metrics["teacher"], abs=1e-6)
+    np.testing.assert_allclose(from_export.history["loss"], from_run.history["loss"], rtol=1e-5)
+    for a, b in zip(from_export.model.weights, from_run.model.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+
+
+def fake_export(folder: pathlib.Path, task_type: str = "classification", inputs=("text",),
+                labels=("neg", "pos")) -> pathlib.Path:
+    """A SavedModel version folder with its `tfft_task.json` and an empty graph: enough for every check before use."""
+    (folder / "assets").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"")
+    metadata = {"type": task_type, "inputs": list(inputs), "labels": list(labels) if labels else None}
+    (folder / "assets" / "tfft_task.json").write_text(json.dumps(metadata))
+    return folder
+
+
+@pytest.mark.usefixtures("no_fit")
+def test_bad_export_teachers_are_refused_before_training_naming_the_key(make_config, tmp_path, data_dir):
+    other_type = fake_export(tmp_path / "regression" / "1", "regression", labels=None)
+    with pytest.raises(ConfigError, match="`distill.teacher` must be an export of this config's task type, "
+                                          "`classification`; it is a `regression` model"):
+        distill.run(make_config(f"distill.teacher={other_type}"))
+    ner = fake_export(tmp_path / "ner" / "1", "token_classification", labels=("O", "B-PER"))
+    with pytest.raises(ConfigError, match="must be a run folder for a `token_classification` task: an export teaches "
+                                          "only tasks with one output per row"):
+        distill.run(make_config("task.type=token_classification", f"data.train={data_dir / 'ner_train.txt'}",
+                                "data.validation=", f"distill.teacher={ner}"))
+    pairs = fake_export(tmp_path / "pairs" / "1", inputs=("text", "text_pair"))
+    with pytest.raises(ConfigError, match="must take the inputs this run's data have: it was trained on pairs"):
+        distill.run(make_config(f"distill.teacher={pairs}"))
+    single = fake_export(tmp_path / "single" / "1")
+    with pytest.raises(ConfigError, match="and this one is streamed: set `data.streaming=false`"):
+        distill.run(make_config(f"distill.teacher={single}", "data.streaming=true"))
+    other_labels = fake_export(tmp_path / "labels" / "1", labels=("bad", "good"))
+    with pytest.raises(ConfigError, match=r"an export with this run's labels: its labels are \['bad', 'good'\]"):
+        distill.run(make_config(f"distill.teacher={other_labels}"))
+    assert not (tmp_path / "run").exists()  # nothing written for the student
 
 
 def fake_teacher(folder: pathlib.Path, *overrides: str) -> pathlib.Path:

@@ -417,7 +417,10 @@ class DistillConfig:
 
     Args:
         teacher: str. A finished tfft run folder of the same task type whose
-            backbone has the same tokenizer. `tfft train` ignores this section.
+            backbone has the same tokenizer, or a SavedModel version folder
+            `tfft export` wrote (classification, multi-label, regression;
+            any tokenizer; `tfft.export_teacher`). `tfft train` ignores this
+            section.
         temperature: float. Both models' logits are divided by it before the
             soft loss (the soft loss is scaled by its square, as Hinton et
             al.'s); regression ignores it.
@@ -434,7 +437,7 @@ class DistillConfig:
             training (`tfft.teacher_cache`); `in_step`: the teacher runs in
             every training step; `auto`: cached from two epochs on (at one,
             the cache's pass costs about what it saves). A streamed split
-            is always `in_step`.
+            is always `in_step`; an export's outputs are always cached.
     """
 
     teacher: str = ""

@@ -3,7 +3,9 @@
 The student is the run's own config: its `model` section (often the
 teacher's backbone with `model.keep_layers`), data, task and training keys.
 The teacher is `distill.teacher`, a finished tfft run of the same task type
-whose backbone tokenizes the same way. Distillation is composed into
+whose backbone tokenizes the same way (`RunTeacher`), or an export of one
+(`tfft.export_teacher.ExportTeacher`: tasks with one output per row, any
+tokenizer). Distillation is composed into
 `tfft.train.run` through its `RunHooks`; everything else (resume, scores,
 SavedModel and LiteRT export, `tfft evaluate` and `tfft predict`) is a
 run's as usual.
@@ -45,12 +47,12 @@ import random
 import numpy as np
 import tensorflow as tf
 
-from tfft import backbones, evaluate, tasks, teacher_cache, train
+from tfft import backbones, evaluate, export_teacher, tasks, teacher_cache, train
 from tfft.config import Config, ConfigError, check, load_config
 from tfft.model import build_model
 from tfft.run_dir import CONFIG_FILE, WEIGHTS_FILE
 
-__all__ = ["run", "Distillation", "SoftTargets", "read_teacher"]
+__all__ = ["run", "Distillation", "RunTeacher", "SoftTargets", "open_teacher", "read_teacher"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,37 +72,57 @@ def run(config: Config, strategy: tf.distribute.Strategy | None = None, callback
     return train.run(config, strategy=strategy, callbacks=callbacks, hooks=Distillation())
 
 
+def open_teacher(config: Config):
+    """The teacher `distill.teacher` names: a `RunTeacher` for a run folder, an `ExportTeacher` for an export.
+
+    Raises:
+        ConfigError: no teacher, a task that is not distilled, or what
+            `read_teacher` and `ExportTeacher` refuse.
+    """
+    spec = config.distill.teacher
+    check(bool(spec), "distill.teacher", spec, "must name a finished tfft run folder, or an export of one, to learn from")
+    reason = tasks.TASKS[config.task.type].distill_unsupported
+    check(reason is None, "task.type", config.task.type, f"cannot be distilled: {reason}")
+    if export_teacher.is_export(spec):
+        return export_teacher.ExportTeacher(config)
+    return RunTeacher(config)
+
+
 def read_teacher(config: Config) -> Config:
     """The config of the run `distill.teacher` names, its `output_dir` set to that folder; checked against `config`.
 
     Raises:
-        ConfigError: no teacher, not a finished run, the student's own
-            `output_dir`, another task type, or a task that is not distilled.
+        ConfigError: not a finished run, the student's own `output_dir`, or
+            another task type.
     """
     spec = config.distill.teacher
-    check(bool(spec), "distill.teacher", spec, "must name a finished tfft run folder to learn from")
     folder = pathlib.Path(spec)
     check((folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file(), "distill.teacher", spec,
-          f"must be a tfft run folder whose training finished (with {CONFIG_FILE} and {WEIGHTS_FILE}); "
-          "train the teacher first with `tfft train`")
+          f"must be a tfft run folder whose training finished (with {CONFIG_FILE} and {WEIGHTS_FILE}), or a "
+          f"SavedModel version folder that `tfft export` wrote (with {export_teacher.SAVED_MODEL_FILE}); train the "
+          "teacher first with `tfft train`")
     check(os.path.realpath(folder) != os.path.realpath(config.output_dir), "distill.teacher", spec,
           "must not be the student's own `output_dir`: set a new `output_dir` for the student")
     teacher = load_config(folder / CONFIG_FILE)
     teacher.output_dir = str(folder)
     check(teacher.task.type == config.task.type, "distill.teacher", spec,
           f"must be a run of this config's task type, `{config.task.type}`; it is a `{teacher.task.type}` run")
-    reason = tasks.TASKS[config.task.type].distill_unsupported
-    check(reason is None, "task.type", config.task.type, f"cannot be distilled: {reason}")
     return teacher
 
 
 class Distillation(train.RunHooks):
-    """The `RunHooks` of `tfft distill`: reads the teacher, starts the student from it, trains on its outputs."""
+    """The `RunHooks` of `tfft distill`: opens the teacher, starts the student from it, trains on its outputs.
 
-    teacher = None  # the teacher task model, once built
+    What differs between a run folder and an export as teacher is the
+    teacher's (`RunTeacher`, `tfft.export_teacher.ExportTeacher`): both check
+    the student, give their outputs on rows, attach their outputs to the
+    training elements, and say what the training step runs.
+    """
+
+    teacher = None  # a `RunTeacher` or `ExportTeacher`, once checked
 
     def check(self, config: Config, task: tasks.Task) -> None:
-        self.teacher_config = read_teacher(config)
+        self.teacher = open_teacher(config)
         if config.distill.unlabeled:
             check(task.pseudo_labels_unsupported is None, "distill.unlabeled", config.distill.unlabeled,
                   f"cannot be labelled by a `{task.type}` teacher: {task.pseudo_labels_unsupported}; "
@@ -108,31 +130,62 @@ class Distillation(train.RunHooks):
 
     def prepare(self, config: Config, task: tasks.Task, train_data, packer) -> None:
         """Refuses a teacher with other labels or another tokenizer; adds the rows it labels (`distill.unlabeled`)."""
-        self.check_teacher(config, task, packer)
+        self.teacher.check_student(config, task, packer)
         if train_data is None:  # trained before: no rows to label, no outputs to cache
             return
         if config.distill.unlabeled:
             train_data.add(lambda: self.label_unlabeled(config, task, packer), "distill.unlabeled")
-        if config.distill.alpha > 0.0 and caches_outputs(config, train_data):
-            train_data.attach(lambda ds: self.attach_outputs(config, ds, train_data.elements))
+        if config.distill.alpha > 0.0 and self.teacher.caches(config, train_data):
+            train_data.attach(lambda ds: self.teacher.attach(config, ds, train_data))
 
-    def attach_outputs(self, config: Config, ds, elements: int):
-        """The packed training elements `ds` with the teacher's outputs (`tfft.teacher_cache`)."""
-        with random_state_kept():  # the student, built next, draws the seeds it draws without the cache
-            self.teacher = self.load_teacher(config)  # outside any strategy: it never runs in a training step
-        return teacher_cache.attach_teacher_outputs(ds, self.teacher, elements)
+    def label_unlabeled(self, config: Config, task: tasks.Task, packer):
+        """The rows of `distill.unlabeled`, labelled by the teacher (its label, labels or score for each)."""
+        spec = config.distill.unlabeled
+        rows = task.read(spec, split="unlabeled", labelled=False)
+        rows.labels = task.pseudo_labels(self.teacher.outputs(packer, rows))
+        logger.info("The teacher labelled %d rows of %s; they join the training split.", len(rows), spec)
+        return rows
 
-    def check_teacher(self, config: Config, task: tasks.Task, packer) -> None:
+    def built(self, config: Config, model: tasks.TaskModel, inputs: train.Inputs) -> None:
+        """Starts the student from the teacher where it can, and sets the loss."""
+        in_step = self.teacher.built(config, model)
+        model.objective = SoftTargets(in_step, self.teacher.task, config.distill.alpha, config.distill.temperature)
+
+    def scores(self, task: tasks.Task, inputs: train.Inputs, metrics: dict) -> dict:
+        """The teacher's main scores on the same validation split, and the share of each the student keeps."""
+        outputs = self.teacher.outputs(inputs.packer, inputs.validation)
+        teacher_task = self.teacher.task
+        teacher = teacher_task.logged_scores(teacher_task.score(inputs.validation, outputs))
+        student = task.logged_scores(metrics)
+        retained = {name: student[name] / value for name, value in teacher.items() if name in student and value}
+        logger.info("Teacher on the validation split: %s; the student keeps %s.",
+                    ", ".join(f"{k} {v:.4f}" for k, v in teacher.items()),
+                    ", ".join(f"{k} {100 * v:.1f}%" for k, v in retained.items()))
+        return {"teacher": teacher, "retained": retained}
+
+
+class RunTeacher:
+    """A finished run folder as the teacher: its task model, built from its config and weights.
+
+    Args:
+        config: `tfft.config.Config`. The student's; `distill.teacher` names the folder.
+    """
+
+    def __init__(self, config: Config):
+        self.config, self.folder = read_teacher(config), config.distill.teacher
+        self.model = None  # the teacher task model, once built
+
+    def check_student(self, config: Config, task: tasks.Task, packer) -> None:
         """Refuses a teacher with other labels or another tokenizer, before anything is built or written."""
-        teacher, folder = self.teacher_config, config.distill.teacher
-        self.teacher_task = tasks.create(teacher)
-        self.teacher_task.load_vocabulary(folder)
-        if self.teacher_task.label_names != task.label_names:
+        folder = self.folder
+        self.task = tasks.create(self.config)
+        self.task.load_vocabulary(folder)
+        if self.task.label_names != task.label_names:
             raise ConfigError(
                 f"Argument `distill.teacher` must be a run with this run's labels. Received: teacher={folder!r}, "
-                f"whose labels are {self.teacher_task.label_names}; this run's data have {task.label_names}."
+                f"whose labels are {self.task.label_names}; this run's data have {task.label_names}."
             )
-        self.source = backbones.resolve(teacher.model)
+        self.source = backbones.resolve(self.config.model)
         self.source.prepare(None, folder)
         difference = packer.difference(self.source.packer())
         if difference is not None:
@@ -142,50 +195,41 @@ class Distillation(train.RunHooks):
                 "Distil into a backbone with the teacher's tokenizer, e.g. its own with `model.keep_layers`."
             )
 
-    def label_unlabeled(self, config: Config, task: tasks.Task, packer):
-        """The rows of `distill.unlabeled`, labelled by the teacher (its label, labels or score for each)."""
-        spec = config.distill.unlabeled
-        rows = task.read(spec, split="unlabeled", labelled=False)
-        teacher = self.load_teacher(config)  # a copy outside any strategy, dropped after labelling
-        outputs = evaluate.predict_outputs(self.teacher_task, teacher, packer, rows, self.teacher_config.train.batch_size)
-        rows.labels = task.pseudo_labels(outputs)
-        logger.info("The teacher labelled %d rows of %s; they join the training split.", len(rows), spec)
-        return rows
+    def caches(self, config: Config, train_data) -> bool:
+        return caches_outputs(config, train_data)
 
-    def load_teacher(self, config: Config) -> tasks.TaskModel:
-        teacher = build_model(self.teacher_config, self.source, self.teacher_task)
-        teacher.load_weights(pathlib.Path(config.distill.teacher) / WEIGHTS_FILE)
-        teacher.trainable = False
-        return teacher
+    def attach(self, config: Config, ds, train_data):
+        """The packed training elements `ds` with the teacher's outputs (`tfft.teacher_cache`)."""
+        with random_state_kept():  # the student, built next, draws the seeds it draws without the cache
+            self.model = self.load()  # outside any strategy: it never runs in a training step
+        return teacher_cache.attach_teacher_outputs(ds, self.model, train_data.elements)
 
-    def built(self, config: Config, model: tasks.TaskModel, inputs: train.Inputs) -> None:
-        """Starts the student from the teacher and sets the loss; builds the teacher here unless the cache did.
+    def outputs(self, packer, rows) -> dict:
+        """The teacher's task outputs on `rows`; before `built`, from a copy outside any strategy, then dropped."""
+        model = self.model if self.model is not None else self.load()
+        return evaluate.predict_outputs(self.task, model, packer, rows, self.config.train.batch_size)
+
+    def built(self, config: Config, student: tasks.TaskModel):
+        """Starts `student` from the teacher where it is the teacher's backbone; returns the model the step runs.
 
         Built here, the teacher is inside the strategy's scope: it runs in
         the training step. The cache's teacher was built outside it, in
         phase 1, and never runs in a step.
         """
-        if self.teacher is None:
-            self.teacher = self.load_teacher(config)
-        if same_backbone(config, self.teacher_config):
-            start_from_teacher(config, model, self.teacher, self.source)
+        if self.model is None:
+            self.model = self.load()
+        if same_backbone(config, self.config):
+            start_from_teacher(config, student, self.model, self.source)
         else:
             logger.info("The student (`%s`) starts from its own pretrained weights: it is not the teacher's backbone "
-                        "(`%s`).", config.model.backbone, self.teacher_config.model.backbone)
-        model.objective = SoftTargets(self.teacher, self.teacher_task, config.distill.alpha, config.distill.temperature)
+                        "(`%s`).", config.model.backbone, self.config.model.backbone)
+        return self.model
 
-    def scores(self, task: tasks.Task, inputs: train.Inputs, metrics: dict) -> dict:
-        """The teacher's main scores on the same validation split, and the share of each the student keeps."""
-        outputs = evaluate.predict_outputs(
-            self.teacher_task, self.teacher, inputs.packer, inputs.validation, self.teacher_config.train.batch_size
-        )
-        teacher = self.teacher_task.logged_scores(self.teacher_task.score(inputs.validation, outputs))
-        student = task.logged_scores(metrics)
-        retained = {name: student[name] / value for name, value in teacher.items() if name in student and value}
-        logger.info("Teacher on the validation split: %s; the student keeps %s.",
-                    ", ".join(f"{k} {v:.4f}" for k, v in teacher.items()),
-                    ", ".join(f"{k} {100 * v:.1f}%" for k, v in retained.items()))
-        return {"teacher": teacher, "retained": retained}
+    def load(self) -> tasks.TaskModel:
+        teacher = build_model(self.config, self.source, self.task)
+        teacher.load_weights(pathlib.Path(self.folder) / WEIGHTS_FILE)
+        teacher.trainable = False
+        return teacher
 
 
 @contextlib.contextmanager
@@ -252,15 +296,16 @@ class SoftTargets:
     gradients are the global batch's.
 
     Args:
-        teacher: `tfft.tasks.TaskModel`. Not trainable.
+        teacher: `tfft.tasks.TaskModel` (not trainable), or None where
+            every batch carries the teacher's logits (an export's).
         task: `tfft.tasks.Task`. Its `soft_loss`.
         alpha: float. `distill.alpha`; 0 runs no teacher at all.
         temperature: float. `distill.temperature`.
     """
 
-    def __init__(self, teacher: tasks.TaskModel, task: tasks.Task, alpha: float, temperature: float):
+    def __init__(self, teacher: tasks.TaskModel | None, task: tasks.Task, alpha: float, temperature: float):
         self.teacher, self.task, self.alpha, self.temperature = teacher, task, alpha, temperature
-        self.input_names = list(teacher.input)
+        self.input_names = list(teacher.input) if teacher is not None else []
 
     def __call__(self, x: dict, y_pred, sample_weight, loss):
         if self.alpha == 0.0:

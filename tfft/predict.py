@@ -100,7 +100,7 @@ def predict_file(
         )
     task = TASKS[metadata["type"]]
     frame, columns = _input_frame(task, metadata, input_path, {"text": text_column, "text_pair": text_pair_column})
-    serve = _serving_function(model_path, litert_file)
+    serve = serving_function(model_path, litert_file)
     bar = progress_bar(len(frame), "example") if progress else None
     predicted: dict[str, list] = {}
     for start in range(0, len(frame), batch_size):
@@ -208,7 +208,7 @@ def _warn_truncated(result: pd.DataFrame, predicted: dict) -> None:
                            "O); see the `%s` column.", cut, len(result), name, name)
 
 
-def _serving_function(model_path: pathlib.Path, litert_file: bool):
+def serving_function(model_path: pathlib.Path, litert_file: bool):
     """Input name -> list of strings, to output name -> numpy array: a SavedModel's or a LiteRT file's."""
     if litert_file:
         from tfft.litert import LiteRTModel

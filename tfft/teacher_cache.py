@@ -37,7 +37,8 @@ import tensorflow as tf
 from tfft import data, progress
 from tfft.tasks.base import trim_to_longest
 
-__all__ = ["TEACHER_LOGITS", "BATCH_SIZE", "attach_teacher_outputs", "teacher_outputs", "teacher_logits"]
+__all__ = ["TEACHER_LOGITS", "BATCH_SIZE", "attach_teacher_outputs", "attach_logits", "teacher_outputs",
+           "teacher_logits"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,17 @@ def attach_teacher_outputs(ds: tf.data.Dataset, teacher, elements: int) -> tf.da
     logger.info("The teacher's outputs on the %d training elements were computed once (%.1f s, %.1f MB); the "
                 "training steps read them instead of running the teacher.", elements, time.time() - started,
                 logits.nbytes / 2**20)
+    return attach_logits(ds, logits)
+
+
+def attach_logits(ds: tf.data.Dataset, logits: np.ndarray) -> tf.data.Dataset:
+    """`ds`'s elements with `logits[i]` added to the features of element i (`TEACHER_LOGITS`).
+
+    Args:
+        ds: tf.data.Dataset. Packed training elements, as `attach_teacher_outputs` takes them.
+        logits: float32 array, one row per element: `[elements, 1, n]` per
+            example, `[elements, length, n]` per token (see the module docstring).
+    """
 
     def add(element, element_logits):
         features, rest = _split(element)

@@ -311,6 +311,15 @@ class Task(abc.ABC):
         """Targets, as `read` stores them, from a model's outputs on unlabelled rows (a teacher's labels)."""
         raise NotImplementedError(self.pseudo_labels_unsupported)
 
+    def logits_from_outputs(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Float32 logits `[rows, num_outputs]` that `soft_loss` reads as it reads those `postprocess` made `outputs` of.
+
+        An export's teacher (`tfft.export_teacher`) serves `postprocess`'s
+        outputs, not its logits. Tasks with one output per row recover them,
+        exactly or up to what `soft_loss` ignores (a softmax's shift).
+        """
+        raise NotImplementedError(self.pseudo_labels_unsupported)
+
     def metrics(self) -> list[keras.metrics.Metric]:
         """Keras metrics shown during `fit` (on logits)."""
         return []

@@ -10,6 +10,9 @@ from tfft import data, metrics
 from tfft.tasks.base import decode, log_mean_softmax
 from tfft.tasks.table import StreamTargets, TableTask, id_table
 
+#: The smallest probability `logits_from_outputs` takes the log of: a float32 softmax's smallest normal number.
+TINY = float(np.finfo(np.float32).tiny)
+
 
 class Classification(TableTask):
     """`task.type: classification`. One label per row, from `data.label_column`.
@@ -76,6 +79,10 @@ class Classification(TableTask):
 
     def pseudo_labels(self, outputs):
         return decode(outputs["label"])
+
+    def logits_from_outputs(self, outputs):
+        """The log of each probability: the logits up to a shift per row, which a softmax at any temperature drops."""
+        return np.log(np.maximum(np.asarray(outputs["probabilities"], np.float64), TINY)).astype(np.float32)
 
     def postprocess(self, logits):
         probabilities = tf.nn.softmax(logits, axis=-1)

@@ -267,6 +267,12 @@ class MultiLabel(TableTask):
     def pseudo_labels(self, outputs):
         return [[name for name, on in zip(self.names, row, strict=True) if on] for row in outputs["predicted"]]
 
+    def logits_from_outputs(self, outputs):
+        """The inverse sigmoid of each probability, clipped to [1e-7, 1 - 1e-7] (logits within +-16.1), as
+        `combine_logits` clips: a float32 sigmoid rounds logits above about 17 to 1."""
+        p = np.clip(np.asarray(outputs["probabilities"], np.float64), 1e-7, 1 - 1e-7)
+        return (np.log(p) - np.log1p(-p)).astype(np.float32)
+
     def postprocess(self, logits):
         probabilities = tf.math.sigmoid(logits)
         predicted = probabilities >= self.config.task.threshold

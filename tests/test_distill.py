@@ -246,8 +246,9 @@ def test_a_student_whose_training_finished_before_runs_no_teacher_over_its_train
 def test_unlabelled_rows_join_the_training_split_with_the_teachers_labels(teacher_run, tmp_path, data_dir):
     _, _, teacher = teacher_run
     texts = [f"the {noun} was {adjective}" for noun in ("plot", "meal") for adjective in ("great", "awful", "fine")] * 8
-    pd.DataFrame({"text": texts}).to_csv(tmp_path / "unlabelled.csv", index=False)
-    config = student_config(teacher_run, tmp_path, f"distill.unlabeled={tmp_path / 'unlabelled.csv'}", "train.epochs=1")
+    pd.DataFrame({"text": texts[:20]}).to_csv(tmp_path / "unlabelled-1.csv", index=False)
+    pd.DataFrame({"text": texts[20:]}).to_csv(tmp_path / "unlabelled-2.csv", index=False)
+    config = student_config(teacher_run, tmp_path, f"distill.unlabeled={tmp_path / 'unlabelled-*.csv'}", "train.epochs=1")
     task = tasks.create(config)
     train_data = read_training_data(task, config)
     task.fit_vocabulary(train_data.labelled)

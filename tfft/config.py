@@ -428,8 +428,9 @@ class DistillConfig:
             the distance to the teacher's outputs (the task's
             `Task.soft_loss`), hard the task's own loss on the labels. 0
             trains on the labels alone (the teacher only initializes).
-        unlabeled: str. A table of texts without labels (the training
-            split's text columns), read into memory: the teacher labels each
+        unlabeled: str. Tables of texts without labels (the training
+            split's text columns; paths and glob patterns, comma-separated),
+            read into memory: the teacher labels each
             row and the rows join the training split (classification,
             multi-label, regression). Empty: none.
         teacher_outputs: str. `cached`: for a training split held in

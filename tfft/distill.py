@@ -21,7 +21,8 @@ run's as usual.
   before training, and ride with each element (`tfft.teacher_cache`,
   `distill.teacher_outputs`); otherwise the teacher computes them in the same
   step, on the batch.
-- **More text.** `distill.unlabeled` names a table of texts without labels:
+- **More text.** `distill.unlabeled` names tables of texts without labels
+  (paths and glob patterns, comma-separated, as `data.train`):
   the teacher labels each row (`Task.pseudo_labels`) before training, and
   the rows join the training split, soft targets and all.
 - **Scores.** The teacher is scored on the same validation split; its main
@@ -39,6 +40,7 @@ print(result.metrics["retained"])
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import pathlib
@@ -47,7 +49,7 @@ import random
 import numpy as np
 import tensorflow as tf
 
-from tfft import backbones, evaluate, export_teacher, tasks, teacher_cache, train
+from tfft import backbones, data, evaluate, export_teacher, streaming, tasks, teacher_cache, train
 from tfft.config import Config, ConfigError, check, load_config
 from tfft.model import build_model
 from tfft.run_dir import CONFIG_FILE, WEIGHTS_FILE
@@ -141,7 +143,8 @@ class Distillation(train.RunHooks):
     def label_unlabeled(self, config: Config, task: tasks.Task, packer):
         """The rows of `distill.unlabeled`, labelled by the teacher (its label, labels or score for each)."""
         spec = config.distill.unlabeled
-        rows = task.read(spec, split="unlabeled", labelled=False)
+        files = streaming.expand_files(spec, key="distill.unlabeled")
+        rows = functools.reduce(data.Examples.plus, (task.read(f, split="unlabeled", labelled=False) for f in files))
         rows.labels = task.pseudo_labels(self.teacher.outputs(packer, rows))
         logger.info("The teacher labelled %d rows of %s; they join the training split.", len(rows), spec)
         return rows

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import KILLED_MID_EPOCH, VOCABULARY, run_python
-from tfft import backbones, distill, export, run_dir, tasks, teacher_cache, train
+from tfft import backbones, data, distill, export, run_dir, streaming, tasks, teacher_cache, train
 from tfft.config import ConfigError, load_config
 from tfft.distill import SoftTargets
 from tfft.training_data import read_training_data
@@ -117,12 +117,39 @@ def test_the_objective_is_alpha_soft_plus_one_minus_alpha_hard_and_alpha_0_runs_
     task = make_task()
     x = {"token_ids": tf.zeros((1, 4), tf.int32), "padding_mask": tf.ones((1, 4), tf.int32)}
     student = tf.constant([[0.0, 0.0]])
-    mixed = SoftTargets(teacher, task, alpha=0.25, temperature=1.0)(x, student, None, tf.constant(2.0))
+    hard = lambda y: tf.constant(2.0)  # noqa: E731  the compiled loss, whatever the targets
+    mixed = SoftTargets(teacher, task, alpha=0.25, temperature=1.0)(x, tf.constant([1]), student, None, hard)
     assert float(mixed) == pytest.approx(0.75 * 2.0 + 0.25 * 0.130812, abs=1e-5)
     assert calls
     calls.clear()
-    assert float(SoftTargets(teacher, task, alpha=0.0, temperature=1.0)(x, student, None, tf.constant(2.0))) == 2.0
+    assert float(SoftTargets(teacher, task, alpha=0.0, temperature=1.0)(x, tf.constant([1]), student, None, hard)) == 2.0
     assert not calls
+
+
+def test_rows_marked_unlabeled_take_the_teachers_labels_as_hard_targets_even_at_alpha_0():
+    # The teacher's logits (ln 3, 0) on every row: label 0, probability 3/4; score ln 3 for regression.
+    features = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    teacher = keras.Model({"token_ids": features}, keras.layers.Lambda(
+        lambda x: tf.stack([tf.math.log(3.0) * tf.ones(tf.shape(x)[:1]), tf.zeros(tf.shape(x)[:1])], axis=1))(features))
+    x = {"token_ids": tf.zeros((3, 4), tf.int32), streaming.UNLABELED: tf.constant([[1.0], [0.0], [1.0]])}
+    seen = []
+
+    def hard(y):
+        seen.append(y.numpy())
+        return tf.constant(1.0)
+
+    for alpha in (0.0, 0.5):
+        seen.clear()
+        SoftTargets(teacher, make_task(), alpha, 1.0)(x, tf.constant([1, 1, 1], tf.int64), tf.zeros((3, 2)), None, hard)
+        np.testing.assert_array_equal(seen[0], [0, 1, 0])  # the marked rows' label 1 (a placeholder) became 0
+    multi = make_task("task.type=multi_label", "task.threshold=0.6")  # sigmoid(ln 3) = 0.75 is on, sigmoid(0) off
+    SoftTargets(teacher, multi, 0.0, 1.0)(x, tf.ones((3, 2)), tf.zeros((3, 2)), None, hard)
+    np.testing.assert_array_equal(seen[-1], [[1, 0], [1, 1], [1, 0]])
+    score = keras.Model({"token_ids": features}, keras.layers.Lambda(
+        lambda x: tf.math.log(3.0) * tf.ones(tf.shape(x)[:1])[:, tf.newaxis])(features))
+    regression = make_task("task.type=regression")
+    SoftTargets(score, regression, 0.0, 1.0)(x, tf.fill((3, 1), 5.0), tf.zeros((3, 1)), None, hard)
+    np.testing.assert_allclose(seen[-1], [[math.log(3.0)], [5.0], [math.log(3.0)]], rtol=1e-6)
 
 
 def test_logits_from_an_exports_outputs_give_the_soft_targets_of_its_logits():
@@ -290,6 +317,28 @@ def test_a_student_of_the_teachers_export_ends_as_one_of_its_run_folder(teacher_
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
 
 
+@pytest.mark.slow
+def test_a_student_on_a_streamed_split_trains_on_streamed_unlabelled_rows_too(teacher_run, tmp_path, monkeypatch):
+    texts = [f"the {noun} was {adjective}" for noun in ("plot", "meal") for adjective in ("great", "awful", "fine")] * 8
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "more.csv", index=False)
+    steps, relabelled = [], []
+    original = distill.with_teacher_targets
+    monkeypatch.setattr(distill, "with_teacher_targets", lambda *a: relabelled.append(1) or original(*a))
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            steps.append(self.params["steps"])
+
+    config = student_config(teacher_run, tmp_path, "data.streaming=true", "data.max_train_examples=null",
+                            "train.epochs=1", f"distill.unlabeled={tmp_path / 'more.csv'}")
+    result = distill.run(config, callbacks=[Record()])
+    assert steps == [-(-(960 + len(texts)) // 16)]
+    assert relabelled  # the training step saw the marks and gave the marked rows the teacher's labels
+    assert result.metrics["training_data"]["unlabeled_rows"] == len(texts)
+    assert (pathlib.Path(config.output_dir) / streaming.UNLABELED_SCAN_FILE).is_file()
+    assert np.isfinite(result.history["loss"]).all()
+
+
 def fake_export(folder: pathlib.Path, task_type: str = "classification", inputs=("text",),
                 labels=("neg", "pos")) -> pathlib.Path:
     """A SavedModel version folder with its `tfft_task.json` and an empty graph: enough for every check before use."""
@@ -366,9 +415,25 @@ def test_bad_teachers_are_refused_before_training_naming_the_key(make_config, tm
     assert not (tmp_path / "run").exists()
 
 
-def test_a_streamed_split_refuses_unlabelled_rows_before_the_teacher_labels_them(make_config):
-    config = make_config("data.streaming=true")
+def test_unlabelled_files_stream_beside_a_streamed_split_marked_and_with_zero_targets(make_config, tmp_path):
+    texts = [f"the {noun} was {adjective}" for noun in ("plot", "meal") for adjective in ("great", "awful")] * 10
+    pd.DataFrame({"text": texts[:15]}).to_csv(tmp_path / "more-1.csv", index=False)
+    pd.DataFrame({"text": texts[15:]}).to_csv(tmp_path / "more-2.csv", index=False)
+    config = make_config("data.streaming=true", "data.shuffle_buffer=8")
     task = tasks.create(config)
     streamed = read_training_data(task, config)
-    with pytest.raises(ConfigError, match="`distill.unlabeled` adds rows to a training split held in memory"):
-        streamed.add(lambda: pytest.fail("the teacher labelled rows for a streamed split"), "distill.unlabeled")
+    labelled = streamed.elements
+    streamed.add_unlabeled(str(tmp_path / "more-*.csv"), lambda rows: pytest.fail("a streamed split labels no rows"))
+    assert streamed.elements == labelled + 40
+    task.fit_vocabulary(streamed.labelled)
+    source = backbones.resolve(config.model)
+    source.prepare(None, None)
+    batches = streamed.dataset(source.packer(), data.Batching(16), seed=0, epochs=1).take(-(-streamed.elements // 16))
+    marks, targets = [], []
+    for features, y in batches:
+        marks += features[streaming.UNLABELED].numpy()[:, 0].tolist()
+        targets += y.numpy().tolist()
+    assert len(marks) == labelled + 40 and sum(marks) == 40
+    assert all(t == 0 for m, t in zip(marks, targets, strict=True) if m)
+    assert 0 < marks[: len(marks) // 2].count(1.0) < 40  # drawn among the labelled rows, not all at one end
+    assert streamed.scores()["training_data"]["unlabeled_rows"] == 40

@@ -430,7 +430,8 @@ class DistillConfig:
             trains on the labels alone (the teacher only initializes).
         unlabeled: str. Tables of texts without labels (the training
             split's text columns; paths and glob patterns, comma-separated),
-            read into memory: the teacher labels each
+            read into memory (streamed, beside a streamed training split,
+            and labelled in the training step): the teacher labels each
             row and the rows join the training split (classification,
             multi-label, regression). Empty: none.
         teacher_outputs: str. `cached`: for a training split held in

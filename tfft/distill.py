@@ -22,9 +22,11 @@ run's as usual.
   `distill.teacher_outputs`); otherwise the teacher computes them in the same
   step, on the batch.
 - **More text.** `distill.unlabeled` names tables of texts without labels
-  (paths and glob patterns, comma-separated, as `data.train`):
-  the teacher labels each row (`Task.pseudo_labels`) before training, and
-  the rows join the training split, soft targets and all.
+  (paths and glob patterns, comma-separated, as `data.train`). Held in
+  memory, the teacher labels each row (`Task.pseudo_labels`) before
+  training, and the rows join the training split, soft targets and all.
+  Beside a streamed split they are streamed too (`TrainingData.add_unlabeled`),
+  and the teacher labels them in the training step (`SoftTargets`).
 - **Scores.** The teacher is scored on the same validation split; its main
   scores and the share of them the student keeps go to `metrics.json`
   (`teacher`, `retained`).
@@ -40,7 +42,6 @@ print(result.metrics["retained"])
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import pathlib
@@ -49,7 +50,7 @@ import random
 import numpy as np
 import tensorflow as tf
 
-from tfft import backbones, data, evaluate, export_teacher, streaming, tasks, teacher_cache, train
+from tfft import backbones, evaluate, export_teacher, streaming, tasks, teacher_cache, train
 from tfft.config import Config, ConfigError, check, load_config
 from tfft.model import build_model
 from tfft.run_dir import CONFIG_FILE, WEIGHTS_FILE
@@ -136,17 +137,14 @@ class Distillation(train.RunHooks):
         if train_data is None:  # trained before: no rows to label, no outputs to cache
             return
         if config.distill.unlabeled:
-            train_data.add(lambda: self.label_unlabeled(config, task, packer), "distill.unlabeled")
+            train_data.add_unlabeled(config.distill.unlabeled, lambda rows: self.label_unlabeled(task, packer, rows))
         if config.distill.alpha > 0.0 and self.teacher.caches(config, train_data):
             train_data.attach(lambda ds: self.teacher.attach(config, ds, train_data))
 
-    def label_unlabeled(self, config: Config, task: tasks.Task, packer):
-        """The rows of `distill.unlabeled`, labelled by the teacher (its label, labels or score for each)."""
-        spec = config.distill.unlabeled
-        files = streaming.expand_files(spec, key="distill.unlabeled")
-        rows = functools.reduce(data.Examples.plus, (task.read(f, split="unlabeled", labelled=False) for f in files))
+    def label_unlabeled(self, task: tasks.Task, packer, rows):
+        """`distill.unlabeled`'s rows held in memory, labelled by the teacher (its label, labels or score for each)."""
         rows.labels = task.pseudo_labels(self.teacher.outputs(packer, rows))
-        logger.info("The teacher labelled %d rows of %s; they join the training split.", len(rows), spec)
+        logger.info("The teacher labelled %d rows of %s; they join the training split.", len(rows), rows.source)
         return rows
 
     def built(self, config: Config, model: tasks.TaskModel, inputs: train.Inputs) -> None:
@@ -296,13 +294,17 @@ class SoftTargets:
     step (`training=False`, no gradient). Its logits and the student's go to
     `task.soft_loss`; under a distribution strategy the soft loss is divided
     by the replica count, as Keras divides the compiled loss, so the summed
-    gradients are the global batch's.
+    gradients are the global batch's. Rows a streamed batch marks as
+    `distill.unlabeled`'s (`streaming.UNLABELED`) take the teacher's labels
+    as their hard targets (`Task.teacher_targets`), as `Task.pseudo_labels`
+    gives rows held in memory before training; the teacher then runs even at
+    alpha 0.
 
     Args:
         teacher: `tfft.tasks.TaskModel` (not trainable), or None where
             every batch carries the teacher's logits (an export's).
-        task: `tfft.tasks.Task`. Its `soft_loss`.
-        alpha: float. `distill.alpha`; 0 runs no teacher at all.
+        task: `tfft.tasks.Task`. Its `soft_loss` and `teacher_targets`.
+        alpha: float. `distill.alpha`; 0 runs no teacher, but for unlabeled rows.
         temperature: float. `distill.temperature`.
     """
 
@@ -310,16 +312,31 @@ class SoftTargets:
         self.teacher, self.task, self.alpha, self.temperature = teacher, task, alpha, temperature
         self.input_names = list(teacher.input) if teacher is not None else []
 
-    def __call__(self, x: dict, y_pred, sample_weight, loss):
+    def __call__(self, x: dict, y, y_pred, sample_weight, hard_loss):
+        unlabeled = x.get(streaming.UNLABELED)
+        if self.alpha == 0.0 and unlabeled is None:
+            return hard_loss(y)
+        student = tf.cast(y_pred, tf.float32)
+        teacher = self.teacher_logits(x, student)
+        if unlabeled is not None:
+            y = with_teacher_targets(y, self.task.teacher_targets(teacher), unlabeled)
+        loss = hard_loss(y)
         if self.alpha == 0.0:
             return loss
-        student = tf.cast(y_pred, tf.float32)
-        if teacher_cache.TEACHER_LOGITS in x:
-            teacher = teacher_cache.teacher_logits(x, student)
-        else:
-            logits = self.teacher({name: x[name] for name in self.input_names}, training=False)
-            teacher = tf.stop_gradient(tf.cast(logits, tf.float32))
         soft = self.task.soft_loss(student, teacher, sample_weight, self.temperature)
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context is not None else 1
         return (1.0 - self.alpha) * loss + self.alpha * tf.cast(soft, loss.dtype) / replicas
+
+    def teacher_logits(self, x: dict, student: tf.Tensor) -> tf.Tensor:
+        """The teacher's float32 logits on the batch: carried with it, or computed now (no gradient)."""
+        if teacher_cache.TEACHER_LOGITS in x:
+            return teacher_cache.teacher_logits(x, student)
+        logits = self.teacher({name: x[name] for name in self.input_names}, training=False)
+        return tf.stop_gradient(tf.cast(logits, tf.float32))
+
+
+def with_teacher_targets(y: tf.Tensor, teacher: tf.Tensor, unlabeled: tf.Tensor) -> tf.Tensor:
+    """`y`, with the rows `unlabeled` marks (`[batch, 1]`, 1.0) replaced by the teacher's targets."""
+    marked = tf.reshape(unlabeled > 0.5, tf.concat([[-1], tf.ones([tf.rank(y) - 1], tf.int32)], axis=0))
+    return tf.where(marked, tf.cast(teacher, y.dtype), y)

@@ -44,7 +44,7 @@ RUN_MARKER = ".tfft_run"
 OWN_ENTRIES = frozenset({
     RUN_MARKER, LOCK_FILE, CONFIG_FILE, WEIGHTS_FILE, BEST_WEIGHTS.split("/")[0], BACKUP_DIR, HISTORY_FILE, "logs",
     COMPLETE_FILE, TRAINED_FILE, "metrics.json", "labels.txt", "vocab.txt", "qa.json", "data_scan.json",
-    "adapt.json", "backbone",
+    "unlabeled_scan.json", "adapt.json", "backbone",
 })
 # Keys that may change between a run and its resumption.
 _RESUMABLE_CHANGES = {

@@ -22,6 +22,11 @@ in memory:
    `multi_worker`, `tf.distribute` shards by file when there are at least as
    many files as workers, else by row.
 
+`distill.unlabeled`'s files (texts without labels) may stream beside the
+training files: `scan(..., labelled=False)` checks them, and
+`stream_dataset(..., unlabeled=...)` draws their rows among the others,
+each marked (`UNLABELED`) for the teacher to label in the training step.
+
 Supported formats: `.csv`, `.tsv`, `.jsonl`, `.parquet` (with pyarrow) and
 `.tfrecord` (`tf.train.Example` records with bytes, int64 or float features). Tasks stream when they can
 build their targets in the graph (`Task.stream_targets`): classification,
@@ -60,12 +65,16 @@ from tfft.progress import progress_bar
 logger = logging.getLogger(__name__)
 
 SCAN_FILE = "data_scan.json"
+UNLABELED_SCAN_FILE = "unlabeled_scan.json"
+#: The feature that marks a streamed row of `distill.unlabeled` (1.0; the training split's rows 0.0), shaped `[1]`.
+UNLABELED = "unlabeled_row"
 STREAM_ABOVE_MB = 256
 CHUNK_ROWS = 50_000
 _KINDS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".tfrecord": "tfrecord",
           ".tfrecords": "tfrecord", ".parquet": "parquet"}
 
-__all__ = ["expand_files", "should_stream", "scan", "ScanResult", "stream_dataset", "SCAN_FILE"]
+__all__ = ["expand_files", "should_stream", "scan", "ScanResult", "stream_dataset", "SCAN_FILE", "UNLABELED_SCAN_FILE",
+           "UNLABELED"]
 
 
 # --- Files ------------------------------------------------------------------
@@ -187,7 +196,8 @@ def _fingerprint(files: list[str], data, task) -> dict:
             "task": {k: getattr(task.config.task, k) for k in labels}}
 
 
-def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = None, progress: bool = True) -> ScanResult:
+def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = None, progress: bool = True,
+         labelled: bool = True) -> ScanResult:
     """Reads every training row once: counts, label vocabulary, checks. See the module docstring.
 
     Args:
@@ -196,9 +206,11 @@ def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = No
         data: `DataConfig`. Columns, format, `on_bad_row`.
         cache_dir: path or None. Where a previous scan of the same files was cached.
         progress: bool. Show a progress bar (rows read).
+        labelled: bool. False: rows of texts only (`distill.unlabeled`), cached as `UNLABELED_SCAN_FILE`.
     """
     fingerprint = json.loads(json.dumps(_fingerprint(files, data, task)))  # as it reads back from the cache
-    cached = pathlib.Path(cache_dir) / SCAN_FILE if cache_dir is not None else None
+    name = SCAN_FILE if labelled else UNLABELED_SCAN_FILE
+    cached = pathlib.Path(cache_dir) / name if cache_dir is not None else None
     if cached is not None and cached.is_file():
         saved = ScanResult(**json.loads(cached.read_text()))
         if saved.fingerprint == fingerprint:
@@ -207,7 +219,7 @@ def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = No
     total_bytes = sum(row[1] for row in fingerprint["files"])
     bar = progress_bar(total_bytes, "byte") if progress else None
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1)) as pool:
-        futures = [pool.submit(_scan_file, f, task, data, bar) for f in files]
+        futures = [pool.submit(_scan_file, f, task, data, bar, labelled) for f in files]
         parts = [future.result() for future in futures]
     labels = None
     if any(part[2] is not None for part in parts):
@@ -234,17 +246,17 @@ def scan(files: list[str], task, data, cache_dir: str | pathlib.Path | None = No
     return result
 
 
-def save_scan(scanned: ScanResult, output_dir: str | pathlib.Path) -> None:
+def save_scan(scanned: ScanResult, output_dir: str | pathlib.Path, name: str = SCAN_FILE) -> None:
     """Caches a `scan` in `output_dir` (once the run's checks passed), for a resumed run."""
-    (pathlib.Path(output_dir) / SCAN_FILE).write_text(json.dumps(dataclasses.asdict(scanned)) + "\n")
+    (pathlib.Path(output_dir) / name).write_text(json.dumps(dataclasses.asdict(scanned)) + "\n")
 
 
-def _scan_file(path: str, task, data, bar) -> tuple[int, int, set | None, list[str]]:
+def _scan_file(path: str, task, data, bar, labelled: bool = True) -> tuple[int, int, set | None, list[str]]:
     kept = skipped = 0
     labels: set | None = None
     skipped_examples: list[str] = []
     for frame, first_line, size in read_chunks(path, data):
-        examples, bad = _checked_chunk(task, frame, path, first_line, data.on_bad_row)
+        examples, bad = _checked_chunk(task, frame, path, first_line, data.on_bad_row, labelled)
         bad = frame.attrs.get("skipped", []) + bad  # lines that were no row at all, then rows that fail a check
         kept += len(examples)
         skipped += len(bad)
@@ -258,11 +270,12 @@ def _scan_file(path: str, task, data, bar) -> tuple[int, int, set | None, list[s
     return kept, skipped, labels, skipped_examples
 
 
-def _checked_chunk(task, frame: pd.DataFrame, path: str, first_line: int, on_bad_row: str):
+def _checked_chunk(task, frame: pd.DataFrame, path: str, first_line: int, on_bad_row: str, labelled: bool = True):
     """The chunk's examples, by the task's checks; with `skip`, bad rows are dropped one by one."""
     try:
-        examples = task.examples_from_frame(frame, path, labelled=True, first_line=first_line)
-        task.check_stream_rows(frame, examples)
+        examples = task.examples_from_frame(frame, path, labelled=labelled, first_line=first_line)
+        if labelled:
+            task.check_stream_rows(frame, examples)
         return examples, []
     except DataError as err:
         if on_bad_row != "skip":
@@ -271,9 +284,9 @@ def _checked_chunk(task, frame: pd.DataFrame, path: str, first_line: int, on_bad
             return None, [f"{path}, line {first_line}: {err}"]
     good, bad = [], []
     for i in range(len(frame)):
-        examples, why = _checked_chunk(task, frame.iloc[i : i + 1], path, first_line + i, on_bad_row)
+        examples, why = _checked_chunk(task, frame.iloc[i : i + 1], path, first_line + i, on_bad_row, labelled)
         (good.append(i) if examples is not None else bad.extend(why))
-    examples = task.examples_from_frame(frame.iloc[good], path, labelled=True, first_line=first_line)
+    examples = task.examples_from_frame(frame.iloc[good], path, labelled=labelled, first_line=first_line)
     return examples, bad
 
 
@@ -467,6 +480,8 @@ def stream_dataset(
     seed: int = 0,
     epochs: int = 1,
     workers: int = 1,
+    unlabeled: list[str] = (),
+    unlabeled_share: float = 0.0,
 ) -> tf.data.Dataset:
     """The training pipeline over `files`, as `tfft.data.make_dataset` builds it in memory; see the module docstring.
 
@@ -474,20 +489,29 @@ def stream_dataset(
     shuffles rows within `data.shuffle_buffer` (0: 10,000 rows) with the same
     seed; the epochs are laid out one after another, then repeated
     (`tfft.data.training_pipeline`).
+
+    `unlabeled` files (`distill.unlabeled`: the text columns only) join each
+    epoch's rows, drawn with the same seed at `unlabeled_share` of them (their
+    share of all rows), each marked by the feature `UNLABELED` (1.0, the
+    training files' rows 0.0) and with zero targets: the teacher labels them in
+    the training step (`tfft.distill.SoftTargets`).
     """
     buffer = data.shuffle_buffer or 10_000
     targets = task.stream_targets()  # built eagerly: its lookup table lives outside the dataset's functions
     layout = _checked_layout(files, data, targets)  # every file's header read once, not once per epoch
+    extra_layout = _checked_layout(list(unlabeled), data, None) if unlabeled else None
 
     def epoch_examples(e: int) -> tf.data.Dataset:
         order = list(np.random.default_rng(seed + e).permutation(len(files)))
         rows = _rows(files, [files[i] for i in order], data, targets, layout)
+        if unlabeled:
+            rows = _with_unlabeled(rows, list(unlabeled), unlabeled_share, data, seed + e, extra_layout)
         rows = rows.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False)
         return data_lib.batch_rows(rows, data_lib.TOKENIZE_BATCH).map(
-            lambda inputs, targets: task.pack(packer, inputs, targets), num_parallel_calls=tf.data.AUTOTUNE
+            lambda inputs, targets: _packed(task, packer, inputs, targets), num_parallel_calls=tf.data.AUTOTUNE
         ).unbatch()
 
-    policy = shard_policy(files, data, workers)
+    policy = shard_policy(files, data, workers) if not unlabeled else tf.data.experimental.AutoShardPolicy.DATA
     if workers > 1:
         by = "file" if policy == tf.data.experimental.AutoShardPolicy.FILE else "row"
         logger.info("Training data: %d file(s) over %d workers, sharded by %s.", len(files), workers, by)
@@ -495,6 +519,33 @@ def stream_dataset(
         epoch_examples, batching, seed=seed, epochs=epochs, sequence_length=packer.sequence_length,
         sequence_targets=task.sequence_targets, shard_policy=policy,
     )
+
+
+def _with_unlabeled(rows: tf.data.Dataset, files: list[str], share: float, data, seed: int, layout) -> tf.data.Dataset:
+    """`rows` and the rows of the unlabeled `files`, drawn at `share` of them with `seed`, each marked (`UNLABELED`)."""
+    order = list(np.random.default_rng(seed).permutation(len(files)))
+    texts = _rows(files, [files[i] for i in order], data, None, layout)
+    target_spec = rows.element_spec[1]
+
+    def labelled(inputs, targets):
+        return {**inputs, UNLABELED: tf.zeros([1])}, targets
+
+    def unlabeled(inputs):
+        zeros = tf.nest.map_structure(lambda spec: tf.zeros([d or 0 for d in spec.shape], spec.dtype), target_spec)
+        return {**inputs, UNLABELED: tf.ones([1])}, zeros
+
+    return tf.data.Dataset.sample_from_datasets(
+        [rows.map(labelled), texts.map(unlabeled)], weights=[1.0 - share, share], seed=seed,
+        stop_on_empty_dataset=False,
+    )
+
+
+def _packed(task, packer, inputs: dict, targets):
+    """`task.pack` of a batch of rows, with their `UNLABELED` marks among the features where they have them."""
+    packed = task.pack(packer, inputs, targets)
+    if UNLABELED not in inputs:
+        return packed
+    return ({**packed[0], UNLABELED: inputs[UNLABELED]}, *packed[1:])
 
 
 def shard_policy(files: list[str], data, workers: int) -> tf.data.experimental.AutoShardPolicy:
@@ -525,12 +576,16 @@ def check_streamable(task, config) -> None:
 
 
 def _checked_layout(files: list[str], data, targets) -> tuple[str, list[str], list[str]]:
-    """`(kind, the first file's column names, the columns read)`, once every file is checked (`check_columns`)."""
+    """`(kind, the first file's column names, the columns read)`, once every file is checked (`check_columns`).
+
+    `targets` None reads the text columns alone (`distill.unlabeled`'s files).
+    """
     kinds = {file_kind(f, data) for f in files}
     if len(kinds) != 1:
         raise DataError(f"The training files mix formats ({', '.join(sorted(kinds))}); convert them to one.")
     kind = kinds.pop()
-    columns = [data.text_column] + ([data.text_pair_column] if data.text_pair_column else []) + targets.columns
+    columns = [data.text_column] + ([data.text_pair_column] if data.text_pair_column else [])
+    columns += targets.columns if targets is not None else []
     return kind, check_columns(files, kind, data, columns), columns
 
 
@@ -538,6 +593,7 @@ def _rows(all_files: list[str], files: list[str], data, targets, layout=None) ->
     """`(inputs, targets)` per row, read by TensorFlow's file readers; bad rows dropped as the pre-pass did.
 
     `layout` is `_checked_layout(all_files, ...)`, computed once for every epoch's reader; None computes it.
+    `targets` None gives `inputs` alone.
     """
     kind, names, columns = layout or _checked_layout(all_files, data, targets)
     reader = functools.partial(_read_file, kind=kind, data=data, names=names, columns=columns)
@@ -552,13 +608,13 @@ def _rows(all_files: list[str], files: list[str], data, targets, layout=None) ->
         ok = tf.strings.length(tf.strings.strip(row[data.text_column])) > 0
         if data.text_pair_column:
             ok &= tf.strings.length(tf.strings.strip(row[data.text_pair_column])) > 0
-        return ok & targets.valid(row)
+        return ok & targets.valid(row) if targets is not None else ok
 
     def split(row):
         inputs = {"text": row[data.text_column]}
         if data.text_pair_column:
             inputs["text_pair"] = row[data.text_pair_column]
-        return inputs, targets.targets(row)
+        return (inputs, targets.targets(row)) if targets is not None else inputs
 
     return rows.filter(valid).map(split, num_parallel_calls=tf.data.AUTOTUNE)
 

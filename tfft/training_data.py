@@ -10,6 +10,7 @@ sample of texts, the run its epoch length and its `tf.data` pipeline.
 | epoch length | `Task.prepare` (QA: context windows) | the pre-pass's row count |
 | truncation | counted and logged | not counted (the rows are not held) |
 | pipeline | `tfft.data.make_dataset` | `tfft.streaming.stream_dataset` |
+| `distill.unlabeled` (`add_unlabeled`) | read, labelled by the teacher, joined | streamed beside, labelled in the step |
 
 Example:
 
@@ -24,6 +25,7 @@ ds = train_data.dataset(packer, tfft.data.Batching(32), seed=0, epochs=3)
 from __future__ import annotations
 
 import abc
+import functools
 import pathlib
 
 import tensorflow as tf
@@ -72,15 +74,15 @@ class TrainingData(abc.ABC):
     def describe(self) -> str:
         """How many examples, from where: for the log."""
 
-    def add(self, make_rows, key: str) -> None:
-        """Adds the labelled `Examples` that `make_rows()` returns, before `prepare`, where the split can take rows.
+    @abc.abstractmethod
+    def add_unlabeled(self, spec: str, label_rows) -> None:
+        """Adds the rows of the files `spec` names (`distill.unlabeled`: texts without labels), before `prepare`.
 
-        `key` is the config key that asked for them (`distill.unlabeled`);
-        a streamed split refuses it, before `make_rows` runs.
+        A split held in memory reads them and adds `label_rows(rows)`, the
+        rows with a teacher's labels. A streamed split streams them beside
+        its own, each marked (`streaming.UNLABELED`), for the teacher to
+        label in the training step; it never calls `label_rows`.
         """
-        del make_rows
-        raise ConfigError(f"Argument `{key}` adds rows to a training split held in memory, and this one is streamed. "
-                          f"Set `data.streaming: false`, or `{key}` to empty.")
 
     #: Whether `attach` can add features to every element (the elements are held in memory).
     can_attach = False
@@ -155,8 +157,10 @@ class InMemory(TrainingData):
     def describe(self):
         return f"{len(self.examples)} training examples"
 
-    def add(self, make_rows, key: str) -> None:
-        self.examples = self.examples.plus(make_rows())
+    def add_unlabeled(self, spec, label_rows):
+        files = streaming.expand_files(spec, key="distill.unlabeled")
+        rows = functools.reduce(data.Examples.plus, (self.task.read(f, split="unlabeled", labelled=False) for f in files))
+        self.examples = self.examples.plus(label_rows(rows))
         self._targets = None
 
     def class_weight(self):
@@ -174,8 +178,10 @@ class Streamed(TrainingData):
     def __init__(self, task, config: Config, files: list[str], cache_dir: pathlib.Path | None = None):
         super().__init__(task, config)
         streaming.check_streamable(task, config)
+        self.cache_dir = cache_dir
         self.scanned = streaming.scan(files, task, config.data, cache_dir=cache_dir)
         self.files = [f for f in files if self.scanned.files.get(f)]  # files with no rows are skipped (logged)
+        self.unlabeled, self.unlabeled_files = None, []
 
     @property
     def labelled(self):
@@ -190,22 +196,36 @@ class Streamed(TrainingData):
 
     @property
     def elements(self):
-        return self.scanned.rows
+        return self.scanned.rows + (self.unlabeled.rows if self.unlabeled else 0)
 
     def dataset(self, packer, batching, *, seed, epochs, workers=1):
+        share = self.unlabeled.rows / self.elements if self.unlabeled else 0.0
         return streaming.stream_dataset(
-            self.files, self.task, packer, self.config.data, batching, seed=seed, epochs=epochs, workers=workers
+            self.files, self.task, packer, self.config.data, batching, seed=seed, epochs=epochs, workers=workers,
+            unlabeled=self.unlabeled_files, unlabeled_share=share,
         )
 
+    def add_unlabeled(self, spec, label_rows):
+        del label_rows  # the teacher labels these rows in the training step
+        files = streaming.expand_files(spec, key="distill.unlabeled")
+        self.unlabeled = streaming.scan(files, self.task, self.config.data, cache_dir=self.cache_dir, labelled=False)
+        self.unlabeled_files = [f for f in files if self.unlabeled.files.get(f)]
+
     def describe(self):
-        return f"{self.scanned.rows} training examples streamed from {len(self.files)} file(s)"
+        extra = f" and {self.unlabeled.rows} unlabeled from {len(self.unlabeled_files)}" if self.unlabeled else ""
+        return f"{self.scanned.rows} training examples streamed from {len(self.files)} file(s){extra}"
 
     def save(self, output_dir):
         streaming.save_scan(self.scanned, output_dir)
+        if self.unlabeled:
+            streaming.save_scan(self.unlabeled, output_dir, streaming.UNLABELED_SCAN_FILE)
 
     def scores(self):
         s = self.scanned
-        return {"training_data": {"files": len(self.files), "rows": s.rows, "skipped_rows": s.skipped}}
+        scores = {"files": len(self.files), "rows": s.rows, "skipped_rows": s.skipped}
+        if self.unlabeled:
+            scores.update(unlabeled_rows=self.unlabeled.rows, skipped_unlabeled_rows=self.unlabeled.skipped)
+        return {"training_data": scores}
 
 
 def read_training_data(task, config: Config, cache_dir: pathlib.Path | None = None) -> TrainingData:

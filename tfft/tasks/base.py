@@ -95,15 +95,20 @@ class TaskModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled (task) loss; in training, what `objective` makes of it, where one is set (`tfft.distill`).
 
-        `objective` is called as `objective(x, y_pred, sample_weight, loss)`
-        and returns the loss to minimize. It is a plain object, not a Keras
-        layer, so whatever it holds (a teacher model) is neither trained nor
-        saved with this model's weights.
+        `objective` is called as `objective(x, y, y_pred, sample_weight,
+        hard_loss)`, where `hard_loss(targets)` is the compiled loss on
+        `targets` (`y`, or targets it chose), and returns the loss to
+        minimize. It is a plain object, not a Keras layer, so whatever it
+        holds (a teacher model) is neither trained nor saved with this
+        model's weights.
         """
-        loss = super().compute_loss(x, y, y_pred, sample_weight, training)
         if self.objective is None or not training:
-            return loss
-        return self.objective(x, y_pred, sample_weight, loss)
+            return super().compute_loss(x, y, y_pred, sample_weight, training)
+
+        def hard_loss(targets):
+            return super(TaskModel, self).compute_loss(x, targets, y_pred, sample_weight, training)
+
+        return self.objective(x, y, y_pred, sample_weight, hard_loss)
 
 
 class MaskedMeanPooling(keras.layers.Layer):
@@ -309,6 +314,11 @@ class Task(abc.ABC):
 
     def pseudo_labels(self, outputs: dict[str, np.ndarray]) -> list:
         """Targets, as `read` stores them, from a model's outputs on unlabelled rows (a teacher's labels)."""
+        raise NotImplementedError(self.pseudo_labels_unsupported)
+
+    def teacher_targets(self, logits: tf.Tensor) -> tf.Tensor:
+        """The targets a batch's teacher logits give, in the graph, as `pseudo_labels` gives them from outputs
+        (a streamed `distill.unlabeled` row's, labelled in the training step)."""
         raise NotImplementedError(self.pseudo_labels_unsupported)
 
     def logits_from_outputs(self, outputs: dict[str, np.ndarray]) -> np.ndarray:

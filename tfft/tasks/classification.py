@@ -80,6 +80,9 @@ class Classification(TableTask):
     def pseudo_labels(self, outputs):
         return decode(outputs["label"])
 
+    def teacher_targets(self, logits):
+        return tf.argmax(logits, axis=-1, output_type=tf.int64)
+
     def logits_from_outputs(self, outputs):
         """The log of each probability: the logits up to a shift per row, which a softmax at any temperature drops."""
         return np.log(np.maximum(np.asarray(outputs["probabilities"], np.float64), TINY)).astype(np.float32)

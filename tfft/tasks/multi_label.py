@@ -267,6 +267,9 @@ class MultiLabel(TableTask):
     def pseudo_labels(self, outputs):
         return [[name for name, on in zip(self.names, row, strict=True) if on] for row in outputs["predicted"]]
 
+    def teacher_targets(self, logits):
+        return tf.cast(tf.math.sigmoid(logits) >= self.config.task.threshold, tf.float32)
+
     def logits_from_outputs(self, outputs):
         """The inverse sigmoid of each probability, clipped to [1e-7, 1 - 1e-7] (logits within +-16.1), as
         `combine_logits` clips: a float32 sigmoid rounds logits above about 17 to 1."""

@@ -5,7 +5,7 @@ wrote holds no Keras model to build, only its signature: raw text in, the
 task's outputs out (`tfft.export`). It teaches through those outputs:
 
 - **Computed once.** Before training the export answers every training row,
-  in batches of `BATCH_SIZE`, and the task turns its outputs back into logits
+  in batches of `BATCH_SIZE` sorted by length, and the task turns its outputs back into logits
   (`Task.logits_from_outputs`: a classifier's log-probabilities, which a
   softmax at any temperature reads as its logits). They ride with each
   element (`tfft.teacher_cache.attach_logits`): the training step never runs
@@ -111,17 +111,24 @@ class ExportTeacher:
         return teacher_cache.attach_logits(ds, logits)
 
     def outputs(self, packer, rows: data.Examples) -> dict:
-        """The export's outputs on `rows`, as `tfft predict` reads them (`packer` is unused: it tokenizes itself)."""
+        """The export's outputs on `rows`, in their order, as `tfft predict` reads them.
+
+        The rows go to the export sorted by their characters, so that each
+        batch, which it pads to its longest, pads little. `packer` is unused:
+        the export tokenizes for itself.
+        """
         del packer
-        inputs = self.task.inputs(rows)
+        inputs = {name: self.task.inputs(rows)[name] for name in self.metadata["inputs"]}
+        order = np.argsort([sum(len(inputs[name][i]) for name in inputs) for i in range(len(rows))], kind="stable")
         serve = self.serving()
         bar, batches = progress.progress_bar(len(rows), "example"), []
         for start in range(0, len(rows), BATCH_SIZE):
-            batch = {name: list(inputs[name][start : start + BATCH_SIZE]) for name in self.metadata["inputs"]}
-            batches.append(serve(batch))
+            chosen = order[start : start + BATCH_SIZE]
+            batches.append(serve({name: [values[i] for i in chosen] for name, values in inputs.items()}))
             if bar is not None:
-                bar.add(len(batch["text"]))
-        return self.task.collect(batches)
+                bar.add(len(chosen))
+        outputs = self.task.collect(batches)
+        return {name: values[np.argsort(order)] for name, values in outputs.items()}
 
     def serving(self):
         if self._serve is None:

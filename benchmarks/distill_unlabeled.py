@@ -1,0 +1,105 @@
+"""Does unlabelled text pay in `tfft distill`, and what does streaming it cost? (`distill.unlabeled`)
+
+A teacher (`configs/sst2_minilm.yaml`, all-MiniLM-L6-v2, 6 layers) trains on
+the first --labelled SST-2 training sentences for --teacher_epochs epochs.
+Then a student keeping its lowest --keep_layers layers trains --epochs epochs,
+each in its own process, scored on the 872 dev sentences:
+
+- `labelled rows only`: `tfft distill` on the --labelled sentences;
+- `+ unlabelled, in memory`: the same, with the next --unlabeled training
+  sentences, their labels dropped, as `distill.unlabeled` (the teacher labels
+  them before training, and its logits are cached: `distill.teacher_outputs`
+  `auto`);
+- `+ unlabelled, streamed`: the same rows with `data.streaming=true`, the
+  unlabelled ones in two shards (the teacher runs in every step and labels
+  them there);
+- `labels only, same rows`: the student on the labelled rows, no teacher
+  (`tfft train --set model.keep_layers=N`), for scale.
+
+The labelled and unlabelled rows are written under --work_dir (never into the
+data folder). Dev accuracy is the task's, on the final weights.
+
+    python benchmarks/distill_unlabeled.py
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags
+
+import common
+
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/ and sst2/.")
+_WORK_DIR = flags.DEFINE_string("work_dir", "runs/bench_distill_unlabeled", "Where the rows and runs go.")
+_LABELLED = flags.DEFINE_integer("labelled", 1600, "Labelled training sentences (the first N).")
+_UNLABELED = flags.DEFINE_integer("unlabeled", 8000, "Unlabelled sentences (the next M, labels dropped).")
+_KEEP = flags.DEFINE_integer("keep_layers", 3, "The student's layers (the teacher's lowest N).")
+_EPOCHS = flags.DEFINE_integer("epochs", 3, "The students' epochs.")
+_TEACHER_EPOCHS = flags.DEFINE_integer("teacher_epochs", 3, "The teacher's epochs.")
+
+CHILD = """
+import json, sys, time
+from tfft import distill, train
+from tfft.config import load_config
+import common
+command, config_file, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+config = load_config(config_file, overrides)
+started = time.time()
+result = (distill.run if command == "distill" else train.run)(config)
+metrics = result.metrics
+print(json.dumps({"accuracy": metrics["accuracy"], "teacher": metrics.get("teacher", {}).get("accuracy"),
+                  "seconds": time.time() - started, "train_seconds": metrics.get("train_seconds"),
+                  "peak_rss_mb": common.peak_rss_mb()}))
+"""
+
+
+def write_rows(data, work) -> tuple[str, str, str]:
+    """`(labelled file, unlabelled file, a glob of its two shards)` from SST-2's training lines, under `work`."""
+    lines = (data / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()
+    header, rows = lines[0], lines[1:]
+    labelled = rows[: _LABELLED.value]
+    texts = [row.split("\t")[0] for row in rows[_LABELLED.value : _LABELLED.value + _UNLABELED.value]]
+    half = len(texts) // 2
+    files = {"labelled.tsv": [header, *labelled], "unlabeled.tsv": ["sentence", *texts],
+             "unlabeled-0.tsv": ["sentence", *texts[:half]], "unlabeled-1.tsv": ["sentence", *texts[half:]]}
+    work.mkdir(parents=True, exist_ok=True)
+    for name, table in files.items():
+        (work / name).write_text("\n".join(table) + "\n", encoding="utf-8")
+    return str(work / "labelled.tsv"), str(work / "unlabeled.tsv"), str(work / "unlabeled-*.tsv")
+
+
+def main(argv):
+    del argv
+    data = common.data_dir(_DATA_DIR.value)
+    work = (common.REPO / _WORK_DIR.value).resolve()
+    labelled, unlabeled, shards = write_rows(data, work)
+    config_file = "configs/sst2_minilm.yaml"
+    base = [*common.sst2_overrides(data, 0, ""), f"data.train={labelled}", "train.restore_best=false"]
+    teacher = work / "teacher"
+    if not (teacher / "run_complete.json").is_file():
+        common.run_child(CHILD, "train", config_file, json.dumps(
+            [*base, f"output_dir={teacher}", f"train.epochs={_TEACHER_EPOCHS.value}"]), timeout=4 * 3600)
+    student = [*base, f"model.keep_layers={_KEEP.value}", f"train.epochs={_EPOCHS.value}"]
+    distilled = [*student, f"distill.teacher={teacher}"]
+    peers = {
+        "labelled rows only": ("distill", distilled),
+        "+ unlabelled, in memory": ("distill", [*distilled, f"distill.unlabeled={unlabeled}"]),
+        "+ unlabelled, streamed": ("distill", [*distilled, f"distill.unlabeled={shards}", "data.streaming=true"]),
+        "labels only, same rows (no teacher)": ("train", student),
+    }
+    rows = []
+    for i, (name, (command, overrides)) in enumerate(peers.items()):
+        out = common.run_child(CHILD, command, config_file, json.dumps([*overrides, f"output_dir={work / f'student_{i}'}"]),
+                               timeout=4 * 3600)
+        print(name, out, flush=True)
+        rows.append({"student": f"{_KEEP.value} layers, {name}", "dev accuracy": f"{out['accuracy']:.4f}",
+                     "teacher": f"{out['teacher']:.4f}" if out["teacher"] else "", "train s": round(out["train_seconds"]),
+                     "run s": round(out["seconds"]), "peak RSS MB": round(out["peak_rss_mb"])})
+    common.report("distill_unlabeled", rows, ["student", "dev accuracy", "teacher", "train s", "run s", "peak RSS MB"],
+                  {"labelled": _LABELLED.value, "unlabeled": _UNLABELED.value, "keep_layers": _KEEP.value,
+                   "epochs": _EPOCHS.value, "teacher_epochs": _TEACHER_EPOCHS.value})
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -118,7 +118,8 @@ class ExportTeacher:
         the export tokenizes for itself.
         """
         del packer
-        inputs = {name: self.task.inputs(rows)[name] for name in self.metadata["inputs"]}
+        columns = self.task.inputs(rows)
+        inputs = {name: columns[name] for name in self.metadata["inputs"]}
         order = np.argsort([sum(len(inputs[name][i]) for name in inputs) for i in range(len(rows))], kind="stable")
         serve = self.serving()
         bar, batches = progress.progress_bar(len(rows), "example"), []

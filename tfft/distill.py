@@ -53,6 +53,7 @@ import tensorflow as tf
 from tfft import backbones, evaluate, export_teacher, streaming, tasks, teacher_cache, train
 from tfft.config import Config, ConfigError, check, load_config
 from tfft.model import build_model
+from tfft.predict import SAVED_MODEL_FILE
 from tfft.run_dir import CONFIG_FILE, WEIGHTS_FILE
 
 __all__ = ["run", "Distillation", "RunTeacher", "SoftTargets", "open_teacher", "read_teacher"]
@@ -102,7 +103,7 @@ def read_teacher(config: Config) -> Config:
     folder = pathlib.Path(spec)
     check((folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file(), "distill.teacher", spec,
           f"must be a tfft run folder whose training finished (with {CONFIG_FILE} and {WEIGHTS_FILE}), or a "
-          f"SavedModel version folder that `tfft export` wrote (with {export_teacher.SAVED_MODEL_FILE}); train the "
+          f"SavedModel version folder that `tfft export` wrote (with {SAVED_MODEL_FILE}); train the "
           "teacher first with `tfft train`")
     check(os.path.realpath(folder) != os.path.realpath(config.output_dir), "distill.teacher", spec,
           "must not be the student's own `output_dir`: set a new `output_dir` for the student")

@@ -35,12 +35,11 @@ import numpy as np
 
 from tfft import data, predict, progress, streaming, tasks, teacher_cache
 from tfft.config import Config, check
+from tfft.predict import SAVED_MODEL_FILE
 
-__all__ = ["SAVED_MODEL_FILE", "BATCH_SIZE", "is_export", "ExportTeacher"]
+__all__ = ["BATCH_SIZE", "is_export", "ExportTeacher"]
 
 logger = logging.getLogger(__name__)
-
-SAVED_MODEL_FILE = "saved_model.pb"
 
 #: Rows per call of the export.
 BATCH_SIZE = 64

@@ -43,6 +43,9 @@ from tfft.tasks.base import METADATA_FILE
 
 logger = logging.getLogger(__name__)
 
+#: The file that makes a folder a SavedModel.
+SAVED_MODEL_FILE = "saved_model.pb"
+
 
 def load_metadata(model_dir: str | pathlib.Path) -> dict:
     """The export's `assets/tfft_task.json` (older exports: a classifier with `assets/labels.txt`)."""
@@ -145,7 +148,7 @@ def _model_paths(model_dir: str | pathlib.Path) -> tuple[pathlib.Path, pathlib.P
     folder = model_path.parent if litert_file else model_path
     if litert_file and not model_path.is_file():
         raise FileNotFoundError(f"`{model_path}` does not exist. Export one with `tfft export --format=litert`.")
-    if not litert_file and not (folder / "saved_model.pb").is_file():
+    if not litert_file and not (folder / SAVED_MODEL_FILE).is_file():
         raise FileNotFoundError(
             f"`{folder}` is not a SavedModel folder (no saved_model.pb). Pass a version folder, "
             "e.g. saved_models/demo/1, or the model.tflite file in one."

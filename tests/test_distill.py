@@ -248,6 +248,31 @@ def test_a_student_on_cached_teacher_outputs_ends_as_one_with_the_teacher_in_the
 
 
 @pytest.mark.slow
+def test_the_teacher_answers_each_unlabelled_row_once_and_the_cache_gives_the_step_teachers_training(
+        teacher_run, tmp_path, monkeypatch):
+    # Labelling `distill.unlabeled`'s rows held in memory runs the teacher on them; its cache must not run it again,
+    # and the outputs it keeps (log-probabilities) must train the student as the teacher's logits in the step do.
+    texts = [f"the {noun} was {adjective}" for noun in ("plot", "meal") for adjective in ("great", "awful")] * 6
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "more.csv", index=False)
+    overrides = ("train.epochs=2", "data.max_train_examples=96", f"distill.unlabeled={tmp_path / 'more.csv'}")
+    answered = []
+    teacher_outputs = teacher_cache.teacher_outputs
+
+    def counted(ds, teacher, elements):
+        answered.append(elements)
+        return teacher_outputs(ds, teacher, elements)
+
+    monkeypatch.setattr(teacher_cache, "teacher_outputs", counted)
+    cached = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.teacher_outputs=cached"))
+    assert answered == [96]  # the labelled rows only: the unlabelled 24 were answered when labelled
+    in_step = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.teacher_outputs=in_step",
+                                         f"output_dir={tmp_path / 'in_step'}"))
+    np.testing.assert_allclose(cached.history["loss"], in_step.history["loss"], rtol=1e-5)
+    for a, b in zip(cached.model.weights, in_step.model.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+
+
+@pytest.mark.slow
 def test_a_student_whose_training_finished_before_runs_no_teacher_over_its_training_split(
         teacher_run, tmp_path, monkeypatch):
     # Killed after training (during evaluation or export): the rerun evaluates and exports only. It must not
@@ -304,9 +329,12 @@ def test_a_student_of_the_teachers_export_ends_as_one_of_its_run_folder(teacher_
     base, folder, teacher = teacher_run
     config = load_config(None, [*base, "name=teacher", f"output_dir={folder}", f"export.base_dir={tmp_path / 'exported'}"])
     exported = export.export_model(teacher.model, teacher.packer, teacher.task, config)
+    # Unlabelled rows too: each teacher labels them, and its cache keeps those outputs rather than asking again.
+    pd.DataFrame({"text": ["the plot was great", "the meal was awful", "the cast was fine"] * 8}).to_csv(
+        tmp_path / "more.csv", index=False)
     # Another backbone (2 layers, 32 wide): both students start from its pretrained weights, not the teacher's.
     overrides = ("train.epochs=2", "data.max_train_examples=96", f"model.backbone={tiny_preset}",
-                 "model.keep_layers=null", "distill.teacher_outputs=cached")
+                 "model.keep_layers=null", "distill.teacher_outputs=cached", f"distill.unlabeled={tmp_path / 'more.csv'}")
     from_run = distill.run(student_config(teacher_run, tmp_path, *overrides))
     from_export = distill.run(student_config(teacher_run, tmp_path, *overrides, f"distill.teacher={exported}",
                                              f"output_dir={tmp_path / 'from_export'}"))

@@ -24,7 +24,8 @@ run's as usual.
 - **More text.** `distill.unlabeled` names tables of texts without labels
   (paths and glob patterns, comma-separated, as `data.train`). Held in
   memory, the teacher labels each row (`Task.pseudo_labels`) before
-  training, and the rows join the training split, soft targets and all.
+  training, and the rows join the training split, soft targets and all
+  (the cache keeps the outputs that labelled them: one pass per row).
   Beside a streamed split they are streamed too (`TrainingData.add_unlabeled`),
   and the teacher labels them in the training step (`SoftTargets`).
 - **Scores.** The teacher is scored on the same validation split; its main
@@ -140,11 +141,21 @@ class Distillation(train.RunHooks):
         if config.distill.unlabeled:
             train_data.add_unlabeled(config.distill.unlabeled, lambda rows: self.label_unlabeled(task, packer, rows))
         if config.distill.alpha > 0.0 and self.teacher.caches(config, train_data):
-            train_data.attach(lambda ds: self.teacher.attach(config, ds, train_data))
+            train_data.attach(lambda ds: self.teacher.attach(config, ds, train_data, self.unlabeled_logits))
+
+    #: The teacher's logits on `distill.unlabeled`'s rows held in memory (`[rows, 1, n]`), from their labelling.
+    unlabeled_logits = None
 
     def label_unlabeled(self, task: tasks.Task, packer, rows):
-        """`distill.unlabeled`'s rows held in memory, labelled by the teacher (its label, labels or score for each)."""
-        rows.labels = task.pseudo_labels(self.teacher.outputs(packer, rows))
+        """`distill.unlabeled`'s rows held in memory, labelled by the teacher (its label, labels or score for each).
+
+        The outputs that labelled them are kept as logits
+        (`Task.logits_from_outputs`), the last rows of the teacher's cache:
+        the teacher answers each row once.
+        """
+        outputs = self.teacher.outputs(packer, rows)
+        rows.labels = task.pseudo_labels(outputs)
+        self.unlabeled_logits = self.teacher.task.logits_from_outputs(outputs)[:, np.newaxis, :]
         logger.info("The teacher labelled %d rows of %s; they join the training split.", len(rows), rows.source)
         return rows
 
@@ -200,11 +211,14 @@ class RunTeacher:
     def caches(self, config: Config, train_data) -> bool:
         return caches_outputs(config, train_data)
 
-    def attach(self, config: Config, ds, train_data):
-        """The packed training elements `ds` with the teacher's outputs (`tfft.teacher_cache`)."""
-        with random_state_kept():  # the student, built next, draws the seeds it draws without the cache
-            self.model = self.load()  # outside any strategy: it never runs in a training step
-        return teacher_cache.attach_teacher_outputs(ds, self.model, train_data.elements)
+    def attach(self, config: Config, ds, train_data, known=None):
+        """The packed training elements `ds` with the teacher's outputs (`tfft.teacher_cache`).
+
+        `known`: the logits of the last elements, computed already (the
+        labelled `distill.unlabeled` rows), or None.
+        """
+        self.model = self.load()  # outside any strategy: it never runs in a training step
+        return teacher_cache.attach_teacher_outputs(ds, self.model, train_data.elements, known)
 
     def outputs(self, packer, rows) -> dict:
         """The teacher's task outputs on `rows`; before `built`, from a copy outside any strategy, then dropped."""
@@ -228,7 +242,9 @@ class RunTeacher:
         return self.model
 
     def load(self) -> tasks.TaskModel:
-        teacher = build_model(self.config, self.source, self.task)
+        """The teacher task model, built without drawing from the random state the student's build draws from."""
+        with random_state_kept():  # a student built after it draws what it draws without a teacher before it
+            teacher = build_model(self.config, self.source, self.task)
         teacher.load_weights(pathlib.Path(self.folder) / WEIGHTS_FILE)
         teacher.trainable = False
         return teacher

@@ -96,17 +96,24 @@ class ExportTeacher:
         del config, train_data
         return True
 
-    def attach(self, config: Config, ds, train_data):
-        """The packed training elements `ds` with the export's logits on their rows, computed now."""
+    def attach(self, config: Config, ds, train_data, known=None):
+        """The packed training elements `ds` with the export's logits on their rows, computed now.
+
+        `known`: the logits of the last rows, computed already (the labelled
+        `distill.unlabeled` rows), or None.
+        """
         del config
         rows = train_data.labelled
         if train_data.elements != len(rows):
             raise ValueError(f"{train_data.elements} training elements for {len(rows)} rows: an export's outputs "
                              "are per row, and this task packs rows into other elements")
         started = time.time()
-        logits = self.task.logits_from_outputs(self.outputs(None, rows))[:, np.newaxis, :]
+        fresh = rows.head(len(rows) - (len(known) if known is not None else 0))
+        logits = self.task.logits_from_outputs(self.outputs(None, fresh))[:, np.newaxis, :]
+        if known is not None:
+            logits = np.concatenate([logits, known])
         logger.info("The export's outputs on the %d training rows were computed once (%.1f s); the training steps "
-                    "read them.", len(rows), time.time() - started)
+                    "read them.", len(fresh), time.time() - started)
         return teacher_cache.attach_logits(ds, logits)
 
     def outputs(self, packer, rows: data.Examples) -> dict:

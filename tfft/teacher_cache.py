@@ -50,7 +50,8 @@ BATCH_SIZE = 64
 _MEGABATCH_BATCHES = 32
 
 
-def attach_teacher_outputs(ds: tf.data.Dataset, teacher, elements: int) -> tf.data.Dataset:
+def attach_teacher_outputs(ds: tf.data.Dataset, teacher, elements: int, known: np.ndarray | None = None
+                           ) -> tf.data.Dataset:
     """`ds`'s elements with the teacher's logits added to their features (`TEACHER_LOGITS`).
 
     Args:
@@ -59,11 +60,17 @@ def attach_teacher_outputs(ds: tf.data.Dataset, teacher, elements: int) -> tf.da
         teacher: keras.Model. The teacher task model (its own inputs are
             read from `features`).
         elements: int. How many elements `ds` holds.
+        known: float32 array or None. The logits of `ds`'s last
+            `len(known)` elements, computed before (in `attach_logits`'
+            layout); the teacher runs on the others only.
     """
     started = time.time()
-    logits = teacher_outputs(ds, teacher, elements)
+    fresh = elements - (len(known) if known is not None else 0)
+    logits = teacher_outputs(ds.take(fresh), teacher, fresh)
+    if known is not None:
+        logits = np.concatenate([logits, np.asarray(known, np.float32)]) if fresh else np.asarray(known, np.float32)
     logger.info("The teacher's outputs on the %d training elements were computed once (%.1f s, %.1f MB); the "
-                "training steps read them instead of running the teacher.", elements, time.time() - started,
+                "training steps read them instead of running the teacher.", fresh, time.time() - started,
                 logits.nbytes / 2**20)
     return attach_logits(ds, logits)
 

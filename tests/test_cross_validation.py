@@ -123,3 +123,9 @@ def test_cv_trains_the_folds_and_serves_their_ensemble_as_the_mean_of_their_outp
     caplog.set_level("INFO")
     again = cross_validation.run(config, folds=2)  # a rerun reads the finished runs back, training none
     assert "training in" not in caplog.text and again.rows == results["rows"]
+    # The ensemble's export teaches as any export: a student trains on its outputs and reports its dev scores.
+    from tfft import distill
+
+    student = distill.run(make_config("train.epochs=1", "data.max_train_examples=64", f"output_dir={tmp_path / 'student'}",
+                                      f"distill.teacher={results['export_path']}"))
+    assert student.metrics["teacher"]["accuracy"] == pytest.approx(results["dev"]["ensemble"]["accuracy"], abs=1e-6)

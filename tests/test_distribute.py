@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from conftest import REPO, TASK_DATA, run_python
 from tfft import distribute, train
-from tfft.config import TrainConfig
+from tfft.config import TrainConfig, load_config
 
 pytestmark = pytest.mark.slow
 
@@ -121,10 +121,11 @@ WORKER = """
 import json, logging, os, sys
 import numpy as np
 logging.basicConfig(level=logging.INFO)
-from tfft import train
+from tfft import distill, train
 from tfft.config import load_config
 base, weights_path = json.loads(sys.argv[1]), sys.argv[2]
-result = train.run(load_config(None, base))
+config = load_config(None, base)
+result = (distill.run if config.distill.teacher else train.run)(config)
 np.savez(weights_path, *[w.numpy() for w in result.model.weights])
 print("RESULT " + json.dumps({"output_dir": result.output_dir, "export": result.export_path}))
 """
@@ -140,7 +141,7 @@ def _free_ports(n):
     return ports
 
 
-@pytest.mark.parametrize("data", ["one file", "streamed shards"])
+@pytest.mark.parametrize("data", ["one file", "streamed shards", "a student on streamed shards and unlabelled rows"])
 def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path, data_dir, deterministic_preset, data):
     import os
 
@@ -151,12 +152,18 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path,
     base = _base_overrides(
         tmp_path, data_dir, deterministic_preset, "train.strategy=multi_worker", f"output_dir={tmp_path / 'run'}"
     )
-    if data == "streamed shards":  # 4 shards of the same 320 rows: each worker streams 2 (sharded by file)
+    if data != "one file":  # 4 shards of the same 320 rows: each worker streams 2 (sharded by file)
         rows = pd.read_csv(data_dir / "train.csv").head(320)
         for i in range(4):
             rows.iloc[i::4].to_csv(tmp_path / f"train-{i}.csv", index=False)
         base = [o for o in base if not o.startswith(("data.train=", "data.max_train_examples="))]
         base.append(f"data.train={tmp_path}/train-*.csv")
+    if data.startswith("a student"):  # the teacher labels 40 unlabelled rows in the step; every row is sharded by row
+        teacher = load_config(None, [*base, "train.strategy=default", f"output_dir={tmp_path / 'teacher'}",
+                                     "export.enabled=false"])
+        train.run(teacher)
+        rows.head(40)[["text"]].to_csv(tmp_path / "more.csv", index=False)
+        base += [f"distill.teacher={tmp_path / 'teacher'}", f"distill.unlabeled={tmp_path / 'more.csv'}"]
     workers = []
     for index in range(2):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -184,6 +191,11 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path,
     if data == "streamed shards":
         assert all("4 file(s) over 2 workers, sharded by file" in log for log in logs)
         assert metrics["training_data"] == {"files": 4, "rows": 320, "skipped_rows": 0}
+    if data.startswith("a student"):
+        assert all("4 file(s) over 2 workers, sharded by row" in log for log in logs)
+        assert metrics["training_data"] == {"files": 4, "rows": 320, "skipped_rows": 0, "unlabeled_rows": 40,
+                                            "skipped_unlabeled_rows": 0}
+        assert "accuracy" in metrics["teacher"]
     assert sorted(p.name for p in (tmp_path / "saved_models" / "dist").iterdir()) == ["1"]
     assert not pathlib.Path(other["output_dir"]).exists()
 

@@ -198,6 +198,21 @@ def student_config(teacher_run, tmp_path, *overrides):
                               f"distill.teacher={folder}", "model.keep_layers=[0, 2]", *overrides])
 
 
+
+def cached_and_in_step(teacher_run, tmp_path, *overrides):
+    """The same student distilled twice: on the teacher's cached outputs, then with the teacher in the step."""
+    cached = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.teacher_outputs=cached"))
+    in_step = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.teacher_outputs=in_step",
+                                         f"output_dir={tmp_path / 'in_step'}"))
+    return cached, in_step
+
+
+def assert_same_training(a, b):
+    """Two runs' losses, epoch by epoch, and final weights agree (1e-5)."""
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-5)
+    for x, y in zip(a.model.weights, b.model.weights, strict=True):
+        np.testing.assert_allclose(x.numpy(), y.numpy(), atol=1e-5, err_msg=x.path)
+
 @pytest.mark.slow
 def test_a_student_starts_from_the_teachers_kept_layers_and_reports_the_teachers_score(teacher_run, tmp_path):
     _, _, teacher = teacher_run
@@ -239,12 +254,7 @@ def test_a_student_killed_mid_epoch_resumes_to_the_weights_of_one_never_stopped(
 def test_a_student_on_cached_teacher_outputs_ends_as_one_with_the_teacher_in_the_step(teacher_run, tmp_path):
     # Dropout on: the teacher built before the student (for the cache) must not change the student's random draws.
     overrides = ("train.epochs=2", "data.max_train_examples=96", "model.dropout=0.1")
-    cached = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.teacher_outputs=cached"))
-    in_step = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.teacher_outputs=in_step",
-                                         f"output_dir={tmp_path / 'in_step'}"))
-    np.testing.assert_allclose(cached.history["loss"], in_step.history["loss"], rtol=1e-5)
-    for a, b in zip(cached.model.weights, in_step.model.weights, strict=True):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+    assert_same_training(*cached_and_in_step(teacher_run, tmp_path, *overrides))
 
 
 @pytest.mark.slow
@@ -263,13 +273,9 @@ def test_the_teacher_answers_each_unlabelled_row_once_and_the_cache_gives_the_st
         return teacher_outputs(ds, teacher, elements)
 
     monkeypatch.setattr(teacher_cache, "teacher_outputs", counted)
-    cached = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.teacher_outputs=cached"))
+    cached, in_step = cached_and_in_step(teacher_run, tmp_path, *overrides)
     assert answered == [96]  # the labelled rows only: the unlabelled 24 were answered when labelled
-    in_step = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.teacher_outputs=in_step",
-                                         f"output_dir={tmp_path / 'in_step'}"))
-    np.testing.assert_allclose(cached.history["loss"], in_step.history["loss"], rtol=1e-5)
-    for a, b in zip(cached.model.weights, in_step.model.weights, strict=True):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+    assert_same_training(cached, in_step)
 
 
 @pytest.mark.slow
@@ -340,9 +346,7 @@ def test_a_student_of_the_teachers_export_ends_as_one_of_its_run_folder(teacher_
                                              f"output_dir={tmp_path / 'from_export'}"))
     assert from_export.metrics["teacher"] == pytest.approx(teacher.task.logged_scores(teacher.metrics), abs=1e-6)
     assert from_export.metrics["teacher"] == pytest.approx(from_run.metrics["teacher"], abs=1e-6)
-    np.testing.assert_allclose(from_export.history["loss"], from_run.history["loss"], rtol=1e-5)
-    for a, b in zip(from_export.model.weights, from_run.model.weights, strict=True):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+    assert_same_training(from_export, from_run)
 
 
 @pytest.mark.slow

@@ -38,8 +38,9 @@ GROUPS = ["projections (query, key, value, output)", "scores and weighted sum", 
           "transposes and copies", "other"]
 
 TFFT = """
-import collections, glob, json, pathlib, sys, tempfile, time
+import collections, json, sys, tempfile, time
 import keras, tensorflow as tf
+import common
 from tfft.backbones import fast_layers
 batch, length, steps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 H = 384
@@ -71,9 +72,6 @@ tf.profiler.experimental.start(logdir)
 for _ in range(10):
     step(x)[0].numpy()
 tf.profiler.experimental.stop()
-from tensorflow.tsl.profiler.protobuf import xplane_pb2
-space = xplane_pb2.XSpace()
-space.ParseFromString(pathlib.Path(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]).read_bytes())
 
 def group(op, kind):
     if any(f"/{p}" in op for p in ("query", "key", "value", "attention_output")) and kind in ("Einsum", "MatMul", "BatchMatMulV2", "Sum", "BiasAddGrad", "AddV2", "BiasAdd"):
@@ -91,20 +89,9 @@ def group(op, kind):
     return "other"
 
 groups, ops = collections.Counter(), collections.Counter()
-for plane in space.planes:
-    if plane.name != "/host:CPU":
-        continue
-    names = {k: v.name for k, v in plane.event_metadata.items()}
-    for line in plane.lines:
-        if not line.name.startswith("tf_Compute"):
-            continue
-        for event in line.events:
-            name = names[event.metadata_id]
-            if ":" not in name or name.endswith(":Process") or "__inference" in name:
-                continue
-            op, kind = name.rsplit(":", 1)
-            groups[group(op, kind)] += event.duration_ps / 1e9 / 10
-            ops[f"{op}:{kind}"] += event.duration_ps / 1e9 / 10
+for op, kind, seconds in common.profiled_kernels(logdir):
+    groups[group(op, kind)] += seconds * 1000 / 10
+    ops[f"{op}:{kind}"] += seconds * 1000 / 10
 print(json.dumps({"times": times, "groups": groups, "top": dict(ops.most_common(12))}))
 """
 

@@ -183,3 +183,26 @@ def run_in_tree(tree: str, module_code: str, *args: str, timeout: int = 3600) ->
     head = (f"import sys; sys.path.insert(0, {tree!r})\nimport tfft\n"
             f"assert tfft.__file__.startswith({tree!r}), f'imported {{tfft.__file__}}, not the worktree\\'s tfft'\n")
     return run_child(head + module_code, *args, timeout=timeout)
+
+
+def profiled_kernels(logdir: str):
+    """`(op name, op type, seconds)` of every TensorFlow CPU kernel that `tf.profiler` recorded under `logdir`."""
+    import glob
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(pathlib.Path(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]).read_bytes())
+    for plane in space.planes:
+        if plane.name != "/host:CPU":
+            continue
+        names = {k: v.name for k, v in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = names[event.metadata_id]
+                if ":" not in name or name.endswith(":Process") or "__inference" in name:
+                    continue
+                op, kind = name.rsplit(":", 1)
+                yield op, kind, event.duration_ps / 1e12

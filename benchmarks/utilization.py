@@ -31,7 +31,7 @@ _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 4000, "Training sentenc
 _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 20, "Steady steps recorded by the profiler (0: none).")
 
 CHILD = """
-import collections, glob, json, pathlib, sys, tempfile, time
+import collections, json, pathlib, sys, tempfile, time
 import keras, tensorflow as tf
 import common
 from tfft import train
@@ -56,26 +56,12 @@ GROUPS = [("optimizer", lambda op, kind: "/adam_w/" in op),
           ("softmax and its mask", lambda op, kind: "softmax" in op)]
 
 def kernel_groups(logdir):
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
-    space = xplane_pb2.XSpace()
-    space.ParseFromString(pathlib.Path(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]).read_bytes())
     totals, others = collections.Counter(), collections.Counter()
-    for plane in space.planes:
-        if plane.name != "/host:CPU":
-            continue
-        names = {k: v.name for k, v in plane.event_metadata.items()}
-        for line in plane.lines:
-            if not line.name.startswith("tf_Compute"):
-                continue
-            for event in line.events:
-                name = names[event.metadata_id]
-                if ":" not in name or name.endswith(":Process") or "__inference" in name:
-                    continue
-                op, kind = name.rsplit(":", 1)
-                group = next((g for g, match in GROUPS if match(op, kind)), "other")
-                totals[group] += event.duration_ps / 1e12
-                if group == "other":
-                    others[f"{op.rsplit('/', 1)[-1]}:{kind}"] += event.duration_ps / 1e12
+    for op, kind, seconds in common.profiled_kernels(logdir):
+        group = next((g for g, match in GROUPS if match(op, kind)), "other")
+        totals[group] += seconds
+        if group == "other":
+            others[f"{op.rsplit('/', 1)[-1]}:{kind}"] += seconds
     return totals, dict(others.most_common(8))
 
 class Profile(keras.callbacks.Callback):

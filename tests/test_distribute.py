@@ -152,7 +152,7 @@ def test_two_workers_train_identical_weights_and_only_the_chief_writes(tmp_path,
     base = _base_overrides(
         tmp_path, data_dir, deterministic_preset, "train.strategy=multi_worker", f"output_dir={tmp_path / 'run'}"
     )
-    if data != "one file":  # 4 shards of the same 320 rows: each worker streams 2 (sharded by file)
+    if data != "one file":  # 4 shards of the same 320 rows: each worker streams 2 (by file; by row beside unlabelled rows)
         rows = pd.read_csv(data_dir / "train.csv").head(320)
         for i in range(4):
             rows.iloc[i::4].to_csv(tmp_path / f"train-{i}.csv", index=False)

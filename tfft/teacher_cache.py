@@ -68,7 +68,7 @@ def attach_teacher_outputs(ds: tf.data.Dataset, teacher, elements: int, known: n
     fresh = elements - (len(known) if known is not None else 0)
     logits = teacher_outputs(ds.take(fresh), teacher, fresh)
     if known is not None:
-        logits = np.concatenate([logits, np.asarray(known, np.float32)]) if fresh else np.asarray(known, np.float32)
+        logits = np.concatenate([logits, known])
     logger.info("The teacher's outputs on the %d training elements were computed once (%.1f s, %.1f MB); the "
                 "training steps read them instead of running the teacher.", fresh, time.time() - started,
                 logits.nbytes / 2**20)

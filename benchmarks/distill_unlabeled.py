@@ -17,15 +17,19 @@ each in its own process, scored on the 872 dev sentences:
   (`tfft train --set model.keep_layers=N`), for scale.
 
 The labelled and unlabelled rows are written under --work_dir (never into the
-data folder). Dev accuracy is the task's, on the final weights.
+data folder). Dev accuracy is the task's, on the final weights. With several
+--seeds, each student runs once per seed (the teacher's seed stays 0) and
+the table adds each student's mean and standard deviation (numpy's, ddof 1).
 
     python benchmarks/distill_unlabeled.py
+    python benchmarks/distill_unlabeled.py --seeds=0,1,2,3,4 --peers=labelled,memory,streamed
 """
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 from absl import app, flags
 
 import common
@@ -37,6 +41,9 @@ _UNLABELED = flags.DEFINE_integer("unlabeled", 8000, "Unlabelled sentences (the 
 _KEEP = flags.DEFINE_integer("keep_layers", 3, "The student's layers (the teacher's lowest N).")
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "The students' epochs.")
 _TEACHER_EPOCHS = flags.DEFINE_integer("teacher_epochs", 3, "The teacher's epochs.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "The students' seeds (`seed`); the teacher's is 0. Several: a mean ± std row "
+                           "per student.")
+_PEERS = flags.DEFINE_list("peers", ["labelled", "memory", "streamed", "no_teacher"], "The students to run.")
 
 CHILD = """
 import json, sys, time
@@ -83,23 +90,34 @@ def main(argv):
     student = [*base, f"model.keep_layers={_KEEP.value}", f"train.epochs={_EPOCHS.value}"]
     distilled = [*student, f"distill.teacher={teacher}"]
     peers = {
-        "labelled rows only": ("distill", distilled),
-        "+ unlabelled, in memory": ("distill", [*distilled, f"distill.unlabeled={unlabeled}"]),
-        "+ unlabelled, streamed": ("distill", [*distilled, f"distill.unlabeled={shards}", "data.streaming=true"]),
-        "labels only, same rows (no teacher)": ("train", student),
+        "labelled": ("labelled rows only", "distill", distilled),
+        "memory": ("+ unlabelled, in memory", "distill", [*distilled, f"distill.unlabeled={unlabeled}"]),
+        "streamed": ("+ unlabelled, streamed", "distill",
+                     [*distilled, f"distill.unlabeled={shards}", "data.streaming=true"]),
+        "no_teacher": ("labels only, same rows (no teacher)", "train", student),
     }
-    rows = []
-    for i, (name, (command, overrides)) in enumerate(peers.items()):
-        out = common.run_child(CHILD, command, config_file, json.dumps([*overrides, f"output_dir={work / f'student_{i}'}"]),
-                               timeout=4 * 3600)
-        print(name, out, flush=True)
-        rows.append({"student": f"{_KEEP.value} layers, {name}", "dev accuracy": f"{out['accuracy']:.4f}",
-                     "teacher": f"{out['teacher']:.4f}" if out["teacher"] else "", "train s": round(out["train_seconds"]),
-                     "run s": round(out["seconds"]), "peak RSS MB": round(out["peak_rss_mb"])})
-    common.report("distill_unlabeled", rows, ["student", "dev accuracy", "teacher", "train s", "run s", "peak RSS MB"],
+    rows, scores = [], {}
+    for seed in _SEEDS.value:
+        for key in _PEERS.value:
+            name, command, overrides = peers[key]
+            suffix = "" if seed == "0" else f"_seed{seed}"
+            out = common.run_child(CHILD, command, config_file, json.dumps(
+                [*overrides, f"seed={seed}", f"output_dir={work / f'student_{key}{suffix}'}"]), timeout=4 * 3600)
+            print(name, seed, out, flush=True)
+            scores.setdefault(name, []).append(out["accuracy"])
+            rows.append({"student": f"{_KEEP.value} layers, {name}", "seed": seed,
+                         "dev accuracy": f"{out['accuracy']:.4f}",
+                         "teacher": f"{out['teacher']:.4f}" if out["teacher"] else "",
+                         "train s": round(out["train_seconds"]), "run s": round(out["seconds"]),
+                         "peak RSS MB": round(out["peak_rss_mb"])})
+    if len(_SEEDS.value) > 1:
+        rows += [{"student": f"{_KEEP.value} layers, {name}", "seed": "mean ± std",
+                  "dev accuracy": f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"}
+                 for name, values in scores.items()]
+    common.report("distill_unlabeled", rows,
+                  ["student", "seed", "dev accuracy", "teacher", "train s", "run s", "peak RSS MB"],
                   {"labelled": _LABELLED.value, "unlabeled": _UNLABELED.value, "keep_layers": _KEEP.value,
-                   "epochs": _EPOCHS.value, "teacher_epochs": _TEACHER_EPOCHS.value})
-
+                   "epochs": _EPOCHS.value, "teacher_epochs": _TEACHER_EPOCHS.value, "seeds": _SEEDS.value})
 
 if __name__ == "__main__":
     app.run(main)

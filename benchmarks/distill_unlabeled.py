@@ -1,4 +1,4 @@
-"""Does unlabelled text pay in `tfft distill`, and what does streaming it cost? (`distill.unlabeled`)
+"""Does unlabelled text pay in `tfft distill`, and what does streaming it cost? (`distill.unlabeled`) And hidden states?
 
 A teacher (`configs/sst2_minilm.yaml`, all-MiniLM-L6-v2, 6 layers) trains on
 the first --labelled SST-2 training sentences for --teacher_epochs epochs.
@@ -14,7 +14,10 @@ each in its own process, scored on the 872 dev sentences:
   unlabelled ones in two shards (the teacher runs in every step and labels
   them there);
 - `labels only, same rows`: the student on the labelled rows, no teacher
-  (`tfft train --set model.keep_layers=N`), for scale.
+  (`tfft train --set model.keep_layers=N`), for scale;
+- `hidden` (not run by default): `labelled rows only` with intermediate-layer
+  matching, `distill.hidden_weight=--hidden_weight` (the teacher then runs in
+  the step).
 
 The labelled and unlabelled rows are written under --work_dir (never into the
 data folder). Dev accuracy is the task's, on the final weights. With several
@@ -23,6 +26,7 @@ the table adds each student's mean and standard deviation (numpy's, ddof 1).
 
     python benchmarks/distill_unlabeled.py
     python benchmarks/distill_unlabeled.py --seeds=0,1,2,3,4 --peers=labelled,memory,streamed
+    python benchmarks/distill_unlabeled.py --seeds=0,1,2 --peers=labelled,hidden --hidden_weight=1
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ _EPOCHS = flags.DEFINE_integer("epochs", 3, "The students' epochs.")
 _TEACHER_EPOCHS = flags.DEFINE_integer("teacher_epochs", 3, "The teacher's epochs.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "The students' seeds (`seed`); the teacher's is 0. Several: a mean ± std row "
                            "per student.")
-_PEERS = flags.DEFINE_list("peers", ["labelled", "memory", "streamed", "no_teacher"], "The students to run.")
+_PEERS = flags.DEFINE_list("peers", ["labelled", "memory", "streamed", "no_teacher"],
+                           "The students to run (`hidden` too: labelled rows, hidden-state matching).")
+_HIDDEN_WEIGHT = flags.DEFINE_float("hidden_weight", 1.0, "`distill.hidden_weight` of the `hidden` student.")
 
 CHILD = """
 import json, sys, time
@@ -91,6 +97,8 @@ def main(argv):
     distilled = [*student, f"distill.teacher={teacher}"]
     peers = {
         "labelled": ("labelled rows only", "distill", distilled),
+        "hidden": (f"labelled rows, hidden states matched (weight {_HIDDEN_WEIGHT.value:g})", "distill",
+                   [*distilled, f"distill.hidden_weight={_HIDDEN_WEIGHT.value}"]),
         "memory": ("+ unlabelled, in memory", "distill", [*distilled, f"distill.unlabeled={unlabeled}"]),
         "streamed": ("+ unlabelled, streamed", "distill",
                      [*distilled, f"distill.unlabeled={shards}", "data.streaming=true"]),
@@ -102,7 +110,7 @@ def main(argv):
             name, command, overrides = peers[key]
             suffix = "" if seed == "0" else f"_seed{seed}"
             out = common.run_child(CHILD, command, config_file, json.dumps(
-                [*overrides, f"seed={seed}", f"output_dir={work / f'student_{key}{suffix}'}"]), timeout=4 * 3600)
+                [*overrides, f"train.seed={seed}", f"output_dir={work / f'student_{key}{suffix}'}"]), timeout=4 * 3600)
             print(name, seed, out, flush=True)
             scores.setdefault(name, []).append(out["accuracy"])
             rows.append({"student": f"{_KEEP.value} layers, {name}", "seed": seed,

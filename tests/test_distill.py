@@ -14,7 +14,18 @@ import pytest
 import tensorflow as tf
 
 from conftest import KILLED_MID_EPOCH, VOCABULARY, run_python
-from tfft import backbones, data, distill, export, run_dir, streaming, tasks, teacher_cache, train
+from tfft import (
+    backbones,
+    data,
+    distill,
+    export,
+    hidden_states,
+    run_dir,
+    streaming,
+    tasks,
+    teacher_cache,
+    train,
+)
 from tfft.config import ConfigError, load_config
 from tfft.distill import SoftTargets
 from tfft.training_data import read_training_data
@@ -64,15 +75,18 @@ def test_a_count_keeps_the_lowest_layers_and_out_of_range_layers_are_refused_nam
         backbones.base.keep_encoder_layers(full, 4)
 
 
-@pytest.mark.parametrize(("override", "match"), [
-    ("distill.temperature=0", "`distill.temperature` must be > 0"),
-    ("distill.alpha=1.5", r"`distill.alpha` must be in \[0, 1\]"),
-    ("model.keep_layers=[1, 1]", "`model.keep_layers` must list distinct layer indices"),
-    ("model.keep_layers=0", "`model.keep_layers` must be >= 1"),
+@pytest.mark.parametrize(("overrides", "match"), [
+    (("distill.temperature=0",), "`distill.temperature` must be > 0"),
+    (("distill.alpha=1.5",), r"`distill.alpha` must be in \[0, 1\]"),
+    (("model.keep_layers=[1, 1]",), "`model.keep_layers` must list distinct layer indices"),
+    (("model.keep_layers=0",), "`model.keep_layers` must be >= 1"),
+    (("distill.hidden_weight=-1",), "`distill.hidden_weight` must be >= 0"),
+    (("distill.hidden_weight=1", "distill.teacher_outputs=cached"),
+     "`distill.hidden_weight` needs the teacher in the training step .* set `distill.teacher_outputs` to `auto`"),
 ])
-def test_bad_distill_values_are_refused_naming_the_key(override, match):
+def test_bad_distill_values_are_refused_naming_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
-        load_config(None, ["data.train=unused.csv", override])
+        load_config(None, ["data.train=unused.csv", *overrides])
 
 
 def make_task(*overrides):
@@ -257,6 +271,48 @@ def test_a_student_on_cached_teacher_outputs_ends_as_one_with_the_teacher_in_the
     assert_same_training(*cached_and_in_step(teacher_run, tmp_path, *overrides))
 
 
+def hidden_distance(student: tasks.TaskModel, teacher: tasks.TaskModel, packer, texts: list[str]) -> float:
+    """The hidden-state term (weight 1) between the two models on `texts`, in inference mode."""
+    groups = backbones.base.keras_hub_layer_groups
+    match = hidden_states.HiddenStateMatch(groups(student.backbone), groups(teacher.backbone), 1.0)
+    features = packer(tf.constant(texts))
+    student(features)
+    teacher(features)
+    return float(match.loss(features["padding_mask"]))
+
+
+@pytest.mark.slow
+def test_hidden_state_matching_pulls_the_students_layers_toward_the_teachers(teacher_run, tmp_path, data_dir):
+    # Student layers [0, 2] of 3 start as teacher layers 0 and 2 and match them (top to top): layer 1 starts far
+    # from teacher layer 2, which read teacher layer 1's output. The same run but for the term moves it less.
+    _, _, teacher = teacher_run
+    texts = pd.read_csv(data_dir / "validation.csv")["text"].head(32).tolist()
+    start = []
+
+    class Start(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            start.append(hidden_distance(self.model, teacher.model, teacher.packer, texts))
+
+    overrides = ("train.epochs=2", "data.max_train_examples=96", "distill.teacher_outputs=in_step")
+    plain = distill.run(student_config(teacher_run, tmp_path, *overrides), callbacks=[Start()])
+    matched = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.hidden_weight=10",
+                                         f"output_dir={tmp_path / 'matched'}"))
+    drifted = hidden_distance(plain.model, teacher.model, teacher.packer, texts)  # 0.022 from 0.007 at the start
+    pulled = hidden_distance(matched.model, teacher.model, teacher.packer, texts)  # 0.004
+    assert pulled < start[0] < drifted
+    assert pulled < drifted / 3
+
+
+@pytest.mark.slow
+def test_hidden_state_matching_refuses_a_student_of_another_width_before_training(teacher_run, tmp_path, tiny_preset,
+                                                                                    monkeypatch):
+    monkeypatch.setattr(keras.Model, "fit", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ConfigError, match=r"`distill.hidden_weight` needs a student as wide as the teacher .* the "
+                                          r"student's hidden states have 32 features, the teacher's 16"):
+        distill.run(student_config(teacher_run, tmp_path, f"model.backbone={tiny_preset}", "model.keep_layers=null",
+                                   "distill.hidden_weight=1"))
+
+
 @pytest.mark.slow
 def test_the_teacher_answers_each_unlabelled_row_once_and_the_cache_gives_the_step_teachers_training(
         teacher_run, tmp_path, monkeypatch):
@@ -398,6 +454,9 @@ def test_bad_export_teachers_are_refused_before_training_naming_the_key(make_con
     single = fake_export(tmp_path / "single" / "1")
     with pytest.raises(ConfigError, match="and this one is streamed: set `data.streaming=false`"):
         distill.run(make_config(f"distill.teacher={single}", "data.streaming=true"))
+    with pytest.raises(ConfigError, match="`distill.hidden_weight` needs a run folder as `distill.teacher`: an export "
+                                          "gives no hidden states"):
+        distill.run(make_config(f"distill.teacher={single}", "distill.hidden_weight=1"))
     other_labels = fake_export(tmp_path / "labels" / "1", labels=("bad", "good"))
     with pytest.raises(ConfigError, match=r"an export with this run's labels: its labels are \['bad', 'good'\]"):
         distill.run(make_config(f"distill.teacher={other_labels}"))

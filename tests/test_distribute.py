@@ -43,13 +43,13 @@ logging.basicConfig(level=logging.INFO)
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from tfft import train
+from tfft import distill, train
 from tfft.config import load_config
 base, root = json.loads(sys.argv[1]), sys.argv[2]
 out, weights = {}, {}
 for strategy in ["default", "mirrored"]:
     config = load_config(None, base + [f"train.strategy={strategy}", f"output_dir={root}/{strategy}"])
-    result = train.run(config)
+    result = (distill.run if config.distill.teacher else train.run)(config)
     weights[strategy] = {w.path: w.numpy() for w in result.model.trainable_weights}
     out[strategy] = {
         "loss": result.history["loss"], "monitored": float(result.metrics[result.task.monitor[0]]),
@@ -103,6 +103,19 @@ def test_recipes_train_the_same_under_mirrored_as_on_one_device(tmp_path, data_d
     out = _train_both(_base_overrides(tmp_path, data_dir, deterministic_preset, "export.enabled=false",
                                       "data.max_train_examples=64", "train.epochs=1", "train.learning_rate=1e-3",
                                       "train.clipnorm=0.05", *recipe), tmp_path)
+    np.testing.assert_allclose(out["mirrored"]["loss"], out["default"]["loss"], rtol=1e-4)
+    assert max(out["gaps"].values()) < 1e-3
+
+
+def test_a_student_matching_hidden_states_trains_the_same_under_mirrored_as_on_one_device(tmp_path, data_dir,
+                                                                                          deterministic_preset):
+    # Each replica's step is traced in a thread of its own: each must read its own layers' outputs.
+    base = _base_overrides(tmp_path, data_dir, deterministic_preset, "export.enabled=false",
+                           "data.max_train_examples=64", "train.epochs=1", "train.learning_rate=1e-3",
+                           "train.clipnorm=0.05")
+    train.run(load_config(None, [*base, f"output_dir={tmp_path / 'teacher'}"]))
+    out = _train_both([*base, f"distill.teacher={tmp_path / 'teacher'}", "model.keep_layers=1",
+                       "distill.hidden_weight=5"], tmp_path)
     np.testing.assert_allclose(out["mirrored"]["loss"], out["default"]["loss"], rtol=1e-4)
     assert max(out["gaps"].values()) < 1e-3
 

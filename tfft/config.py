@@ -440,6 +440,13 @@ class DistillConfig:
             every training step; `auto`: cached from two epochs on (at one,
             the cache's pass costs about what it saves). A streamed split
             is always `in_step`; an export's outputs are always cached.
+        hidden_weight: float. Above 0, intermediate-layer matching: each
+            student encoder layer's outputs are pulled toward a teacher
+            layer's (TinyBERT's mapping, top to top) by their mean squared
+            difference, this weight times it added to the loss
+            (`tfft.hidden_states`). Needs a run-folder teacher of the
+            student's width, running in the step (`teacher_outputs` not
+            `cached`). 0: off.
     """
 
     teacher: str = ""
@@ -447,6 +454,7 @@ class DistillConfig:
     alpha: float = 0.5
     unlabeled: str = ""
     teacher_outputs: Literal["auto", "cached", "in_step"] = "auto"
+    hidden_weight: float = 0.0
 
 
 @dataclasses.dataclass
@@ -587,6 +595,10 @@ class Config:
                   "must list distinct layer indices >= 0 (0 is the lowest encoder layer)")
         check(d.temperature > 0.0, "distill.temperature", d.temperature, "must be > 0")
         check(0.0 <= d.alpha <= 1.0, "distill.alpha", d.alpha, "must be in [0, 1] (0: the labels alone)")
+        check(d.hidden_weight >= 0.0, "distill.hidden_weight", d.hidden_weight, "must be >= 0 (0: no hidden-state matching)")
+        check(d.hidden_weight == 0.0 or d.teacher_outputs != "cached", "distill.hidden_weight", d.hidden_weight,
+              "needs the teacher in the training step (its per-token, per-layer states are not cached): set "
+              "`distill.teacher_outputs` to `auto` or `in_step`, or `distill.hidden_weight: 0`")
 
     def _validate_search(self) -> None:
         s = self.search

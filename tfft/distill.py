@@ -51,7 +51,16 @@ import random
 import numpy as np
 import tensorflow as tf
 
-from tfft import backbones, evaluate, export_teacher, streaming, tasks, teacher_cache, train
+from tfft import (
+    backbones,
+    evaluate,
+    export_teacher,
+    hidden_states,
+    streaming,
+    tasks,
+    teacher_cache,
+    train,
+)
 from tfft.config import Config, ConfigError, check, load_config
 from tfft.model import build_model
 from tfft.predict import SAVED_MODEL_FILE
@@ -128,6 +137,8 @@ class Distillation(train.RunHooks):
 
     def check(self, config: Config, task: tasks.Task) -> None:
         self.teacher = open_teacher(config)
+        check(config.distill.hidden_weight == 0.0 or isinstance(self.teacher, RunTeacher), "distill.hidden_weight",
+              config.distill.hidden_weight, "needs a run folder as `distill.teacher`: an export gives no hidden states")
         if config.distill.unlabeled:
             check(task.pseudo_labels_unsupported is None, "distill.unlabeled", config.distill.unlabeled,
                   f"cannot be labelled by a `{task.type}` teacher: {task.pseudo_labels_unsupported}; "
@@ -162,7 +173,11 @@ class Distillation(train.RunHooks):
     def built(self, config: Config, model: tasks.TaskModel, inputs: train.Inputs) -> None:
         """Starts the student from the teacher where it can, and sets the loss."""
         in_step = self.teacher.built(config, model)
-        model.objective = SoftTargets(in_step, self.teacher.task, config.distill.alpha, config.distill.temperature)
+        hidden = None
+        if config.distill.hidden_weight > 0.0:
+            hidden = self.teacher.hidden_state_match(config, model, inputs.source)
+        model.objective = SoftTargets(in_step, self.teacher.task, config.distill.alpha, config.distill.temperature,
+                                      hidden)
 
     def scores(self, task: tasks.Task, inputs: train.Inputs, metrics: dict) -> dict:
         """The teacher's main scores on the same validation split, and the share of each the student keeps."""
@@ -241,6 +256,23 @@ class RunTeacher:
                         "(`%s`).", config.model.backbone, self.config.model.backbone)
         return self.model
 
+    def hidden_state_match(self, config: Config, student: tasks.TaskModel, source) -> hidden_states.HiddenStateMatch:
+        """The hidden-state term (`distill.hidden_weight`) between `student` and this teacher, once both are built.
+
+        Raises:
+            ConfigError: the two widths differ, or a backbone's layers cannot
+                give their outputs (`HiddenStateMatch`).
+        """
+        widths = [model.backbone.output["sequence_output"].shape[-1] for model in (student, self.model)]
+        check(widths[0] == widths[1], "distill.hidden_weight", config.distill.hidden_weight,
+              f"needs a student as wide as the teacher (no projection is learnt): the student's hidden states have "
+              f"{widths[0]} features, the teacher's {widths[1]}; set `distill.hidden_weight: 0`")
+        match = hidden_states.HiddenStateMatch(source.layer_groups(student.backbone),
+                                               self.source.layer_groups(self.model.backbone), config.distill.hidden_weight)
+        logger.info("Hidden-state matching (weight %g): student layer i learns teacher layer %s.",
+                    match.weight, ", ".join(f"{i}->{j}" for i, j in enumerate(match.pairs)))
+        return match
+
     def load(self) -> tasks.TaskModel:
         """The teacher task model, built without drawing from the random state the student's build draws from."""
         with random_state_kept():  # a student built after it draws what it draws without a teacher before it
@@ -269,6 +301,10 @@ def random_state_kept():
 def caches_outputs(config: Config, train_data) -> bool:
     """Whether the teacher's outputs are computed once before training (`distill.teacher_outputs`), else in the step."""
     choice = config.distill.teacher_outputs
+    if choice == "auto" and config.distill.hidden_weight > 0.0:
+        logger.info("The teacher runs in every training step: its hidden states (`distill.hidden_weight`) are not "
+                    "cached.")
+        return False
     if choice == "auto":
         choice = "cached" if config.train.epochs > 1 else "in_step"
     if choice == "cached" and not train_data.can_attach:
@@ -315,7 +351,8 @@ class SoftTargets:
     `distill.unlabeled`'s (`streaming.UNLABELED`) take the teacher's labels
     as their hard targets (`Task.teacher_targets`), as `Task.pseudo_labels`
     gives rows held in memory before training; the teacher then runs even at
-    alpha 0.
+    alpha 0. With `hidden` (`distill.hidden_weight`), its term is added
+    too, from the two models' forward passes in this step.
 
     Args:
         teacher: `tfft.tasks.TaskModel` (not trainable), or None where
@@ -323,27 +360,33 @@ class SoftTargets:
         task: `tfft.tasks.Task`. Its `soft_loss` and `teacher_targets`.
         alpha: float. `distill.alpha`; 0 runs no teacher, but for unlabeled rows.
         temperature: float. `distill.temperature`.
+        hidden: `tfft.hidden_states.HiddenStateMatch` or None.
     """
 
-    def __init__(self, teacher: tasks.TaskModel | None, task: tasks.Task, alpha: float, temperature: float):
-        self.teacher, self.task, self.alpha, self.temperature = teacher, task, alpha, temperature
+    def __init__(self, teacher: tasks.TaskModel | None, task: tasks.Task, alpha: float, temperature: float,
+                 hidden: hidden_states.HiddenStateMatch | None = None):
+        self.teacher, self.task, self.alpha, self.temperature, self.hidden = teacher, task, alpha, temperature, hidden
         self.input_names = list(teacher.input) if teacher is not None else []
 
     def __call__(self, x: dict, y, y_pred, sample_weight, hard_loss):
         unlabeled = x.get(streaming.UNLABELED)
-        if self.alpha == 0.0 and unlabeled is None:
+        if self.alpha == 0.0 and unlabeled is None and self.hidden is None:
             return hard_loss(y)
         student = tf.cast(y_pred, tf.float32)
         teacher = self.teacher_logits(x, student)
         if unlabeled is not None:
             y = with_teacher_targets(y, self.task.teacher_targets(teacher), unlabeled)
-        loss = hard_loss(y)
-        if self.alpha == 0.0:
+        loss = (1.0 - self.alpha) * hard_loss(y)
+        terms = []  # summed over the global batch by the strategy: divided by the replicas, as Keras' own loss
+        if self.alpha > 0.0:
+            terms.append(self.alpha * self.task.soft_loss(student, teacher, sample_weight, self.temperature))
+        if self.hidden is not None:
+            terms.append(self.hidden.loss(x["padding_mask"]))
+        if not terms:
             return loss
-        soft = self.task.soft_loss(student, teacher, sample_weight, self.temperature)
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context is not None else 1
-        return (1.0 - self.alpha) * loss + self.alpha * tf.cast(soft, loss.dtype) / replicas
+        return loss + tf.cast(tf.add_n(terms), loss.dtype) / replicas
 
     def teacher_logits(self, x: dict, student: tf.Tensor) -> tf.Tensor:
         """The teacher's float32 logits on the batch: carried with it, or computed now (no gradient)."""

@@ -206,12 +206,17 @@ class LayerGroups:
             frozen for tasks that read `sequence_output` alone.
         unused: list of layers. Layers the backbone computes but no output
             reads (keras-hub ELECTRA's untrained pooler); always frozen.
+        called_once: bool. Whether each `encoder` layer is a block the
+            backbone calls once per forward pass, returning its hidden states
+            (false: ALBERT's block, called at every depth; weight groups
+            that are never called). `distill.hidden_weight` needs it.
     """
 
     embeddings: list
     encoder: list
     pooler: list = dataclasses.field(default_factory=list)
     unused: list = dataclasses.field(default_factory=list)
+    called_once: bool = True
 
 
 class BackboneSource(abc.ABC):
@@ -502,9 +507,10 @@ def keras_hub_layer_groups(backbone: keras.Model) -> LayerGroups:
             "everything) or a BERT-style encoder."
         )
     pooler = [layer for layer in model.layers if layer.name == "pooled_dense"]
+    shared = any(layer.name.startswith("group_") for layer in encoder)  # ALBERT: one block at every depth
     if type(model).__name__ in FIRST_TOKEN_POOLED:
-        return LayerGroups(embeddings=embeddings, encoder=encoder, unused=pooler)
-    return LayerGroups(embeddings=embeddings, encoder=encoder, pooler=pooler)
+        return LayerGroups(embeddings=embeddings, encoder=encoder, unused=pooler, called_once=not shared)
+    return LayerGroups(embeddings=embeddings, encoder=encoder, pooler=pooler, called_once=not shared)
 
 
 def reinitialize_layers(layers: list, seed: int) -> int:

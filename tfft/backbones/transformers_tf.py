@@ -200,4 +200,5 @@ class TransformersModel(BackboneSource):
 
     def layer_groups(self, backbone: keras.Model) -> LayerGroups:
         encoder = backbone.get_layer("transformers_encoder")
-        return LayerGroups(embeddings=[encoder.embeddings], encoder=list(encoder.encoder_layers), pooler=[encoder.pooler])
+        return LayerGroups(embeddings=[encoder.embeddings], encoder=list(encoder.encoder_layers), pooler=[encoder.pooler],
+                           called_once=False)  # weight groups: the transformers model's own call runs them

@@ -296,11 +296,15 @@ def test_hidden_state_matching_pulls_the_students_layers_toward_the_teachers(tea
     overrides = ("train.epochs=2", "data.max_train_examples=96", "distill.teacher_outputs=in_step")
     plain = distill.run(student_config(teacher_run, tmp_path, *overrides), callbacks=[Start()])
     matched = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.hidden_weight=10",
-                                         f"output_dir={tmp_path / 'matched'}"))
+                                         f"output_dir={tmp_path / 'matched'}", "export.enabled=true"))
     drifted = hidden_distance(plain.model, teacher.model, teacher.packer, texts)  # 0.022 from 0.007 at the start
     pulled = hidden_distance(matched.model, teacher.model, teacher.packer, texts)  # 0.004
     assert pulled < start[0] < drifted
     assert pulled < drifted / 3
+    # The layers' wrapped calls trace into the export as they are: the SavedModel answers raw text.
+    served = tf.saved_model.load(matched.export_path).signatures["serving_default"](text=tf.constant(texts[:2]))
+    np.testing.assert_allclose(served["probabilities"].numpy(),
+                               tf.nn.softmax(matched.model(teacher.packer(tf.constant(texts[:2])))).numpy(), atol=1e-5)
 
 
 @pytest.mark.slow

@@ -108,7 +108,7 @@ def main(argv):
     for seed in _SEEDS.value:
         for key in _PEERS.value:
             name, command, overrides = peers[key]
-            suffix = "" if seed == "0" else f"_seed{seed}"
+            suffix = (f"_w{_HIDDEN_WEIGHT.value:g}" if key == "hidden" else "") + ("" if seed == "0" else f"_seed{seed}")
             out = common.run_child(CHILD, command, config_file, json.dumps(
                 [*overrides, f"train.seed={seed}", f"output_dir={work / f'student_{key}{suffix}'}"]), timeout=4 * 3600)
             print(name, seed, out, flush=True)

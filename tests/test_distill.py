@@ -333,8 +333,15 @@ def test_the_teacher_answers_each_unlabelled_row_once_and_the_cache_gives_the_st
         return teacher_outputs(ds, teacher, elements)
 
     monkeypatch.setattr(teacher_cache, "teacher_outputs", counted)
-    cached, in_step = cached_and_in_step(teacher_run, tmp_path, *overrides)
+    loads = []
+    load = distill.RunTeacher.load
+    monkeypatch.setattr(distill.RunTeacher, "load", lambda self: loads.append(1) or load(self))
+    cached = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.teacher_outputs=cached"))
     assert answered == [96]  # the labelled rows only: the unlabelled 24 were answered when labelled
+    assert len(loads) == 1  # labelling and the cache share one teacher, built outside the strategy
+    in_step = distill.run(student_config(teacher_run, tmp_path, *overrides, "distill.teacher_outputs=in_step",
+                                         f"output_dir={tmp_path / 'in_step'}"))
+    assert len(loads) == 3  # labelling's, then the step's, built in the strategy's scope
     assert_same_training(cached, in_step)
 
 

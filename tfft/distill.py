@@ -202,6 +202,7 @@ class RunTeacher:
     def __init__(self, config: Config):
         self.config, self.folder = read_teacher(config), config.distill.teacher
         self.model = None  # the teacher task model, once built
+        self.unscoped = None  # a copy built outside any strategy, for labelling and the cache (`unscoped_model`)
 
     def check_student(self, config: Config, task: tasks.Task, packer) -> None:
         """Refuses a teacher with other labels or another tokenizer, before anything is built or written."""
@@ -232,13 +233,19 @@ class RunTeacher:
         `known`: the logits of the last elements, computed already (the
         labelled `distill.unlabeled` rows), or None.
         """
-        self.model = self.load()  # outside any strategy: it never runs in a training step
+        self.model = self.unscoped_model()  # it never runs in a training step
         return teacher_cache.attach_teacher_outputs(ds, self.model, train_data.elements, known)
 
     def outputs(self, packer, rows) -> dict:
-        """The teacher's task outputs on `rows`; before `built`, from a copy outside any strategy, then dropped."""
-        model = self.model if self.model is not None else self.load()
+        """The teacher's task outputs on `rows`; before `built`, from the copy outside any strategy."""
+        model = self.model if self.model is not None else self.unscoped_model()
         return evaluate.predict_outputs(self.task, model, packer, rows, self.config.train.batch_size)
+
+    def unscoped_model(self) -> tasks.TaskModel:
+        """The teacher built outside any strategy, once: labelling `distill.unlabeled` and the cache share it."""
+        if self.unscoped is None:
+            self.unscoped = self.load()
+        return self.unscoped
 
     def built(self, config: Config, student: tasks.TaskModel):
         """Starts `student` from the teacher where it is the teacher's backbone; returns the model the step runs.
@@ -247,6 +254,7 @@ class RunTeacher:
         the training step. The cache's teacher was built outside it, in
         phase 1, and never runs in a step.
         """
+        self.unscoped = None  # labelling's copy, if the cache did not keep it: the step's teacher is built in scope
         if self.model is None:
             self.model = self.load()
         if same_backbone(config, self.config):

@@ -27,6 +27,7 @@ the table adds each student's mean and standard deviation (numpy's, ddof 1).
     python benchmarks/distill_unlabeled.py
     python benchmarks/distill_unlabeled.py --seeds=0,1,2,3,4 --peers=labelled,memory,streamed
     python benchmarks/distill_unlabeled.py --seeds=0,1,2 --peers=labelled,hidden --hidden_weight=1
+    python benchmarks/distill_unlabeled.py --seeds=0,1,2 --peers=labelled,hidden --keep_layers=0,2,4
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/
 _WORK_DIR = flags.DEFINE_string("work_dir", "runs/bench_distill_unlabeled", "Where the rows and runs go.")
 _LABELLED = flags.DEFINE_integer("labelled", 1600, "Labelled training sentences (the first N).")
 _UNLABELED = flags.DEFINE_integer("unlabeled", 8000, "Unlabelled sentences (the next M, labels dropped).")
-_KEEP = flags.DEFINE_integer("keep_layers", 3, "The student's layers (the teacher's lowest N).")
+_KEEP = flags.DEFINE_list("keep_layers", ["3"], "The student's layers: N (the teacher's lowest N), or the teacher's "
+                          "layers to keep (0,2,4).")
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "The students' epochs.")
 _TEACHER_EPOCHS = flags.DEFINE_integer("teacher_epochs", 3, "The teacher's epochs.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "The students' seeds (`seed`); the teacher's is 0. Several: a mean ± std row "
@@ -82,6 +84,13 @@ def write_rows(data, work) -> tuple[str, str, str]:
     return str(work / "labelled.tsv"), str(work / "unlabeled.tsv"), str(work / "unlabeled-*.tsv")
 
 
+def run_folder(key: str, seed: str, keep: int | list[int]) -> str:
+    """A student's folder name, different for every peer, hidden weight, seed and set of kept layers."""
+    name = f"student_{key}" + (f"_w{_HIDDEN_WEIGHT.value:g}" if key == "hidden" else "")
+    name += "" if seed == "0" else f"_seed{seed}"
+    return name + ("" if isinstance(keep, int) else "_keep" + "".join(map(str, keep)))
+
+
 def main(argv):
     del argv
     data = common.data_dir(_DATA_DIR.value)
@@ -93,7 +102,9 @@ def main(argv):
     if not (teacher / "run_complete.json").is_file():
         common.run_child(CHILD, "train", config_file, json.dumps(
             [*base, f"output_dir={teacher}", f"train.epochs={_TEACHER_EPOCHS.value}"]), timeout=4 * 3600)
-    student = [*base, f"model.keep_layers={_KEEP.value}", f"train.epochs={_EPOCHS.value}"]
+    keep = [int(layer) for layer in _KEEP.value]
+    keep, size = (keep[0], f"{keep[0]} layers") if len(keep) == 1 else (keep, f"layers {keep}")
+    student = [*base, f"model.keep_layers={keep}", f"train.epochs={_EPOCHS.value}"]
     distilled = [*student, f"distill.teacher={teacher}"]
     peers = {
         "labelled": ("labelled rows only", "distill", distilled),
@@ -108,24 +119,25 @@ def main(argv):
     for seed in _SEEDS.value:
         for key in _PEERS.value:
             name, command, overrides = peers[key]
-            suffix = (f"_w{_HIDDEN_WEIGHT.value:g}" if key == "hidden" else "") + ("" if seed == "0" else f"_seed{seed}")
             out = common.run_child(CHILD, command, config_file, json.dumps(
-                [*overrides, f"train.seed={seed}", f"output_dir={work / f'student_{key}{suffix}'}"]), timeout=4 * 3600)
+                [*overrides, f"train.seed={seed}", f"output_dir={work / run_folder(key, seed, keep)}"]),
+                timeout=4 * 3600)
             print(name, seed, out, flush=True)
             scores.setdefault(name, []).append(out["accuracy"])
-            rows.append({"student": f"{_KEEP.value} layers, {name}", "seed": seed,
+            rows.append({"student": f"{size}, {name}", "seed": seed,
                          "dev accuracy": f"{out['accuracy']:.4f}",
                          "teacher": f"{out['teacher']:.4f}" if out["teacher"] else "",
                          "train s": round(out["train_seconds"]), "run s": round(out["seconds"]),
                          "peak RSS MB": round(out["peak_rss_mb"])})
     if len(_SEEDS.value) > 1:
-        rows += [{"student": f"{_KEEP.value} layers, {name}", "seed": "mean ± std",
+        rows += [{"student": f"{size}, {name}", "seed": "mean ± std",
                   "dev accuracy": f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"}
                  for name, values in scores.items()]
     common.report("distill_unlabeled", rows,
                   ["student", "seed", "dev accuracy", "teacher", "train s", "run s", "peak RSS MB"],
-                  {"labelled": _LABELLED.value, "unlabeled": _UNLABELED.value, "keep_layers": _KEEP.value,
+                  {"labelled": _LABELLED.value, "unlabeled": _UNLABELED.value, "keep_layers": keep,
                    "epochs": _EPOCHS.value, "teacher_epochs": _TEACHER_EPOCHS.value, "seeds": _SEEDS.value})
+
 
 if __name__ == "__main__":
     app.run(main)

@@ -137,7 +137,7 @@ class Distillation(train.RunHooks):
 
     def check(self, config: Config, task: tasks.Task) -> None:
         self.teacher = open_teacher(config)
-        check(config.distill.hidden_weight == 0.0 or isinstance(self.teacher, RunTeacher), "distill.hidden_weight",
+        check(config.distill.hidden_weight == 0.0 or self.teacher.has_layers, "distill.hidden_weight",
               config.distill.hidden_weight, "needs a run folder as `distill.teacher`: an export gives no hidden states")
         if config.distill.unlabeled:
             check(task.pseudo_labels_unsupported is None, "distill.unlabeled", config.distill.unlabeled,
@@ -198,6 +198,9 @@ class RunTeacher:
     Args:
         config: `tfft.config.Config`. The student's; `distill.teacher` names the folder.
     """
+
+    #: A Keras task model: its encoder layers' hidden states can be matched (`distill.hidden_weight`).
+    has_layers = True
 
     def __init__(self, config: Config):
         self.config, self.folder = read_teacher(config), config.distill.teacher

@@ -62,6 +62,9 @@ class ExportTeacher:
             training split.
     """
 
+    #: A SavedModel: no Keras layers whose hidden states a student could match (`distill.hidden_weight`).
+    has_layers = False
+
     def __init__(self, config: Config):
         self.folder = config.distill.teacher
         self.metadata = predict.load_metadata(self.folder)

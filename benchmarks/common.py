@@ -9,6 +9,7 @@ import os
 import pathlib
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,12 @@ def append_result(name: str, record: dict) -> None:
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), **record}
     with open(RESULTS / f"{name}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def mean_and_std(values: list[float]) -> str:
+    """`"mean ± std"` to 4 places: the sample standard deviation (n - 1), 0 for a single value."""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
 
 
 def ratio(peer_seconds: float, tfft_seconds: float) -> str:

@@ -22,7 +22,7 @@ each in its own process, scored on the 872 dev sentences:
 The labelled and unlabelled rows are written under --work_dir (never into the
 data folder). Dev accuracy is the task's, on the final weights. With several
 --seeds, each student runs once per seed (the teacher's seed stays 0) and
-the table adds each student's mean and standard deviation (numpy's, ddof 1).
+the table adds each student's mean and sample standard deviation.
 
     python benchmarks/distill_unlabeled.py
     python benchmarks/distill_unlabeled.py --seeds=0,1,2,3,4 --peers=labelled,memory,streamed
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 from absl import app, flags
 
 import common
@@ -47,8 +46,8 @@ _KEEP = flags.DEFINE_list("keep_layers", ["3"], "The student's layers: N (the te
                           "layers to keep (0,2,4).")
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "The students' epochs.")
 _TEACHER_EPOCHS = flags.DEFINE_integer("teacher_epochs", 3, "The teacher's epochs.")
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "The students' seeds (`seed`); the teacher's is 0. Several: a mean ± std row "
-                           "per student.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "The students' seeds (`train.seed`); the teacher's is 0. Several: a "
+                           "mean ± std row per student.")
 _PEERS = flags.DEFINE_list("peers", ["labelled", "memory", "streamed", "no_teacher"],
                            "The students to run (`hidden` too: labelled rows, hidden-state matching).")
 _HIDDEN_WEIGHT = flags.DEFINE_float("hidden_weight", 1.0, "`distill.hidden_weight` of the `hidden` student.")
@@ -131,7 +130,7 @@ def main(argv):
                          "peak RSS MB": round(out["peak_rss_mb"])})
     if len(_SEEDS.value) > 1:
         rows += [{"student": f"{size}, {name}", "seed": "mean ± std",
-                  "dev accuracy": f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"}
+                  "dev accuracy": common.mean_and_std(values)}
                  for name, values in scores.items()]
     common.report("distill_unlabeled", rows,
                   ["student", "seed", "dev accuracy", "teacher", "train s", "run s", "peak RSS MB"],

@@ -60,7 +60,7 @@ def main(argv):
             "padded tokens per example": round(statistics.mean(r["padded_per_example"] for r in results), 2),
             "train-step s (median)": round(statistics.median(r["step_seconds"] for r in results), 1),
             "median ms/step": round(statistics.median(r["steady_ms"] for r in results), 1),
-            "dev accuracy": f"{statistics.mean(accuracy):.4f} ± {statistics.stdev(accuracy) if len(accuracy) > 1 else 0:.4f}",
+            "dev accuracy": common.mean_and_std(accuracy),
             "per seed": " ".join(f"{a:.4f}" for a in accuracy),
         })
     common.report("megabatch", rows, list(rows[0]), {"train_examples": _TRAIN_EXAMPLES.value, "seeds": _SEEDS.value})

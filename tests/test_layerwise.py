@@ -34,12 +34,8 @@ def _snapshot(groups):
 
 
 def _largest_change(groups, before):
-    # Not the token and segment tables: their sparse gradients take Keras' own Adam, whose first step on a row
-    # seen k times in the batch moves it by up to sqrt(k) times the rate (it sums each slice's square, not the
-    # sum's). The position table and the embeddings' norm are dense.
     return {
-        name: max(float(np.abs(v.numpy() - b).max()) for v, b in zip(variables, before[name], strict=True)
-                  if not v.path.startswith(("token_embedding", "segment_embedding")))
+        name: max(float(np.abs(v.numpy() - b).max()) for v, b in zip(variables, before[name], strict=True))
         for name, variables in groups.items()
     }
 

@@ -91,6 +91,43 @@ def test_adam_epsilon_is_added_to_sqrt_v_before_bias_correction(epsilon, first_s
     np.testing.assert_allclose(-variable.numpy(), [0.1 * first_step], rtol=1e-3)
 
 
+def _adam_steps(start: int, updates: int, sparse: bool = False) -> np.ndarray:
+    """A variable starting at update `start`, after `updates` of its own: the same gradients, a constant rate."""
+    rng = np.random.default_rng(0)
+    grads = rng.standard_normal((updates, 8, 4)).astype("float32")
+    variable = keras.Variable(np.ones((8, 4), "float32"), name="kernel")
+    other = keras.Variable(np.ones([2], "float32"), name="other")  # trains from update 0, so updates are counted
+    optimizer = optimization.AdamW(learning_rate=1e-2, weight_decay=0.1, epsilon=1e-6)
+    optimizer.set_variable_rates([variable, other], [(1.0, start), (1.0, 0)])
+    step = tf.function(lambda g: optimizer.apply([g, tf.ones([2])], [variable, other]))
+    for i in range(start + updates):
+        g = tf.constant(grads[max(i - start, 0)])
+        step(tf.IndexedSlices(g, tf.range(8), tf.constant([8, 4])) if sparse else g)
+    return variable.numpy()
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_variable_starting_late_is_bias_corrected_from_its_own_first_update(sparse):
+    # Adam's bias correction counts a variable's own updates (PyTorch keeps a step per parameter). Counted from the
+    # run's start, a layer that gradual unfreezing starts at update 300 would move 3x too far at its first update
+    # (m = 0.1 g, sqrt(v) = 0.03 |g|, and no correction left) and up to 6x in the updates after.
+    np.testing.assert_allclose(_adam_steps(start=300, updates=3, sparse=sparse), _adam_steps(start=0, updates=3),
+                               atol=1e-6)
+
+
+def test_a_sparse_gradient_with_repeated_rows_is_adam_on_their_sum():
+    # An embedding table's gradient repeats a row for each time its token is in the batch. Adam sees the row's summed
+    # gradient, as PyTorch's dense embedding gradient gives it; Keras' own sparse Adam squared each slice instead.
+    def first_step(gradient):
+        variable = keras.Variable(np.zeros((3, 2), "float32"), name="embeddings")
+        optimization.AdamW(learning_rate=0.1, weight_decay=0.0, epsilon=1e-12).apply([gradient], [variable])
+        return variable.numpy()
+
+    slices = tf.IndexedSlices(tf.constant([[1.0, 2.0], [3.0, -4.0], [1.0, 1.0]]), tf.constant([0, 0, 2]), tf.constant([3, 2]))
+    np.testing.assert_allclose(first_step(slices), first_step(tf.convert_to_tensor(slices)), atol=1e-7)
+    np.testing.assert_allclose(first_step(slices), [[-0.1, 0.1], [0.0, 0.0], [-0.1, -0.1]], atol=1e-6)
+
+
 def test_gradients_are_clipped_by_global_norm():
     variable = keras.Variable(np.zeros([2], "float32"), name="kernel")
     optimizer = keras.optimizers.SGD(learning_rate=1.0, global_clipnorm=1.0)

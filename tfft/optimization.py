@@ -7,7 +7,9 @@
 - Gradients clipped by their global norm: under a distribution strategy, the
   norm of the gradient summed over all replicas (`AdamW`).
 - Each variable's decay and Adam update run as one fused TensorFlow kernel
-  apiece, the arithmetic of Keras' `AdamW` in two passes over the weights.
+  apiece, the arithmetic of Keras' `AdamW` in two passes over the weights;
+  sparse gradients are applied densely and bias correction counts each
+  variable's own updates, as in PyTorch's `AdamW`.
 - Optionally, per-variable learning-rate multipliers and start steps
   (`tfft.layerwise`: layer-wise decay, gradual unfreezing), and gradient
   accumulation over `gradient_accumulation_steps` batches, clipped and
@@ -124,17 +126,22 @@ class AdamW(keras.optimizers.AdamW):
         multiplier, start = getattr(self, "_variable_rates", {}).get(self._var_key(variable), (1.0, 0))
         learning_rate = tf.cast(learning_rate, variable.dtype) * multiplier
         if not start:
-            return self._fused_update(gradient, variable, learning_rate)
-        tf.cond(self.iterations >= start, lambda: self._fused_update(gradient, variable, learning_rate), lambda: None)
+            return self._fused_update(gradient, variable, learning_rate, start)
+        tf.cond(self.iterations >= start, lambda: self._fused_update(gradient, variable, learning_rate, start),
+                lambda: None)
 
-    def _fused_update(self, gradient, variable, learning_rate):
+    def _fused_update(self, gradient, variable, learning_rate, start=0):
         """Decoupled weight decay, then Adam, each one fused TensorFlow kernel per variable.
 
         The same arithmetic as Keras' `AdamW` (decay `var -= lr * wd * var`,
         then Adam with epsilon added to `sqrt(v)`), in two passes over the
         variable instead of about fifteen elementwise ops: on the CPU these
-        took a fifth of tfft's training step. Sparse gradients (a training
-        embedding table) and AMSGrad take Keras' own path.
+        took a fifth of tfft's training step. Bias correction counts the
+        variable's own updates, from `start` on, as PyTorch's per-parameter
+        step does. A sparse gradient (a training embedding table) is applied
+        densely, as PyTorch applies an embedding's gradient (Keras' sparse
+        Adam sums the squares of a repeated row's slices, not the square of
+        their sum). AMSGrad takes Keras' own path.
         """
         dtype = variable.dtype
         lr = tf.cast(learning_rate, dtype)
@@ -144,15 +151,15 @@ class AdamW(keras.optimizers.AdamW):
             keep = 1.0 - lr * tf.cast(self.weight_decay, dtype)
             handle = _handle(variable)
             tf.raw_ops.AssignVariableOp(resource=handle, value=tf.raw_ops.ReadVariableOp(resource=handle, dtype=dtype) * keep)
-        if isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
+        if self.amsgrad:
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
-        step = tf.cast(self.iterations + 1, dtype)
+        step = tf.cast(self.iterations + 1 - start, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
             beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step), lr=lr, beta1=beta_1, beta2=beta_2,
-            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype), use_locking=False,
+            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(tf.convert_to_tensor(gradient), dtype), use_locking=False,
         )
 
     def _clip_gradients(self, grads):

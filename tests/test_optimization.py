@@ -128,6 +128,40 @@ def test_a_sparse_gradient_with_repeated_rows_is_adam_on_their_sum():
     np.testing.assert_allclose(first_step(slices), [[-0.1, 0.1], [0.0, 0.0], [-0.1, -0.1]], atol=1e-6)
 
 
+def _torch_adamw_steps(grads, lr, weight_decay, epsilon):
+    import torch
+
+    variable = torch.nn.Parameter(torch.ones(grads.shape[1:]))
+    optimizer = torch.optim.AdamW([variable], lr=lr, betas=(0.9, 0.999), eps=epsilon, weight_decay=weight_decay)
+    for g in grads:
+        variable.grad = torch.from_numpy(g)
+        optimizer.step()
+    return variable.detach().numpy()
+
+
+def _tfft_adamw_steps(grads, lr, weight_decay, epsilon, placement):
+    variable = keras.Variable(np.ones(grads.shape[1:], "float32"), name="kernel")
+    config = TrainConfig(learning_rate=lr, warmup_ratio=0.0, schedule="cosine", weight_decay=weight_decay, clipnorm=0.0,
+                         adam_epsilon=epsilon, adam_epsilon_placement=placement)
+    optimizer = optimization.create_optimizer(config, 10**9, [variable])  # cosine over 1e9 steps: lr constant to 1e-15
+    step = tf.function(lambda g: optimizer.apply([g], [variable]))
+    for g in grads:
+        step(tf.constant(g))
+    return variable.numpy()
+
+
+@pytest.mark.parametrize("epsilon", [1e-6, 1e-8])
+def test_epsilon_after_bias_correction_is_pytorchs_adamw(epsilon):
+    # Gradients near 1e-6, where epsilon decides the step: `after_bias_correction` is `torch.optim.AdamW` (the
+    # Trainer's optimizer) over ten steps with weight decay; Keras' placement is not.
+    grads = (np.random.default_rng(0).standard_normal((10, 16)) * 1e-6).astype("float32")
+    want = _torch_adamw_steps(grads, lr=1e-2, weight_decay=0.1, epsilon=epsilon)
+    got = _tfft_adamw_steps(grads, 1e-2, 0.1, epsilon, "after_bias_correction")
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    keras_placement = _tfft_adamw_steps(grads, 1e-2, 0.1, epsilon, "before_bias_correction")
+    assert np.abs(keras_placement - want).max() > 1e-3
+
+
 def test_gradients_are_clipped_by_global_norm():
     variable = keras.Variable(np.zeros([2], "float32"), name="kernel")
     optimizer = keras.optimizers.SGD(learning_rate=1.0, global_clipnorm=1.0)

@@ -282,6 +282,11 @@ class TrainConfig:
             `1 / sqrt(1 - beta_2)` (about 32x) more than PyTorch's same
             value; the BERT recipe's 1e-6 here damps small gradients more
             than the Hugging Face `Trainer`'s 1e-8 does there.
+        adam_epsilon_placement: str. Where Adam adds `adam_epsilon`:
+            `before_bias_correction` (Keras', TensorFlow's and tfft's
+            default: `m_hat / (sqrt(v_hat) + eps / sqrt(1 - beta_2^t))`
+            in effect) or `after_bias_correction` (PyTorch's `AdamW`, the
+            `Trainer`'s: `m_hat / (sqrt(v_hat) + eps)`).
         seed: int. Seed for weights, dropout and shuffling.
         class_weight: str or None. `balanced` weighs classes by inverse
             frequency in the training split.
@@ -328,6 +333,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     clipnorm: float = 1.0
     adam_epsilon: float = 1e-6
+    adam_epsilon_placement: Literal["before_bias_correction", "after_bias_correction"] = "before_bias_correction"
     seed: int = 0
     class_weight: Literal["balanced"] | None = None
     early_stopping_patience: int | None = None

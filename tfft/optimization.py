@@ -91,8 +91,24 @@ class AdamW(keras.optimizers.AdamW):
     unknown dimensions let the replicas pack the all-reduce differently, which
     aborts it with "Shape mismatch in the collective instance".
 
-    Args: those of `keras.optimizers.AdamW`.
+    Args:
+        epsilon_after_bias_correction: bool. Add `epsilon` to the
+            bias-corrected `sqrt(v_hat)`, as PyTorch's `AdamW` does, rather
+            than to `sqrt(v)`, as Keras' does.
+        **kwargs: those of `keras.optimizers.AdamW`.
     """
+
+    def __init__(self, *args, epsilon_after_bias_correction: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if epsilon_after_bias_correction and self.amsgrad:
+            raise ValueError(
+                "Argument `epsilon_after_bias_correction` does not apply with `amsgrad`. "
+                "Received: epsilon_after_bias_correction=True, amsgrad=True"
+            )
+        self.epsilon_after_bias_correction = bool(epsilon_after_bias_correction)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon_after_bias_correction": self.epsilon_after_bias_correction}
 
     def set_variable_rates(self, variables, rates) -> None:
         """Gives each of `variables` its own learning-rate multiplier and first update.
@@ -141,7 +157,9 @@ class AdamW(keras.optimizers.AdamW):
         step does. A sparse gradient (a training embedding table) is applied
         densely, as PyTorch applies an embedding's gradient (Keras' sparse
         Adam sums the squares of a repeated row's slices, not the square of
-        their sum). AMSGrad takes Keras' own path.
+        their sum). AMSGrad takes Keras' own path. The kernel adds its
+        `epsilon` to `sqrt(v)`; PyTorch's placement passes it
+        `epsilon * sqrt(1 - beta_2^t)`, which is `epsilon` added to `sqrt(v_hat)`.
         """
         dtype = variable.dtype
         lr = tf.cast(learning_rate, dtype)
@@ -156,10 +174,14 @@ class AdamW(keras.optimizers.AdamW):
         index = self._get_variable_index(variable)
         step = tf.cast(self.iterations + 1 - start, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        beta_2_power = tf.pow(beta_2, step)
+        epsilon = tf.cast(self.epsilon, dtype)
+        if self.epsilon_after_bias_correction:
+            epsilon *= tf.sqrt(1.0 - beta_2_power)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
-            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step), lr=lr, beta1=beta_1, beta2=beta_2,
-            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(tf.convert_to_tensor(gradient), dtype), use_locking=False,
+            beta1_power=tf.pow(beta_1, step), beta2_power=beta_2_power, lr=lr, beta1=beta_1, beta2=beta_2,
+            epsilon=epsilon, grad=tf.cast(tf.convert_to_tensor(gradient), dtype), use_locking=False,
         )
 
     def _clip_gradients(self, grads):
@@ -276,6 +298,7 @@ def create_optimizer(config: TrainConfig, total_batches: int, variables, rates=N
         beta_1=0.9,
         beta_2=0.999,
         epsilon=config.adam_epsilon,
+        epsilon_after_bias_correction=config.adam_epsilon_placement == "after_bias_correction",
         global_clipnorm=config.clipnorm or None,
         gradient_accumulation_steps=accumulation if accumulation > 1 else None,
     )

@@ -278,10 +278,11 @@ class TrainConfig:
         weight_decay: float. AdamW decay; never applied to biases and norms.
         clipnorm: float. Global gradient-norm clip; 0 disables it.
         adam_epsilon: float. AdamW's epsilon. Keras adds it to `sqrt(v)`
-            before bias correction, so early in training it weighs up to
-            `1 / sqrt(1 - beta_2)` (about 32x) more than PyTorch's same
-            value; the BERT recipe's 1e-6 here damps small gradients more
-            than the Hugging Face `Trainer`'s 1e-8 does there.
+            before bias correction (`adam_epsilon_placement`'s default), so
+            early in training it weighs up to `1 / sqrt(1 - beta_2)` (about
+            32x) more than PyTorch's same value; the BERT recipe's 1e-6 here
+            damps small gradients more than the Hugging Face `Trainer`'s
+            1e-8 does there.
         adam_epsilon_placement: str. Where Adam adds `adam_epsilon`:
             `before_bias_correction` (Keras', TensorFlow's and tfft's
             default: `m_hat / (sqrt(v_hat) + eps / sqrt(1 - beta_2^t))`

@@ -12,6 +12,7 @@ each run in its own process (its own peak RSS). Rows:
 | `tfft_lora` | (d) `model.lora_rank=8` on the query and value projections (the default targets), at `--lora_learning_rate` |
 | `tfft_lora_mean` | (d') the same, with the head on the mean of the token vectors instead of the (frozen, untrained) pooler |
 | `tfft_accumulate` | 4 batches of 8 accumulated (`train.gradient_accumulation_steps=4`), for its peak RSS against one batch of 32 |
+| `tfft_unfreeze` | (a) with gradual unfreezing: the head first, one more layer from the top every `--unfreeze_every` updates |
 | `tfft_epsilon` | (a) with `--adam_epsilon` and `--adam_epsilon_placement` (1e-8 after bias correction: the Trainer's `AdamW`) |
 
     python benchmarks/recipes.py                                     # both sets, 5 seeds, every peer
@@ -51,6 +52,8 @@ _EPSILON = flags.DEFINE_float("adam_epsilon", 1e-8, "tfft_epsilon's train.adam_e
 _PLACEMENT = flags.DEFINE_enum("adam_epsilon_placement", "before_bias_correction",
                                ["before_bias_correction", "after_bias_correction"],
                                "tfft_epsilon's train.adam_epsilon_placement (the Trainer's: after_bias_correction).")
+_UNFREEZE_EVERY = flags.DEFINE_integer("unfreeze_every", 50, "tfft_unfreeze's train.unfreeze.every, in optimizer "
+                                      "updates: one more layer from the top joins every N updates.")
 _LORA_EPOCHS = flags.DEFINE_integer("lora_epochs", 0, "(d)'s epochs; 0: the task's, as every other peer.")
 _SELECT = flags.DEFINE_enum("select", None, ["layers", "lora"], "Instead of the table: choose (b)'s keys "
                             "(`layers`) or (d')'s learning rate and epochs (`lora`) on a slice of the training split.")
@@ -137,6 +140,7 @@ NAMES = {
     "tfft_lora_mean": "(d') tfft, LoRA rank 8, lr {lora_lr:g}, {lora_epochs} epochs, `model.pooling=mean`",
     "tfft_accumulate": "tfft, 4 x 8 accumulated",
     "tfft_epsilon": "(a) tfft, `train.adam_epsilon={epsilon:g}`{placement}",
+    "tfft_unfreeze": "(a) tfft, `train.unfreeze.every={every}`, `unit=steps`",
 }
 
 
@@ -155,7 +159,7 @@ def epochs_of(peer: str, task: str) -> int:
 def peer_name(peer: str, task: str) -> str:
     """The peer's row name, with the settings that distinguish its runs (its `--resume` key too)."""
     return NAMES[peer].format(decay=_LAYER_DECAY.value, reinit=_REINIT.value, lora_lr=_LORA_LR.value,
-                              lora_epochs=epochs_of(peer, task), epsilon=_EPSILON.value,
+                              lora_epochs=epochs_of(peer, task), epsilon=_EPSILON.value, every=_UNFREEZE_EVERY.value,
                               placement=", after bias correction" if _PLACEMENT.value == "after_bias_correction" else "")
 
 
@@ -177,6 +181,8 @@ def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
         values += ["train.batch_size=8", "train.gradient_accumulation_steps=4"]
     elif peer == "tfft_epsilon":
         values += [f"train.adam_epsilon={_EPSILON.value}", f"train.adam_epsilon_placement={_PLACEMENT.value}"]
+    elif peer == "tfft_unfreeze":
+        values += [f"train.unfreeze.every={_UNFREEZE_EVERY.value}", "train.unfreeze.unit=steps"]
     return values
 
 

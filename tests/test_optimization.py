@@ -110,7 +110,7 @@ def _adam_steps(start: int, updates: int, sparse: bool = False) -> np.ndarray:
 def test_a_variable_starting_late_is_bias_corrected_from_its_own_first_update(sparse):
     # Adam's bias correction counts a variable's own updates (PyTorch keeps a step per parameter). Counted from the
     # run's start, a layer that gradual unfreezing starts at update 300 would move 3x too far at its first update
-    # (m = 0.1 g, sqrt(v) = 0.03 |g|, and no correction left) and up to 6x in the updates after.
+    # (m = 0.1 g, sqrt(v) = 0.03 |g|, and no correction left) and up to 6.6x in the updates after.
     np.testing.assert_allclose(_adam_steps(start=300, updates=3, sparse=sparse), _adam_steps(start=0, updates=3),
                                atol=1e-6)
 
@@ -160,6 +160,12 @@ def test_epsilon_after_bias_correction_is_pytorchs_adamw(epsilon):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     keras_placement = _tfft_adamw_steps(grads, 1e-2, 0.1, epsilon, "before_bias_correction")
     assert np.abs(keras_placement - want).max() > 1e-3
+
+
+def test_epsilon_after_bias_correction_is_refused_with_amsgrad():
+    # AMSGrad takes Keras' own update, which places epsilon as Keras does.
+    with pytest.raises(ValueError, match="Argument `epsilon_after_bias_correction` does not apply with `amsgrad`"):
+        optimization.AdamW(amsgrad=True, epsilon_after_bias_correction=True)
 
 
 def test_gradients_are_clipped_by_global_norm():

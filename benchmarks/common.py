@@ -155,6 +155,18 @@ def alternating(names, rounds: int):
             yield round_, name
 
 
+def interleaved_ms(functions: dict, calls: int, rounds: int) -> dict:
+    """Each of `functions` (traced already) called `calls` times per round, in `alternating` rounds: name -> its mean
+    milliseconds per call in each round."""
+    times = {name: [] for name in functions}
+    for _, name in alternating(functions, rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            functions[name]()
+        times[name].append(1000 * (time.perf_counter() - start) / calls)
+    return times
+
+
 def run_child(module_code: str, *args: str, timeout: int = 3600) -> dict:
     """Runs one measurement in a fresh process (own peak RSS); returns the JSON it prints last."""
     path = os.pathsep.join(filter(None, [str(REPO / "benchmarks"), os.environ.get("PYTHONPATH")]))

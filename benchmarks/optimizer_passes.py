@@ -13,7 +13,6 @@ round, in --rounds alternating rounds; the table gives the median of the rounds'
 """
 
 import statistics
-import time
 
 import tensorflow as tf
 from absl import app, flags
@@ -64,14 +63,7 @@ def main(argv):
     functions = forms()
     for function in functions.values():
         function()  # traces
-    times = {key: [] for key in functions}
-    for round_ in range(_ROUNDS.value):
-        keys = list(functions) if round_ % 2 == 0 else list(reversed(functions))
-        for key in keys:
-            start = time.perf_counter()
-            for _ in range(_CALLS.value):
-                functions[key]()
-            times[key].append(1000 * (time.perf_counter() - start) / _CALLS.value)
+    times = common.interleaved_ms(functions, _CALLS.value, _ROUNDS.value)
     rows = [{"pass": what, "form": form, "ms per step (median of rounds)": statistics.median(ms),
              "rounds": " ".join(f"{x:.2f}" for x in ms)} for (what, form), ms in times.items()]
     common.report("optimizer_passes", rows, list(rows[0]), {"calls": _CALLS.value, "rounds": _ROUNDS.value})

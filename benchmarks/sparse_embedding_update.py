@@ -11,7 +11,6 @@ rounds; the table gives the median of the rounds' mean milliseconds per update.
 """
 
 import statistics
-import time
 
 import keras
 import numpy as np
@@ -43,24 +42,16 @@ def update_function(optimizer_class):
     return step
 
 
-def mean_ms(step) -> float:
-    start = time.perf_counter()
-    for _ in range(_CALLS.value):
-        step()
-    return (time.perf_counter() - start) / _CALLS.value * 1e3
-
-
 def main(argv):
     del argv
     forms = {"Keras' sparse AdamW (tfft before 2026-12-04)": update_function(keras.optimizers.AdamW),
              "tfft's AdamW, densified, one fused kernel": update_function(optimization.AdamW)}
-    times = {name: [] for name in forms}
-    for _, name in common.alternating(forms, _ROUNDS.value):
-        times[name].append(mean_ms(forms[name]))
+    times = common.interleaved_ms(forms, _CALLS.value, _ROUNDS.value)
     rows = [{"form": name, "ms per update (median of rounds)": statistics.median(t),
              "rounds": " ".join(f"{x:.1f}" for x in t)} for name, t in times.items()]
     common.report("sparse_embedding_update", rows, list(rows[0]),
                   {"calls": _CALLS.value, "rounds": _ROUNDS.value, "batch": _BATCH.value, "tokens": _TOKENS.value})
+
 
 if __name__ == "__main__":
     app.run(main)

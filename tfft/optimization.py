@@ -149,17 +149,20 @@ class AdamW(keras.optimizers.AdamW):
     def _fused_update(self, gradient, variable, learning_rate, start=0):
         """Decoupled weight decay, then Adam, each one fused TensorFlow kernel per variable.
 
-        The same arithmetic as Keras' `AdamW` (decay `var -= lr * wd * var`,
-        then Adam with epsilon added to `sqrt(v)`), in two passes over the
-        variable instead of about fifteen elementwise ops: on the CPU these
-        took a fifth of tfft's training step. Bias correction counts the
-        variable's own updates, from `start` on, as PyTorch's per-parameter
-        step does. A sparse gradient (a training embedding table) is applied
-        densely, as PyTorch applies an embedding's gradient (Keras' sparse
-        Adam sums the squares of a repeated row's slices, not the square of
-        their sum). AMSGrad takes Keras' own path. The kernel adds its
-        `epsilon` to `sqrt(v)`; PyTorch's placement passes it
-        `epsilon * sqrt(1 - beta_2^t)`, which is `epsilon` added to `sqrt(v_hat)`.
+        Keras' `AdamW` arithmetic (decay `var -= lr * wd * var`, then Adam
+        with epsilon added to `sqrt(v)`) in two passes over the variable
+        instead of about fifteen elementwise ops: on the CPU these took a
+        fifth of tfft's training step. Where it differs from Keras', it does
+        as PyTorch's `AdamW`:
+        - bias correction counts the variable's own updates, from `start` on
+          (PyTorch's per-parameter step);
+        - a sparse gradient (a training embedding table) is applied densely
+          (Keras' sparse Adam sums the squares of a repeated row's slices,
+          not the square of their sum);
+        - with `epsilon_after_bias_correction`, the kernel, which adds its
+          `epsilon` to `sqrt(v)`, is passed `epsilon * sqrt(1 - beta_2^t)`:
+          `epsilon` added to `sqrt(v_hat)`.
+        AMSGrad takes Keras' own path.
         """
         dtype = variable.dtype
         lr = tf.cast(learning_rate, dtype)

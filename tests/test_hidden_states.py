@@ -74,3 +74,29 @@ def test_a_backbone_whose_layers_are_not_each_called_once_is_refused_naming_the_
     with pytest.raises(ConfigError, match=r"`distill.hidden_weight` needs a teacher whose encoder layers are blocks "
                                           r"called once.*Received: hidden_weight=1.0"):
         hidden_states.HiddenStateMatch(LayerGroups([], layers), LayerGroups([], layers, called_once=False), 1.0)
+
+
+def test_a_narrower_students_states_are_projected_to_the_teachers_width_and_the_projection_learns():
+    inputs = keras.Input((3, 2))
+    student_layer = keras.layers.Dense(2, name="student")
+    student = keras.Model(inputs, student_layer(inputs))
+    teacher_inputs = keras.Input((3, 2))
+    teacher_layer = keras.layers.Dense(4, name="teacher")
+    teacher = keras.Model(teacher_inputs, teacher_layer(teacher_inputs))
+    projection = hidden_states.projection(2, 4, seed=0)
+    assert hidden_states.projection(4, 4, seed=0) is None  # equal widths: compared as they are
+    match = hidden_states.HiddenStateMatch(LayerGroups([], [student_layer]), LayerGroups([], [teacher_layer]), 2.0,
+                                           projection)
+    assert [tuple(w.shape) for w in match.trainable_weights] == [(2, 4), (4,)]
+    x, mask = tf.random.stateless_normal((2, 3, 2), seed=(5, 6)), tf.constant([[1, 1, 0], [1, 1, 1]])
+    with tf.GradientTape() as tape:
+        student(x)
+        teacher(x)
+        term = match.loss(mask)
+    kernel, bias = (w.numpy() for w in match.trainable_weights)
+    projected = student_layer(x).numpy() @ kernel + bias  # by hand: the student's states mapped to 4 features
+    expected = 2.0 * float(hidden_states.masked_mean_squared_difference(projected, teacher_layer(x), mask))
+    assert float(term) == pytest.approx(expected, rel=1e-5)
+    gradients = tape.gradient(term, match.trainable_weights + student_layer.trainable_weights + teacher_layer.trainable_weights)
+    assert all(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in gradients[:4])  # projection, student
+    assert gradients[4:] == [None, None]  # the teacher learns nothing

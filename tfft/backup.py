@@ -1,8 +1,10 @@
 """Backups of the training state, so a killed run resumes at the step it reached.
 
 A backup holds the model's and the optimizer's variables (`optimizer.iterations`
-among them: the learning-rate schedule goes on where it was) and the state of
-every dropout seed generator, which Keras' `save_weights` leaves out. The
+among them: the learning-rate schedule goes on where it was), and what Keras'
+`save_weights` leaves out: the state of every dropout seed generator, LoRA's
+factors, and the weights the model's training objective trains beside the
+model's own (`TaskModel.objective_weights`: a distillation's projection). The
 training data's position needs no state of its own: the pipeline lays out
 every epoch's order from the seed (`tfft.data.make_dataset`), so a run that
 resumes at global step `s` skips the first `s` batches and sees the same
@@ -88,6 +90,8 @@ class TrainingBackup(keras.callbacks.Callback):
         with np.load(self.backup_dir / state["seeds"]) as seeds:
             saved = [seeds[f"seed_{i}"] for i in range(sum(name.startswith("seed_") for name in seeds.files))]
             lora.restore_factors(model, {name: seeds[name] for name in seeds.files if name.startswith("lora_")})
+            for i, variable in enumerate(_objective_weights(model)):
+                variable.assign(seeds[f"objective_{i}"])
         variables = _seed_states(model)
         if len(saved) != len(variables):
             raise RuntimeError(
@@ -142,10 +146,11 @@ class TrainingBackup(keras.callbacks.Callback):
         weights, seeds = f"step-{step}.weights.h5", f"step-{step}.seeds.npz"
         self.model.save_weights(self.backup_dir / weights, overwrite=True)
         with open(self.backup_dir / seeds, "wb") as f:
-            # Beside the weights file: the dropout seeds' state, and LoRA factors, which Keras merges into the
-            # kernels when it saves weights.
+            # Beside the weights file: the dropout seeds' state, LoRA factors, which Keras merges into the
+            # kernels when it saves weights, and the objective's own weights, which it does not save.
             np.savez(f, **{f"seed_{i}": v.numpy() for i, v in enumerate(_seed_states(self.model))},
-                     **lora.factor_arrays(self.model))
+                     **lora.factor_arrays(self.model),
+                     **{f"objective_{i}": v.numpy() for i, v in enumerate(_objective_weights(self.model))})
         epoch, batch = divmod(step, self.steps_per_epoch)
         state = {"step": step, "epoch": epoch, "batch": batch, "weights": weights, "seeds": seeds}
         tmp = self.backup_dir / f".{STATE_FILE}.tmp"
@@ -156,6 +161,11 @@ class TrainingBackup(keras.callbacks.Callback):
                 old.unlink()
         self._last_saved_step = step
         logger.debug("Backed up step %d (epoch %d, batch %d) to %s", step, epoch + 1, batch, self.backup_dir)
+
+
+def _objective_weights(model: keras.Model) -> list:
+    """`TaskModel.objective_weights()`, or [] for a model without an objective."""
+    return model.objective_weights() if hasattr(model, "objective_weights") else []
 
 
 def _seed_states(model: keras.Model) -> list:

@@ -451,8 +451,9 @@ class DistillConfig:
             student encoder layer's outputs are pulled toward a teacher
             layer's (TinyBERT's mapping, top to top) by their mean squared
             difference, this weight times it added to the loss
-            (`tfft.hidden_states`). Needs a run-folder teacher of the
-            student's width, running in the step (`teacher_outputs` not
+            (`tfft.hidden_states`); a student of another width learns a
+            projection to the teacher's (trained, not exported). Needs a
+            run-folder teacher, running in the step (`teacher_outputs` not
             `cached`). 0: off.
     """
 

@@ -270,18 +270,22 @@ class RunTeacher:
     def hidden_state_match(self, config: Config, student: tasks.TaskModel, source) -> hidden_states.HiddenStateMatch:
         """The hidden-state term (`distill.hidden_weight`) between `student` and this teacher, once both are built.
 
+        A student of another width learns a projection to the teacher's
+        (`hidden_states.projection`, seeded by `train.seed`).
+
         Raises:
-            ConfigError: the two widths differ, or a backbone's layers cannot
-                give their outputs (`HiddenStateMatch`).
+            ConfigError: a backbone's layers cannot give their outputs
+                (`HiddenStateMatch`).
         """
         widths = [model.backbone.output["sequence_output"].shape[-1] for model in (student, self.model)]
-        check(widths[0] == widths[1], "distill.hidden_weight", config.distill.hidden_weight,
-              f"needs a student as wide as the teacher (no projection is learnt): the student's hidden states have "
-              f"{widths[0]} features, the teacher's {widths[1]}; set `distill.hidden_weight: 0`")
         match = hidden_states.HiddenStateMatch(source.layer_groups(student.backbone),
-                                               self.source.layer_groups(self.model.backbone), config.distill.hidden_weight)
-        logger.info("Hidden-state matching (weight %g): student layer i learns teacher layer %s.",
-                    match.weight, ", ".join(f"{i}->{j}" for i, j in enumerate(match.pairs)))
+                                               self.source.layer_groups(self.model.backbone), config.distill.hidden_weight,
+                                               hidden_states.projection(*widths, seed=config.train.seed))
+        size = sum(int(np.prod(w.shape)) for w in match.trainable_weights)
+        projected = (f", through a learnt {widths[0]} -> {widths[1]} projection ({size:,} weights, trained, not "
+                     "exported)" if match.projection else "")
+        logger.info("Hidden-state matching (weight %g): student layer i learns teacher layer %s%s.",
+                    match.weight, ", ".join(f"{i}->{j}" for i, j in enumerate(match.pairs)), projected)
         return match
 
     def load(self) -> tasks.TaskModel:
@@ -378,6 +382,11 @@ class SoftTargets:
                  hidden: hidden_states.HiddenStateMatch | None = None):
         self.teacher, self.task, self.alpha, self.temperature, self.hidden = teacher, task, alpha, temperature, hidden
         self.input_names = list(teacher.input) if teacher is not None else []
+
+    @property
+    def trainable_weights(self) -> list:
+        """Weights this loss trains beside the student's: the hidden-state projection's, if one is learnt."""
+        return [] if self.hidden is None else self.hidden.trainable_weights
 
     def __call__(self, x: dict, y, y_pred, sample_weight, hard_loss):
         unlabeled = x.get(streaming.UNLABELED)

@@ -4,8 +4,13 @@ As TinyBERT's hidden-state loss (Jiao et al. 2020): student encoder layer
 `m` of `M` (1-based) is pulled toward teacher layer `g(m) = m * N // M` of
 `N`, so the student's top layer matches the teacher's top layer, by the mean
 squared difference of their outputs over the tokens `padding_mask` marks,
-averaged over the `M` pairs. The two widths must be equal (a student on the
-teacher's backbone, `model.keep_layers`, always is); no projection is learnt.
+averaged over the `M` pairs. A student of another width (another backbone
+with the teacher's tokenizer) has its states mapped to the teacher's width
+first, by one learnt linear map shared by every pair (TinyBERT's `W_h`),
+trained with the student and dropped after training: it is the objective's
+(`TaskModel.objective_weights`), not the student's, so neither the run's
+weights nor its export hold it. Equal widths are compared as they are (a
+student on the teacher's backbone, `model.keep_layers`).
 
 The layers' outputs come from the forward passes the training step runs
 anyway, the student's and the teacher's (which then runs in the step, not
@@ -30,7 +35,7 @@ import tensorflow as tf
 
 from tfft.config import ConfigError
 
-__all__ = ["HiddenStateMatch", "LayerOutputs", "layer_pairs", "masked_mean_squared_difference"]
+__all__ = ["HiddenStateMatch", "LayerOutputs", "layer_pairs", "masked_mean_squared_difference", "projection"]
 
 
 def layer_pairs(student_layers: int, teacher_layers: int) -> list[int]:
@@ -51,6 +56,20 @@ def masked_mean_squared_difference(student: tf.Tensor, teacher: tf.Tensor, mask:
     difference = tf.cast(student, tf.float32) - tf.stop_gradient(tf.cast(teacher, tf.float32))
     per_token = tf.reduce_mean(tf.square(difference), axis=-1)
     return tf.reduce_sum(per_token * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def projection(student_width: int, teacher_width: int, seed: int) -> keras.layers.Dense | None:
+    """The learnt map from the student's width to the teacher's, built, in float32; None when the widths are equal.
+
+    One `Dense` layer with a bias (TinyBERT's `W_h`), Glorot-initialized from
+    `seed`. Made inside a strategy's scope, its variables are the strategy's.
+    """
+    if student_width == teacher_width:
+        return None
+    layer = keras.layers.Dense(teacher_width, dtype="float32", name="hidden_state_projection",
+                               kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
+    layer.build((None, None, student_width))
+    return layer
 
 
 class LayerOutputs:
@@ -101,13 +120,16 @@ class HiddenStateMatch:
         student: `tfft.backbones.LayerGroups`. The student's.
         teacher: `tfft.backbones.LayerGroups`. The teacher's.
         weight: float. `distill.hidden_weight`.
+        projection: `keras.layers.Dense` or None. Maps the student's states
+            to the teacher's width before they are compared (`projection`);
+            its weights are `trainable_weights`.
 
     Raises:
         ConfigError: a backbone whose encoder layers are not each called once
             per forward pass (`LayerGroups.called_once`).
     """
 
-    def __init__(self, student, teacher, weight: float):
+    def __init__(self, student, teacher, weight: float, projection: keras.layers.Dense | None = None):
         for name, groups in (("student", student), ("teacher", teacher)):
             if not groups.called_once:
                 raise ConfigError(
@@ -120,9 +142,18 @@ class HiddenStateMatch:
         self.student = LayerOutputs(student.encoder)
         self.teacher = LayerOutputs([teacher.encoder[j] for j in self.pairs])
         self.weight = weight
+        self.projection = projection
+
+    @property
+    def trainable_weights(self) -> list:
+        """The projection's kernel and bias, trained with the student (empty at equal widths)."""
+        return [] if self.projection is None else list(self.projection.trainable_weights)
 
     def loss(self, padding_mask: tf.Tensor) -> tf.Tensor:
         """The weighted term, from both models' latest forward passes in this thread (the student's with gradient)."""
-        pairs = zip(self.student.latest(), self.teacher.latest(), strict=True)
+        students = self.student.latest()
+        if self.projection is not None:
+            students = [self.projection(tf.cast(s, tf.float32)) for s in students]
+        pairs = zip(students, self.teacher.latest(), strict=True)
         total = tf.add_n([masked_mean_squared_difference(s, t, padding_mask) for s, t in pairs])
         return self.weight * total / len(self.pairs)

@@ -304,7 +304,8 @@ def build(config: Config, task: tasks.Task, inputs: Inputs, strategy, hooks: Run
         # Built here, not lazily in the first trace: variables made while
         # tracing make tf.function trace the whole train step twice.
         optimizer.build(model.trainable_variables)
-    trainable, total = count_parameters(model.trainable_weights), count_parameters(model.weights)
+    trainable = count_parameters(model.trainable_weights)  # with the objective's own (a distillation's projection)
+    total = count_parameters(model.weights + model.objective_weights())
     logger.info(
         "Model: %s backbone `%s`, %s of %s parameters trainable (%.1f%%); %d steps/epoch x %d epochs, "
         "global batch %d over %d replica(s)%s.",

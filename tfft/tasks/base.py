@@ -92,6 +92,22 @@ class TaskModel(keras.Model):
             inputs = {name: inputs[name] for name in self.feature_names}
         return super().call(inputs, training=training, mask=mask, **kwargs)
 
+    def objective_weights(self) -> list:
+        """The weights `objective` trains beside this model's (a distillation's hidden-state projection), or [].
+
+        They are trained with the model's (`trainable_weights` lists them
+        last) and kept by `tfft.backup`, but are not this model's: Keras'
+        `save_weights`, the run's weights file and the export leave them out.
+        """
+        return list(getattr(self.objective, "trainable_weights", []))
+
+    @property
+    def trainable_weights(self):
+        """The trainable weights of the model's layers, then `objective_weights()`: what `fit` trains."""
+        return super().trainable_weights + self.objective_weights() if self.trainable else []
+
+    trainable_variables = trainable_weights
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled (task) loss; in training, what `objective` makes of it, where one is set (`tfft.distill`).
 
@@ -100,7 +116,8 @@ class TaskModel(keras.Model):
         `targets` (`y`, or targets it chose), and returns the loss to
         minimize. It is a plain object, not a Keras layer, so whatever it
         holds (a teacher model) is neither trained nor saved with this
-        model's weights.
+        model's weights; weights it lists as its own `trainable_weights`
+        train with the model's (`objective_weights`).
         """
         if self.objective is None or not training:
             return super().compute_loss(x, y, y_pred, sample_weight, training)

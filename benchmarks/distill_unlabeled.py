@@ -17,7 +17,14 @@ each in its own process, scored on the 872 dev sentences:
   (`tfft train --set model.keep_layers=N`), for scale;
 - `hidden` (not run by default): `labelled rows only` with intermediate-layer
   matching, `distill.hidden_weight=--hidden_weight` (the teacher then runs in
-  the step).
+  the step);
+- `memory_hidden` (not run by default): `+ unlabelled, in memory` with it.
+
+With --student_width=W the students are not the teacher's layers but a BERT
+W wide with --keep_layers layers (heads of 64, a feed-forward 4W wide),
+randomly initialized (seeded) and given the teacher's tokenizer, its
+embeddings training (a student from scratch, as TinyBERT's): another width,
+whose states `hidden` and `memory_hidden` match through a learnt projection.
 
 The labelled and unlabelled rows are written under --work_dir (never into the
 data folder). Dev accuracy is the task's, on the final weights. With several
@@ -28,11 +35,14 @@ the table adds each student's mean and sample standard deviation.
     python benchmarks/distill_unlabeled.py --seeds=0,1,2,3,4 --peers=labelled,memory,streamed
     python benchmarks/distill_unlabeled.py --seeds=0,1,2 --peers=labelled,hidden --hidden_weight=1
     python benchmarks/distill_unlabeled.py --seeds=0,1,2 --peers=labelled,hidden --keep_layers=0,2,4
+    python benchmarks/distill_unlabeled.py --seeds=0,1,2 --peers=memory,memory_hidden --student_width=256 --keep_layers=4
 """
 
 from __future__ import annotations
 
 import json
+import pathlib
+import shutil
 
 from absl import app, flags
 
@@ -50,6 +60,8 @@ _SEEDS = flags.DEFINE_list("seeds", ["0"], "The students' seeds (`train.seed`); 
                            "mean ± std row per student.")
 _PEERS = flags.DEFINE_list("peers", ["labelled", "memory", "streamed", "no_teacher"],
                            "The students to run (`hidden` too: labelled rows, hidden-state matching).")
+_STUDENT_WIDTH = flags.DEFINE_integer("student_width", 0, "0: the students keep the teacher's layers. W: they are a "
+                                      "BERT W wide with --keep_layers layers, from scratch (see above).")
 _HIDDEN_WEIGHT = flags.DEFINE_float("hidden_weight", 1.0, "`distill.hidden_weight` of the `hidden` student.")
 
 CHILD = """
@@ -84,10 +96,37 @@ def write_rows(data, work) -> tuple[str, str, str]:
 
 
 def run_folder(key: str, seed: str, keep: int | list[int]) -> str:
-    """A student's folder name, different for every peer, hidden weight, seed and set of kept layers."""
-    name = f"student_{key}" + (f"_w{_HIDDEN_WEIGHT.value:g}" if key == "hidden" else "")
+    """A student's folder name, different for every peer, hidden weight, seed, set of kept layers and width."""
+    name = f"student_{key}" + (f"_w{_HIDDEN_WEIGHT.value:g}" if key.endswith("hidden") else "")
     name += "" if seed == "0" else f"_seed{seed}"
+    name += f"_width{_STUDENT_WIDTH.value}" if _STUDENT_WIDTH.value else ""
     return name + ("" if isinstance(keep, int) else "_keep" + "".join(map(str, keep)))
+
+
+def write_scratch_student(data, work, width: int, layers: int) -> pathlib.Path:
+    """A randomly initialized BERT folder (`width` wide, `layers` layers, seed 0) with all-MiniLM-L6-v2's tokenizer."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder = work / f"scratch_bert_{width}x{layers}"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=width, num_hidden_layers=layers, num_attention_heads=width // 64,
+                        intermediate_size=4 * width, max_position_embeddings=512)
+    BertModel(config).save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copyfile(data / "all_minilm_l6_v2" / name, folder / name)
+    return folder
+
+
+def student_overrides(data, work, keep: int | list[int]) -> list[str]:
+    """The students' model keys: the teacher's kept layers, or a BERT of another width from scratch."""
+    if not _STUDENT_WIDTH.value:
+        return [f"model.keep_layers={keep}"]
+    folder = write_scratch_student(data, work, _STUDENT_WIDTH.value, keep)
+    return [f"model.backbone={folder}", "model.keep_layers=null", "model.freeze_layers=0",
+            "model.freeze_embeddings=false"]
 
 
 def main(argv):
@@ -103,13 +142,17 @@ def main(argv):
             [*base, f"output_dir={teacher}", f"train.epochs={_TEACHER_EPOCHS.value}"]), timeout=4 * 3600)
     keep = [int(layer) for layer in _KEEP.value]
     keep, size = (keep[0], f"{keep[0]} layers") if len(keep) == 1 else (keep, f"layers {keep}")
-    student = [*base, f"model.keep_layers={keep}", f"train.epochs={_EPOCHS.value}"]
+    size += f", {_STUDENT_WIDTH.value} wide, from scratch" if _STUDENT_WIDTH.value else ""
+    student = [*base, *student_overrides(data, work, keep), f"train.epochs={_EPOCHS.value}"]
     distilled = [*student, f"distill.teacher={teacher}"]
     peers = {
         "labelled": ("labelled rows only", "distill", distilled),
         "hidden": (f"labelled rows, hidden states matched (weight {_HIDDEN_WEIGHT.value:g})", "distill",
                    [*distilled, f"distill.hidden_weight={_HIDDEN_WEIGHT.value}"]),
         "memory": ("+ unlabelled, in memory", "distill", [*distilled, f"distill.unlabeled={unlabeled}"]),
+        "memory_hidden": (f"+ unlabelled, in memory, hidden states matched (weight {_HIDDEN_WEIGHT.value:g})",
+                          "distill", [*distilled, f"distill.unlabeled={unlabeled}",
+                                      f"distill.hidden_weight={_HIDDEN_WEIGHT.value}"]),
         "streamed": ("+ unlabelled, streamed", "distill",
                      [*distilled, f"distill.unlabeled={shards}", "data.streaming=true"]),
         "no_teacher": ("labels only, same rows (no teacher)", "train", student),
@@ -135,7 +178,8 @@ def main(argv):
     common.report("distill_unlabeled", rows,
                   ["student", "seed", "dev accuracy", "teacher", "train s", "run s", "peak RSS MB"],
                   {"labelled": _LABELLED.value, "unlabeled": _UNLABELED.value, "keep_layers": keep,
-                   "epochs": _EPOCHS.value, "teacher_epochs": _TEACHER_EPOCHS.value, "seeds": _SEEDS.value})
+                   "epochs": _EPOCHS.value, "teacher_epochs": _TEACHER_EPOCHS.value, "seeds": _SEEDS.value,
+                   "student_width": _STUDENT_WIDTH.value, "hidden_weight": _HIDDEN_WEIGHT.value})
 
 
 if __name__ == "__main__":

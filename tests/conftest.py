@@ -178,14 +178,15 @@ TASK_DATA = {
 }
 
 
-def _write_tiny_preset(path: pathlib.Path, dropout: float = 0.1) -> pathlib.Path:
+def write_tiny_preset(path: pathlib.Path, dropout: float = 0.1, hidden_dim: int = 32) -> pathlib.Path:
+    """A 2-layer BERT preset folder with `VOCABULARY`'s tokenizer (`hidden_dim` wide, its feed-forward twice that)."""
     import keras
     import keras_hub
 
     keras.utils.set_random_seed(1)
     backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(VOCABULARY), num_layers=2, num_heads=2, hidden_dim=32,
-        intermediate_dim=64, max_sequence_length=64, dropout=dropout,
+        vocabulary_size=len(VOCABULARY), num_layers=2, num_heads=2, hidden_dim=hidden_dim,
+        intermediate_dim=2 * hidden_dim, max_sequence_length=64, dropout=dropout,
     )
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=VOCABULARY, lowercase=True)
     backbone.save_to_preset(str(path))
@@ -196,13 +197,13 @@ def _write_tiny_preset(path: pathlib.Path, dropout: float = 0.1) -> pathlib.Path
 @pytest.fixture(scope="session")
 def tiny_preset(tmp_path_factory) -> pathlib.Path:
     """A local keras-hub preset folder: a 2-layer, 32-wide BERT and its tokenizer."""
-    return _write_tiny_preset(tmp_path_factory.mktemp("presets") / "tiny_bert")
+    return write_tiny_preset(tmp_path_factory.mktemp("presets") / "tiny_bert")
 
 
 @pytest.fixture(scope="session")
 def deterministic_preset(tmp_path_factory) -> pathlib.Path:
     """The same tiny BERT without dropout: runs differ only by arithmetic."""
-    return _write_tiny_preset(tmp_path_factory.mktemp("presets") / "tiny_bert_no_dropout", dropout=0.0)
+    return write_tiny_preset(tmp_path_factory.mktemp("presets") / "tiny_bert_no_dropout", dropout=0.0)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, TASK_DATA, run_python
+from conftest import REPO, TASK_DATA, run_python, write_tiny_preset
 from tfft import distribute, train
 from tfft.config import TrainConfig, load_config
 
@@ -107,17 +107,22 @@ def test_recipes_train_the_same_under_mirrored_as_on_one_device(tmp_path, data_d
     assert max(out["gaps"].values()) < 1e-3
 
 
+@pytest.mark.parametrize("student", ["kept layer", "another width"])
 def test_a_student_matching_hidden_states_trains_the_same_under_mirrored_as_on_one_device(tmp_path, data_dir,
-                                                                                          deterministic_preset):
-    # Each replica's step is traced in a thread of its own: each must read its own layers' outputs.
+                                                                                          deterministic_preset, student):
+    # Each replica's step is traced in a thread of its own: each must read its own layers' outputs. Another width:
+    # the 32-wide student's projection to a 16-wide teacher is a variable of the strategy's, its gradient summed too.
     base = _base_overrides(tmp_path, data_dir, deterministic_preset, "export.enabled=false",
                            "data.max_train_examples=64", "train.epochs=1", "train.learning_rate=1e-3",
                            "train.clipnorm=0.05")
-    train.run(load_config(None, [*base, f"output_dir={tmp_path / 'teacher'}"]))
-    out = _train_both([*base, f"distill.teacher={tmp_path / 'teacher'}", "model.keep_layers=1",
-                       "distill.hidden_weight=5"], tmp_path)
+    teacher = base if student == "kept layer" else [
+        *base, f"model.backbone={write_tiny_preset(tmp_path / 'narrow', dropout=0.0, hidden_dim=16)}"]
+    train.run(load_config(None, [*teacher, f"output_dir={tmp_path / 'teacher'}"]))
+    out = _train_both([*base, f"distill.teacher={tmp_path / 'teacher'}", "distill.hidden_weight=5",
+                       "model.keep_layers=1" if student == "kept layer" else "model.keep_layers=null"], tmp_path)
     np.testing.assert_allclose(out["mirrored"]["loss"], out["default"]["loss"], rtol=1e-4)
     assert max(out["gaps"].values()) < 1e-3
+    assert any(path.startswith("hidden_state_projection") for path in out["gaps"]) == (student == "another width")
 
 
 @pytest.mark.parametrize("family", ["electra", "deberta-v3", "modernbert"])

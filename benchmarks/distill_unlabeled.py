@@ -112,7 +112,8 @@ def write_scratch_student(data, work, width: int, layers: int) -> pathlib.Path:
     if (folder / "model.safetensors").is_file():
         return folder
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=width, num_hidden_layers=layers, num_attention_heads=width // 64,
+    vocabulary = (data / "all_minilm_l6_v2" / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    config = BertConfig(vocab_size=len(vocabulary), hidden_size=width, num_hidden_layers=layers, num_attention_heads=width // 64,
                         intermediate_size=4 * width, max_position_embeddings=512)
     BertModel(config).save_pretrained(folder)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):

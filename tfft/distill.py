@@ -62,6 +62,7 @@ from tfft import (
     train,
 )
 from tfft.config import Config, ConfigError, check, load_config
+from tfft.freezing import count_parameters
 from tfft.model import build_model
 from tfft.predict import SAVED_MODEL_FILE
 from tfft.run_dir import CONFIG_FILE, WEIGHTS_FILE
@@ -281,7 +282,7 @@ class RunTeacher:
         match = hidden_states.HiddenStateMatch(source.layer_groups(student.backbone),
                                                self.source.layer_groups(self.model.backbone), config.distill.hidden_weight,
                                                hidden_states.projection(*widths, seed=config.train.seed))
-        size = sum(int(np.prod(w.shape)) for w in match.trainable_weights)
+        size = count_parameters(match.trainable_weights)
         projected = (f", through a learnt {widths[0]} -> {widths[1]} projection ({size:,} weights, trained, not "
                      "exported)" if match.projection else "")
         logger.info("Hidden-state matching (weight %g): student layer i learns teacher layer %s%s.",

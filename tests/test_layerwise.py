@@ -174,6 +174,9 @@ def test_stages_count_from_the_top_and_start_lets_the_top_layers_train_at_once()
     class Model:
         trainable_variables = [v for layer in [*Groups.embeddings, *Groups.encoder] for v in layer.trainable_weights]
 
+        def objective_weights(self):
+            return []
+
     from tfft.config import TrainConfig, UnfreezeConfig
 
     train_config = TrainConfig(unfreeze=UnfreezeConfig(every=1, unit="epochs", start=2), layer_decay=0.5)
@@ -182,3 +185,26 @@ def test_stages_count_from_the_top_and_start_lets_the_top_layers_train_at_once()
         ("embeddings", 0.5**5, 30), ("encoder layer 0", 0.5**4, 20), ("encoder layer 1", 0.5**3, 10),
         ("encoder layer 2", 0.25, 0), ("encoder layer 3", 0.5, 0),
     ]
+
+
+def test_the_losss_own_weights_train_at_the_full_rate_in_a_group_of_their_own_not_the_heads():
+    # A distillation's hidden-state projection is trained with the model but is no part of it (not its head).
+    projection, head = keras.Variable(0.0, name="projection"), keras.Variable(0.0, name="head")
+
+    class Groups:
+        embeddings = []
+        encoder = []
+
+    class Model:
+        trainable_variables = [head, projection]
+
+        def objective_weights(self):
+            return [projection]
+
+    from tfft.config import TrainConfig
+
+    rates = layerwise.layer_rates(Model(), Groups(), TrainConfig(layer_decay=0.5), updates_per_epoch=10)
+    assert [(r.name, r.multiplier, r.start_step, r.variables) for r in rates] == [
+        ("head and pooler", 1.0, 0, [head]), ("the loss's own", 1.0, 0, [projection]),
+    ]
+    assert "the loss's own: 0.001" in layerwise.describe(rates, 1e-3)

@@ -36,7 +36,9 @@ class GroupRate:
     """One group of trainable variables and how it trains.
 
     Args:
-        name: str. `embeddings`, `encoder layer <i>` or `head and pooler`.
+        name: str. `embeddings`, `encoder layer <i>`, `head and pooler`, or
+            `the loss's own` (`TaskModel.objective_weights`: a distillation's
+            hidden-state projection).
         multiplier: float. Its learning rate over the schedule's.
         start_step: int. The optimizer update it first takes part in.
         variables: list of variables. Its trainable variables.
@@ -79,8 +81,9 @@ def layer_rates(model, groups, train: TrainConfig, updates_per_epoch: int) -> li
     """Each trainable group's multiplier and first update, embeddings first and the head last.
 
     Args:
-        model: keras.Model. The task model; its trainable variables that are
-            in no backbone group (head, pooler) train at the full rate.
+        model: `tfft.tasks.TaskModel`. Its trainable variables that are in
+            no backbone group (head, pooler) train at the full rate, and so
+            do its objective's (`objective_weights`), a group of their own.
         groups: `tfft.backbones.LayerGroups` of its backbone.
         train: `TrainConfig`. `layer_decay` and `unfreeze`.
         updates_per_epoch: int. Optimizer updates per epoch, for
@@ -96,8 +99,10 @@ def layer_rates(model, groups, train: TrainConfig, updates_per_epoch: int) -> li
     rows = [GroupRate("embeddings", decay ** (depth + 1), start(depth), _trainable(groups.embeddings))]
     for i, layer in enumerate(groups.encoder):
         rows.append(GroupRate(f"encoder layer {i}", decay ** (depth - i), start(depth - 1 - i), _trainable([layer])))
-    grouped = {id(v) for row in rows for v in row.variables}
+    objective = model.objective_weights()
+    grouped = {id(v) for row in rows for v in row.variables + objective}
     rows.append(GroupRate("head and pooler", 1.0, 0, [v for v in model.trainable_variables if id(v) not in grouped]))
+    rows.append(GroupRate("the loss's own", 1.0, 0, objective))
     return [row for row in rows if row.variables]
 
 

@@ -84,6 +84,12 @@ def test_a_count_keeps_the_lowest_layers_and_out_of_range_layers_are_refused_nam
     (("distill.hidden_weight=-1",), "`distill.hidden_weight` must be >= 0"),
     (("distill.hidden_weight=1", "distill.teacher_outputs=cached"),
      "`distill.hidden_weight` needs the teacher in the training step .* set `distill.teacher_outputs` to `auto`"),
+    (("distill.hidden_only=true",), "`distill.hidden_weight` must be > 0 with `distill.hidden_only: true`"),
+    (("distill.hidden_only=true", "distill.hidden_weight=1"),
+     r"`train.restore_best` must be false with `distill.hidden_only: true`: that run trains no head.*"
+     "Received: restore_best=True"),
+    (("distill.hidden_only=true", "distill.hidden_weight=1", "train.restore_best=false"),
+     "`export.enabled` must be false with `distill.hidden_only: true`"),
 ])
 def test_bad_distill_values_are_refused_naming_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -139,6 +145,33 @@ def test_the_objective_is_alpha_soft_plus_one_minus_alpha_hard_and_alpha_0_runs_
     calls.clear()
     assert float(SoftTargets(teacher, task, alpha=0.0, temperature=1.0)(x, tf.constant([1]), student, None, hard)) == 2.0
     assert not calls
+
+
+def test_hidden_only_makes_the_hidden_state_term_the_whole_loss_and_still_runs_the_teacher():
+    calls = []
+    features = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    teacher = keras.Model({"token_ids": features}, keras.layers.Lambda(
+        lambda x: tf.stack([tf.math.log(3.0) * tf.ones(tf.shape(x)[:1]), tf.zeros(tf.shape(x)[:1])], axis=1))(features))
+    original = teacher.call
+    teacher.call = lambda *a, **k: calls.append(1) or original(*a, **k)  # its layers' states feed the term
+
+    class Hidden:  # a hidden-state term of 0.5, whatever the states
+        trainable_weights = []
+
+        def loss(self, padding_mask):
+            return tf.constant(0.5)
+
+    x = {"token_ids": tf.zeros((1, 4), tf.int32), "padding_mask": tf.ones((1, 4), tf.int32)}
+    student, hard = tf.constant([[0.0, 0.0]]), (lambda y: tf.constant(2.0))  # noqa: E731
+    both = SoftTargets(teacher, make_task(), 0.25, 1.0, Hidden())(x, tf.constant([1]), student, None, hard)
+    assert float(both) == pytest.approx(0.75 * 2.0 + 0.25 * 0.130812 + 0.5, abs=1e-5)
+    calls.clear()
+    alone = SoftTargets(teacher, make_task(), 0.25, 1.0, Hidden(), hidden_only=True)(x, tf.constant([1]), student,
+                                                                                       None, hard)
+    assert float(alone) == 0.5
+    assert calls
+    with pytest.raises(ValueError, match="`hidden_only` needs a `hidden` term"):
+        SoftTargets(teacher, make_task(), 0.25, 1.0, None, hidden_only=True)
 
 
 def test_rows_marked_unlabeled_take_the_teachers_labels_as_hard_targets_even_at_alpha_0():
@@ -350,6 +383,46 @@ def test_a_student_of_another_width_learns_a_projection_that_trains_but_is_neith
     served = tf.saved_model.load(result.export_path).signatures["serving_default"](text=tf.constant(texts[:2]))
     np.testing.assert_allclose(served["probabilities"].numpy(),
                                tf.nn.softmax(result.model(result.packer(tf.constant(texts[:2])))).numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_hidden_only_first_stage_trains_no_head_and_writes_the_backbone_the_second_stage_starts_from(
+        teacher_run, tmp_path, tiny_preset, data_dir):
+    # TinyBERT's two stages as two runs: a 32-wide student of the 16-wide teacher learns its states alone, then the
+    # task from that backbone. No weight decay: a weight without gradient then does not move at all.
+    _, _, teacher = teacher_run
+    texts = pd.read_csv(data_dir / "validation.csv")["text"].head(32).tolist()
+    start = {}
+
+    class Start(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            start["weights"] = {w.path: w.numpy() for w in self.model.weights}
+            start["term"] = projected_term(self.model, teacher.packer, texts)
+
+    first = distill.run(student_config(
+        teacher_run, tmp_path, f"model.backbone={tiny_preset}", "model.keep_layers=null", "distill.hidden_weight=10",
+        "distill.hidden_only=true", "train.restore_best=false", "train.weight_decay=0", "train.epochs=2",
+        "data.max_train_examples=96", f"output_dir={tmp_path / 'first'}"), callbacks=[Start()])
+    backbone_paths = {w.path for w in first.model.backbone.weights}
+    moved = {w.path for w in first.model.weights if not np.array_equal(w.numpy(), start["weights"][w.path])}
+    assert moved and moved <= backbone_paths  # the head and the pooler, untouched
+    assert any("transformer_layer" in path for path in moved)
+    assert projected_term(first.model, first.packer, texts) < start["term"] / 2
+    folder = tmp_path / "first" / distill.BACKBONE_DIR
+    second_start = {}
+
+    class SecondStart(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            second_start.update({w.path: w.numpy() for w in self.model.backbone.weights})
+
+    second = distill.run(student_config(teacher_run, tmp_path, f"model.backbone={folder}", "model.keep_layers=null",
+                                        "train.epochs=1", f"output_dir={tmp_path / 'second'}"),
+                         callbacks=[SecondStart()])
+    trained = {w.path: w.numpy() for w in first.model.backbone.weights}
+    assert sorted(second_start) == sorted(trained)
+    for path, value in second_start.items():
+        np.testing.assert_array_equal(value, trained[path], err_msg=path)
+    assert second.metrics["teacher"]["accuracy"] == pytest.approx(teacher.metrics["accuracy"], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -455,6 +455,14 @@ class DistillConfig:
             projection to the teacher's (trained, not exported). Needs a
             run-folder teacher, running in the step (`teacher_outputs` not
             `cached`). 0: off.
+        hidden_only: bool. TinyBERT's first stage, run on its own: the loss
+            is the hidden-state term alone (`hidden_weight` > 0; `alpha`,
+            the labels and the head take no part), and the trained student's
+            backbone is written as a keras-hub preset folder,
+            `<output_dir>/backbone`. The second stage is a `tfft distill`
+            with `model.backbone` set to that folder. Its head is untrained,
+            so its validation scores mean nothing: it needs
+            `train.restore_best: false` and `export.enabled: false`.
     """
 
     teacher: str = ""
@@ -463,6 +471,7 @@ class DistillConfig:
     unlabeled: str = ""
     teacher_outputs: Literal["auto", "cached", "in_step"] = "auto"
     hidden_weight: float = 0.0
+    hidden_only: bool = False
 
 
 @dataclasses.dataclass
@@ -607,6 +616,13 @@ class Config:
         check(d.hidden_weight == 0.0 or d.teacher_outputs != "cached", "distill.hidden_weight", d.hidden_weight,
               "needs the teacher in the training step (its per-token, per-layer states are not cached): set "
               "`distill.teacher_outputs` to `auto` or `in_step`, or `distill.hidden_weight: 0`")
+        if d.hidden_only:
+            check(d.hidden_weight > 0.0, "distill.hidden_weight", d.hidden_weight,
+                  "must be > 0 with `distill.hidden_only: true`, which trains the hidden-state term alone")
+            for key, value in (("train.restore_best", self.train.restore_best), ("export.enabled", self.export.enabled)):
+                check(not value, key, value, "must be false with `distill.hidden_only: true`: that run trains no "
+                      "head, so no epoch's validation scores or served model mean anything; its output is "
+                      "`<output_dir>/backbone`")
 
     def _validate_search(self) -> None:
         s = self.search

@@ -67,9 +67,12 @@ from tfft.model import build_model
 from tfft.predict import SAVED_MODEL_FILE
 from tfft.run_dir import CONFIG_FILE, WEIGHTS_FILE
 
-__all__ = ["run", "Distillation", "RunTeacher", "SoftTargets", "open_teacher", "read_teacher"]
+__all__ = ["BACKBONE_DIR", "run", "write_first_stage", "Distillation", "RunTeacher", "SoftTargets", "open_teacher", "read_teacher"]
 
 logger = logging.getLogger(__name__)
+
+#: Where a `distill.hidden_only` run writes its student's backbone, under `output_dir`.
+BACKBONE_DIR = "backbone"
 
 
 def run(config: Config, strategy: tf.distribute.Strategy | None = None, callbacks=None) -> train.TrainResult:
@@ -82,9 +85,28 @@ def run(config: Config, strategy: tf.distribute.Strategy | None = None, callback
 
     Returns:
         A `tfft.train.TrainResult`, whose `metrics` hold `teacher` and
-        `retained` beside the student's scores.
+        `retained` beside the student's scores. With `distill.hidden_only`,
+        the student's backbone is also written to `<output_dir>/backbone`
+        (`write_first_stage`).
     """
-    return train.run(config, strategy=strategy, callbacks=callbacks, hooks=Distillation())
+    result = train.run(config, strategy=strategy, callbacks=callbacks, hooks=Distillation())
+    if config.distill.hidden_only:
+        write_first_stage(result)
+    return result
+
+
+def write_first_stage(result: train.TrainResult) -> pathlib.Path:
+    """Writes a `distill.hidden_only` run's trained backbone as the preset folder `<output_dir>/backbone`.
+
+    Its tokenizer is the run's own: the second stage, a `tfft distill` with
+    `model.backbone` set to the folder, tokenizes as the teacher does.
+    """
+    folder = pathlib.Path(result.output_dir) / BACKBONE_DIR
+    backbones.save_preset(result.model.backbone, result.packer, folder)
+    logger.info("First stage done (`distill.hidden_only`): the student's backbone, its states trained toward the "
+                "teacher's, is in %s; its head is untrained, so ignore its validation scores. Second stage: "
+                "`tfft distill` with `model.backbone: %s` and `distill.hidden_only: false`.", folder, folder)
+    return folder
 
 
 def open_teacher(config: Config):
@@ -178,7 +200,7 @@ class Distillation(train.RunHooks):
         if config.distill.hidden_weight > 0.0:
             hidden = self.teacher.hidden_state_match(config, model, inputs.source)
         model.objective = SoftTargets(in_step, self.teacher.task, config.distill.alpha, config.distill.temperature,
-                                      hidden)
+                                      hidden, config.distill.hidden_only)
 
     def scores(self, task: tasks.Task, inputs: train.Inputs, metrics: dict) -> dict:
         """The teacher's main scores on the same validation split, and the share of each the student keeps."""
@@ -368,7 +390,9 @@ class SoftTargets:
     as their hard targets (`Task.teacher_targets`), as `Task.pseudo_labels`
     gives rows held in memory before training; the teacher then runs even at
     alpha 0. With `hidden` (`distill.hidden_weight`), its term is added
-    too, from the two models' forward passes in this step.
+    too, from the two models' forward passes in this step; with
+    `hidden_only` (`distill.hidden_only`) it is the whole loss (the head's
+    gradient is then zero, not missing).
 
     Args:
         teacher: `tfft.tasks.TaskModel` (not trainable), or None where
@@ -377,11 +401,15 @@ class SoftTargets:
         alpha: float. `distill.alpha`; 0 runs no teacher, but for unlabeled rows.
         temperature: float. `distill.temperature`.
         hidden: `tfft.hidden_states.HiddenStateMatch` or None.
+        hidden_only: bool. The loss is `hidden`'s term alone.
     """
 
     def __init__(self, teacher: tasks.TaskModel | None, task: tasks.Task, alpha: float, temperature: float,
-                 hidden: hidden_states.HiddenStateMatch | None = None):
+                 hidden: hidden_states.HiddenStateMatch | None = None, hidden_only: bool = False):
+        if hidden_only and hidden is None:
+            raise ValueError("Argument `hidden_only` needs a `hidden` term to train. Received: hidden=None")
         self.teacher, self.task, self.alpha, self.temperature, self.hidden = teacher, task, alpha, temperature, hidden
+        self.hidden_only = hidden_only
         self.input_names = list(teacher.input) if teacher is not None else []
 
     @property
@@ -397,9 +425,9 @@ class SoftTargets:
         teacher = self.teacher_logits(x, student)
         if unlabeled is not None:
             y = with_teacher_targets(y, self.task.teacher_targets(teacher), unlabeled)
-        loss = (1.0 - self.alpha) * hard_loss(y)
+        loss = (0.0 if self.hidden_only else 1.0 - self.alpha) * hard_loss(y)
         terms = []  # summed over the global batch by the strategy: divided by the replicas, as Keras' own loss
-        if self.alpha > 0.0:
+        if self.alpha > 0.0 and not self.hidden_only:
             terms.append(self.alpha * self.task.soft_loss(student, teacher, sample_weight, self.temperature))
         if self.hidden is not None:
             terms.append(self.hidden.loss(x["padding_mask"]))

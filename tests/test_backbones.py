@@ -560,3 +560,13 @@ def test_each_architecture_takes_every_recipe(checkpoints, make_config, arch):
     assert np.isfinite(result.history["loss"]).all()
     factors = [w for w in result.model.trainable_weights if "lora_kernel" in w.path]
     assert factors and any(np.abs(w.numpy()).max() > 0 for w in factors if w.path.endswith("lora_kernel_b"))
+
+
+def test_a_preset_path_that_is_not_a_folder_is_refused_naming_the_key(tmp_path):
+    # keras-hub's own error lists every kind of preset; tfft names the key and the path it looked for.
+    missing = tmp_path / "runs" / "first" / "backbone"
+    source = resolve(ModelConfig(backbone=str(missing)))
+    with pytest.raises(ConfigError, match=rf"Argument `model.backbone` must be .* `{missing}` is not a folder.*"
+                                          rf"Received: backbone='{missing}'"):
+        source.prepare(None, None)
+    resolve(ModelConfig(backbone="bert_tiny_en_uncased")).prepare(None, None)  # a name is keras-hub's to find

@@ -34,6 +34,17 @@ class KerasHubPreset(BackboneSource):
 
     name = "keras_hub"
 
+    def prepare(self, train_texts, output_dir) -> None:
+        """Refuses a `model.backbone` that is written as a local path (a `/`, no `scheme://`) but is not a folder."""
+        del train_texts, output_dir
+        spec = self.config.backbone
+        if "/" in spec and "://" not in spec and not pathlib.Path(spec).expanduser().is_dir():
+            raise ConfigError(
+                f"Argument `model.backbone` must be a keras-hub preset name, a handle (`kaggle://`, `hf://`) or a "
+                f"folder that exists; `{pathlib.Path(spec).expanduser().absolute()}` is not a folder. Check the "
+                f"path (relative paths start at the working directory). Received: backbone={spec!r}"
+            )
+
     def packer(self) -> TextPacker:
         preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
             self.config.backbone, sequence_length=self.config.sequence_length

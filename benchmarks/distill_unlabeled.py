@@ -19,6 +19,11 @@ each in its own process, scored on the 872 dev sentences:
   matching, `distill.hidden_weight=--hidden_weight` (the teacher then runs in
   the step);
 - `memory_hidden` (not run by default): `+ unlabelled, in memory` with it.
+- `staged` (not run by default): TinyBERT's two stages as two runs. First
+  `distill.hidden_only` for --first_epochs epochs on the rows of `memory`
+  (the hidden-state term alone, weight --hidden_weight), then `memory`
+  from the backbone it wrote, for --epochs epochs. Its seconds and peak RSS
+  are both stages'.
 
 With --student_width=W the students are not the teacher's layers but a BERT
 W wide with --keep_layers layers (heads of 64, a feed-forward 4W wide),
@@ -36,6 +41,7 @@ the table adds each student's mean and sample standard deviation.
     python benchmarks/distill_unlabeled.py --seeds=0,1,2 --peers=labelled,hidden --hidden_weight=1
     python benchmarks/distill_unlabeled.py --seeds=0,1,2 --peers=labelled,hidden --keep_layers=0,2,4
     python benchmarks/distill_unlabeled.py --seeds=0,1,2 --peers=memory,memory_hidden --student_width=256 --keep_layers=4
+    python benchmarks/distill_unlabeled.py --seeds=0,1,2 --peers=memory,staged --student_width=256 --keep_layers=4
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ _PEERS = flags.DEFINE_list("peers", ["labelled", "memory", "streamed", "no_teach
 _STUDENT_WIDTH = flags.DEFINE_integer("student_width", 0, "0: the students keep the teacher's layers. W: they are a "
                                       "BERT W wide with --keep_layers layers, from scratch (see above).")
 _HIDDEN_WEIGHT = flags.DEFINE_float("hidden_weight", 1.0, "`distill.hidden_weight` of the `hidden` student.")
+_FIRST_EPOCHS = flags.DEFINE_integer("first_epochs", 1, "The `staged` student's first stage's epochs.")
 
 CHILD = """
 import json, sys, time
@@ -97,7 +104,8 @@ def write_rows(data, work) -> tuple[str, str, str]:
 
 def run_folder(key: str, seed: str, keep: int | list[int]) -> str:
     """A student's folder name, different for every peer, hidden weight, seed, set of kept layers and width."""
-    name = f"student_{key}" + (f"_w{_HIDDEN_WEIGHT.value:g}" if key.endswith("hidden") else "")
+    name = f"student_{key}" + (f"_w{_HIDDEN_WEIGHT.value:g}" if key.endswith("hidden") or key == "staged" else "")
+    name += f"_first{_FIRST_EPOCHS.value}" if key == "staged" else ""
     name += "" if seed == "0" else f"_seed{seed}"
     name += f"_width{_STUDENT_WIDTH.value}" if _STUDENT_WIDTH.value else ""
     return name + ("" if isinstance(keep, int) else "_keep" + "".join(map(str, keep)))
@@ -157,14 +165,26 @@ def main(argv):
         "streamed": ("+ unlabelled, streamed", "distill",
                      [*distilled, f"distill.unlabeled={shards}", "data.streaming=true"]),
         "no_teacher": ("labels only, same rows (no teacher)", "train", student),
+        "staged": (f"+ unlabelled, in memory, after {_FIRST_EPOCHS.value} epoch(s) of hidden states alone (weight "
+                   f"{_HIDDEN_WEIGHT.value:g})", "distill", [*distilled, f"distill.unlabeled={unlabeled}"]),
     }
     rows, scores = [], {}
     for seed in _SEEDS.value:
         for key in _PEERS.value:
             name, command, overrides = peers[key]
+            folder = work / run_folder(key, seed, keep)
+            first = None
+            if key == "staged":  # the first stage's backbone is the second's `model.backbone`
+                first = common.run_child(CHILD, "distill", config_file, json.dumps(
+                    [*overrides, f"distill.hidden_weight={_HIDDEN_WEIGHT.value}", "distill.hidden_only=true",
+                     f"train.epochs={_FIRST_EPOCHS.value}", f"train.seed={seed}", f"output_dir={folder}_first"]),
+                    timeout=4 * 3600)
+                overrides = [*overrides, f"model.backbone={folder}_first/backbone"]
             out = common.run_child(CHILD, command, config_file, json.dumps(
-                [*overrides, f"train.seed={seed}", f"output_dir={work / run_folder(key, seed, keep)}"]),
-                timeout=4 * 3600)
+                [*overrides, f"train.seed={seed}", f"output_dir={folder}"]), timeout=4 * 3600)
+            if first is not None:
+                out.update({field: first[field] + out[field] for field in ("seconds", "train_seconds")},
+                           peak_rss_mb=max(first["peak_rss_mb"], out["peak_rss_mb"]))
             print(name, seed, out, flush=True)
             scores.setdefault(name, []).append(out["accuracy"])
             rows.append({"student": f"{size}, {name}", "seed": seed,
@@ -180,7 +200,8 @@ def main(argv):
                   ["student", "seed", "dev accuracy", "teacher", "train s", "run s", "peak RSS MB"],
                   {"labelled": _LABELLED.value, "unlabeled": _UNLABELED.value, "keep_layers": keep,
                    "epochs": _EPOCHS.value, "teacher_epochs": _TEACHER_EPOCHS.value, "seeds": _SEEDS.value,
-                   "student_width": _STUDENT_WIDTH.value, "hidden_weight": _HIDDEN_WEIGHT.value})
+                   "student_width": _STUDENT_WIDTH.value, "hidden_weight": _HIDDEN_WEIGHT.value,
+                   "first_epochs": _FIRST_EPOCHS.value})
 
 
 if __name__ == "__main__":

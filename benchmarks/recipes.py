@@ -18,6 +18,8 @@ each run in its own process (its own peak RSS). Rows:
     python benchmarks/recipes.py                                     # both sets, 5 seeds, every peer
     python benchmarks/recipes.py --tasks=mrpc --seeds=0,1 --peers=tfft,tfft_lora --train_examples=mrpc=2000
     python benchmarks/recipes.py --select=layers --seeds=0   # choose (b)'s keys on a held-out quarter of train
+    python benchmarks/recipes.py --select=layers --seeds=0 --tasks=cola --grid_layer_decay=1.0 --grid_reinit_layers=1 \
+        --grid_epochs=5,8                                    # and (b)'s epochs (--layers_epochs for the table)
     python benchmarks/recipes.py --select=lora --seeds=0     # choose (d')'s learning rate and epochs the same way
 
 Epochs, batch size (32), warmup (10%) and learning rate are the same for
@@ -55,10 +57,12 @@ _PLACEMENT = flags.DEFINE_enum("adam_epsilon_placement", "before_bias_correction
 _UNFREEZE_EVERY = flags.DEFINE_integer("unfreeze_every", 50, "tfft_unfreeze's train.unfreeze.every, in optimizer "
                                       "updates: one more layer from the top joins every N updates.")
 _LORA_EPOCHS = flags.DEFINE_integer("lora_epochs", 0, "(d)'s epochs; 0: the task's, as every other peer.")
+_LAYERS_EPOCHS = flags.DEFINE_integer("layers_epochs", 0, "(b)'s epochs; 0: the task's, as every other peer.")
 _SELECT = flags.DEFINE_enum("select", None, ["layers", "lora"], "Instead of the table: choose (b)'s keys "
                             "(`layers`) or (d')'s learning rate and epochs (`lora`) on a slice of the training split.")
 _GRID_DECAY = flags.DEFINE_list("grid_layer_decay", ["1.0", "0.9", "0.8"], "--select=layers: layer_decay values.")
 _GRID_REINIT = flags.DEFINE_list("grid_reinit_layers", ["0", "1"], "--select=layers: reinit_layers values.")
+_GRID_EPOCHS = flags.DEFINE_list("grid_epochs", [], "--select=layers: epochs values (default: the task's only).")
 _GRID_LORA_LR = flags.DEFINE_list("grid_lora_learning_rate", ["1e-3", "3e-3"], "--select=lora: learning rates.")
 _GRID_LORA_EPOCHS = flags.DEFINE_list("grid_lora_epochs", ["3", "6"], "--select=lora: epochs.")
 _HELD_OUT = flags.DEFINE_float("held_out", 0.25, "--select: the share of the (capped) training rows scored.")
@@ -151,16 +155,18 @@ def train_examples(task: str) -> int:
 
 
 def epochs_of(peer: str, task: str) -> int:
-    """The epochs `peer` trains `task` for: the task's, or `--lora_epochs` for the LoRA peers."""
+    """The epochs `peer` trains `task` for: the task's, or `--lora_epochs` (LoRA) or `--layers_epochs` ((b))."""
     lora = peer in ("tfft_lora", "tfft_lora_mean") and _LORA_EPOCHS.value
-    return lora or TASKS[task][2]
+    layers = peer == "tfft_layers" and _LAYERS_EPOCHS.value
+    return lora or layers or TASKS[task][2]
 
 
 def peer_name(peer: str, task: str) -> str:
     """The peer's row name, with the settings that distinguish its runs (its `--resume` key too)."""
-    return NAMES[peer].format(decay=_LAYER_DECAY.value, reinit=_REINIT.value, lora_lr=_LORA_LR.value,
+    name = NAMES[peer].format(decay=_LAYER_DECAY.value, reinit=_REINIT.value, lora_lr=_LORA_LR.value,
                               lora_epochs=epochs_of(peer, task), epsilon=_EPSILON.value, every=_UNFREEZE_EVERY.value,
                               placement=", after bias correction" if _PLACEMENT.value == "after_bias_correction" else "")
+    return name + (f", {_LAYERS_EPOCHS.value} epochs" if peer == "tfft_layers" and _LAYERS_EPOCHS.value else "")
 
 
 def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
@@ -235,8 +241,9 @@ def split_train(data, task: str, folder) -> tuple[str, str]:
 def grid() -> list[dict]:
     """`--select`'s grid: each point's peer and its settings (config keys -> values)."""
     if _SELECT.value == "layers":
-        return [{"peer": "tfft", "train.layer_decay": decay, "model.reinit_layers": reinit}
-                for decay in _GRID_DECAY.value for reinit in _GRID_REINIT.value]
+        epochs = [{"train.epochs": e} for e in _GRID_EPOCHS.value] or [{}]
+        return [{"peer": "tfft", "train.layer_decay": decay, "model.reinit_layers": reinit, **e}
+                for decay in _GRID_DECAY.value for reinit in _GRID_REINIT.value for e in epochs]
     return [{"peer": "tfft_lora_mean", "train.learning_rate": lr, "train.epochs": epochs}
             for lr in _GRID_LORA_LR.value for epochs in _GRID_LORA_EPOCHS.value]
 

@@ -128,13 +128,19 @@ def test_soft_losses_equal_their_formulas_on_a_hand_checked_batch():
     assert float(qa.soft_loss(spans_student, spans_teacher, None, 1.0)) == pytest.approx(0.130812 / 2, abs=1e-5)
 
 
-def test_the_objective_is_alpha_soft_plus_one_minus_alpha_hard_and_alpha_0_runs_no_teacher():
-    calls = []
+def counted_teacher(calls: list) -> keras.Model:
+    """A teacher whose logits are (ln 3, 0) on every row; each of its calls appends to `calls`."""
     features = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     teacher = keras.Model({"token_ids": features}, keras.layers.Lambda(
         lambda x: tf.stack([tf.math.log(3.0) * tf.ones(tf.shape(x)[:1]), tf.zeros(tf.shape(x)[:1])], axis=1))(features))
     original = teacher.call
     teacher.call = lambda *a, **k: calls.append(1) or original(*a, **k)
+    return teacher
+
+
+def test_the_objective_is_alpha_soft_plus_one_minus_alpha_hard_and_alpha_0_runs_no_teacher():
+    calls = []
+    teacher = counted_teacher(calls)
     task = make_task()
     x = {"token_ids": tf.zeros((1, 4), tf.int32), "padding_mask": tf.ones((1, 4), tf.int32)}
     student = tf.constant([[0.0, 0.0]])
@@ -149,11 +155,7 @@ def test_the_objective_is_alpha_soft_plus_one_minus_alpha_hard_and_alpha_0_runs_
 
 def test_hidden_only_makes_the_hidden_state_term_the_whole_loss_and_still_runs_the_teacher():
     calls = []
-    features = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-    teacher = keras.Model({"token_ids": features}, keras.layers.Lambda(
-        lambda x: tf.stack([tf.math.log(3.0) * tf.ones(tf.shape(x)[:1]), tf.zeros(tf.shape(x)[:1])], axis=1))(features))
-    original = teacher.call
-    teacher.call = lambda *a, **k: calls.append(1) or original(*a, **k)  # its layers' states feed the term
+    teacher = counted_teacher(calls)  # its layers' states feed the term: it must still run
 
     class Hidden:  # a hidden-state term of 0.5, whatever the states
         trainable_weights = []

@@ -410,7 +410,7 @@ def test_a_hidden_only_first_stage_trains_no_head_and_writes_the_backbone_the_se
     assert moved and moved <= backbone_paths  # the head and the pooler, untouched
     assert any("transformer_layer" in path for path in moved)
     assert projected_term(first.model, first.packer, texts) < start["term"] / 2
-    folder = tmp_path / "first" / distill.BACKBONE_DIR
+    folder = tmp_path / "first" / run_dir.BACKBONE_DIR
     second_start = {}
 
     class SecondStart(keras.callbacks.Callback):

@@ -159,7 +159,7 @@ def test_adaptation_lowers_held_out_perplexity(adapted):
 
 
 def test_adapted_folder_loads_as_a_backbone_and_fine_tunes(adapted, make_config, tiny_preset):
-    folder = adapted / adapt.BACKBONE_DIR
+    folder = adapted / run_dir.BACKBONE_DIR
     assert (folder / "metadata.json").is_file() and (folder / "masked_lm_head.npz").is_file()
     # The folder holds the adapted weights, not the starting ones.
     fresh = backbones.resolve(load_config(None, ["data.train=x", f"model.backbone={tiny_preset}", "model.sequence_length=32"]).model).backbone()
@@ -170,7 +170,7 @@ def test_adapted_folder_loads_as_a_backbone_and_fine_tunes(adapted, make_config,
 
 
 def test_adapting_an_adapted_folder_starts_from_its_head(adapted, tmp_path, data_dir):
-    folder = adapted / adapt.BACKBONE_DIR
+    folder = adapted / run_dir.BACKBONE_DIR
     config = load_config(None, [
         "name=again", f"output_dir={tmp_path / 'run'}", f"model.backbone={folder}", "model.sequence_length=32",
         "model.dropout=0.0", *TASK_DATA["masked_lm"](data_dir), "train.epochs=1", "train.batch_size=16",

@@ -516,6 +516,6 @@ def test_own_entries_name_the_files_the_other_modules_write():
     from tfft.tasks import extractive_qa
 
     for name in (LabelVocabulary.FILENAME, recipes.VOCABULARY_FILE, extractive_qa.STATE_FILE, streaming.SCAN_FILE,
-                 adapt.ADAPT_FILE, adapt.BACKBONE_DIR, evaluate.METRICS_FILE):
+                 adapt.ADAPT_FILE, run_dir.BACKBONE_DIR, evaluate.METRICS_FILE):
         assert run_dir.is_own_entry(name), name
     assert run_dir.is_own_entry("metrics_test.json") and not run_dir.is_own_entry("notes.txt")

@@ -26,11 +26,10 @@ import keras
 
 from tfft import backbones, evaluate, train
 from tfft.config import Config, ConfigError
+from tfft.run_dir import BACKBONE_DIR
 
 logger = logging.getLogger(__name__)
 
-#: Where the adapted backbone goes, under `output_dir`.
-BACKBONE_DIR = "backbone"
 #: Perplexity before and after, under `output_dir`.
 ADAPT_FILE = "adapt.json"
 

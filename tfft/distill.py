@@ -65,14 +65,11 @@ from tfft.config import Config, ConfigError, check, load_config
 from tfft.freezing import count_parameters
 from tfft.model import build_model
 from tfft.predict import SAVED_MODEL_FILE
-from tfft.run_dir import CONFIG_FILE, WEIGHTS_FILE
+from tfft.run_dir import BACKBONE_DIR, CONFIG_FILE, WEIGHTS_FILE
 
-__all__ = ["BACKBONE_DIR", "run", "write_first_stage", "Distillation", "RunTeacher", "SoftTargets", "open_teacher", "read_teacher"]
+__all__ = ["run", "write_first_stage", "Distillation", "RunTeacher", "SoftTargets", "open_teacher", "read_teacher"]
 
 logger = logging.getLogger(__name__)
-
-#: Where a `distill.hidden_only` run writes its student's backbone, under `output_dir`.
-BACKBONE_DIR = "backbone"
 
 
 def run(config: Config, strategy: tf.distribute.Strategy | None = None, callbacks=None) -> train.TrainResult:

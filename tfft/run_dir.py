@@ -37,6 +37,8 @@ HISTORY_FILE = "history.csv"
 COMPLETE_FILE = "run_complete.json"
 TRAINED_FILE = "training_complete.json"
 LOCK_FILE = ".tfft.lock"
+#: A backbone preset folder a run writes for later runs to start from (`tfft adapt`, `distill.hidden_only`).
+BACKBONE_DIR = "backbone"
 #: Written first when a run starts, and by nothing but tfft: a folder is a tfft run only if it holds this file.
 RUN_MARKER = ".tfft_run"
 #: Every entry tfft writes in a run folder (with `metrics_<split>.json`): starting over or overwriting a run
@@ -44,7 +46,7 @@ RUN_MARKER = ".tfft_run"
 OWN_ENTRIES = frozenset({
     RUN_MARKER, LOCK_FILE, CONFIG_FILE, WEIGHTS_FILE, BEST_WEIGHTS.split("/")[0], BACKUP_DIR, HISTORY_FILE, "logs",
     COMPLETE_FILE, TRAINED_FILE, "metrics.json", "labels.txt", "vocab.txt", "qa.json", "data_scan.json",
-    "unlabeled_scan.json", "adapt.json", "backbone",
+    "unlabeled_scan.json", "adapt.json", BACKBONE_DIR,
 })
 # Keys that may change between a run and its resumption.
 _RESUMABLE_CHANGES = {

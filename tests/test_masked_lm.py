@@ -285,3 +285,13 @@ def test_serving_fills_the_mask_written_in_the_text(adapted):
     assert tokens[2] == tokens[3] == [""] * 5
     probabilities = outputs["top_probabilities"].numpy()
     assert (np.diff(probabilities[:2], axis=1) <= 0).all() and probabilities[:2].sum(axis=1).max() <= 1.0 + 1e-6
+
+
+def test_only_the_chief_of_a_multi_worker_adaptation_writes_the_backbone_folder(tmp_path, monkeypatch):
+    # The other workers' run folders are temporary; `output_dir` is the chief's to write.
+    config = load_config(None, ["task.type=masked_lm", "data.train=unused.txt", f"output_dir={tmp_path}"])
+    worker = train.TrainResult(None, None, None, None, None, {}, "/tmp/tfft_worker_x", chief=False)
+    monkeypatch.setattr(train, "run", lambda config, callbacks=None: worker)
+    result = adapt.run(config)
+    assert result.backbone_dir == str(tmp_path / run_dir.BACKBONE_DIR) and result.train is worker
+    assert not any(tmp_path.iterdir())

@@ -24,7 +24,7 @@ import pathlib
 
 import keras
 
-from tfft import backbones, evaluate, train
+from tfft import backbones, distribute, evaluate, train
 from tfft.config import Config, ConfigError
 from tfft.run_dir import BACKBONE_DIR
 
@@ -69,8 +69,9 @@ class PerplexityBefore(keras.callbacks.Callback):
         scores = self.task.score(self.examples, outputs)
         logger.info("Held-out perplexity before adaptation: %.3f (masked accuracy %.4f)", scores["perplexity"],
                     scores["masked_accuracy"])
-        self.path.write_text(json.dumps({"perplexity_before": scores["perplexity"],
-                                         "masked_accuracy_before": scores["masked_accuracy"]}) + "\n")
+        if distribute.is_chief(self.model.distribute_strategy):  # the run folder is the chief's
+            self.path.write_text(json.dumps({"perplexity_before": scores["perplexity"],
+                                             "masked_accuracy_before": scores["masked_accuracy"]}) + "\n")
 
 
 def run(config: Config) -> AdaptResult:
@@ -100,6 +101,8 @@ def run(config: Config) -> AdaptResult:
     result = train.run(config, callbacks=callbacks)
 
     folder = output_dir / BACKBONE_DIR
+    if not result.chief:  # a multi-worker run's other workers: the chief writes the folder and the summary
+        return AdaptResult(str(folder), None, None, result)
     backbones.save_preset(result.model.backbone, result.packer, folder,
                           head_weights=tasks.MaskedLM.head_weights(result.model))
     before = after = None

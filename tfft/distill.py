@@ -96,9 +96,12 @@ def write_first_stage(result: train.TrainResult) -> pathlib.Path:
     """Writes a `distill.hidden_only` run's trained backbone as the preset folder `<output_dir>/backbone`.
 
     Its tokenizer is the run's own: the second stage, a `tfft distill` with
-    `model.backbone` set to the folder, tokenizes as the teacher does.
+    `model.backbone` set to the folder, tokenizes as the teacher does. Only
+    the chief writes (`TrainResult.chief`); every worker returns the path.
     """
     folder = pathlib.Path(result.output_dir) / BACKBONE_DIR
+    if not result.chief:
+        return folder
     backbones.save_preset(result.model.backbone, result.packer, folder)
     logger.info("First stage done (`distill.hidden_only`): the student's backbone, its states trained toward the "
                 "teacher's, is in %s; its head is untrained, so ignore its validation scores. Second stage: "

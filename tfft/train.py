@@ -89,6 +89,9 @@ class TrainResult:
         export_path: str or None. The SavedModel version folder, if exported.
         history: dict. Keras' per-epoch logs.
         output_dir: str. Where the run's files are.
+        chief: bool. Whether this process wrote the run folder (the chief of
+            a multi-worker run; the others' `output_dir` is a temporary
+            folder, removed): only the chief writes what follows a run.
     """
 
     model: keras.Model
@@ -98,6 +101,7 @@ class TrainResult:
     export_path: str | None
     history: dict
     output_dir: str
+    chief: bool = True
 
     @property
     def labels(self) -> data.LabelVocabulary | None:
@@ -388,7 +392,8 @@ def finish(
         writer.write_scores(task, metrics)
     export_path = writer.export(model, inputs.packer, task, config)
     writer.complete(config.train.epochs, fitted.train_seconds, export_path)
-    return TrainResult(model, inputs.packer, task, metrics, export_path, dict(fitted.history), str(writer.path))
+    return TrainResult(model, inputs.packer, task, metrics, export_path, dict(fitted.history), str(writer.path),
+                       writer.chief)
 
 
 def fit_plan(start_step: int, steps_per_epoch: int, epochs: int) -> list[tuple[int, int, int]]:

@@ -100,7 +100,7 @@ def layer_rates(model, groups, train: TrainConfig, updates_per_epoch: int) -> li
     for i, layer in enumerate(groups.encoder):
         rows.append(GroupRate(f"encoder layer {i}", decay ** (depth - i), start(depth - 1 - i), _trainable([layer])))
     objective = model.objective_weights()
-    grouped = {id(v) for row in rows for v in row.variables + objective}
+    grouped = {id(v) for row in rows for v in row.variables} | {id(v) for v in objective}
     rows.append(GroupRate("head and pooler", 1.0, 0, [v for v in model.trainable_variables if id(v) not in grouped]))
     rows.append(GroupRate("the loss's own", 1.0, 0, objective))
     return [row for row in rows if row.variables]

@@ -58,11 +58,14 @@ _UNFREEZE_EVERY = flags.DEFINE_integer("unfreeze_every", 50, "tfft_unfreeze's tr
                                       "updates: one more layer from the top joins every N updates.")
 _LORA_EPOCHS = flags.DEFINE_integer("lora_epochs", 0, "(d)'s epochs; 0: the task's, as every other peer.")
 _LAYERS_EPOCHS = flags.DEFINE_integer("layers_epochs", 0, "(b)'s epochs; 0: the task's, as every other peer.")
+_LAYERS_LR = flags.DEFINE_float("layers_learning_rate", 0.0, "(b)'s learning rate; 0: the task's, as every other peer.")
+_TRAINER_EPOCHS = flags.DEFINE_integer("trainer_epochs", 0, "(c)'s epochs, both Trainer peers; 0: the task's.")
 _SELECT = flags.DEFINE_enum("select", None, ["layers", "lora"], "Instead of the table: choose (b)'s keys "
                             "(`layers`) or (d')'s learning rate and epochs (`lora`) on a slice of the training split.")
 _GRID_DECAY = flags.DEFINE_list("grid_layer_decay", ["1.0", "0.9", "0.8"], "--select=layers: layer_decay values.")
 _GRID_REINIT = flags.DEFINE_list("grid_reinit_layers", ["0", "1"], "--select=layers: reinit_layers values.")
 _GRID_EPOCHS = flags.DEFINE_list("grid_epochs", [], "--select=layers: epochs values (default: the task's only).")
+_GRID_LR = flags.DEFINE_list("grid_learning_rate", [], "--select=layers: learning rates (default: the task's only).")
 _GRID_LORA_LR = flags.DEFINE_list("grid_lora_learning_rate", ["1e-3", "3e-3"], "--select=lora: learning rates.")
 _GRID_LORA_EPOCHS = flags.DEFINE_list("grid_lora_epochs", ["3", "6"], "--select=lora: epochs.")
 _HELD_OUT = flags.DEFINE_float("held_out", 0.25, "--select: the share of the (capped) training rows scored.")
@@ -155,10 +158,12 @@ def train_examples(task: str) -> int:
 
 
 def epochs_of(peer: str, task: str) -> int:
-    """The epochs `peer` trains `task` for: the task's, or `--lora_epochs` (LoRA) or `--layers_epochs` ((b))."""
+    """The epochs `peer` trains `task` for: the task's, or `--lora_epochs` (LoRA), `--layers_epochs` ((b)) or
+    `--trainer_epochs` (both Trainer peers)."""
     lora = peer in ("tfft_lora", "tfft_lora_mean") and _LORA_EPOCHS.value
     layers = peer == "tfft_layers" and _LAYERS_EPOCHS.value
-    return lora or layers or TASKS[task][2]
+    trainer = peer in ("hf_trainer", "hf_trainer_default") and _TRAINER_EPOCHS.value
+    return lora or layers or trainer or TASKS[task][2]
 
 
 def peer_name(peer: str, task: str) -> str:
@@ -166,7 +171,11 @@ def peer_name(peer: str, task: str) -> str:
     name = NAMES[peer].format(decay=_LAYER_DECAY.value, reinit=_REINIT.value, lora_lr=_LORA_LR.value,
                               lora_epochs=epochs_of(peer, task), epsilon=_EPSILON.value, every=_UNFREEZE_EVERY.value,
                               placement=", after bias correction" if _PLACEMENT.value == "after_bias_correction" else "")
-    return name + (f", {_LAYERS_EPOCHS.value} epochs" if peer == "tfft_layers" and _LAYERS_EPOCHS.value else "")
+    if peer == "tfft_layers" and _LAYERS_LR.value:
+        name += f", lr {_LAYERS_LR.value:g}"
+    if (peer == "tfft_layers" and _LAYERS_EPOCHS.value) or (peer.startswith("hf_") and _TRAINER_EPOCHS.value):
+        name += f", {epochs_of(peer, task)} epochs"
+    return name
 
 
 def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
@@ -179,6 +188,8 @@ def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
         values.append(f"data.max_train_examples={train_examples(task)}")
     if peer == "tfft_layers":
         values += [f"train.layer_decay={_LAYER_DECAY.value}", f"model.reinit_layers={_REINIT.value}"]
+        if _LAYERS_LR.value:
+            values.append(f"train.learning_rate={_LAYERS_LR.value}")
     elif peer in ("tfft_lora", "tfft_lora_mean"):
         values += ["model.lora_rank=8", f"train.learning_rate={_LORA_LR.value}"]  # on query and value
         if peer == "tfft_lora_mean":  # LoRA freezes the pooler, which all-MiniLM-L6-v2 never trained
@@ -203,7 +214,7 @@ def finished_runs() -> dict:
 
 def run_one(peer: str, data, task: str, seed: str) -> dict:
     if peer in ("hf_trainer", "hf_trainer_default"):
-        _, lr, epochs, _ = TASKS[task]
+        lr, epochs = TASKS[task][1], epochs_of(peer, task)
         return common.run_child(HF_TRAINER, str(data), task, seed, str(lr), str(epochs), str(train_examples(task)),
                                 "1" if peer == "hf_trainer" else "0")
     return common.run_child(TFFT, json.dumps(tfft_overrides(peer, data, task, seed)))
@@ -242,8 +253,9 @@ def grid() -> list[dict]:
     """`--select`'s grid: each point's peer and its settings (config keys -> values)."""
     if _SELECT.value == "layers":
         epochs = [{"train.epochs": e} for e in _GRID_EPOCHS.value] or [{}]
-        return [{"peer": "tfft", "train.layer_decay": decay, "model.reinit_layers": reinit, **e}
-                for decay in _GRID_DECAY.value for reinit in _GRID_REINIT.value for e in epochs]
+        rates = [{"train.learning_rate": lr} for lr in _GRID_LR.value] or [{}]
+        return [{"peer": "tfft", "train.layer_decay": decay, "model.reinit_layers": reinit, **r, **e}
+                for decay in _GRID_DECAY.value for reinit in _GRID_REINIT.value for r in rates for e in epochs]
     return [{"peer": "tfft_lora_mean", "train.learning_rate": lr, "train.epochs": epochs}
             for lr in _GRID_LORA_LR.value for epochs in _GRID_LORA_EPOCHS.value]
 

@@ -59,12 +59,14 @@ _UNFREEZE_EVERY = flags.DEFINE_integer("unfreeze_every", 50, "tfft_unfreeze's tr
 _LORA_EPOCHS = flags.DEFINE_integer("lora_epochs", 0, "(d)'s epochs; 0: the task's, as every other peer.")
 _LAYERS_EPOCHS = flags.DEFINE_integer("layers_epochs", 0, "(b)'s epochs; 0: the task's, as every other peer.")
 _LAYERS_LR = flags.DEFINE_float("layers_learning_rate", 0.0, "(b)'s learning rate; 0: the task's, as every other peer.")
+_LAYERS_POOLING = flags.DEFINE_enum("layers_pooling", "pooled", ["pooled", "mean"], "(b)'s model.pooling.")
 _TRAINER_EPOCHS = flags.DEFINE_integer("trainer_epochs", 0, "(c)'s epochs, both Trainer peers; 0: the task's.")
 _SELECT = flags.DEFINE_enum("select", None, ["layers", "lora"], "Instead of the table: choose (b)'s keys "
                             "(`layers`) or (d')'s learning rate and epochs (`lora`) on a slice of the training split.")
 _GRID_DECAY = flags.DEFINE_list("grid_layer_decay", ["1.0", "0.9", "0.8"], "--select=layers: layer_decay values.")
 _GRID_REINIT = flags.DEFINE_list("grid_reinit_layers", ["0", "1"], "--select=layers: reinit_layers values.")
 _GRID_EPOCHS = flags.DEFINE_list("grid_epochs", [], "--select=layers: epochs values (default: the task's only).")
+_GRID_POOLING = flags.DEFINE_list("grid_pooling", [], "--select=layers: model.pooling values (default: the config's).")
 _GRID_LR = flags.DEFINE_list("grid_learning_rate", [], "--select=layers: learning rates (default: the task's only).")
 _GRID_LORA_LR = flags.DEFINE_list("grid_lora_learning_rate", ["1e-3", "3e-3"], "--select=lora: learning rates.")
 _GRID_LORA_EPOCHS = flags.DEFINE_list("grid_lora_epochs", ["3", "6"], "--select=lora: epochs.")
@@ -173,6 +175,8 @@ def peer_name(peer: str, task: str) -> str:
                               placement=", after bias correction" if _PLACEMENT.value == "after_bias_correction" else "")
     if peer == "tfft_layers" and _LAYERS_LR.value:
         name += f", lr {_LAYERS_LR.value:g}"
+    if peer == "tfft_layers" and _LAYERS_POOLING.value == "mean":
+        name += ", `model.pooling=mean`"
     if (peer == "tfft_layers" and _LAYERS_EPOCHS.value) or (peer.startswith("hf_") and _TRAINER_EPOCHS.value):
         name += f", {epochs_of(peer, task)} epochs"
     return name
@@ -190,6 +194,7 @@ def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
         values += [f"train.layer_decay={_LAYER_DECAY.value}", f"model.reinit_layers={_REINIT.value}"]
         if _LAYERS_LR.value:
             values.append(f"train.learning_rate={_LAYERS_LR.value}")
+        values.append(f"model.pooling={_LAYERS_POOLING.value}")
     elif peer in ("tfft_lora", "tfft_lora_mean"):
         values += ["model.lora_rank=8", f"train.learning_rate={_LORA_LR.value}"]  # on query and value
         if peer == "tfft_lora_mean":  # LoRA freezes the pooler, which all-MiniLM-L6-v2 never trained
@@ -254,8 +259,10 @@ def grid() -> list[dict]:
     if _SELECT.value == "layers":
         epochs = [{"train.epochs": e} for e in _GRID_EPOCHS.value] or [{}]
         rates = [{"train.learning_rate": lr} for lr in _GRID_LR.value] or [{}]
-        return [{"peer": "tfft", "train.layer_decay": decay, "model.reinit_layers": reinit, **r, **e}
-                for decay in _GRID_DECAY.value for reinit in _GRID_REINIT.value for r in rates for e in epochs]
+        pooling = [{"model.pooling": p} for p in _GRID_POOLING.value] or [{}]
+        return [{"peer": "tfft", "train.layer_decay": decay, "model.reinit_layers": reinit, **r, **e, **p}
+                for decay in _GRID_DECAY.value for reinit in _GRID_REINIT.value for r in rates for e in epochs
+                for p in pooling]
     return [{"peer": "tfft_lora_mean", "train.learning_rate": lr, "train.epochs": epochs}
             for lr in _GRID_LORA_LR.value for epochs in _GRID_LORA_EPOCHS.value]
 

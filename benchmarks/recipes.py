@@ -31,6 +31,7 @@ examples/s counts training only (tfft: `timing.StepTimer`; the Trainer: its
 over the seeds) and writes benchmarks/results/recipes.{md,json}.
 """
 
+import itertools
 import json
 import pathlib
 import statistics
@@ -255,16 +256,17 @@ def split_train(data, task: str, folder) -> tuple[str, str]:
 
 
 def grid() -> list[dict]:
-    """`--select`'s grid: each point's peer and its settings (config keys -> values)."""
+    """`--select`'s grid: each point's peer and its settings (config keys -> values), every combination of the
+    values given; a key given no values keeps the run's own."""
     if _SELECT.value == "layers":
-        epochs = [{"train.epochs": e} for e in _GRID_EPOCHS.value] or [{}]
-        rates = [{"train.learning_rate": lr} for lr in _GRID_LR.value] or [{}]
-        pooling = [{"model.pooling": p} for p in _GRID_POOLING.value] or [{}]
-        return [{"peer": "tfft", "train.layer_decay": decay, "model.reinit_layers": reinit, **r, **e, **p}
-                for decay in _GRID_DECAY.value for reinit in _GRID_REINIT.value for r in rates for e in epochs
-                for p in pooling]
-    return [{"peer": "tfft_lora_mean", "train.learning_rate": lr, "train.epochs": epochs}
-            for lr in _GRID_LORA_LR.value for epochs in _GRID_LORA_EPOCHS.value]
+        peer, axes = "tfft", {"train.layer_decay": _GRID_DECAY.value, "model.reinit_layers": _GRID_REINIT.value,
+                              "train.learning_rate": _GRID_LR.value, "train.epochs": _GRID_EPOCHS.value,
+                              "model.pooling": _GRID_POOLING.value}
+    else:
+        peer, axes = "tfft_lora_mean", {"train.learning_rate": _GRID_LORA_LR.value,
+                                        "train.epochs": _GRID_LORA_EPOCHS.value}
+    axes = {key: values for key, values in axes.items() if values}
+    return [{"peer": peer, **dict(zip(axes, point, strict=True))} for point in itertools.product(*axes.values())]
 
 
 def select(data) -> None:

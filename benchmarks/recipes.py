@@ -141,6 +141,9 @@ print(json.dumps({"mcc": float(matthews_corrcoef(dev[2], predicted)), "f1": floa
                   "total": sum(p.numel() for p in model.parameters())}))
 """
 
+#: The peers the Hugging Face Trainer runs (`HF_TRAINER`); every other peer is tfft.
+TRAINER_PEERS = ("hf_trainer", "hf_trainer_default")
+
 NAMES = {
     "tfft": "(a) tfft, `configs/sst2_minilm.yaml`",
     "tfft_layers": "(b) tfft, layer_decay {decay}, reinit_layers {reinit}",
@@ -165,7 +168,7 @@ def epochs_of(peer: str, task: str) -> int:
     `--trainer_epochs` (both Trainer peers)."""
     lora = peer in ("tfft_lora", "tfft_lora_mean") and _LORA_EPOCHS.value
     layers = peer == "tfft_layers" and _LAYERS_EPOCHS.value
-    trainer = peer in ("hf_trainer", "hf_trainer_default") and _TRAINER_EPOCHS.value
+    trainer = peer in TRAINER_PEERS and _TRAINER_EPOCHS.value
     return lora or layers or trainer or TASKS[task][2]
 
 
@@ -178,7 +181,7 @@ def peer_name(peer: str, task: str) -> str:
         name += f", lr {_LAYERS_LR.value:g}"
     if peer == "tfft_layers" and _LAYERS_POOLING.value == "mean":
         name += ", `model.pooling=mean`"
-    if (peer == "tfft_layers" and _LAYERS_EPOCHS.value) or (peer.startswith("hf_") and _TRAINER_EPOCHS.value):
+    if (peer == "tfft_layers" and _LAYERS_EPOCHS.value) or (peer in TRAINER_PEERS and _TRAINER_EPOCHS.value):
         name += f", {epochs_of(peer, task)} epochs"
     return name
 
@@ -219,7 +222,7 @@ def finished_runs() -> dict:
 
 
 def run_one(peer: str, data, task: str, seed: str) -> dict:
-    if peer in ("hf_trainer", "hf_trainer_default"):
+    if peer in TRAINER_PEERS:
         lr, epochs = TASKS[task][1], epochs_of(peer, task)
         return common.run_child(HF_TRAINER, str(data), task, seed, str(lr), str(epochs), str(train_examples(task)),
                                 "1" if peer == "hf_trainer" else "0")

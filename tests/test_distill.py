@@ -177,13 +177,6 @@ def test_hidden_only_makes_the_hidden_state_term_the_whole_loss_and_still_runs_t
         SoftTargets(teacher, make_task(), 0.25, 1.0, None, hidden_only=True)
 
 
-def test_only_the_chief_writes_the_first_stages_backbone_folder(tmp_path):
-    # A multi-worker run's other workers return a temporary folder as theirs: nothing may be written there.
-    result = train.TrainResult(None, None, None, None, None, {}, str(tmp_path), chief=False)
-    assert distill.write_first_stage(result) == tmp_path / run_dir.BACKBONE_DIR
-    assert not any(tmp_path.iterdir())
-
-
 def test_rows_marked_unlabeled_take_the_teachers_labels_as_hard_targets_even_at_alpha_0():
     # The teacher's logits (ln 3, 0) on every row: label 0, probability 3/4; score ln 3 for regression.
     teacher = constant_teacher()

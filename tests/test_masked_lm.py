@@ -1,6 +1,7 @@
 """Masked-LM adaptation (`tfft.tasks.masked_lm`, `tfft.adapt`, `tfft adapt`): masking, perplexity, the adapted folder."""
 
 import json
+import pathlib
 import random
 import shutil
 
@@ -291,7 +292,33 @@ def test_only_the_chief_of_a_multi_worker_adaptation_writes_the_backbone_folder(
     # The other workers' run folders are temporary; `output_dir` is the chief's to write.
     config = load_config(None, ["task.type=masked_lm", "data.train=unused.txt", f"output_dir={tmp_path}"])
     worker = train.TrainResult(None, None, None, None, None, {}, "/tmp/tfft_worker_x", chief=False)
-    monkeypatch.setattr(train, "run", lambda config, callbacks=None: worker)
+    monkeypatch.setattr(train, "run", lambda config, hooks: worker)  # a worker's `finished` hook is not called
     result = adapt.run(config)
     assert result.backbone_dir == str(tmp_path / run_dir.BACKBONE_DIR) and result.train is worker
+    assert result.perplexity_before is None and result.perplexity_after is None
     assert not any(tmp_path.iterdir())
+
+
+def test_a_kill_while_the_backbone_folder_is_written_loses_no_training(tmp_path, data_dir, tiny_preset, monkeypatch):
+    # The run is marked complete only after its backbone folder is written: rerun, it writes the folder without
+    # training again (a run marked complete first would be refused, and its folder half written).
+    config = load_config(None, [
+        "name=killed", f"output_dir={tmp_path / 'run'}", f"model.backbone={tiny_preset}", "model.sequence_length=32",
+        *TASK_DATA["masked_lm"](data_dir), "train.epochs=1", "train.batch_size=16", "export.enabled=false",
+    ])
+    saved = backbones.save_preset
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backbones, "save_preset", killed)
+    with pytest.raises(KeyboardInterrupt):
+        adapt.run(config)
+    assert not (tmp_path / "run" / run_dir.COMPLETE_FILE).exists()
+    monkeypatch.setattr(backbones, "save_preset", saved)
+    fits = []
+    monkeypatch.setattr(train, "fit", lambda *args, **kwargs: fits.append(1))
+    result = adapt.run(config)
+    assert fits == [] and (tmp_path / "run" / run_dir.COMPLETE_FILE).is_file()
+    assert (pathlib.Path(result.backbone_dir) / "metadata.json").is_file()
+    assert result.perplexity_before is not None and result.perplexity_after is not None

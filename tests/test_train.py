@@ -175,3 +175,35 @@ def test_unseen_validation_label_fails_before_training(make_config, no_fit, tmp_
     write_csv(tmp_path / "dev.csv", [("the movie was great", "pos"), ("meh", "mixed")])
     with pytest.raises(DataError, match=r"never had \(row 2: 'mixed'\)"):
         train.run(make_config(f"data.validation={tmp_path / 'dev.csv'}"))
+
+
+class _Writer:
+    """The calls `train.finish` makes on its `RunWriter`, in order."""
+
+    def __init__(self, chief: bool):
+        self.chief, self.path, self.calls = chief, pathlib.Path("/nonexistent/run"), []
+
+    def export(self, *args):
+        self.calls.append("export")
+
+    def complete(self, *args):
+        self.calls.append("complete")
+
+
+@pytest.mark.parametrize("chief", [True, False])
+def test_a_features_finished_hook_runs_on_the_chief_alone_before_the_run_is_marked_complete(chief):
+    # Before: a kill while it writes leaves a run that reruns it. The chief alone: the others' folders are temporary.
+    from tfft.config import load_config
+
+    writer = _Writer(chief)
+
+    class Hooks(train.RunHooks):
+        def finished(self, config, result):
+            writer.calls.append("finished")
+
+    inputs = train.Inputs.__new__(train.Inputs)
+    inputs.validation, inputs.packer = None, None
+    result = train.finish(load_config(None, ["data.train=x.csv"]), None, None, inputs, train.Fitted({}, 1.0), writer,
+                          Hooks())
+    assert writer.calls == (["export", "finished", "complete"] if chief else ["export", "complete"])
+    assert result.chief is chief

@@ -86,22 +86,17 @@ def run(config: Config, strategy: tf.distribute.Strategy | None = None, callback
         the student's backbone is also written to `<output_dir>/backbone`
         (`write_first_stage`).
     """
-    result = train.run(config, strategy=strategy, callbacks=callbacks, hooks=Distillation())
-    if config.distill.hidden_only:
-        write_first_stage(result)
-    return result
+    return train.run(config, strategy=strategy, callbacks=callbacks, hooks=Distillation())
 
 
 def write_first_stage(result: train.TrainResult) -> pathlib.Path:
     """Writes a `distill.hidden_only` run's trained backbone as the preset folder `<output_dir>/backbone`.
 
     Its tokenizer is the run's own: the second stage, a `tfft distill` with
-    `model.backbone` set to the folder, tokenizes as the teacher does. Only
-    the chief writes (`TrainResult.chief`); every worker returns the path.
+    `model.backbone` set to the folder, tokenizes as the teacher does. Called
+    on the chief alone (`Distillation.finished`).
     """
     folder = pathlib.Path(result.output_dir) / BACKBONE_DIR
-    if not result.chief:
-        return folder
     backbones.save_preset(result.model.backbone, result.packer, folder)
     logger.info("First stage done (`distill.hidden_only`): the student's backbone, its states trained toward the "
                 "teacher's, is in %s; its head is untrained, so ignore its validation scores. Second stage: "
@@ -213,6 +208,11 @@ class Distillation(train.RunHooks):
                     ", ".join(f"{k} {v:.4f}" for k, v in teacher.items()),
                     ", ".join(f"{k} {100 * v:.1f}%" for k, v in retained.items()))
         return {"teacher": teacher, "retained": retained}
+
+    def finished(self, config: Config, result: train.TrainResult) -> None:
+        """With `distill.hidden_only`, writes the first stage's backbone folder (`write_first_stage`)."""
+        if config.distill.hidden_only:
+            write_first_stage(result)
 
 
 class RunTeacher:

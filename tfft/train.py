@@ -162,6 +162,18 @@ class RunHooks:
         del task, inputs, metrics
         return {}
 
+    def callbacks(self, config: Config, task: tasks.Task, inputs: Inputs, output_dir: pathlib.Path) -> list:
+        """Keras callbacks for `fit`, after tfft's own and the caller's; `output_dir` is this worker's run folder."""
+        del config, task, inputs, output_dir
+        return []
+
+    def finished(self, config: Config, result: TrainResult) -> None:
+        """What the feature writes after a run, on the chief alone, before the run is marked complete.
+
+        A kill inside leaves the run `trained`: the same command scores,
+        exports and calls this again, without training again.
+        """
+
 
 @dataclasses.dataclass
 class Fitted:
@@ -214,7 +226,8 @@ def run(
             if state == "trained":  # killed after training, during evaluation or export: train nothing again
                 fitted = load_fitted(model, writer.path)
             else:
-                fitted = fit(config, task, model, inputs, writer, resume=state == "resume", callbacks=callbacks or [])
+                fitted = fit(config, task, model, inputs, writer, resume=state == "resume",
+                             callbacks=[*(callbacks or []), *hooks.callbacks(config, task, inputs, writer.path)])
             return finish(config, task, model, inputs, fitted, writer, hooks)
     finally:
         keras.mixed_precision.set_global_policy(policy)  # A notebook's next cell gets its own back.
@@ -379,7 +392,8 @@ def finish(
     config: Config, task: tasks.Task, model, inputs: Inputs, fitted: Fitted, writer: RunWriter,
     hooks: RunHooks | None = None,
 ) -> TrainResult:
-    """Phase 4: scores the validation split, exports, and marks the run complete."""
+    """Phase 4: scores the validation split, exports, calls `RunHooks.finished`, and marks the run complete."""
+    hooks = hooks or RunHooks()
     metrics = None
     if inputs.validation is not None:
         outputs = evaluate.predict_outputs(task, model, inputs.packer, inputs.validation, config.train.batch_size)
@@ -388,12 +402,15 @@ def finish(
         metrics["truncation"] = {split: dataclasses.asdict(s) for split, s in inputs.truncation.items()}
         metrics["train_seconds"] = round(fitted.train_seconds, 2)
         metrics.update(inputs.train.scores())
-        metrics.update((hooks or RunHooks()).scores(task, inputs, metrics))
+        metrics.update(hooks.scores(task, inputs, metrics))
         writer.write_scores(task, metrics)
     export_path = writer.export(model, inputs.packer, task, config)
+    result = TrainResult(model, inputs.packer, task, metrics, export_path, dict(fitted.history), str(writer.path),
+                         writer.chief)
+    if writer.chief:  # the other workers' run folders are temporary
+        hooks.finished(config, result)
     writer.complete(config.train.epochs, fitted.train_seconds, export_path)
-    return TrainResult(model, inputs.packer, task, metrics, export_path, dict(fitted.history), str(writer.path),
-                       writer.chief)
+    return result
 
 
 def fit_plan(start_step: int, steps_per_epoch: int, epochs: int) -> list[tuple[int, int, int]]:

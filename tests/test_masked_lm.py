@@ -299,6 +299,7 @@ def test_only_the_chief_of_a_multi_worker_adaptation_writes_the_backbone_folder(
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_a_kill_while_the_backbone_folder_is_written_loses_no_training(tmp_path, data_dir, tiny_preset, monkeypatch):
     # The run is marked complete only after its backbone folder is written: rerun, it writes the folder without
     # training again (a run marked complete first would be refused, and its folder half written).

@@ -1,7 +1,8 @@
 """`tfft search` against the Hugging Face Trainer's `hyperparameter_search` (Optuna backend), MRPC, one run.
 
-Both peers search the same space with the same budget, Optuna's TPE sampler (seed 0) and its median pruner
-on each epoch's validation accuracy:
+Both peers search the same space with the same budget, Optuna's TPE sampler seeded per trial as tfft's
+(`tfft.trial_sampler.TrialSeededTPE`, seed 0: the same draws on both sides) and its median pruner on each
+epoch's validation accuracy:
 
     train.learning_rate        loguniform 1e-5 .. 3e-4     (Trainer: learning_rate)
     train.epochs               int 1 .. 4                  (num_train_epochs)
@@ -104,6 +105,7 @@ import numpy as np, optuna, pandas as pd
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                           TrainingArguments)
 from common import freeze_like_tfft, peak_rss_mb, predict_in_order
+from tfft.trial_sampler import TrialSeededTPE
 from tfft.config import load_config
 backbone, train_file, trial_file, slice_file, dev_file, trials = sys.argv[1:6] + [int(sys.argv[6])]
 grouped = sys.argv[7] == "1"  # at its best; "0": its default random batches
@@ -138,7 +140,7 @@ trainer = Trainer(model_init=model_init, args=args, train_dataset=encode(*read(t
 start = time.monotonic()
 best = trainer.hyperparameter_search(direction="maximize", backend="optuna", hp_space=space, n_trials=trials,
                                      compute_objective=lambda m: m["eval_accuracy"],
-                                     sampler=optuna.samplers.TPESampler(seed=0),
+                                     sampler=TrialSeededTPE(seed=0),  # tfft's: the same draws
                                      pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
 search_seconds = time.monotonic() - start
 for key, value in best.hyperparameters.items():

@@ -142,6 +142,25 @@ def test_a_study_continued_with_another_space_is_refused_naming_the_difference(b
     assert (tmp_path / "search" / search.SEARCH_CONFIG).read_text() == before  # the refusal wrote nothing
 
 
+def test_processes_that_join_a_study_together_draw_other_values_and_those_one_process_would(base):
+    # Each process opens the study before either has asked for a trial, as two machines started at once do. With
+    # one seeded random stream per process both drew the same values for their first trials (optuna/optuna#4714).
+    def draws(studies, space, trials):
+        values = []
+        for n in range(trials):
+            trial = studies[n % len(studies)].ask()
+            values.append(tuple(param.suggest(trial) for param in space))
+            studies[n % len(studies)].tell(trial, 0.5)
+        return values
+
+    config = config_with(base)
+    space, objective = search.check(config)
+    together = draws([search.open_study(config, space, objective) for _ in range(2)], space, 6)
+    assert len(set(together)) == 6
+    alone = config_with(base, f"output_dir={pathlib.Path(config.output_dir).parent / 'alone'}")
+    assert draws([search.open_study(alone, space, objective)], space, 6) == together  # trial n: the same values
+
+
 # --- Whole searches ---------------------------------------------------------------
 
 

@@ -389,7 +389,7 @@ class SearchConfig:
             `loss` or `error` in them, maximize the others.
         space: dict. Config key -> `{type: loguniform|uniform|int|choice,
             low:, high:}` or `{type: choice, values: [...]}`.
-        seed: int. Seeds the sampler (TPE) and the held-out slice.
+        seed: int. Seeds the sampler (TPE; trial n from `seed + n`) and the held-out slice.
         validation_fraction: float. 0: score trials on `data.validation`.
             Else on this share of the training split, held out (stratified for
             classification), keeping `data.validation` for the final report.

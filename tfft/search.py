@@ -249,8 +249,9 @@ def open_study(config: Config, space: list[Param], objective: Objective):
     _check_same_search(study, space, objective)
     output_dir.mkdir(parents=True, exist_ok=True)
     config.save(output_dir / SEARCH_CONFIG)  # every check passed: the search's first file of its own
-    # A process that joins a study (a rerun, a second machine) samples from its own seed, not the first one's.
-    study.sampler = optuna.samplers.TPESampler(seed=s.seed + len(study.get_trials(deepcopy=False)))
+    from tfft.trial_sampler import TrialSeededTPE  # Optuna's, needed only here
+
+    study.sampler = TrialSeededTPE(s.seed)  # trial n's values: the same in one process or many started together
     _requeue_interrupted(study)
     logger.info("Study %r in %s: %d of %d trials finished; scoring %s (%s) on %s.", name, _shown(storage), len(
         _finished(study)), s.trials, objective.name, objective.direction, _validation_split(config))

@@ -137,7 +137,7 @@ class Inputs:
 
 
 class RunHooks:
-    """What a training feature adds to `run` at fixed points, composed in rather than branched on (`tfft.distill`).
+    """What a training feature adds to `run` at fixed points, composed in, not branched on (`tfft.distill`, `tfft.adapt`).
 
     Every hook does nothing here; a subclass overrides the ones it needs.
     `check` and `built` run before the run's first write, so what they
@@ -200,7 +200,7 @@ def run(
         callbacks: list of `keras.callbacks.Callback` or None. Added after
             tfft's own (backup, logs, best checkpoint, early stopping).
         hooks: `RunHooks` or None. A feature composed into the run
-            (`tfft.distill`).
+            (`tfft.distill`, `tfft.adapt`).
 
     Returns:
         A `TrainResult`.

@@ -18,6 +18,7 @@ each run in its own process (its own peak RSS). Rows:
     python benchmarks/recipes.py                                     # both sets, 5 seeds, every peer
     python benchmarks/recipes.py --tasks=mrpc --seeds=0,1 --peers=tfft,tfft_lora --train_examples=mrpc=2000
     python benchmarks/recipes.py --select=layers --seeds=0   # choose (b)'s keys on a held-out quarter of train
+    python benchmarks/recipes.py --select=layers --seeds=0,1,2 --tasks=mrpc   # the same, each point's mean of 3 seeds
     python benchmarks/recipes.py --select=layers --seeds=0 --tasks=cola --grid_layer_decay=1.0 --grid_reinit_layers=1 \
         --grid_epochs=5,8                                    # and (b)'s epochs (--layers_epochs for the table)
     python benchmarks/recipes.py --select=lora --seeds=0     # choose (d')'s learning rate and epochs the same way
@@ -273,7 +274,8 @@ def grid() -> list[dict]:
 
 
 def select(data) -> None:
-    """(b)'s or (d')'s protocol: each point of `grid()`, trained on a training slice and scored on the rest."""
+    """(b)'s or (d')'s protocol: each point of `grid()`, trained on a training slice and scored on the rest, once per
+    `--seeds` seed (the mean chooses; one seed's held-out score moves by a point or more)."""
     rows = []
     folder = pathlib.Path(tempfile.mkdtemp())
     for task in _TASKS.value:
@@ -281,15 +283,20 @@ def select(data) -> None:
         train_file, held_out = split_train(data, task, folder)
         for point in grid():
             settings = {key: value for key, value in point.items() if key != "peer"}
-            overrides = [*tfft_overrides(point["peer"], data, task, _SEEDS.value[0]), f"data.train={train_file}",
-                         f"data.validation={held_out}", *(f"{key}={value}" for key, value in settings.items()),
-                         "data.max_train_examples=null", f"output_dir=runs/bench_recipes_select_{task}"]
-            out = common.run_child(TFFT, json.dumps(overrides))
+            scores = []
+            for seed in _SEEDS.value:
+                overrides = [*tfft_overrides(point["peer"], data, task, seed), f"data.train={train_file}",
+                             f"data.validation={held_out}", *(f"{key}={value}" for key, value in settings.items()),
+                             "data.max_train_examples=null", f"output_dir=runs/bench_recipes_select_{task}"]
+                scores.append(common.run_child(TFFT, json.dumps(overrides))[metric])
+                print(task, point, seed, f"{scores[-1]:.4f}", flush=True)
             rows.append({"task": task.upper(), "peer": point["peer"], **settings, "metric": metric.upper(),
-                         "held-out score": f"{out[metric]:.4f}"})
+                         "held-out score": f"{statistics.mean(scores):.4f}",
+                         "std": f"{statistics.stdev(scores):.4f}" if len(scores) > 1 else "",
+                         "per seed": " ".join(f"{score:.4f}" for score in scores)})
             print(rows[-1], flush=True)
     common.report(f"recipes_selection_{_SELECT.value}", rows, list(rows[0]),
-                  {"held_out": _HELD_OUT.value, "train_examples": _TRAIN_EXAMPLES.value, "seed": _SEEDS.value[0]})
+                  {"held_out": _HELD_OUT.value, "train_examples": _TRAIN_EXAMPLES.value, "seeds": _SEEDS.value})
 
 
 def main(argv):

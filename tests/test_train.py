@@ -9,7 +9,7 @@ import pytest
 
 from conftest import write_csv
 from tfft import evaluate, train
-from tfft.config import ConfigError
+from tfft.config import ConfigError, load_config
 from tfft.data import DataError
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,6 @@ def test_run_folder_holds_everything_to_repeat_the_run(trained_run):
     for name in ["config.yaml", "labels.txt", "model.weights.h5", "checkpoints/best.weights.h5", "history.csv", "logs"]:
         assert (out / name).exists(), name
     assert not (out / "backup").exists()  # removed once training finished
-    from tfft.config import load_config
 
     assert load_config(out / "config.yaml") == config
     with open(out / "history.csv") as f:
@@ -193,8 +192,6 @@ class _Writer:
 @pytest.mark.parametrize("chief", [True, False])
 def test_a_features_finished_hook_runs_on_the_chief_alone_before_the_run_is_marked_complete(chief):
     # Before: a kill while it writes leaves a run that reruns it. The chief alone: the others' folders are temporary.
-    from tfft.config import load_config
-
     writer = _Writer(chief)
 
     class Hooks(train.RunHooks):

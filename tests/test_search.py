@@ -161,6 +161,23 @@ def test_processes_that_join_a_study_together_draw_other_values_and_those_one_pr
     assert draws([search.open_study(alone, space, objective)], space, 6) == together  # trial n: the same values
 
 
+def test_train_best_leaves_the_winner_to_the_process_already_training_it(base, caplog):
+    # Processes sharing a study and a disk each reach `finish`; the first trains `<output_dir>/best`, the others
+    # found its lock and failed after all their trials were done.
+    config = config_with(base)
+    space, objective = search.check(config)
+    study = search.open_study(config, space, objective)
+    trial = study.ask()
+    for param in space:
+        param.suggest(trial)
+    study.tell(trial, 0.75)
+    best = pathlib.Path(config.output_dir) / "best"
+    with run_dir.locked(best, "train"), caplog.at_level("INFO"):
+        result = search.finish(study, config, space, objective, pathlib.Path(config.output_dir), train_best=True)
+    assert result.trained is None and result.best_config_path.is_file()
+    assert "another process trains it" in caplog.text
+
+
 # --- Whole searches ---------------------------------------------------------------
 
 

@@ -23,6 +23,10 @@ class OutputDirError(RuntimeError):
     """`output_dir` holds an earlier run that tfft will not silently overwrite."""
 
 
+class RunInUseError(OutputDirError):
+    """Another live process holds `output_dir`'s lock (`tfft.run_dir.locked`)."""
+
+
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite: the run stopped, and nothing was exported."""
 

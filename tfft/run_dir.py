@@ -25,7 +25,7 @@ import time
 from typing import Literal
 
 from tfft.config import Config, ConfigError, from_dict
-from tfft.errors import OutputDirError
+from tfft.errors import OutputDirError, RunInUseError
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def locked(output_dir: pathlib.Path, command: str = "train", create: bool = True
             not locked (there is nothing in it to protect).
 
     Raises:
-        OutputDirError: another live process holds the lock.
+        RunInUseError: another live process holds the lock.
     """
     if not create and not output_dir.is_dir():
         yield
@@ -262,7 +262,7 @@ def _take_lock(output_dir: pathlib.Path) -> int:
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip() or "another process"
             os.close(fd)
-            raise OutputDirError(
+            raise RunInUseError(
                 f"output_dir `{output_dir}` is in use by {holder}. Wait for that run to finish, or set another "
                 "`output_dir`."
             ) from None

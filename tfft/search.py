@@ -49,6 +49,7 @@ from typing import Any
 
 from tfft import child_run, run_dir, tables, tasks
 from tfft.config import Config, ConfigError, SearchConfig, SplitConfig, derived, set_key
+from tfft.errors import RunInUseError
 
 logger = logging.getLogger(__name__)
 
@@ -440,12 +441,23 @@ def finish(study, config: Config, space: list[Param], objective: Objective, outp
     write_plots(study, output_dir)
     print(tables.markdown(rows))
     print(f"Best: trial {best.number}, {objective.name}={best.value:.4f}: {_values(best.params)}\nWrote {path}")
-    trained = None
-    if train_best:
-        from tfft import train
-
-        trained = train.run(best_config)
+    trained = train_winner(best_config) if train_best else None
     return SearchResult(study, best.value, dict(best.params), path, rows, trained)
+
+
+def train_winner(best_config: Config):
+    """`--train_best`: the winner trained and exported, unless another process sharing the study trains it now.
+
+    Each process of a search shared over one disk reaches `finish`; the
+    first trains `<output_dir>/best`, and the others find its lock.
+    """
+    from tfft import train
+
+    try:
+        return train.run(best_config)
+    except RunInUseError as err:
+        logger.info("Not training the best config here: another process trains it (%s).", err)
+        return None
 
 
 def best_config_of(config: Config, values: dict) -> Config:

@@ -250,7 +250,8 @@ def open_study(config: Config, space: list[Param], objective: Objective):
     _check_same_search(study, space, objective)
     output_dir.mkdir(parents=True, exist_ok=True)
     config.save(output_dir / SEARCH_CONFIG)  # every check passed: the search's first file of its own
-    from tfft.trial_sampler import TrialSeededTPE  # Optuna's, needed only here
+    # `tfft.trial_sampler` imports Optuna, which `_optuna()` above found installed.
+    from tfft.trial_sampler import TrialSeededTPE
 
     study.sampler = TrialSeededTPE(s.seed)  # trial n's values: the same in one process or many started together
     _requeue_interrupted(study)

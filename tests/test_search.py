@@ -5,6 +5,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -176,6 +177,89 @@ def test_train_best_leaves_the_winner_to_the_process_already_training_it(base, c
         result = search.finish(study, config, space, objective, pathlib.Path(config.output_dir), train_best=True)
     assert result.trained is None and result.best_config_path.is_file()
     assert "another process trains it" in caplog.text
+
+
+def study_with_trials(config, space, objective, *scores):
+    """The study of `config` with one finished trial per score."""
+    study = search.open_study(config, space, objective)
+    for score in scores:
+        trial = study.ask()
+        for param in space:
+            param.suggest(trial)
+        study.tell(trial, score)
+    return study
+
+
+def test_train_best_waits_for_trials_other_processes_still_run_and_trains_the_final_winner(base, monkeypatch):
+    # A process that ran out of trials while another still ran one chose the winner so far; the trial ending later
+    # could win, and two processes then trained two "best" configs into one folder.
+    from tfft import train
+
+    config = config_with(base)
+    space, objective = search.check(config)
+    study = study_with_trials(config, space, objective, 0.75)
+    other = study.ask()  # running in "another process"
+    late = {param.key: param.suggest(other) for param in space}
+    threading.Timer(1.5, study.tell, (other, 0.9)).start()
+    trained = []
+    monkeypatch.setattr(train, "run", trained.append)
+    search.finish(study, config, space, objective, pathlib.Path(config.output_dir), train_best=True)
+    assert len(trained) == 1 and trained[0].train.learning_rate == late["train.learning_rate"]
+
+
+def test_train_best_does_not_wait_for_a_trial_whose_process_died(base, monkeypatch):
+    import optuna
+
+    from tfft import train
+
+    config = config_with(base)  # heartbeat every second: a trial is stale after 2 s without one
+    space, objective = search.check(config)
+    study = study_with_trials(config, space, objective, 0.75)
+    dead = study.ask()
+    storage = optuna.storages.RDBStorage(f"sqlite:///{pathlib.Path(config.output_dir) / search.STUDY_DB}",
+                                         heartbeat_interval=1)
+    storage.record_heartbeat(dead._trial_id)  # its last heartbeat, then the process was killed
+    monkeypatch.setattr(train, "run", lambda best_config: "trained")
+    started = time.monotonic()
+    result = search.finish(study, config, space, objective, pathlib.Path(config.output_dir), train_best=True)
+    assert result.trained == "trained" and result.best_score == 0.75 and time.monotonic() - started < 30
+    assert study.trials[dead.number].state == optuna.trial.TrialState.FAIL
+
+
+def finished_run(folder: pathlib.Path, config) -> None:
+    """A run folder as a finished `tfft train` of `config` leaves it (no weights: nothing here reads them)."""
+    folder.mkdir(parents=True)
+    (folder / run_dir.RUN_MARKER).write_text("{}")
+    config.save(folder / run_dir.CONFIG_FILE)
+    (folder / "metrics.json").write_text('{"accuracy": 0.75}')
+    (folder / run_dir.COMPLETE_FILE).write_text("{}")
+
+
+def test_train_best_after_another_process_trained_the_winner_says_so(base, caplog):
+    # The last process of a shared search to finish found the winner's run finished and failed ("holds a finished
+    # run") after all its trials; so did the rerun of a finished `tfft search --train_best`.
+    config = config_with(base)
+    space, objective = search.check(config)
+    study = study_with_trials(config, space, objective, 0.75)
+    best = search.best_config_of(config, study.best_params)
+    finished_run(pathlib.Path(best.output_dir), best)
+    before = sorted(p.name for p in pathlib.Path(best.output_dir).iterdir())
+    with caplog.at_level("INFO"):
+        result = search.finish(study, config, space, objective, pathlib.Path(config.output_dir), train_best=True)
+    assert result.trained is None and f"it was trained in {best.output_dir} before" in caplog.text
+    assert sorted(p.name for p in pathlib.Path(best.output_dir).iterdir()) == before
+
+
+def test_train_best_keeps_an_earlier_winners_finished_run_and_names_the_new_one(base):
+    config = config_with(base)
+    space, objective = search.check(config)
+    study = study_with_trials(config, space, objective, 0.75)
+    earlier = search.best_config_of(config, {**study.best_params, "train.epochs": 3})
+    finished_run(pathlib.Path(earlier.output_dir), earlier)
+    with pytest.raises(OutputDirError, match=r"an earlier winner of this study \(train.epochs: 3 there, "
+                                             r"[12] now\)\. The winner now is in .*best_config.yaml"):
+        search.finish(study, config, space, objective, pathlib.Path(config.output_dir), train_best=True)
+    assert load_config(pathlib.Path(earlier.output_dir) / run_dir.CONFIG_FILE).train.epochs == 3
 
 
 # --- Whole searches ---------------------------------------------------------------

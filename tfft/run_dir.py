@@ -55,7 +55,7 @@ _RESUMABLE_CHANGES = {
 }
 
 __all__ = ["OutputDirError", "RunState", "inspect", "start", "locked", "prepare_output_dir", "best_so_far",
-           "RUN_MARKER", "OWN_ENTRIES", "is_own_entry"]
+           "config_differences", "finished_metrics", "RUN_MARKER", "OWN_ENTRIES", "is_own_entry"]
 
 
 RunState = Literal["new", "resume", "trained", "overwrite"]
@@ -97,7 +97,7 @@ def inspect(config: Config, output_dir: pathlib.Path) -> RunState:
         )
     if not (output_dir / CONFIG_FILE).is_file() or not _completed_an_epoch(output_dir):
         return "new"
-    differences = _config_differences(config, output_dir / CONFIG_FILE)
+    differences = config_differences(config, output_dir / CONFIG_FILE)
     if differences:
         raise OutputDirError(
             f"output_dir `{output_dir}` holds an unfinished run with another config ("
@@ -274,7 +274,9 @@ def _take_lock(output_dir: pathlib.Path) -> int:
         os.close(fd)
 
 
-def _config_differences(config: Config, saved_path: pathlib.Path) -> list[str]:
+def config_differences(config: Config, saved_path: pathlib.Path) -> list[str]:
+    """What differs between `config` and the run config saved at `saved_path`, one line per key, keys that a
+    resumed run may change (`_RESUMABLE_CHANGES`, the `search` section) left out; empty when they are the same."""
     import yaml
 
     try:

@@ -49,7 +49,7 @@ from typing import Any
 
 from tfft import child_run, run_dir, tables, tasks
 from tfft.config import Config, ConfigError, SearchConfig, SplitConfig, derived, set_key
-from tfft.errors import RunInUseError
+from tfft.errors import OutputDirError, RunInUseError
 
 logger = logging.getLogger(__name__)
 
@@ -428,6 +428,8 @@ def _values(values: dict) -> str:
 def finish(study, config: Config, space: list[Param], objective: Objective, output_dir: pathlib.Path,
            train_best: bool) -> SearchResult:
     """Writes the results table, `best_config.yaml` and the plots; with `train_best`, trains the winner."""
+    if train_best:
+        wait_for_other_processes(study, config.search.heartbeat_seconds)
     rows = results_table(study, space, objective)
     tables.write_csv(rows, output_dir / TRIALS_CSV)
     best = _best(study, objective)
@@ -442,18 +444,51 @@ def finish(study, config: Config, space: list[Param], objective: Objective, outp
     write_plots(study, output_dir)
     print(tables.markdown(rows))
     print(f"Best: trial {best.number}, {objective.name}={best.value:.4f}: {_values(best.params)}\nWrote {path}")
-    trained = train_winner(best_config) if train_best else None
+    trained = train_winner(best_config, path) if train_best else None
     return SearchResult(study, best.value, dict(best.params), path, rows, trained)
 
 
-def train_winner(best_config: Config):
-    """`--train_best`: the winner trained and exported, unless another process sharing the study trains it now.
+def wait_for_other_processes(study, heartbeat_seconds: int) -> None:
+    """Waits while other processes sharing the study still run trials, so that every `--train_best` picks the
+    same winner. A trial whose process died stops being waited for once its heartbeat is stale: Optuna fails it
+    (and queues it again, `_retry`)."""
+    optuna = _optuna()
+    shown = None
+    while True:
+        with warnings.catch_warnings():  # experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        running = sorted(t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        if not running:
+            return
+        if running != shown:
+            logger.info("Waiting for trial(s) %s, running in other processes, before choosing the winner to train.",
+                        ", ".join(map(str, running)))
+            shown = running
+        time.sleep(min(5.0, heartbeat_seconds))
+
+
+def train_winner(best_config: Config, best_config_path: pathlib.Path):
+    """`--train_best`: the winner trained and exported, unless another process sharing the study trains it now,
+    or trained it before.
 
     Each process of a search shared over one disk reaches `finish`; the
-    first trains `<output_dir>/best`, and the others find its lock.
+    first trains `<output_dir>/best`, the others find its lock or its
+    finished run. A finished run of another config there (the winner of
+    the study before it was extended) is kept, and refused.
     """
     from tfft import train
 
+    folder = pathlib.Path(best_config.output_dir)
+    if run_dir.finished_metrics(folder) is not None:
+        differences = run_dir.config_differences(best_config, folder / run_dir.CONFIG_FILE)
+        if differences:
+            raise OutputDirError(
+                f"`{folder}` holds the finished run of another config, an earlier winner of this study "
+                f"({'; '.join(differences[:5])}). The winner now is in {best_config_path}: train it with `tfft train "
+                f"--config={best_config_path} --set output_dir=<a new folder>`.")
+        logger.info("Not training the best config: it was trained in %s before.", folder)
+        return None
     try:
         return train.run(best_config)
     except RunInUseError as err:

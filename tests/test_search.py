@@ -162,6 +162,29 @@ def test_processes_that_join_a_study_together_draw_other_values_and_those_one_pr
     assert draws([search.open_study(alone, space, objective)], space, 6) == together  # trial n: the same values
 
 
+def test_processes_restarted_together_queue_an_interrupted_trial_once(base):
+    # Each process restarted after a Ctrl-C read the interrupted trial as not yet queued again, and queued it: two
+    # copies ran one trial in one folder.
+    import optuna
+
+    config = config_with(base)
+    space, objective = search.check(config)
+    study = search.open_study(config, space, objective)
+    trial = study.ask()
+    for param in space:
+        param.suggest(trial)
+    trial.set_user_attr("interrupted", True)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    interrupted = study.trials[0]
+    for _ in range(2):  # what each process did, both having read the study before either queued its copy
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, interrupted)
+    for _ in range(2):  # each restarted process opens the study
+        study = search.open_study(config, space, objective)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "WAITING", "FAIL"] and study.trials[2].system_attrs["duplicate_of"] == 1
+    assert study.trials[1].params == interrupted.params
+
+
 def test_train_best_leaves_the_winner_to_the_process_already_training_it(base, caplog):
     # Processes sharing a study and a disk each reach `finish`; the first trains `<output_dir>/best`, the others
     # found its lock and failed after all their trials were done.

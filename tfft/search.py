@@ -254,7 +254,7 @@ def open_study(config: Config, space: list[Param], objective: Objective):
     from tfft.trial_sampler import TrialSeededTPE
 
     study.sampler = TrialSeededTPE(s.seed)  # trial n's values: the same in one process or many started together
-    _requeue_interrupted(study)
+    _requeue_interrupted(study, storage)
     logger.info("Study %r in %s: %d of %d trials finished; scoring %s (%s) on %s.", name, _shown(storage), len(
         _finished(study)), s.trials, objective.name, objective.direction, _validation_split(config))
     return study
@@ -305,15 +305,34 @@ def _spec(param: dict | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in param.items() if k != "key" and v not in (None, [], False))
 
 
-def _requeue_interrupted(study) -> None:
-    """Trials stopped by Ctrl-C or SIGTERM run again with their values (and resume their run folders)."""
+def _requeue_interrupted(study, storage) -> None:
+    """Trials stopped by Ctrl-C or SIGTERM run again with their values (and resume their run folders), once."""
     optuna = _optuna()
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     for trial in trials:
         if trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs.get("interrupted") and (
-                trial.number not in retried):
+                trial.number not in retried) and "duplicate_of" not in trial.system_attrs:
             _retry()(study, trial)
+    drop_duplicate_retries(study, storage)
+
+
+def drop_duplicate_retries(study, storage) -> None:
+    """Fails every queued copy of a trial but its first: processes restarted together each read the interrupted
+    trial as not yet queued, and each queued it (two runs of one trial in one folder)."""
+    optuna = _optuna()
+    copies: dict[int, list] = {}
+    for trial in study.get_trials(deepcopy=False):
+        if trial.system_attrs.get("retry_history"):
+            copies.setdefault(trial.system_attrs["retry_history"][-1], []).append(trial)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for trials in copies.values():
+        first, *extras = sorted(trials, key=lambda t: t.number)  # Optuna runs the first queued copy first
+        for extra in extras:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, extra.number)
+            if storage.get_trial(trial_id).state == optuna.trial.TrialState.WAITING:
+                storage.set_trial_system_attr(trial_id, "duplicate_of", first.number)
+                storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
 
 
 # --- Phase 3: the trials ---------------------------------------------------

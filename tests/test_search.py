@@ -424,9 +424,16 @@ def test_two_processes_share_one_study(base, tmp_path):
     config.save(tmp_path / "search.yaml")
     # Each search process leaves TensorFlow's runtime unstarted (its trials train in processes of their own), so
     # on a GPU machine the GPU's memory is the trials'.
-    code = "import sys; from tfft import search; from tfft.config import load_config; " \
-           "from tensorflow.python.eager import context; search.run(load_config(sys.argv[1])); " \
-           "print('runtime started:', context.context()._context_handle is not None)"
+    # With --train_best, each chooses the winner once every trial has ended: one trains it, the other leaves it.
+    code = "\n".join([
+        "import pathlib, sys", "from tfft import search", "from tfft.config import load_config",
+        "from tensorflow.python.eager import context",
+        "config = load_config(sys.argv[1]); space, objective = search.check(config)",
+        "study = search.open_study(config, space, objective); search.optimize(study, config, space, objective)",
+        "print('runtime started:', context.context()._context_handle is not None)",
+        "r = search.finish(study, config, space, objective, pathlib.Path(config.output_dir), train_best=True)",
+        "print('trained' if r.trained else 'left')",
+    ])
     env = {"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     procs = []
     for _ in range(2):
@@ -436,7 +443,10 @@ def test_two_processes_share_one_study(base, tmp_path):
         time.sleep(8)  # the second joins while the first trains
     outputs, errors = zip(*(p.communicate(timeout=600) for p in procs), strict=True)
     assert [p.returncode for p in procs] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
-    assert [out.strip().splitlines()[-1] for out in outputs] == ["runtime started: False"] * 2
+    assert [[line for line in out.splitlines() if line.startswith("runtime")] for out in outputs] == [
+        ["runtime started: False"]] * 2
+    assert sorted(out.strip().splitlines()[-1] for out in outputs) == ["left", "trained"]
+    assert (tmp_path / "search" / "best" / "run_complete.json").is_file()
     import optuna
 
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'search' / 'study.db'}")

@@ -162,6 +162,20 @@ def test_processes_that_join_a_study_together_draw_other_values_and_those_one_pr
     assert draws([search.open_study(alone, space, objective)], space, 6) == together  # trial n: the same values
 
 
+def ask_trial(study, space):
+    """A new running trial of `study` with its values of `space` drawn: (trial, key -> value)."""
+    trial = study.ask()
+    return trial, {param.key: param.suggest(trial) for param in space}
+
+
+def study_with_trials(config, space, objective, *scores):
+    """The study of `config` with one finished trial per score."""
+    study = search.open_study(config, space, objective)
+    for score in scores:
+        study.tell(ask_trial(study, space)[0], score)
+    return study
+
+
 def test_processes_restarted_together_queue_an_interrupted_trial_once(base):
     # Each process restarted after a Ctrl-C read the interrupted trial as not yet queued again, and queued it: two
     # copies ran one trial in one folder.
@@ -170,9 +184,7 @@ def test_processes_restarted_together_queue_an_interrupted_trial_once(base):
     config = config_with(base)
     space, objective = search.check(config)
     study = search.open_study(config, space, objective)
-    trial = study.ask()
-    for param in space:
-        param.suggest(trial)
+    trial, _ = ask_trial(study, space)
     trial.set_user_attr("interrupted", True)
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     interrupted = study.trials[0]
@@ -190,27 +202,12 @@ def test_train_best_leaves_the_winner_to_the_process_already_training_it(base, c
     # found its lock and failed after all their trials were done.
     config = config_with(base)
     space, objective = search.check(config)
-    study = search.open_study(config, space, objective)
-    trial = study.ask()
-    for param in space:
-        param.suggest(trial)
-    study.tell(trial, 0.75)
+    study = study_with_trials(config, space, objective, 0.75)
     best = pathlib.Path(config.output_dir) / "best"
     with run_dir.locked(best, "train"), caplog.at_level("INFO"):
         result = search.finish(study, config, space, objective, pathlib.Path(config.output_dir), train_best=True)
     assert result.trained is None and result.best_config_path.is_file()
     assert "another process trains it" in caplog.text
-
-
-def study_with_trials(config, space, objective, *scores):
-    """The study of `config` with one finished trial per score."""
-    study = search.open_study(config, space, objective)
-    for score in scores:
-        trial = study.ask()
-        for param in space:
-            param.suggest(trial)
-        study.tell(trial, score)
-    return study
 
 
 def test_train_best_waits_for_trials_other_processes_still_run_and_trains_the_final_winner(base, monkeypatch):
@@ -221,8 +218,7 @@ def test_train_best_waits_for_trials_other_processes_still_run_and_trains_the_fi
     config = config_with(base)
     space, objective = search.check(config)
     study = study_with_trials(config, space, objective, 0.75)
-    other = study.ask()  # running in "another process"
-    late = {param.key: param.suggest(other) for param in space}
+    other, late = ask_trial(study, space)  # running in "another process"
     threading.Timer(1.5, study.tell, (other, 0.9)).start()
     trained = []
     monkeypatch.setattr(train, "run", trained.append)

@@ -1,7 +1,9 @@
 import csv
 import json
 import pathlib
+import warnings
 
+import h5py
 import keras
 import keras_hub
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 
 from conftest import write_csv
 from tfft import evaluate, train
+from tfft import model as tfft_model
 from tfft.config import ConfigError, load_config
 from tfft.data import DataError
 
@@ -48,6 +51,30 @@ def test_run_folder_holds_everything_to_repeat_the_run(trained_run):
     assert load_config(out / "config.yaml") == config
     with open(out / "history.csv") as f:
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]
+
+
+def test_weights_files_hold_the_model_without_the_optimizer_state(trained_run):
+    config, result = trained_run
+    out = pathlib.Path(config.output_dir)
+    for name in ["model.weights.h5", "checkpoints/best.weights.h5"]:
+        with h5py.File(out / name) as f:
+            assert "layers" in f and "optimizer" not in f, f"{name}: {sorted(f)}"
+
+
+def test_weights_of_an_earlier_tfft_with_the_optimizer_state_load_without_a_warning(trained_run, tmp_path):
+    config, result = trained_run
+    earlier = tmp_path / "earlier.weights.h5"
+    keras.Model.save_weights(result.model, earlier)  # Keras' own: the AdamW state beside the model's
+    with h5py.File(earlier) as f:
+        assert "optimizer" in f
+    model = tfft_model.load_trained(config).model
+    model.compile(optimizer=keras.optimizers.AdamW())
+    model.optimizer.build(model.trainable_variables)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.load_weights(earlier)
+    for loaded, trained in zip(model.weights, result.model.weights, strict=True):
+        assert np.array_equal(loaded.numpy(), trained.numpy()), loaded.path
 
 
 def test_evaluate_reloads_the_run(trained_run):

@@ -86,7 +86,7 @@ class TrainingBackup(keras.callbacks.Callback):
         state = self._read_state()
         if state is None:
             return 0
-        model.load_weights(self.backup_dir / state["weights"])
+        model.load_weights(self.backup_dir / state["weights"], with_optimizer=True)
         with np.load(self.backup_dir / state["seeds"]) as seeds:
             saved = [seeds[f"seed_{i}"] for i in range(sum(name.startswith("seed_") for name in seeds.files))]
             lora.restore_factors(model, {name: seeds[name] for name in seeds.files if name.startswith("lora_")})
@@ -144,7 +144,7 @@ class TrainingBackup(keras.callbacks.Callback):
             return
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         weights, seeds = f"step-{step}.weights.h5", f"step-{step}.seeds.npz"
-        self.model.save_weights(self.backup_dir / weights, overwrite=True)
+        self.model.save_weights(self.backup_dir / weights, overwrite=True, with_optimizer=True)
         with open(self.backup_dir / seeds, "wb") as f:
             # Beside the weights file: the dropout seeds' state, LoRA factors, which Keras merges into the
             # kernels when it saves weights, and the objective's own weights, which it does not save.

@@ -92,6 +92,30 @@ class TaskModel(keras.Model):
             inputs = {name: inputs[name] for name in self.feature_names}
         return super().call(inputs, training=training, mask=mask, **kwargs)
 
+    def save_weights(self, filepath, overwrite=True, max_shard_size=None, with_optimizer=False):
+        """Keras' `save_weights`, without the optimizer's state unless `with_optimizer=True`.
+
+        A run's weights files (`model.weights.h5`, the best checkpoint) hold
+        the model alone: AdamW's two moments per trained weight would nearly
+        double them, and nothing reads them back after training. A backup,
+        which resumes training, keeps them (`tfft.backup`).
+        """
+        optimizer = getattr(self, "optimizer", None)  # none before `compile`
+        skipped = None if with_optimizer or optimizer is None else [optimizer]
+        keras.saving.save_weights(self, filepath, overwrite=overwrite, max_shard_size=max_shard_size,
+                                  objects_to_skip=skipped)
+
+    def load_weights(self, filepath, skip_mismatch=False, with_optimizer=False, **kwargs):
+        """Keras' `load_weights`, leaving the optimizer's state as it is unless `with_optimizer=True`.
+
+        A weights file of an earlier tfft, which holds the optimizer's state,
+        loads the same way: that state is ignored.
+        """
+        optimizer = getattr(self, "optimizer", None)  # none before `compile`
+        if not with_optimizer and optimizer is not None:
+            kwargs["objects_to_skip"] = [optimizer]
+        super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+
     def objective_weights(self) -> list:
         """The weights `objective` trains beside this model's (a distillation's hidden-state projection), or [].
 

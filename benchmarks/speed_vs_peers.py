@@ -12,6 +12,7 @@ time inside the training steps after 3 warm-up steps, the figure to compare;
 
     python benchmarks/speed_vs_peers.py                    # 8,000 sentences
     python benchmarks/speed_vs_peers.py --train_examples=2000 --rounds=2
+    python benchmarks/speed_vs_peers.py --peers=tfft,tfft_bf16,hf_trainer_grouped --rounds=2   # bfloat16 too
 
 The Trainer needs PyTorch: `pip install torch==2.13.0` (the CPU wheel).
 """
@@ -33,11 +34,11 @@ from tfft import train
 from tfft.config import load_config
 from common import peak_rss_mb
 from timing import StepTimer
-data, n = sys.argv[1], int(sys.argv[2])
+data, n, extra = sys.argv[1], int(sys.argv[2]), sys.argv[3:]  # extra: the peer's own config overrides
 import common, pathlib
 timer = StepTimer()
-result = train.run(load_config("configs/sst2_minilm.yaml", common.sst2_overrides(pathlib.Path(data), n, "runs/bench_speed")),
-                   callbacks=[timer])
+overrides = common.sst2_overrides(pathlib.Path(data), n, "runs/bench_speed") + extra
+result = train.run(load_config("configs/sst2_minilm.yaml", overrides), callbacks=[timer])
 print(json.dumps({"seconds": timer.total_seconds, "steps": len(timer.times), "steady_ms": timer.steady_ms,
                   "step_seconds": sum(timer.times[3:]), "accuracy": result.metrics["accuracy"],
                   "peak_rss_mb": peak_rss_mb()}))
@@ -106,6 +107,7 @@ print(json.dumps({"seconds": out.metrics["train_runtime"], "steps": len(steps.ti
 
 PEERS = {
     "tfft": ("tfft (`configs/sst2_minilm.yaml`)", TFFT, ()),
+    "tfft_bf16": ("tfft, `train.mixed_precision=mixed_bfloat16`", TFFT, ("train.mixed_precision=mixed_bfloat16",)),
     "keras_hub": ("keras-hub `BertTextClassifier.fit`", KERAS_HUB, ()),
     "hf_trainer": ("Hugging Face `Trainer`, defaults (random batches)", HF_TRAINER, ("default",)),
     "hf_trainer_grouped": ("Hugging Face `Trainer`, `group_by_length=True`", HF_TRAINER, ("grouped",)),

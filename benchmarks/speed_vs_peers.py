@@ -12,7 +12,7 @@ time inside the training steps after 3 warm-up steps, the figure to compare;
 
     python benchmarks/speed_vs_peers.py                    # 8,000 sentences
     python benchmarks/speed_vs_peers.py --train_examples=2000 --rounds=2
-    python benchmarks/speed_vs_peers.py --peers=tfft,tfft_bf16,hf_trainer_grouped --rounds=2   # bfloat16 too
+    python benchmarks/speed_vs_peers.py --peers=tfft,tfft_bf16,hf_trainer_grouped,hf_trainer_grouped_bf16 --rounds=2
 
 The Trainer needs PyTorch: `pip install torch==2.13.0` (the CPU wheel).
 """
@@ -73,7 +73,7 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dat
                           TrainerCallback, TrainingArguments)
 from common import freeze_like_tfft, peak_rss_mb, predict_in_order
 from tfft.config import load_config
-data, n, grouped = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "grouped"
+data, n, grouped, bf16 = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "grouped", "bf16" in sys.argv[4:]
 read = lambda f: pd.read_csv(f"{data}/sst2/{f}", sep="\\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
 train, dev = read("train.tsv")[:n], read("dev.tsv")
 path = f"{data}/all_minilm_l6_v2"
@@ -92,7 +92,8 @@ steps = Steps()
 args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=32, per_device_eval_batch_size=64,
                          num_train_epochs=1, learning_rate=1e-4, warmup_ratio=0.1, weight_decay=0.01,
                          lr_scheduler_type="linear", save_strategy="no", report_to=[], seed=0, use_cpu=True,
-                         logging_steps=50, dataloader_num_workers=0, group_by_length=grouped)
+                         logging_steps=50, dataloader_num_workers=0, group_by_length=grouped,
+                         bf16=bf16)  # bf16: autocast to bfloat16 on the CPU
 trainer = Trainer(model=model, args=args, train_dataset=encode(train), data_collator=DataCollatorWithPadding(tokenizer),
                   callbacks=[steps])
 out = trainer.train()
@@ -111,6 +112,8 @@ PEERS = {
     "keras_hub": ("keras-hub `BertTextClassifier.fit`", KERAS_HUB, ()),
     "hf_trainer": ("Hugging Face `Trainer`, defaults (random batches)", HF_TRAINER, ("default",)),
     "hf_trainer_grouped": ("Hugging Face `Trainer`, `group_by_length=True`", HF_TRAINER, ("grouped",)),
+    "hf_trainer_grouped_bf16": ("Hugging Face `Trainer`, `group_by_length=True`, `bf16=True`", HF_TRAINER,
+                                ("grouped", "bf16")),
 }
 
 

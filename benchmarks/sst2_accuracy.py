@@ -5,6 +5,7 @@
     python benchmarks/sst2_accuracy.py --random_init --mrpc --cola
     python benchmarks/sst2_accuracy.py --nosst2 --mrpc --cola  # only the MRPC and CoLA rows
     python benchmarks/sst2_accuracy.py --seeds=0,1,2         # one SST-2 row per seed
+    python benchmarks/sst2_accuracy.py --seeds=0,1,2 --set=train.mixed_precision=mixed_bfloat16   # any override
 
 --train_examples caps the SST-2 rows only; MRPC and CoLA train on their full
 train sets.
@@ -27,6 +28,8 @@ _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (weights of the head, dropout,
 _RANDOM_INIT = flags.DEFINE_bool("random_init", False, "Add a row with the same architecture, random weights.")
 _MRPC = flags.DEFINE_bool("mrpc", False, "Add an MRPC row (sentence pairs; accuracy and F1).")
 _COLA = flags.DEFINE_bool("cola", False, "Add a CoLA row (Matthews correlation).")
+_SET = flags.DEFINE_multi_string("set", [], "A config override for every row, e.g. "
+                                 "`--set=train.mixed_precision=mixed_bfloat16`; repeatable.")
 
 CHILD = """
 import json, sys, time
@@ -71,7 +74,8 @@ def main(argv):
     rows = []
     for task, model, examples, overrides, metric in runs:
         started = time.time()
-        out = common.run_child(CHILD, json.dumps(overrides))
+        model += "".join(f", {override}" for override in _SET.value)
+        out = common.run_child(CHILD, json.dumps([*overrides, *_SET.value]))
         value = {"accuracy": f"{out['accuracy']:.4f}", "MCC": f"{out['mcc']:.4f}",
                  "accuracy / F1": f"{out['accuracy']:.4f} / {out['f1_positive']:.4f}"}[metric]
         rows.append({"task": task, "model": model, "train examples": examples, "dev metric": metric,

@@ -19,8 +19,11 @@ sentences) in a child process, which reports:
 
     python benchmarks/utilization.py                       # 4,000 sentences
     python benchmarks/utilization.py --train_examples=8000
+    python benchmarks/utilization.py --set=train.mixed_precision=mixed_bfloat16
 """
 
+
+import json
 
 from absl import app, flags
 
@@ -29,6 +32,8 @@ import common
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/ and sst2/.")
 _TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 4000, "Training sentences.")
 _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 20, "Steady steps recorded by the profiler (0: none).")
+_SET = flags.DEFINE_multi_string("set", [], "A config override for the run, e.g. "
+                                 "`--set=train.mixed_precision=mixed_bfloat16` (its share is then of the bfloat16 peak).")
 
 CHILD = """
 import collections, json, pathlib, sys, tempfile, time
@@ -37,10 +42,10 @@ import common
 from tfft import train
 from tfft.config import load_config
 from timing import StepTimer
-data, n, profile_steps = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+data, n, profile_steps, extra = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
 
-def matmul_peak():
-    a = tf.random.normal([2048, 2048])
+def matmul_peak(dtype=tf.float32):
+    a = tf.cast(tf.random.normal([2048, 2048]), dtype)
     f = tf.function(lambda a: tf.matmul(a, a))
     f(a).numpy()
     best = float("inf")
@@ -72,9 +77,10 @@ class Profile(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if batch == self.last: tf.profiler.experimental.stop()
 
-peak = matmul_peak()
-overrides = common.sst2_overrides(data, n, "runs/bench_utilization") + ["data.validation="]
+peaks = {"float32": matmul_peak(), "bfloat16": matmul_peak(tf.bfloat16)}
+overrides = common.sst2_overrides(data, n, "runs/bench_utilization") + ["data.validation="] + extra
 config = load_config("configs/sst2_minilm.yaml", overrides)
+compute = "bfloat16" if config.train.mixed_precision == "mixed_bfloat16" else "float32"
 timer, logdir = StepTimer(), tempfile.mkdtemp()
 callbacks = [timer] + ([Profile(40, profile_steps, logdir)] if profile_steps else [])
 result = train.run(config, callbacks=callbacks)
@@ -91,7 +97,7 @@ steady = slice(3, None)
 flops = sum(step_flops(L) for L in lengths[steady])
 seconds = sum(timer.times[steady])
 groups, others = kernel_groups(logdir) if profile_steps else ({}, {})
-print(json.dumps({"peak": peak, "flops": flops, "seconds": seconds, "steps": len(timer.times[steady]),
+print(json.dumps({"peak": peaks[compute], "peaks": peaks, "compute": compute, "flops": flops, "seconds": seconds, "steps": len(timer.times[steady]),
                   "tokens": batch * sum(lengths[steady]), "groups": groups, "other_ops": others}))
 """
 
@@ -99,11 +105,13 @@ print(json.dumps({"peak": peak, "flops": flops, "seconds": seconds, "steps": len
 def main(argv):
     del argv
     data = common.data_dir(_DATA_DIR.value)
-    out = common.run_child(CHILD, str(data), str(_TRAIN_EXAMPLES.value), str(_PROFILE_STEPS.value))
+    out = common.run_child(CHILD, str(data), str(_TRAIN_EXAMPLES.value), str(_PROFILE_STEPS.value),
+                           json.dumps(_SET.value))
     achieved = out["flops"] / out["seconds"]
-    rows = [{"measure": "TensorFlow float32 matmul peak (2048^3)", "value": f"{out['peak'] / 1e9:.0f} GFLOP/s"},
-            {"measure": f"tfft training, {out['steps']} steady steps", "value": f"{achieved / 1e9:.0f} GFLOP/s"},
-            {"measure": "share of the matmul peak", "value": f"{100 * achieved / out['peak']:.0f}%"},
+    rows = [{"measure": f"TensorFlow {dtype} matmul peak (2048^3)", "value": f"{peak / 1e9:.0f} GFLOP/s"}
+            for dtype, peak in out["peaks"].items()]
+    rows += [{"measure": f"tfft training, {out['steps']} steady steps", "value": f"{achieved / 1e9:.0f} GFLOP/s"},
+             {"measure": f"share of the {out['compute']} matmul peak", "value": f"{100 * achieved / out['peak']:.0f}%"},
             {"measure": "padded tokens per second", "value": f"{out['tokens'] / out['seconds']:.0f}"}]
     total = sum(out["groups"].values())
     for group, seconds in sorted(out["groups"].items(), key=lambda item: -item[1]):

@@ -28,6 +28,26 @@ def test_gelu_matches_keras_values_and_gradient(approximate):
     np.testing.assert_allclose(dx, dx_keras, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("approximate", [False, True])
+def test_gelu_of_bfloat16_is_float32s_rounded_once(approximate):
+    """Under `mixed_bfloat16` GELU computes in float32: values and gradient are float32's, rounded to bfloat16."""
+    fast = fast_layers.gelu_approximate if approximate else fast_layers.gelu
+    rng = np.random.default_rng(3)
+    x, upstream = (tf.cast(rng.normal(0, 3, 4096).astype("float32"), tf.bfloat16) for _ in range(2))
+    results = []
+    for dtype in (tf.bfloat16, tf.float32):
+        v = tf.cast(x, dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            y = fast(v)
+        dx = tape.gradient(y, v, output_gradients=tf.cast(upstream, dtype))
+        assert y.dtype == dx.dtype == dtype
+        results.append([tf.cast(tf.cast(t, tf.bfloat16), tf.float32).numpy() for t in (y, dx)])
+    (y, dx), (y32, dx32) = results
+    np.testing.assert_array_equal(y, y32)
+    np.testing.assert_array_equal(dx, dx32)
+
+
 def test_backbones_use_the_fast_gelu_by_name():
     assert base.ACTIVATIONS["gelu"] is fast_layers.gelu
     assert base.ACTIVATIONS["gelu_approximate"] is fast_layers.gelu_approximate

@@ -1,7 +1,7 @@
 """Where one attention block's training time goes, op by op: tfft's (Keras) against PyTorch's (Hugging Face BERT).
 
 On the AMD EPYC machine tfft's steps fall behind PyTorch's from 24 tokens a sentence on, and an earlier probe put
-most of the gap in the backward pass through attention (README, *Speed*). This benchmark takes one attention block
+most of the gap in the backward pass through attention (docs/performance.md, *Speed*). This benchmark takes one attention block
 of all-MiniLM-L6-v2's shape (hidden 384, 12 heads, dropout 0.1 on the attention weights and on the output) and
 times its forward and backward pass, the weights' and the input's gradients (as in a layer with trained layers
 below it), on --batch random sentences of --length tokens:

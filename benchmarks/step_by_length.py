@@ -63,7 +63,7 @@ def dataset(n):  # the batch at length n, its length dimension unknown to the tr
             else tf.ones((batch, n), v.dtype) for k, v in features.items()}
     ds = tf.data.Dataset.from_tensor_slices((rows, *targets))
     # Without `padded_shapes` the spec says n: the first length would get a trace of its own, with a static length
-    # (Keras' einsum then takes another, slower path: README, *Speed*), and the later ones a generalized trace.
+    # (Keras' einsum then takes another, slower path: docs/performance.md, *Speed*), and the later ones a generalized trace.
     unknown = tf.nest.map_structure(lambda spec: [None] * spec.shape.rank, ds.element_spec)
     return iter(ds.padded_batch(batch, padded_shapes=unknown).repeat())
 

@@ -2,7 +2,7 @@
 
 `gelu_erf` runs the forward and the hand-written backward as TensorFlow ops; `gelu_xla` compiles each of the
 same two functions into one XLA kernel. Not tfft layers: XLA compiles once per input shape, and a serving export
-would have to trace another form (README, *Speed*). `benchmarks/elementwise_forms.py` times both alone,
+would have to trace another form (docs/performance.md, *Speed*). `benchmarks/elementwise_forms.py` times both alone,
 `benchmarks/fast_layers.py --against=xla_gelu` the XLA one in MiniLM's training step.
 """
 

@@ -623,7 +623,7 @@ def finish_batches(
     runs `EinsumDense`'s projections (attention's query, key, value and
     output) as a broadcasting batched matmul whose kernel gradient is
     computed per example and then summed: MiniLM's training step at 16
-    tokens took about twice as long (README, *Speed*).
+    tokens took about twice as long (docs/performance.md, *Speed*).
     """
     lengths = {"longest": None, "buckets": bucket_lengths(sequence_length), "max": [sequence_length]}[pad_to]
     trim = functools.partial(_trim_batch, lengths=lengths, sequence_targets=sequence_targets)
@@ -640,7 +640,7 @@ def pipeline_options(shard_policy=None) -> tf.data.Options:
     half the runs of a 30-second CoNLL-2003 training, waiting on its
     iterator. Without autotuning, `AUTOTUNE` parallelism is the number of
     cores and a prefetch buffer still grows when the consumer waits; the
-    training steps measured as fast (README, *Speed against keras-hub and
+    training steps measured as fast (docs/performance.md, *Speed against keras-hub and
     the Hugging Face Trainer*).
 
     Args:

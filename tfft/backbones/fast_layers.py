@@ -8,7 +8,7 @@ op, so their backward passes recompute what the forward pass had (the
 elementwise kernels. The forms here return the same values with
 `tf.custom_gradient`, whose backward pass reuses the forward's results; on
 SST-2 with all-MiniLM-L6-v2 the training step is 7-9% faster
-(`python benchmarks/fast_layers.py`; README, *Speed*).
+(`python benchmarks/fast_layers.py`; docs/performance.md, *Speed*).
 
 ```python
 fast_layers.use_fast_layers(model)   # every LayerNormalization over the last axis in `model`

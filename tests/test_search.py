@@ -218,7 +218,8 @@ def test_train_best_waits_for_trials_other_processes_still_run_and_trains_the_fi
     config = config_with(base)
     space, objective = search.check(config)
     study = study_with_trials(config, space, objective, 0.75)
-    other, late = ask_trial(study, space)  # running in "another process"
+    other, late = ask_trial(study, space)  # running in "another process", which names itself as `run_trial` does
+    other.set_user_attr("worker", "other-host:1")
     threading.Timer(1.5, study.tell, (other, 0.9)).start()
     trained = []
     monkeypatch.setattr(train, "run", trained.append)
@@ -235,6 +236,7 @@ def test_train_best_does_not_wait_for_a_trial_whose_process_died(base, monkeypat
     space, objective = search.check(config)
     study = study_with_trials(config, space, objective, 0.75)
     dead = study.ask()
+    dead.set_user_attr("worker", "other-host:1")  # as `run_trial` names it
     storage = optuna.storages.RDBStorage(f"sqlite:///{pathlib.Path(config.output_dir) / search.STUDY_DB}",
                                          heartbeat_interval=1)
     storage.record_heartbeat(dead._trial_id)  # its last heartbeat, then the process was killed
@@ -243,6 +245,29 @@ def test_train_best_does_not_wait_for_a_trial_whose_process_died(base, monkeypat
     result = search.finish(study, config, space, objective, pathlib.Path(config.output_dir), train_best=True)
     assert result.trained == "trained" and result.best_score == 0.75 and time.monotonic() - started < 30
     assert study.trials[dead.number].state == optuna.trial.TrialState.FAIL
+
+
+def test_train_best_does_not_wait_for_a_trial_no_tfft_process_took_up(base, monkeypatch, caplog):
+    # A trial asked but never begun (its process killed between Optuna's `ask` and the trial's start, or asked
+    # outside tfft) has no heartbeat, so Optuna never finds it stale: `--train_best` waited for it forever.
+    import optuna
+
+    from tfft import train
+
+    config = config_with(base)  # heartbeat every second: the grace period is 2 s
+    space, objective = search.check(config)
+    study = study_with_trials(config, space, objective, 0.75)
+    orphan = study.ask()
+    monkeypatch.setattr(train, "run", lambda best_config: "trained")
+    outcome = []
+    with caplog.at_level("INFO"):
+        waiter = threading.Thread(target=lambda: outcome.append(search.finish(
+            study, config, space, objective, pathlib.Path(config.output_dir), train_best=True)), daemon=True)
+        waiter.start()
+        waiter.join(timeout=30)
+    assert outcome and outcome[0].trained == "trained" and outcome[0].best_score == 0.75
+    assert f"Trial {orphan.number} has been running for over 2 s without a tfft process" in caplog.text
+    assert study.trials[orphan.number].state == optuna.trial.TrialState.RUNNING  # not ours to fail
 
 
 def finished_run(folder: pathlib.Path, config) -> None:

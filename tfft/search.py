@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import json
 import logging
 import math
@@ -470,14 +471,21 @@ def finish(study, config: Config, space: list[Param], objective: Objective, outp
 def wait_for_other_processes(study, heartbeat_seconds: int) -> None:
     """Waits while other processes sharing the study still run trials, so that every `--train_best` picks the
     same winner. A trial whose process died stops being waited for once its heartbeat is stale: Optuna fails it
-    (and queues it again, `_retry`)."""
+    (and queues it again, `_retry`). A trial no tfft process took up (asked outside tfft, or its process killed
+    between asking and starting it) has no heartbeat to go stale; it is not waited for past the grace period."""
     optuna = _optuna()
-    shown = None
+    shown, orphans = None, set()
     while True:
         with warnings.catch_warnings():  # experimental in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        running = sorted(t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        running = sorted(t.number for t in trials if _taken_up(t, 2 * heartbeat_seconds))
+        for number in sorted({t.number for t in trials} - set(running) - orphans):
+            logger.warning("Trial %d has been running for over %d s without a tfft process behind it (no heartbeat: "
+                           "asked outside tfft, or its process was killed before the trial began); not waiting for "
+                           "it.", number, 2 * heartbeat_seconds)
+            orphans.add(number)
         if not running:
             return
         if running != shown:
@@ -485,6 +493,14 @@ def wait_for_other_processes(study, heartbeat_seconds: int) -> None:
                         ", ".join(map(str, running)))
             shown = running
         time.sleep(min(5.0, heartbeat_seconds))
+
+
+def _taken_up(trial, grace_seconds: float) -> bool:
+    """A running trial that a tfft process began (`run_trial` names its worker once Optuna's heartbeat runs), or
+    one asked too recently to tell."""
+    if "worker" in trial.user_attrs:
+        return True
+    return (datetime.datetime.now() - trial.datetime_start).total_seconds() < grace_seconds
 
 
 def train_winner(best_config: Config, best_config_path: pathlib.Path):

@@ -219,7 +219,7 @@ def test_train_best_waits_for_trials_other_processes_still_run_and_trains_the_fi
     space, objective = search.check(config)
     study = study_with_trials(config, space, objective, 0.75)
     other, late = ask_trial(study, space)  # running in "another process", which names itself as `run_trial` does
-    other.set_user_attr("worker", "other-host:1")
+    began_in_another_process(other)
     threading.Timer(1.5, study.tell, (other, 0.9)).start()
     trained = []
     monkeypatch.setattr(train, "run", trained.append)
@@ -236,7 +236,7 @@ def test_train_best_does_not_wait_for_a_trial_whose_process_died(base, monkeypat
     space, objective = search.check(config)
     study = study_with_trials(config, space, objective, 0.75)
     dead = study.ask()
-    dead.set_user_attr("worker", "other-host:1")  # as `run_trial` names it
+    began_in_another_process(dead)
     storage = optuna.storages.RDBStorage(f"sqlite:///{pathlib.Path(config.output_dir) / search.STUDY_DB}",
                                          heartbeat_interval=1)
     storage.record_heartbeat(dead._trial_id)  # its last heartbeat, then the process was killed
@@ -247,9 +247,17 @@ def test_train_best_does_not_wait_for_a_trial_whose_process_died(base, monkeypat
     assert study.trials[dead.number].state == optuna.trial.TrialState.FAIL
 
 
-def test_train_best_does_not_wait_for_a_trial_no_tfft_process_took_up(base, monkeypatch, caplog):
+def began_in_another_process(trial) -> None:
+    """Marks `trial` as `run_trial` does in the process that runs it."""
+    trial.set_user_attr("worker", "other-host:1")
+    trial.set_user_attr("began", trial.number)
+
+
+@pytest.mark.parametrize("retried_copy", [False, True])
+def test_train_best_does_not_wait_for_a_trial_no_tfft_process_took_up(base, monkeypatch, caplog, retried_copy):
     # A trial asked but never begun (its process killed between Optuna's `ask` and the trial's start, or asked
-    # outside tfft) has no heartbeat, so Optuna never finds it stale: `--train_best` waited for it forever.
+    # outside tfft) has no heartbeat, so Optuna never finds it stale: `--train_best` waited for it forever. A retried
+    # copy of a trial that did begin carries that trial's attributes, its worker among them.
     import optuna
 
     from tfft import train
@@ -257,6 +265,8 @@ def test_train_best_does_not_wait_for_a_trial_no_tfft_process_took_up(base, monk
     config = config_with(base)  # heartbeat every second: the grace period is 2 s
     space, objective = search.check(config)
     study = study_with_trials(config, space, objective, 0.75)
+    if retried_copy:
+        study.enqueue_trial({}, user_attrs={"worker": "dead-host:1", "began": 0, "folder": 0})
     orphan = study.ask()
     monkeypatch.setattr(train, "run", lambda best_config: "trained")
     outcome = []

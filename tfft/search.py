@@ -364,6 +364,7 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective,
     folder = pathlib.Path(config.output_dir) / TRIALS_DIR / str(trial.user_attrs.get("folder", trial.number))
     trial.set_user_attr("folder", int(folder.name))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr("began", trial.number)  # a retried copy carries its failed trial's attributes, not this
     logger.info("Trial %d (of %d): %s", trial.number, config.search.trials, _values(values))
     pruning = PruneOnEpochs(trial, objective.name)
     started = time.monotonic()
@@ -496,9 +497,9 @@ def wait_for_other_processes(study, heartbeat_seconds: int) -> None:
 
 
 def _taken_up(trial, grace_seconds: float) -> bool:
-    """A running trial that a tfft process began (`run_trial` names its worker once Optuna's heartbeat runs), or
-    one asked too recently to tell."""
-    if "worker" in trial.user_attrs:
+    """A running trial that a tfft process began (`run_trial` marks it once Optuna's heartbeat runs), or one asked
+    too recently to tell."""
+    if trial.user_attrs.get("began") == trial.number:
         return True
     return (datetime.datetime.now() - trial.datetime_start).total_seconds() < grace_seconds
 

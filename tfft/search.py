@@ -271,7 +271,7 @@ def _storage(search: SearchConfig, output_dir: pathlib.Path):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine, heartbeat_interval=search.heartbeat_seconds,
-                grace_period=2 * search.heartbeat_seconds, heartbeat_stale_trial_callback=_retry(max_retry=3),
+                grace_period=grace_seconds(search.heartbeat_seconds), heartbeat_stale_trial_callback=_retry(max_retry=3),
             )
     except Exception as err:  # sqlalchemy's and the drivers' errors: no common base outside sqlalchemy
         raise ConfigError(f"Argument `search.storage` could not be opened ({str(err).splitlines()[0]}). Give a "
@@ -475,17 +475,17 @@ def wait_for_other_processes(study, heartbeat_seconds: int) -> None:
     (and queues it again, `_retry`). A trial no tfft process took up (asked outside tfft, or its process killed
     between asking and starting it) has no heartbeat to go stale; it is not waited for past the grace period."""
     optuna = _optuna()
-    shown, orphans = None, set()
+    shown, orphans, grace = None, set(), grace_seconds(heartbeat_seconds)
     while True:
         with warnings.catch_warnings():  # experimental in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        running = sorted(t.number for t in trials if _taken_up(t, 2 * heartbeat_seconds))
+        running = sorted(t.number for t in trials if _taken_up(t, grace))
         for number in sorted({t.number for t in trials} - set(running) - orphans):
             logger.warning("Trial %d has been running for over %d s without a tfft process behind it (no heartbeat: "
                            "asked outside tfft, or its process was killed before the trial began); not waiting for "
-                           "it.", number, 2 * heartbeat_seconds)
+                           "it.", number, grace)
             orphans.add(number)
         if not running:
             return
@@ -494,6 +494,11 @@ def wait_for_other_processes(study, heartbeat_seconds: int) -> None:
                         ", ".join(map(str, running)))
             shown = running
         time.sleep(min(5.0, heartbeat_seconds))
+
+
+def grace_seconds(heartbeat_seconds: int) -> int:
+    """How long a running trial may go without a heartbeat before it counts as dead (or, with none, as untaken)."""
+    return 2 * heartbeat_seconds
 
 
 def _taken_up(trial, grace_seconds: float) -> bool:

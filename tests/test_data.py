@@ -98,6 +98,23 @@ def test_non_utf8_names_the_line(tmp_path):
         data.read_split(str(tmp_path / "a.csv"), DataConfig())
 
 
+def test_blank_lines_skipped_are_counted_and_a_quoted_blank_line_stays_in_its_cell(tmp_path, caplog):
+    path = tmp_path / "train.csv"
+    path.write_text('text,label\nfine,pos\n\nbad,neg\n\n\n"two\n\nlines",pos\n\n')  # the last blank ends the file
+    with caplog.at_level("WARNING"):
+        frame = data.read_table(path)
+    assert frame["text"].tolist() == ["fine", "bad", "two\n\nlines"]
+    assert f"Data file `{path}`: 3 blank line(s) skipped, as they hold no row; 3 rows read." in caplog.text
+
+
+def test_a_file_without_blank_lines_logs_nothing(tmp_path, caplog):
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\nfine,pos\n\n")
+    with caplog.at_level("WARNING"):
+        data.read_table(path)
+    assert "blank line" not in caplog.text
+
+
 def test_utf8_bom_is_accepted(tmp_path):
     (tmp_path / "a.csv").write_bytes("\ufefftext,label\nfine,1\n".encode())
     assert data.read_split(str(tmp_path / "a.csv"), DataConfig()).texts == ["fine"]

@@ -216,9 +216,23 @@ def read_table(
         frame = _read_delimited(text.rstrip("\r\n") + "\n" if keep_blank_lines else text, path, suffix, has_header,
                                 quoting, skip_blank_lines=not keep_blank_lines)
         frame.columns = [str(c) for c in frame.columns]
+        if not keep_blank_lines:
+            _log_blank_lines(text, frame, path, suffix, has_header, quoting)
     if frame.empty:
         raise DataError(f"Data file `{path}` has a header but no rows.")
     return frame
+
+
+def _log_blank_lines(text: str, frame: pd.DataFrame, path, suffix: str, has_header: bool, quoting: str) -> None:
+    """Logs how many blank lines `read_table` skipped (not rows; a quoted cell's own blank lines are kept)."""
+    body = text.rstrip("\r\n")
+    if "\n\n" not in body and "\n\r\n" not in body:
+        return
+    every_line = _read_delimited(body + "\n", path, suffix, has_header, quoting, skip_blank_lines=False)
+    skipped = len(every_line) - len(frame)
+    if skipped:
+        logger.warning("Data file `%s`: %d blank line(s) skipped, as they hold no row; %d rows read.", path, skipped,
+                       len(frame))
 
 
 def quotes_ignored(tsv: bool, quoting: str) -> bool:

@@ -24,8 +24,11 @@ import common
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/ and sst2/.")
 _STEPS = flags.DEFINE_integer("steps", 40, "Cached training batches each block runs.")
 _ROUNDS = flags.DEFINE_integer("rounds", 4, "Rounds; each runs a block per model, the order alternating.")
-_AGAINST = flags.DEFINE_enum("against", "keras", ["keras", "xla_gelu"],
-                             "The other model: Keras' own GELU and LayerNorm, or tfft's with GELU fused by XLA.")
+_AGAINST = flags.DEFINE_enum("against", "keras", ["keras", "xla_gelu", "xla_attention"],
+                             "The other model: Keras' own GELU and LayerNorm, or tfft's with GELU (or attention's "
+                             "products) fused by XLA.")
+_TASK = flags.DEFINE_enum("task", "sst2", ["sst2", "conll2003"], "Whose config and batches: "
+                          "`configs/sst2_minilm.yaml` on SST-2, or `configs/conll2003_minilm.yaml` on CoNLL-2003.")
 
 
 def with_gelu(model, activation) -> int:
@@ -53,6 +56,16 @@ def with_xla_gelu(model) -> int:
     return with_gelu(model, gelu_xla)
 
 
+def with_xla_attention(model) -> int:
+    """Puts `xla_attention.compute_attention` (attention's products XLA-compiled) in every attention layer."""
+    from xla_attention import with_xla_attention as put
+
+    return put(model)
+
+
+OTHER = {"keras": "Keras", "xla_gelu": "XLA GELU", "xla_attention": "XLA attention"}
+
+
 def build_models(config):
     import tensorflow as tf
 
@@ -62,7 +75,7 @@ def build_models(config):
     strategy = tf.distribute.get_strategy()
     inputs = train.prepare_data(config, task, strategy, None)
     models = {}
-    other = "Keras" if _AGAINST.value == "keras" else "XLA GELU"
+    other = OTHER[_AGAINST.value]
     for name in ("tfft", other):
         keras.utils.set_random_seed(config.train.seed)
         model = train.build(config, task, inputs, strategy)
@@ -70,6 +83,8 @@ def build_models(config):
             print(f"Keras' ops put back in {with_keras_ops(model)} layers", flush=True)
         if name == "XLA GELU":
             print(f"XLA's GELU put in {with_xla_gelu(model)} layers", flush=True)
+        if name == "XLA attention":
+            print(f"XLA's attention put in {with_xla_attention(model)} layers", flush=True)
         models[name] = model
     batches = inputs.train_ds.take(_STEPS.value).cache()
     for _ in batches:  # fills the cache: both models then see the same batches in the same order
@@ -98,7 +113,9 @@ def main(argv):
     data = common.data_dir(_DATA_DIR.value)
     overrides = common.sst2_overrides(data, 32 * _STEPS.value, "runs/bench_fast_layers") + [
         "data.validation=", "train.epochs=1"]
-    models, batches = build_models(load_config("configs/sst2_minilm.yaml", overrides))
+    if _TASK.value == "conll2003":
+        overrides = overrides[:1] + [f"data.train={data / 'conll2003' / 'train.txt'}"] + overrides[3:]
+    models, batches = build_models(load_config(f"configs/{_TASK.value}_minilm.yaml", overrides))
     first_pass = {}
     for name, model in models.items():  # traces, and XLA compiles once per batch length: timed apart
         start = time.perf_counter()
@@ -116,15 +133,16 @@ def main(argv):
     other = next(name for name in models if name != "tfft")
     reference = statistics.median(times[other])
     described = {"tfft": "tfft's (`fast_layers`)", "Keras": "Keras' own",
-                 "XLA GELU": "tfft's, GELU fused by XLA (`benchmarks/xla_gelu.py`)"}
+                 "XLA GELU": "tfft's, GELU fused by XLA (`benchmarks/xla_gelu.py`)",
+                 "XLA attention": "tfft's, attention's products fused by XLA (`benchmarks/xla_attention.py`)"}
     rows = [{"GELU and LayerNorm": described[name],
              "median ms/step": 1000 * statistics.median(steps), "sum of steps s": sum(steps),
              "first pass s (traces, compiles)": round(first_pass[name], 1),
              "steps": len(steps), "speed-up": f"{reference / statistics.median(steps):.2f}x",
              "loss after each round": " ".join(f"{x:.4f}" for x in losses[name])}
             for name, steps in times.items()]
-    common.report("fast_layers" if other == "Keras" else "fast_layers_xla_gelu", rows, list(rows[0]),
-                  {"steps": _STEPS.value, "rounds": _ROUNDS.value})
+    common.report(f"fast_layers_{_AGAINST.value}_{_TASK.value}", rows, list(rows[0]),
+                  {"steps": _STEPS.value, "rounds": _ROUNDS.value, "task": _TASK.value})
 
 
 if __name__ == "__main__":

@@ -7,9 +7,12 @@ grouped by length, as a run pads them), in --rounds rounds of alternating blocks
 machine's drift between minutes falls on both. The table gives each model's median step and the sum of its steps.
 The losses after the same steps are printed too: the two must train alike. With `--against=xla_gelu` the other
 model is tfft's with its feed-forward GELU fused by XLA (`benchmarks/xla_gelu.py`); each model's first pass over
-the batches, which traces and (for XLA) compiles once per batch length, is timed apart.
+the batches, which traces and (for XLA) compiles once per batch length, is timed apart. With
+`--against=xla_attention` it is tfft's with attention's products fused by XLA (`benchmarks/xla_attention.py`);
+`--task=conll2003` takes `configs/conll2003_minilm.yaml` and CoNLL-2003's batches instead of SST-2's.
 
     python benchmarks/fast_layers.py
+    python benchmarks/fast_layers.py --task=conll2003 --against=xla_attention
 """
 
 import statistics

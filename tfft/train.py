@@ -48,6 +48,7 @@ from tfft import (
     folds,
     layerwise,
     optimization,
+    precision,
     run_dir,
     tasks,
 )
@@ -218,7 +219,9 @@ def run(
         with writer.locked("train"):
             state = writer.inspect(config)  # again, under the lock; reads only, so every check fails before a write
             keras.utils.set_random_seed(config.train.seed)
-            set_mixed_precision(config.train.mixed_precision)
+            precision.set_policy(config.train.mixed_precision)
+            if hint := precision.bfloat16_hint(config.train.mixed_precision):
+                logger.info(hint)
             kept = writer.path if state in ("resume", "trained") else None
             inputs = prepare_data(config, task, strategy, kept, hooks, trains=state != "trained")
             model = build(config, task, inputs, strategy, hooks)
@@ -441,10 +444,6 @@ def resume_message(start_step: int, steps_per_epoch: int, epochs: int) -> str:
         return f"Training had run all {epochs} epochs: nothing is left to train."
     epoch, step = divmod(start_step, steps_per_epoch)
     return f"Resuming in epoch {epoch + 1} of {epochs}, after step {step} of {steps_per_epoch}."
-
-
-def set_mixed_precision(policy: str) -> None:
-    keras.mixed_precision.set_global_policy("float32" if policy == "none" else policy)
 
 
 def _verbosity() -> int | str:

@@ -22,8 +22,10 @@ CPU_INFO = pathlib.Path("/proc/cpuinfo")
 
 
 def set_policy(mixed_precision: str) -> None:
-    """Sets Keras' global dtype policy for `train.mixed_precision` (`none` is float32)."""
+    """Sets Keras' global dtype policy for `train.mixed_precision` (`none` is float32), and logs `bfloat16_hint`."""
     keras.mixed_precision.set_global_policy("float32" if mixed_precision == "none" else mixed_precision)
+    if hint := bfloat16_hint(mixed_precision):
+        logger.info(hint)
 
 
 def cpu_flags(cpu_info: pathlib.Path = CPU_INFO) -> set[str]:

@@ -219,9 +219,7 @@ def run(
         with writer.locked("train"):
             state = writer.inspect(config)  # again, under the lock; reads only, so every check fails before a write
             keras.utils.set_random_seed(config.train.seed)
-            precision.set_policy(config.train.mixed_precision)
-            if hint := precision.bfloat16_hint(config.train.mixed_precision):
-                logger.info(hint)
+            precision.set_policy(config.train.mixed_precision)  # logs the bfloat16 hint on a CPU with AMX
             kept = writer.path if state in ("resume", "trained") else None
             inputs = prepare_data(config, task, strategy, kept, hooks, trains=state != "trained")
             model = build(config, task, inputs, strategy, hooks)

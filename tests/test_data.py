@@ -107,6 +107,18 @@ def test_blank_lines_skipped_are_counted_and_a_quoted_blank_line_stays_in_its_ce
     assert f"Data file `{path}`: 3 blank line(s) skipped, as they hold no row; 3 rows read." in caplog.text
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_blank_lines_before_the_header_are_counted_and_the_file_still_reads(tmp_path, caplog, newline):
+    # Counting them once parsed the file again from its first line, and pandas then found no header: a file that
+    # read fine failed.
+    path = tmp_path / "train.csv"
+    path.write_bytes(newline.join(["", "", "text,label", "fine,pos", "", "bad,neg", ""]).encode())
+    with caplog.at_level("WARNING"):
+        frame = data.read_table(path)
+    assert frame["text"].tolist() == ["fine", "bad"]
+    assert f"Data file `{path}`: 3 blank line(s) skipped, as they hold no row; 2 rows read." in caplog.text
+
+
 def test_a_file_without_blank_lines_logs_nothing(tmp_path, caplog):
     path = tmp_path / "train.csv"
     path.write_text("text,label\nfine,pos\n\n")

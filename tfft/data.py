@@ -224,12 +224,15 @@ def read_table(
 
 
 def _log_blank_lines(text: str, frame: pd.DataFrame, path, suffix: str, has_header: bool, quoting: str) -> None:
-    """Logs how many blank lines `read_table` skipped (not rows; a quoted cell's own blank lines are kept)."""
-    body = text.rstrip("\r\n")
-    if "\n\n" not in body and "\n\r\n" not in body:
-        return
-    every_line = _read_delimited(body + "\n", path, suffix, has_header, quoting, skip_blank_lines=False)
-    skipped = len(every_line) - len(frame)
+    """Logs how many blank lines `read_table` skipped, before the header or between rows (not rows; a quoted
+    cell's own blank lines are kept). Those between rows are counted by pandas' own parse keeping them, of the
+    text from the header on, so that the header is the same line as in `read_table`'s parse."""
+    body = text.lstrip("\r\n")
+    skipped = text[: len(text) - len(body)].count("\n")
+    body = body.rstrip("\r\n")
+    if "\n\n" in body or "\n\r\n" in body:
+        every_line = _read_delimited(body + "\n", path, suffix, has_header, quoting, skip_blank_lines=False)
+        skipped += len(every_line) - len(frame)
     if skipped:
         logger.warning("Data file `%s`: %d blank line(s) skipped, as they hold no row; %d rows read.", path, skipped,
                        len(frame))

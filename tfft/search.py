@@ -501,12 +501,12 @@ def grace_seconds(heartbeat_seconds: int) -> int:
     return 2 * heartbeat_seconds
 
 
-def _taken_up(trial, grace_seconds: float) -> bool:
+def _taken_up(trial, grace: float) -> bool:
     """A running trial that a tfft process began (`run_trial` marks it once Optuna's heartbeat runs), or one asked
     too recently to tell."""
     if trial.user_attrs.get("began") == trial.number:
         return True
-    return (datetime.datetime.now() - trial.datetime_start).total_seconds() < grace_seconds
+    return (datetime.datetime.now() - trial.datetime_start).total_seconds() < grace
 
 
 def train_winner(best_config: Config, best_config_path: pathlib.Path):

@@ -66,7 +66,13 @@ def with_xla_attention(model) -> int:
     return put(model)
 
 
-OTHER = {"keras": "Keras", "xla_gelu": "XLA GELU", "xla_attention": "XLA attention"}
+# --against: the other model's name, what changes its layers (returns how many), and its row in the table.
+OTHERS = {
+    "keras": ("Keras", with_keras_ops, "Keras' own"),
+    "xla_gelu": ("XLA GELU", with_xla_gelu, "tfft's, GELU fused by XLA (`benchmarks/xla_gelu.py`)"),
+    "xla_attention": ("XLA attention", with_xla_attention,
+                      "tfft's, attention's products fused by XLA (`benchmarks/xla_attention.py`)"),
+}
 
 
 def build_models(config):
@@ -78,16 +84,12 @@ def build_models(config):
     strategy = tf.distribute.get_strategy()
     inputs = train.prepare_data(config, task, strategy, None)
     models = {}
-    other = OTHER[_AGAINST.value]
+    other, change, _ = OTHERS[_AGAINST.value]
     for name in ("tfft", other):
         keras.utils.set_random_seed(config.train.seed)
         model = train.build(config, task, inputs, strategy)
-        if name == "Keras":
-            print(f"Keras' ops put back in {with_keras_ops(model)} layers", flush=True)
-        if name == "XLA GELU":
-            print(f"XLA's GELU put in {with_xla_gelu(model)} layers", flush=True)
-        if name == "XLA attention":
-            print(f"XLA's attention put in {with_xla_attention(model)} layers", flush=True)
+        if name == other:
+            print(f"{other}: {change(model)} layers changed", flush=True)
         models[name] = model
     batches = inputs.train_ds.take(_STEPS.value).cache()
     for _ in batches:  # fills the cache: both models then see the same batches in the same order
@@ -117,7 +119,8 @@ def main(argv):
     overrides = common.sst2_overrides(data, 32 * _STEPS.value, "runs/bench_fast_layers") + [
         "data.validation=", "train.epochs=1"]
     if _TASK.value == "conll2003":
-        overrides = overrides[:1] + [f"data.train={data / 'conll2003' / 'train.txt'}"] + overrides[3:]
+        overrides = [f"data.train={data / 'conll2003' / 'train.txt'}" if o.startswith("data.train=") else o
+                     for o in overrides]
     models, batches = build_models(load_config(f"configs/{_TASK.value}_minilm.yaml", overrides))
     first_pass = {}
     for name, model in models.items():  # traces, and XLA compiles once per batch length: timed apart
@@ -135,9 +138,7 @@ def main(argv):
             print(f"round {round_} {name}: median {1000 * statistics.median(block):.1f} ms, loss {loss:.4f}", flush=True)
     other = next(name for name in models if name != "tfft")
     reference = statistics.median(times[other])
-    described = {"tfft": "tfft's (`fast_layers`)", "Keras": "Keras' own",
-                 "XLA GELU": "tfft's, GELU fused by XLA (`benchmarks/xla_gelu.py`)",
-                 "XLA attention": "tfft's, attention's products fused by XLA (`benchmarks/xla_attention.py`)"}
+    described = {"tfft": "tfft's (`fast_layers`)", other: OTHERS[_AGAINST.value][2]}
     rows = [{"GELU and LayerNorm": described[name],
              "median ms/step": 1000 * statistics.median(steps), "sum of steps s": sum(steps),
              "first pass s (traces, compiles)": round(first_pass[name], 1),

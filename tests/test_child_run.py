@@ -7,9 +7,8 @@ import pytest
 
 from tfft import child_run, run_dir
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_a_run_in_a_child_trains_there_and_stops_when_the_parent_says(make_config):
     config = make_config("train.epochs=3", "data.max_train_examples=64")
     seen = []
@@ -26,6 +25,7 @@ def test_a_run_in_a_child_trains_there_and_stops_when_the_parent_says(make_confi
     assert len(run_dir.read_history(folder)["loss"]) == 2  # the third epoch never ran
 
 
+@pytest.mark.slow
 def test_a_child_that_fails_is_named_with_its_folder(make_config, tmp_path):
     broken = tmp_path / "train.csv"
     broken.write_text("text,label\n", encoding="utf-8")  # valid to the config, no rows to train on
@@ -49,6 +49,7 @@ def _children() -> list[str]:
     return pids
 
 
+@pytest.mark.slow
 def test_children_start_the_next_runs_process_while_a_run_trains_and_end_it_on_exit(make_config, tmp_path):
     configs = [make_config("train.epochs=1", "data.max_train_examples=32", f"output_dir={tmp_path / str(i)}")
                for i in range(3)]
@@ -65,3 +66,38 @@ def test_children_start_the_next_runs_process_while_a_run_trains_and_end_it_on_e
         children.run(configs[2])
         assert len(_children()) == 1  # the next run's process, waiting
     assert _children() == []  # the waiting process ended with the block
+
+
+class RecordedPopen:
+    """Stands in for `subprocess.Popen`: records each child's environment, starts nothing.
+
+    It holds the reading end of the parent's answers (`pass_fds[1]`), so the config can be sent, and reports
+    nothing: the parent reads the end of its reports at once, as from a child that ended.
+    """
+
+    environments: list = []
+
+    def __init__(self, command, pass_fds=(), env=None):
+        self.environments.append(env)
+        self.answers = os.dup(pass_fds[1])
+
+    def poll(self):
+        return 0
+
+    def kill(self):
+        pass
+
+    def wait(self):
+        os.close(self.answers)
+        return 0
+
+
+def test_runs_after_the_first_of_children_are_marked_as_later_runs(make_config, monkeypatch):
+    monkeypatch.setattr(child_run.subprocess, "Popen", RecordedPopen)
+    monkeypatch.setattr(RecordedPopen, "environments", [])
+    with child_run.Children() as children, pytest.raises(child_run.ChildRunError):
+        children.run(make_config())  # the stand-in child ends at once, with no run finished
+    assert len(RecordedPopen.environments) == 2  # the run's process, and the next run's, started once it had a config
+    assert RecordedPopen.environments[0] is None  # the first run: this process's own environment
+    assert RecordedPopen.environments[1][child_run.LATER_RUN] == "1"
+    assert RecordedPopen.environments[1]["PATH"] == os.environ["PATH"]

@@ -1,7 +1,7 @@
 import keras
 import pytest
 
-from tfft import precision, train
+from tfft import child_run, precision, train
 
 CPU_INFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -52,3 +52,12 @@ def test_a_float32_run_on_amx_logs_the_hint_and_trains_in_float32(make_config, m
         train.run(make_config("train.epochs=1"))
     assert caplog.text.count("This CPU has AMX (`amx_bf16`)") == 1
     assert policies == ["float32"]
+
+
+def test_a_later_run_of_a_search_or_cv_does_not_repeat_the_hint(make_config, monkeypatch, caplog):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"amx_bf16"})
+    monkeypatch.setenv(child_run.LATER_RUN, "1")
+    monkeypatch.setattr(keras.Model, "fit", lambda *args, **kwargs: (_ for _ in ()).throw(FitStarted))
+    with caplog.at_level("INFO"), pytest.raises(FitStarted):
+        train.run(make_config("train.epochs=1"))
+    assert "This CPU has AMX" not in caplog.text

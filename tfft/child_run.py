@@ -53,6 +53,9 @@ ORPHANED = 75
 INTERRUPTED = 130
 #: How long a stopping search waits for its trial to back up and stop before killing it.
 STOP_SECONDS = 120
+#: Set ("1") in the environment of every run's process after a `Children` sequence's first: a message each run
+#: would repeat (`tfft.precision`'s hint) is logged by the first run of a search or `tfft cv` only.
+LATER_RUN = "TFFT_LATER_RUN"
 
 
 class ChildRunError(RuntimeError):
@@ -94,7 +97,7 @@ class Children:
         return process.run(config, on_epoch, started=self._start_next if more else None)
 
     def _start_next(self) -> None:
-        self._next = _Process()
+        self._next = _Process(later_run=True)
 
     def __enter__(self) -> Children:
         return self
@@ -108,13 +111,14 @@ class Children:
 class _Process:
     """A child process, started at once: it imports what a run needs, then waits for its config."""
 
-    def __init__(self):
+    def __init__(self, later_run: bool = False):
         report_read, report_write = os.pipe()
         answer_read, answer_write = os.pipe()
         command = [sys.executable, "-m", "tfft.child_run", str(report_write), str(answer_read),
                    str(logging.getLogger().getEffectiveLevel())]
         try:
-            self.child = subprocess.Popen(command, pass_fds=(report_write, answer_read))
+            env = {**os.environ, LATER_RUN: "1"} if later_run else None
+            self.child = subprocess.Popen(command, pass_fds=(report_write, answer_read), env=env)
         finally:
             os.close(report_write)
             os.close(answer_read)

@@ -5,16 +5,20 @@ flags) oneDNN multiplies bfloat16 matrices several times faster than float32
 ones, and `mixed_bfloat16` trained `configs/sst2_minilm.yaml` 1.50x faster
 (docs/performance.md, *Speed*). Where bfloat16 has no such kernels it can be
 slower than float32, so the policy is never changed for the user: the run
-logs the hint once, and `train.mixed_precision` decides.
+logs the hint once, and `train.mixed_precision` decides. A search's or
+`tfft cv`'s runs after the first (`child_run.LATER_RUN`) do not repeat it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 
 import keras
 import tensorflow as tf
+
+from tfft import child_run
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +28,7 @@ CPU_INFO = pathlib.Path("/proc/cpuinfo")
 def set_policy(mixed_precision: str) -> None:
     """Sets Keras' global dtype policy for `train.mixed_precision` (`none` is float32), and logs `bfloat16_hint`."""
     keras.mixed_precision.set_global_policy("float32" if mixed_precision == "none" else mixed_precision)
-    if hint := bfloat16_hint(mixed_precision):
+    if not os.environ.get(child_run.LATER_RUN) and (hint := bfloat16_hint(mixed_precision)):
         logger.info(hint)
 
 

@@ -1,6 +1,6 @@
 """Length grouping's megabatch size: padding, train-step time and dev accuracy, over seeds.
 
-tfft groups training batches by length within megabatches of `tfft.data.MEGABATCH_BATCHES` batches (16), then
+tfft groups training batches by length within megabatches of `train.megabatch` batches (16), then
 shuffles the batches; the Hugging Face Trainer's `group_by_length=True` uses megabatches of 50 batches. A larger
 megabatch pads less (its sorted run is longer) but makes each batch's neighbours less random. Each run trains
 `configs/sst2_minilm.yaml` for one epoch on the first --train_examples SST-2 sentences, in its own process, with
@@ -31,9 +31,8 @@ from tfft import data as tfft_data, train
 from tfft.config import load_config
 from timing import StepTimer
 data, examples, megabatch, seed = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-tfft_data.MEGABATCH_BATCHES = megabatch
 config = load_config("configs/sst2_minilm.yaml", common.sst2_overrides(data, examples, "runs/bench_megabatch") + [
-    "train.epochs=1", f"train.seed={seed}"])
+    "train.epochs=1", f"train.seed={seed}", f"train.megabatch={megabatch}"])
 timer = StepTimer()
 result = train.run(config, callbacks=[timer])
 inputs = train.prepare_data(config, result.task, tf.distribute.get_strategy(), None)

@@ -28,10 +28,7 @@ questions) and trains on the other 7,515, with XQuAD's paragraphs left out entir
 for tfft only (the Trainer keeps `run_qa`'s recipe), e.g. `--set=train.adam_epsilon=1e-8`:
 
     python benchmarks/qa_vs_trainer.py --dev --peers=tfft --seeds=0,1 --set=train.adam_epsilon=1e-8
-    python benchmarks/qa_vs_trainer.py --dev --peers=tfft --seeds=0,1 --set=train.group_by_length=true --megabatch=4
-
-`--megabatch` sets tfft's batches per length-grouping megabatch (`tfft.data.MEGABATCH_BATCHES`, 16): fewer make
-grouped batches more random and pad more.
+    python benchmarks/qa_vs_trainer.py --dev --peers=tfft --seeds=0,1 --set=train.group_by_length=true --set=train.megabatch=4
 
 `--seeds` sets `train.seed` for tfft and `TrainingArguments.seed` for the Trainer (weights of the head,
 data order, dropout). Each child's result is appended to `benchmarks/results/qa_vs_trainer.jsonl` as it
@@ -58,8 +55,6 @@ _TRAIN_QUESTIONS = flags.DEFINE_integer("train_questions", 0, "Use the first N t
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; for each, every peer in --peers order.")
 _DEV = flags.DEFINE_bool("dev", False, "Evaluate on every fifth training paragraph, not XQuAD (for tuning).")
 _SET = flags.DEFINE_multi_string("set", [], "Config overrides for tfft only, `section.key=value`.")
-_MEGABATCH = flags.DEFINE_integer("megabatch", 0, "tfft's batches per length-grouping megabatch "
-                                  "(`tfft.data.MEGABATCH_BATCHES`; 0: tfft's own).")
 _SPLIT_DIR = pathlib.Path("runs/squad_split")
 
 
@@ -100,12 +95,11 @@ def write_split(data: pathlib.Path, train_questions: int, dev_split: bool = Fals
 # Each child prints {"seconds", "examples", "windows", "peak_rss_mb", "answers": {id: text}}.
 TFFT = """
 import json, sys
-from tfft import data, evaluate, train
+from tfft import evaluate, train
 from tfft.config import load_config
 from common import peak_rss_mb
 from timing import StepTimer
 config = load_config("configs/squad_minilm.yaml", json.loads(sys.argv[1]))
-data.MEGABATCH_BATCHES = int(sys.argv[2]) or data.MEGABATCH_BATCHES
 evaluation, config.data.validation = config.data.validation, ""  # trained like the Trainer: no evaluation during
 timer = StepTimer()
 result = train.run(config, callbacks=[timer])
@@ -209,7 +203,7 @@ print(json.dumps({"seconds": result.metrics["train_runtime"], "steps": len(steps
 
 #: peer -> (name in the table, child code, its extra argument).
 PEERS = {
-    "tfft": ("tfft", TFFT, "0"),  # --megabatch
+    "tfft": ("tfft", TFFT, "-"),
     "hf_trainer_best": ("Hugging Face `Trainer`, `run_qa`, dynamic padding + `group_by_length=True`", HF_TRAINER, "best"),
     "hf_trainer": ("Hugging Face `Trainer`, `run_qa` defaults (padding to 384)", HF_TRAINER, "default"),
 }
@@ -229,21 +223,19 @@ def main(argv):
     config = load_config("configs/squad_minilm.yaml", values)
     split = "dev (every fifth training paragraph)" if _DEV.value else "XQuAD-en"
     print(f"{n_train} training questions, {n_eval} {split} questions, {config.train.epochs} epoch(s), "
-          f"tfft overrides: {_SET.value or 'none'}, megabatch: {_MEGABATCH.value or 'tfft default'}", flush=True)
+          f"tfft overrides: {_SET.value or 'none'}", flush=True)
     evaluation = tasks.create(config).read(config.data.validation, split="validation")
     golds = [[a["text"] for a in label["answers"]] for label in evaluation.labels]
     results, rows = {}, []
     for seed in _SEEDS.value:
         for peer in _PEERS.value:
             extra = _SET.value if peer == "tfft" else []
-            argument = str(_MEGABATCH.value) if peer == "tfft" else PEERS[peer][2]
-            out = common.run_child(PEERS[peer][1], json.dumps([*values, f"train.seed={seed}", *extra]), argument,
-                                   timeout=6 * 3600)
+            out = common.run_child(PEERS[peer][1], json.dumps([*values, f"train.seed={seed}", *extra]),
+                                   PEERS[peer][2], timeout=6 * 3600)
             scores = metrics.squad_metrics(golds, [out["answers"][i] for i in evaluation.ids])
             results[peer, seed] = r = {**{k: v for k, v in out.items() if k != "answers"}, **scores}
             common.append_result("qa_vs_trainer", {"peer": peer, "seed": seed, "epochs": config.train.epochs,
-                                                   "train_questions": n_train, "split": split, "set": extra,
-                                                   "megabatch": _MEGABATCH.value if peer == "tfft" else None, **r})
+                                                   "train_questions": n_train, "split": split, "set": extra, **r})
             print(peer, seed, json.dumps(r), flush=True)
             row = {"peer": PEERS[peer][0], "seed": seed, "EM": round(r["exact_match"], 2), "F1": round(r["f1"], 2),
                    "train questions/s": r["examples"] / r["seconds"], "train windows": r["windows"],

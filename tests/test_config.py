@@ -44,6 +44,8 @@ def test_saved_yaml_round_trips(tmp_path):
         ("train.schedule=step", "Argument `train.schedule` must be one of linear, cosine. Received: schedule='step'"),
         ("train.epochs=0", "Argument `train.epochs` must be >= 1. Received: epochs=0"),
         ("train.adam_epsilon=0", "Argument `train.adam_epsilon` must be > 0. Received: adam_epsilon=0"),
+        ("train.megabatch=0", "Argument `train.megabatch` must be >= 1 (batches per length-sorted megabatch). "
+                              "Received: megabatch=0"),
         ("model.freeze_layers=-2", "Argument `model.freeze_layers` must be -1"),
         ("train.strategy=gpu", "must be one of auto, default, mirrored, multi_worker, tpu"),
         ("train.jit_compile=maybe", "Argument `train.jit_compile` must be true or false"),

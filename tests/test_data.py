@@ -225,6 +225,25 @@ def test_group_by_length_false_gives_random_batches(packer):
     assert np.mean(spreads(False)) >= 6
 
 
+def test_megabatch_sets_how_many_batches_are_sorted_by_length_together(packer):
+    rng = np.random.default_rng(1)
+    counts = rng.integers(1, 12, size=64)
+    examples = data.Examples("mem", [" ".join(["great"] * int(n)) for n in counts], labels=[str(n) for n in counts])
+
+    def batches(**batching):
+        ds = data.make_dataset(examples, counts, packer, batch_size=8, training=True, seed=3, **batching)
+        return [sorted(y.numpy().tolist()) for _, y in ds]
+
+    def padded_words(batch_list):
+        return sum(max(b) * len(b) for b in batch_list)
+
+    # One batch per megabatch: the random batches themselves, each only sorted inside.
+    assert batches(megabatch=1) == batches(group_by_length=False)
+    two, whole = batches(megabatch=2), batches(megabatch=8)
+    assert sorted(np.concatenate(two)) == sorted(counts)
+    assert padded_words(whole) < padded_words(two) < padded_words(batches(megabatch=1))
+
+
 def test_static_bucket_shapes(packer):
     examples = data.Examples("mem", ["great"] * 3 + ["great " * 20] * 3, labels=["a"] * 6)
     ds = data.make_dataset(examples, np.zeros(6, np.int32), packer, batch_size=3, pad_to="buckets", drop_remainder=True)

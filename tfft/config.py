@@ -310,6 +310,10 @@ class TrainConfig:
         group_by_length: bool. Training batches of similar lengths, which
             `longest` and `buckets` pad less; false: random batches, as the
             Hugging Face `Trainer`'s default.
+        megabatch: int. Length grouping's megabatch, in batches: each run of
+            this many shuffled batches is sorted by length and cut into
+            batches, which are then shuffled. Fewer: batches nearer random
+            ones, and more padding (1: random batches).
         overwrite_output_dir: bool. Replace a finished run in `output_dir`.
         backup_every_steps: int or None. Also back up the training state
             every this many steps inside an epoch, so a killed or preempted
@@ -346,6 +350,7 @@ class TrainConfig:
     steps_per_execution: int = 1
     pad_to: Literal["longest", "buckets", "max"] = "longest"
     group_by_length: bool = True
+    megabatch: int = 16
     overwrite_output_dir: bool = False
     backup_every_steps: int | None = None
     layer_decay: float = 1.0
@@ -570,6 +575,7 @@ class Config:
                    "needs `data.validation` to watch")
         check(t.steps_per_execution >= 1, "train.steps_per_execution", t.steps_per_execution,
                "must be >= 1")
+        check(t.megabatch >= 1, "train.megabatch", t.megabatch, "must be >= 1 (batches per length-sorted megabatch)")
         if t.backup_every_steps is not None:
             check(t.backup_every_steps >= 1, "train.backup_every_steps", t.backup_every_steps,
                    "must be >= 1, or null for backups at epoch ends only")

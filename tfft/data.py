@@ -35,7 +35,7 @@ import pandas as pd
 import tensorflow as tf
 
 from tfft import errors
-from tfft.config import DataConfig
+from tfft.config import DataConfig, TrainConfig
 from tfft.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -545,14 +545,6 @@ def batch_rows(ds: tf.data.Dataset, size: int) -> tf.data.Dataset:
     return ds.ragged_batch(size) if ragged else ds.batch(size)
 
 
-# Training batches come from "megabatches" of this many batches: sorted by
-# length, cut into batches, batch order shuffled. On SST-2 (batch 32), 16
-# leaves 13% of the tokens padding (random batches: 67%); Hugging Face's
-# `group_by_length` uses 50 (5% padding), which in three seeds here scored
-# 0.7 points lower: the more alike a batch's lengths, the less random it is.
-MEGABATCH_BATCHES = 16
-
-
 def bucket_lengths(sequence_length: int) -> list[int]:
     """The padded lengths of `pad_to="buckets"`: powers of two from 16, then `sequence_length`."""
     lengths, length = [], 16
@@ -575,12 +567,20 @@ class Batching:
             batch size).
         group_by_length: bool. Training batches of similar lengths (less
             padding); False: random batches. `pad_to="max"` never groups.
+        megabatch: int. Batches per length-sorted megabatch when grouping.
     """
 
     batch_size: int
     pad_to: str = "longest"
     drop_remainder: bool = False
     group_by_length: bool = True
+    # Grouped training batches come from megabatches of this many batches
+    # (`train.megabatch`): sorted by length, cut into batches, batch order
+    # shuffled. On SST-2 (batch 32), 16 leaves 13% of the tokens padding
+    # (random batches: 67%); Hugging Face's `group_by_length` uses 50 (5%
+    # padding), which in three seeds here scored 0.7 points lower: the more
+    # alike a batch's lengths, the less random it is.
+    megabatch: int = TrainConfig.megabatch
 
 
 def training_pipeline(
@@ -616,7 +616,8 @@ def training_pipeline(
     """
     grouped = batching.group_by_length and batching.pad_to != "max"  # full-width batches gain nothing from grouping
     rounds = [
-        training_batches(epoch_examples(e), batching.batch_size, batching.drop_remainder, seed + e, grouped)
+        training_batches(epoch_examples(e), batching.batch_size, batching.drop_remainder, seed + e,
+                         batching.megabatch if grouped else 0)
         for e in range(epochs)
     ]
     ds = functools.reduce(tf.data.Dataset.concatenate, rounds)
@@ -761,19 +762,19 @@ def _packed_examples(examples: Examples, label_ids, packer, task, elements: int)
 # Elements are `features` or `(features, label_id)`: `element[0]` is the features.
 
 
-def training_batches(ds, batch_size: int, drop_remainder: bool, seed: int, group_by_length: bool) -> tf.data.Dataset:
-    """One shuffled epoch's batches: grouped by length, or in the shuffled order.
+def training_batches(ds, batch_size: int, drop_remainder: bool, seed: int, megabatch: int) -> tf.data.Dataset:
+    """One shuffled epoch's batches: grouped by length (`megabatch` > 0), or in the shuffled order.
 
-    Grouped: the epoch is cut into megabatches of `MEGABATCH_BATCHES`
-    batches, each megabatch sorted by length and cut into batches, and the
-    batches shuffled. An epoch still holds every example exactly once.
+    Grouped: the epoch is cut into megabatches of `megabatch` batches, each
+    megabatch sorted by length and cut into batches, and the batches
+    shuffled. An epoch still holds every example exactly once.
     """
-    if group_by_length:
-        return _length_grouped_batches(ds, batch_size, drop_remainder, seed=seed)
+    if megabatch:
+        return _length_grouped_batches(ds, batch_size, drop_remainder, seed=seed, megabatch=megabatch)
     return ds.batch(batch_size, drop_remainder=drop_remainder)
 
 
-def _length_grouped_batches(ds, batch_size: int, drop_remainder: bool, seed: int) -> tf.data.Dataset:
+def _length_grouped_batches(ds, batch_size: int, drop_remainder: bool, seed: int, megabatch: int) -> tf.data.Dataset:
     """One epoch's batches: megabatches sorted by length, cut into batches, the batches shuffled."""
 
     def cut(*megabatch):
@@ -781,8 +782,8 @@ def _length_grouped_batches(ds, batch_size: int, drop_remainder: bool, seed: int
         return slices.batch(batch_size, drop_remainder=drop_remainder)
 
     # A megabatch is a whole number of batches: only the epoch's last one is partial.
-    ds = ds.batch(batch_size * MEGABATCH_BATCHES).map(sort_by_length).flat_map(cut)
-    return ds.shuffle(MEGABATCH_BATCHES, seed=seed, reshuffle_each_iteration=False)
+    ds = ds.batch(batch_size * megabatch).map(sort_by_length).flat_map(cut)
+    return ds.shuffle(megabatch, seed=seed, reshuffle_each_iteration=False)
 
 
 def sort_by_length(*megabatch):

@@ -275,7 +275,7 @@ def prepare_data(
     tc = config.train
     batching = data.Batching(
         tc.batch_size, "buckets" if static_shapes and tc.pad_to == "longest" else tc.pad_to,
-        drop_remainder=static_shapes, group_by_length=tc.group_by_length,
+        drop_remainder=static_shapes, group_by_length=tc.group_by_length, megabatch=tc.megabatch,
     )
     train_ds = train_data.dataset(packer, batching, seed=tc.seed, epochs=tc.epochs,
                                   workers=distribute.num_workers(strategy)) if trains else None

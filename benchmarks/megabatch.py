@@ -27,7 +27,7 @@ CHILD = """
 import json, pathlib, sys
 import tensorflow as tf
 import common
-from tfft import data as tfft_data, train
+from tfft import train
 from tfft.config import load_config
 from timing import StepTimer
 data, examples, megabatch, seed = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

@@ -777,8 +777,8 @@ def training_batches(ds, batch_size: int, drop_remainder: bool, seed: int, megab
 def _length_grouped_batches(ds, batch_size: int, drop_remainder: bool, seed: int, megabatch: int) -> tf.data.Dataset:
     """One epoch's batches: megabatches sorted by length, cut into batches, the batches shuffled."""
 
-    def cut(*megabatch):
-        slices = tf.data.Dataset.from_tensor_slices(megabatch if len(megabatch) > 1 else megabatch[0])
+    def cut(*sorted_run):
+        slices = tf.data.Dataset.from_tensor_slices(sorted_run if len(sorted_run) > 1 else sorted_run[0])
         return slices.batch(batch_size, drop_remainder=drop_remainder)
 
     # A megabatch is a whole number of batches: only the epoch's last one is partial.

@@ -28,7 +28,8 @@ questions) and trains on the other 7,515, with XQuAD's paragraphs left out entir
 for tfft only (the Trainer keeps `run_qa`'s recipe), e.g. `--set=train.adam_epsilon=1e-8`:
 
     python benchmarks/qa_vs_trainer.py --dev --peers=tfft --seeds=0,1 --set=train.adam_epsilon=1e-8
-    python benchmarks/qa_vs_trainer.py --dev --peers=tfft --seeds=0,1 --set=train.group_by_length=true --set=train.megabatch=4
+    python benchmarks/qa_vs_trainer.py --dev --peers=tfft --seeds=0,1 --set=train.megabatch=4
+    python benchmarks/qa_vs_trainer.py --dev --peers=tfft --seeds=0,1 --set=train.group_by_length=false   # random batches
 
 `--seeds` sets `train.seed` for tfft and `TrainingArguments.seed` for the Trainer (weights of the head,
 data order, dropout). Each child's result is appended to `benchmarks/results/qa_vs_trainer.jsonl` as it

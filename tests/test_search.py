@@ -109,6 +109,17 @@ def test_a_validation_fraction_scores_trials_on_a_held_out_slice_of_train(base, 
     assert best.output_dir.endswith("search/best") and best.train.epochs == 2
 
 
+def test_a_held_out_slice_keeps_final_weights_so_no_epoch_is_chosen_on_the_final_report(base, tmp_path):
+    held_out = config_with(base, "search.validation_fraction=0.2")
+    assert held_out.train.restore_best  # the base config's own choice
+    assert not search.trial_config(held_out, {"train.epochs": 3}, tmp_path / "t").train.restore_best
+    best = search.best_config_of(held_out, {"train.epochs": 3})
+    assert not best.train.restore_best and best.data.validation == held_out.data.validation
+    # Scored on data.validation itself, the search chose there already: the best epoch stays as configured.
+    assert search.trial_config(config_with(base), {}, tmp_path / "u").train.restore_best
+    assert search.best_config_of(config_with(base), {}).train.restore_best
+
+
 def test_a_folder_with_other_files_is_refused(base, tmp_path):
     (tmp_path / "search").mkdir()
     (tmp_path / "search" / "notes.txt").write_text("mine")

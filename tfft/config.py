@@ -647,7 +647,9 @@ def derived(config: Config, output_dir: str | pathlib.Path, values: dict[str, An
         output_dir: the new run's folder.
         values: dict or None. Config key -> value (`set_key`).
         split: `SplitConfig` or None. Holds out part of `data.train` as the
-            validation split (`data.validation` is then emptied).
+            validation split (`data.validation` is then emptied), and keeps
+            the run's final weights (`train.restore_best=false`): an epoch
+            chosen on the held-out rows would score them optimistically.
         member: bool. A trial or fold: no export of its own, and never
             `train.overwrite_output_dir` (a rerun resumes it or reads it back).
     """
@@ -660,6 +662,7 @@ def derived(config: Config, output_dir: str | pathlib.Path, values: dict[str, An
     if split is not None:
         run.data.validation = ""
         run.data.split = split
+        run.train.restore_best = False
     for key, value in (values or {}).items():
         set_key(run, key, value)
     return run.validate()

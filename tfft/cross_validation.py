@@ -110,9 +110,8 @@ def plan(config: Config, folds: int, seeds: tuple[int, ...]) -> list[Member]:
             parts = ([f"fold-{fold}"] if fold is not None else []) + ([f"seed-{seed}"] if len(seeds) > 1 else [])
             split = None if fold is None else SplitConfig(folds=folds, fold=fold, seed=config.data.split.seed,
                                                           stratify=config.data.split.stratify)
-            # A fold keeps its final weights: an epoch chosen on the held-out fold would score it optimistically.
-            values = {"train.seed": seed, **({"train.restore_best": False} if split is not None else {})}
-            member = derived(config, pathlib.Path(config.output_dir) / "-".join(parts), values, split,
+            # A fold keeps its final weights (`derived`, given the split).
+            member = derived(config, pathlib.Path(config.output_dir) / "-".join(parts), {"train.seed": seed}, split,
                              member=True)  # a rerun resumes or reads back each run, never redoes it
             members.append(Member("-".join(parts), member))
     return members

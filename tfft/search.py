@@ -389,16 +389,7 @@ def trial_config(config: Config, values: dict, folder: pathlib.Path) -> Config:
     """The base config with the trial's values, in its own folder, scored on the search's validation split."""
     fraction = config.search.validation_fraction
     split = SplitConfig(fraction=fraction, seed=config.search.seed) if fraction else None
-    return derived(config, folder, held_out_values(config, values), split, member=True)  # a retry resumes its run
-
-
-def held_out_values(config: Config, values: dict) -> dict:
-    """`values`, and with `search.validation_fraction` the final weights kept (`train.restore_best=false`).
-
-    A trial then scores exactly what the winner's run trains, and that run
-    chooses no epoch on `data.validation`, the split of the final report.
-    """
-    return {"train.restore_best": False, **values} if config.search.validation_fraction else values
+    return derived(config, folder, values, split, member=True)  # a retry resumes its run; a split keeps final weights
 
 
 def _score(metrics: dict | None, name: str) -> float:
@@ -547,8 +538,15 @@ def train_winner(best_config: Config, best_config_path: pathlib.Path):
 
 
 def best_config_of(config: Config, values: dict) -> Config:
-    """The base config with the best values, training into `<output_dir>/best`, its `search` section cleared."""
-    return derived(config, pathlib.Path(config.output_dir) / "best", held_out_values(config, values))
+    """The base config with the best values, training into `<output_dir>/best`, its `search` section cleared.
+
+    With `search.validation_fraction` it keeps its final weights, as its
+    trials did: its run chooses no epoch on `data.validation`, the split of
+    the final report.
+    """
+    if config.search.validation_fraction:
+        values = {"train.restore_best": False, **values}
+    return derived(config, pathlib.Path(config.output_dir) / "best", values)
 
 
 def results_table(study, space: list[Param], objective: Objective) -> list[dict]:

@@ -109,6 +109,7 @@ from tfft.trial_sampler import TrialSeededTPE
 from tfft.config import load_config
 backbone, train_file, trial_file, slice_file, dev_file, trials = sys.argv[1:6] + [int(sys.argv[6])]
 grouped = sys.argv[7] == "1"  # at its best; "0": its default random batches
+jobs = int(sys.argv[8])  # Optuna's `n_jobs`: trials at once, in threads sharing the one Trainer
 def read(path):
     frame = pd.read_csv(path, sep="\\t", quoting=csv.QUOTE_NONE, keep_default_na=False, encoding="utf-8-sig")
     return frame["#1 String"].tolist(), frame["#2 String"].tolist(), frame["Quality"].astype(int).to_numpy()
@@ -141,7 +142,7 @@ start = time.monotonic()
 best = trainer.hyperparameter_search(direction="maximize", backend="optuna", hp_space=space, n_trials=trials,
                                      compute_objective=lambda m: m["eval_accuracy"],
                                      sampler=TrialSeededTPE(seed=0),  # tfft's: the same draws
-                                     pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+                                     pruner=optuna.pruners.MedianPruner(n_startup_trials=2), n_jobs=jobs)
 search_seconds = time.monotonic() - start
 for key, value in best.hyperparameters.items():
     setattr(trainer.args, key, value)

@@ -2,6 +2,8 @@
 
 import os
 import pathlib
+import threading
+import time
 
 import pytest
 
@@ -101,3 +103,86 @@ def test_runs_after_the_first_of_children_are_marked_as_later_runs(make_config, 
     assert RecordedPopen.environments[0] is None  # the first run: this process's own environment
     assert RecordedPopen.environments[1][child_run.LATER_RUN] == "1"
     assert RecordedPopen.environments[1]["PATH"] == os.environ["PATH"]
+
+
+class InterruptedPopen(RecordedPopen):
+    """A stand-in child that stopped as Ctrl-C stops a run: it backed up its step and exited 130."""
+
+    def wait(self):
+        super().wait()
+        return child_run.INTERRUPTED
+
+
+def test_a_run_whose_process_stopped_with_a_backup_is_told_apart_from_a_failed_one(make_config, monkeypatch):
+    monkeypatch.setattr(child_run.subprocess, "Popen", InterruptedPopen)
+    with pytest.raises(child_run.RunInterrupted, match="was stopped .it backed up its step.. Rerun to resume it"):
+        child_run.run_in_child(make_config())
+
+
+def test_runs_side_by_side_each_get_a_share_of_the_cores_as_tensorflow_threads(make_config, monkeypatch, tmp_path):
+    monkeypatch.setattr(child_run.subprocess, "Popen", RecordedPopen)
+    monkeypatch.setattr(RecordedPopen, "environments", [])
+    monkeypatch.setattr(child_run.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    together = threading.Barrier(2, timeout=30)  # passed only by two threads at once
+    seen = []
+
+    def work(children):
+        together.wait()
+        seen.append((threading.current_thread().name, children.threads))
+        with pytest.raises(child_run.ChildRunError):  # the stand-in child finishes no run
+            children.run(make_config(f"output_dir={tmp_path / threading.current_thread().name}"), more=False)
+
+    child_run.run_parallel(work, jobs=2)
+    assert sorted(seen) == [("tfft-run-0", 2), ("tfft-run-1", 2)]  # 4 cores, 2 jobs
+    environments = RecordedPopen.environments
+    assert len(environments) == 2
+    assert all(env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == "2" for env in environments)
+    assert sorted(child_run.LATER_RUN in env for env in environments) == [False, True]  # one first run in all
+
+
+def test_a_thread_count_set_by_the_user_is_kept(make_config, monkeypatch):
+    monkeypatch.setattr(child_run.subprocess, "Popen", RecordedPopen)
+    monkeypatch.setattr(RecordedPopen, "environments", [])
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "3")
+    with child_run.Children(threads=1) as children, pytest.raises(child_run.ChildRunError):
+        children.run(make_config(), more=False)
+    assert RecordedPopen.environments[0]["TF_NUM_INTRAOP_THREADS"] == "3"
+    assert RecordedPopen.environments[0]["TF_NUM_INTEROP_THREADS"] == "1"
+
+
+def test_one_job_runs_in_the_calling_thread_on_every_core(make_config, monkeypatch):
+    monkeypatch.setattr(child_run.subprocess, "Popen", RecordedPopen)
+    monkeypatch.setattr(RecordedPopen, "environments", [])
+    seen = []
+
+    def work(children):
+        seen.append((threading.current_thread(), children.threads))
+        with pytest.raises(child_run.ChildRunError):
+            children.run(make_config(), more=False)
+
+    child_run.run_parallel(work, jobs=1)
+    assert seen == [(threading.main_thread(), None)] and RecordedPopen.environments == [None]
+
+
+def test_an_error_in_one_thread_stops_the_others_runs_and_is_raised(make_config, monkeypatch):
+    monkeypatch.setattr(child_run.subprocess, "Popen", RecordedPopen)
+    monkeypatch.setattr(RecordedPopen, "environments", [])
+    outcomes = []
+
+    def work(children):
+        if threading.current_thread().name == "tfft-run-0":
+            raise ValueError("a bad trial")
+        deadline = time.monotonic() + 30
+        while not children.stopping and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            children.run(make_config())
+        except child_run.RunInterrupted as err:
+            outcomes.append(str(err))
+
+    with pytest.raises(ValueError, match="a bad trial"):
+        child_run.run_parallel(work, jobs=2)
+    assert len(outcomes) == 1 and "was stopped before its process began" in outcomes[0]
+    assert RecordedPopen.environments == []  # the stopped thread started no process

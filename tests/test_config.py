@@ -46,6 +46,7 @@ def test_saved_yaml_round_trips(tmp_path):
         ("train.adam_epsilon=0", "Argument `train.adam_epsilon` must be > 0. Received: adam_epsilon=0"),
         ("train.megabatch=0", "Argument `train.megabatch` must be >= 1 (batches per length-sorted megabatch). "
                               "Received: megabatch=0"),
+        ("search.parallel_trials=0", "Argument `search.parallel_trials` must be >= 1. Received: parallel_trials=0"),
         ("model.freeze_layers=-2", "Argument `model.freeze_layers` must be -1"),
         ("train.strategy=gpu", "must be one of auto, default, mirrored, multi_worker, tpu"),
         ("train.jit_compile=maybe", "Argument `train.jit_compile` must be true or false"),

@@ -497,3 +497,53 @@ def test_two_processes_share_one_study(base, tmp_path):
     workers = {t.user_attrs["worker"] for t in finished}
     assert len(workers) == 2  # both processes ran trials of the one study
     assert len({t.user_attrs["folder"] for t in finished}) == len(finished)  # each trial its own run folder
+
+
+def _windows(trials) -> list[tuple]:
+    return sorted((t.datetime_start, t.datetime_complete) for t in trials)
+
+
+@pytest.mark.slow
+def test_parallel_trials_train_side_by_side_each_in_its_own_folder(base):
+    config = config_with(base, "search.trials=3", "search.parallel_trials=2", "search.pruning=false")
+    result = search.run(config)
+    trials = result.study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3  # no fourth trial begun by the second thread
+    (start0, end0), (start1, end1), _ = _windows(trials)
+    assert start1 < end0  # the second trial began before the first ended
+    assert len({t.user_attrs["folder"] for t in trials}) == 3
+    assert all((pathlib.Path(config.output_dir) / "trials" / str(t.number) / "run_complete.json").is_file()
+               for t in trials)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_parallel_trials_with_backups_for_a_rerun(base, tmp_path):
+    config = config_with(base, "search.trials=2", "search.parallel_trials=2", "train.epochs=50", "search.pruning=false",
+                         "search.space={train.learning_rate: {type: loguniform, low: 0.003, high: 0.03}}")
+    config.save(tmp_path / "search.yaml")
+    err = open(tmp_path / "stderr.txt", "w")
+    search_process = subprocess.Popen(
+        [sys.executable, "-c", "from tfft.cli import run_main; run_main()", "search",
+         f"--config={tmp_path / 'search.yaml'}"], stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO,
+        env={**__import__("os").environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    second_epochs = 0
+    for line in search_process.stdout:  # both trials' processes train, their output the search's
+        second_epochs += line.startswith("Epoch 2/")
+        if second_epochs == 2:
+            break
+    search_process.send_signal(signal.SIGTERM)  # to the search alone
+    search_process.communicate(timeout=300)
+    err.close()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert search_process.returncode == 130, stderr[-3000:]
+    assert "tfft: stopped. Run the same command again" in stderr and "Traceback" not in stderr
+    for n in (0, 1):
+        trial = tmp_path / "search" / "trials" / str(n)
+        assert f"Stopped the run in {trial} (it backed up its step)." in stderr
+        assert (trial / run_dir.BACKUP_DIR).is_dir()
+    import optuna
+
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'search' / 'study.db'}")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]  # no trial begun after the stop
+    assert all(t.user_attrs["interrupted"] for t in study.trials)  # both run again, resumed, on a rerun

@@ -409,6 +409,8 @@ class SearchConfig:
         heartbeat_seconds: int. A trial whose process has not written a
             heartbeat for twice this long (killed) is failed and tried again
             with the same values.
+        parallel_trials: int. Trials this process runs at once, each in its
+            own process with its share of the cores as TensorFlow threads.
     """
 
     trials: int = 10
@@ -421,6 +423,7 @@ class SearchConfig:
     study_name: str = ""
     pruning: bool = True
     heartbeat_seconds: int = 60
+    parallel_trials: int = 1
 
 
 @dataclasses.dataclass
@@ -636,6 +639,7 @@ class Config:
         check(0.0 <= s.validation_fraction < 1.0, "search.validation_fraction", s.validation_fraction,
               "must be in [0, 1) (0: score on `data.validation`)")
         check(s.heartbeat_seconds >= 1, "search.heartbeat_seconds", s.heartbeat_seconds, "must be >= 1")
+        check(s.parallel_trials >= 1, "search.parallel_trials", s.parallel_trials, "must be >= 1")
 
 
 def derived(config: Config, output_dir: str | pathlib.Path, values: dict[str, Any] | None = None,

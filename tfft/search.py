@@ -44,6 +44,7 @@ import math
 import os
 import pathlib
 import socket
+import threading
 import time
 import warnings
 from typing import Any
@@ -340,19 +341,25 @@ def drop_duplicate_retries(study, storage) -> None:
 
 
 def optimize(study, config: Config, space: list[Param], objective: Objective) -> None:
-    """Runs trials until the study holds `search.trials` finished ones (from every process sharing it)."""
+    """Runs trials until the study holds `search.trials` finished ones (from every process sharing it),
+    `search.parallel_trials` at a time (`child_run.run_parallel`)."""
     optuna = _optuna()
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     remaining = config.search.trials - len(_finished(study))
     if remaining <= 0:
         return
-    with child_run.Children() as children:  # each trial's process starts, and imports, while the one before trains
-        study.optimize(
-            lambda trial: run_trial(trial, config, space, objective, children),
-            n_trials=remaining + len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))),
-            callbacks=[optuna.study.MaxTrialsCallback(config.search.trials, states=states)],
-            gc_after_trial=True,
-        )
+    waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    tickets = threading.Semaphore(remaining + waiting)  # trials this process may begin, over all its threads
+    jobs = config.search.parallel_trials
+    if jobs > 1:
+        logger.info("Running %d trials at once, each with %d TensorFlow thread(s).", jobs,
+                    child_run.threads_per_run(jobs))
+
+    def work(children: child_run.Children) -> None:  # each trial's process starts while the one before trains
+        while not children.stopping and len(_finished(study)) < config.search.trials and tickets.acquire(False):
+            study.optimize(lambda trial: run_trial(trial, config, space, objective, children), n_trials=1,
+                           gc_after_trial=True)
+
+    child_run.run_parallel(work, jobs)
 
 
 def run_trial(trial, config: Config, space: list[Param], objective: Objective,
@@ -376,6 +383,9 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective,
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)
         raise
+    except child_run.RunInterrupted as err:  # stopped on its own, or beside a trial that failed or was stopped
+        trial.set_user_attr("interrupted", True)
+        raise KeyboardInterrupt(str(err)) from None
     score = _score(metrics, objective.name)
     trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
     _log_trial(trial, config, objective, score, pruning.pruned_at, time.monotonic() - started)

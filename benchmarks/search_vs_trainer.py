@@ -12,8 +12,11 @@ epoch's validation accuracy:
 all-MiniLM-L6-v2, sequence cap 128, AdamW (weight decay 0.01), linear decay, clipnorm 1.0, the same weights
 trained (embeddings frozen, all 6 layers and the head training: `configs/sst2_minilm.yaml`). Trials train on
 90% of the (first --train_examples) MRPC training pairs and are scored on the other 10%, the same rows for both
-peers (tfft's `search.validation_fraction=0.1`, stratified, seed 0; the Trainer reads them from files). The
-Trainer runs at its best (`hf_trainer`: `group_by_length=True` and dynamic padding) or at its defaults
+peers (tfft's `search.validation_fraction=0.1`, stratified, seed 0; the Trainer reads them from files).
+`tfft_parallel` runs two trials at once (`search.parallel_trials=2`: on a 2-core machine each trial's process
+has one TensorFlow thread). The Trainer's own parallel option, `n_jobs` (Optuna's threads around the one
+Trainer), fails in transformers 4.57 (docs/performance.md, *Search and cross-validation*). The Trainer runs at
+its best (`hf_trainer`: `group_by_length=True` and dynamic padding) or at its defaults
 (`hf_trainer_default`: random batches, dynamic padding). Then each peer trains its winner once on all the
 (capped) training pairs and scores it on the 408 dev pairs: with its final weights, no evaluation during that
 run (tfft's final run is given no validation split, which would restore its best epoch chosen on dev).
@@ -24,6 +27,7 @@ trials alone) and of the whole job, and peak RSS: of the search process, and for
     python benchmarks/search_vs_trainer.py                       # about an hour on 2 cores
     python benchmarks/search_vs_trainer.py --trials=4 --train_examples=400
     python benchmarks/search_vs_trainer.py --peers=tfft,hf_trainer,hf_trainer_default
+    python benchmarks/search_vs_trainer.py --peers=tfft_parallel,hf_trainer,tfft   # two trials at once
     python benchmarks/search_vs_trainer.py --train_examples=0 --winner='{"train.learning_rate": 1.5e-4}'
 
 Prints a Markdown table and writes benchmarks/results/search_vs_trainer.{md,json}.
@@ -109,7 +113,6 @@ from tfft.trial_sampler import TrialSeededTPE
 from tfft.config import load_config
 backbone, train_file, trial_file, slice_file, dev_file, trials = sys.argv[1:6] + [int(sys.argv[6])]
 grouped = sys.argv[7] == "1"  # at its best; "0": its default random batches
-jobs = int(sys.argv[8])  # Optuna's `n_jobs`: trials at once, in threads sharing the one Trainer
 def read(path):
     frame = pd.read_csv(path, sep="\\t", quoting=csv.QUOTE_NONE, keep_default_na=False, encoding="utf-8-sig")
     return frame["#1 String"].tolist(), frame["#2 String"].tolist(), frame["Quality"].astype(int).to_numpy()
@@ -142,7 +145,7 @@ start = time.monotonic()
 best = trainer.hyperparameter_search(direction="maximize", backend="optuna", hp_space=space, n_trials=trials,
                                      compute_objective=lambda m: m["eval_accuracy"],
                                      sampler=TrialSeededTPE(seed=0),  # tfft's: the same draws
-                                     pruner=optuna.pruners.MedianPruner(n_startup_trials=2), n_jobs=jobs)
+                                     pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
 search_seconds = time.monotonic() - start
 for key, value in best.hyperparameters.items():
     setattr(trainer.args, key, value)
@@ -187,15 +190,18 @@ def main(argv):
     print("rows:", sizes, flush=True)
     rows, raw = [], {}
     for peer in _PEERS.value:
-        if peer == "tfft":
-            out = common.run_child(TFFT, json.dumps(overrides), timeout=6 * 3600)
+        if peer in ("tfft", "tfft_parallel"):  # each its own study, in its own folder
+            parallel = ["search.parallel_trials=2"] if peer == "tfft_parallel" else []
+            own = tfft_overrides(data, f"runs/bench_search_mrpc_{stamp}_{peer}") + parallel
+            out = common.run_child(TFFT, json.dumps(own), timeout=6 * 3600)
         else:
             out = common.run_child(HF_TRAINER, str(data / "all_minilm_l6_v2"), *(str(files.resolve() / f"{n}.tsv")
                                    for n in ("train", "trials", "slice")), str(data / "mrpc" / "dev.tsv"),
                                    str(_TRIALS.value), "1" if peer == "hf_trainer" else "0", timeout=6 * 3600)
         print(peer, json.dumps(out), flush=True)
         raw[peer] = out
-        names = {"tfft": "tfft search", "hf_trainer": "Trainer.hyperparameter_search, group_by_length=True",
+        names = {"tfft": "tfft search", "tfft_parallel": "tfft search, search.parallel_trials=2",
+                 "hf_trainer": "Trainer.hyperparameter_search, group_by_length=True",
                  "hf_trainer_default": "Trainer.hyperparameter_search, defaults (random batches)"}
         rows.append({"peer": names[peer],
                      "trials": _TRIALS.value, "best slice accuracy": f"{out['slice_accuracy']:.4f}",

@@ -158,10 +158,11 @@ def run_parallel(work: Callable[[Children], None], jobs: int) -> None:
     """Calls `work(children)` in `jobs` threads at once, each with its own `Children`.
 
     With one job, `work` runs here, its processes on every core. With more,
-    each run's process gets `threads_per_run(jobs)` TensorFlow threads: small
-    matmuls keep a core of their own busy better than they share two (two
-    single-threaded runs side by side took 0.76x the time of the two one after
-    the other on a 2-core machine). Ctrl-C or SIGTERM here stops every run in
+    each run's process gets `threads_per_run(jobs)` TensorFlow threads, so
+    that the runs share the cores instead of contending for all of them. It
+    pays where one run's steps cannot use every core; on a 2-core machine,
+    whose two cores a MiniLM step already uses, a 10-trial search took 0.96x
+    the time (docs/performance.md). Ctrl-C or SIGTERM here stops every run in
     progress (each backs up its step) and starts no other; then the interrupt
     is raised again. An error in one thread stops the others' runs the same
     way, and is raised once every thread has ended.

@@ -186,3 +186,19 @@ def test_an_error_in_one_thread_stops_the_others_runs_and_is_raised(make_config,
         child_run.run_parallel(work, jobs=2)
     assert len(outcomes) == 1 and "was stopped before its process began" in outcomes[0]
     assert RecordedPopen.environments == []  # the stopped thread started no process
+
+
+def test_a_run_stopped_before_it_could_back_up_counts_as_interrupted(make_config, monkeypatch):
+    children = child_run.Children()
+
+    class KilledOnStop(RecordedPopen):
+        """A child still importing when the search stopped: SIGTERM's default action ends it (-15)."""
+
+        def wait(self):
+            children.stop()  # as `run_parallel` does from the main thread on Ctrl-C
+            super().wait()
+            return -15
+
+    monkeypatch.setattr(child_run.subprocess, "Popen", KilledOnStop)
+    with pytest.raises(child_run.RunInterrupted, match="was stopped: The run in .* exit status -15"):
+        children.run(make_config(), more=False)

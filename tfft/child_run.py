@@ -107,16 +107,23 @@ class Children:
         self._next: _Process | None = None
         self._current: _Process | None = None
         self._stopping = False
+        self._lock = threading.Lock()  # `stop` from another thread sees the run `run` begins, or stops it beginning
 
     def run(self, config: Config, on_epoch: Callable[[int, dict], bool] | None = None, more: bool = True) -> dict:
         """As `run_in_child`. With `more` (another run follows), the next run's process starts once this one has
-        its config. After `stop`, raises `RunInterrupted` instead of starting the run."""
-        if self._stopping:
-            raise RunInterrupted(f"Not started: the run in {config.output_dir} was stopped before its process began.")
-        process, self._next = self._next or self._process(self.later_runs), None
-        self._current = process
+        its config. After `stop`, raises `RunInterrupted` instead of starting the run, or as the run ends."""
+        with self._lock:
+            if self._stopping:
+                raise RunInterrupted(f"Not started: the run in {config.output_dir} was stopped before its process "
+                                     "began.")
+            process, self._next = self._next or self._process(self.later_runs), None
+            self._current = process
         try:
             return process.run(config, on_epoch, started=self._start_next if more else None)
+        except ChildRunError as err:
+            if self._stopping and not isinstance(err, RunInterrupted):  # stopped before it could back up
+                raise RunInterrupted(f"The run in {config.output_dir} was stopped: {err}") from err
+            raise
         finally:
             self._current = None
 
@@ -128,8 +135,9 @@ class Children:
     def stop(self) -> None:
         """Stops the run in progress as Ctrl-C stops `tfft train` (it backs up its step; `run` then raises
         `RunInterrupted`), and every later run before it starts. Safe from another thread."""
-        self._stopping = True
-        current = self._current
+        with self._lock:
+            self._stopping = True
+            current = self._current
         if current is not None and current.child.poll() is None:
             current.child.send_signal(signal.SIGTERM)
 
@@ -189,18 +197,18 @@ def run_parallel(work: Callable[[Children], None], jobs: int) -> None:
 
     threads = [threading.Thread(target=in_thread, args=(c,), name=f"tfft-run-{i}", daemon=True)
                for i, c in enumerate(pool)]
-    try:
-        for thread in threads:
-            thread.start()
-        _join(threads)
-    except KeyboardInterrupt:
+    with contextlib.ExitStack() as stack:  # on the way out, each ends the process it kept for a next run
         for children in pool:
-            children.stop()
-        _join(threads)
-        raise
-    finally:
-        for children in pool:
-            children.__exit__(None, None, None)
+            stack.enter_context(children)
+        try:
+            for thread in threads:
+                thread.start()
+            _join(threads)
+        except KeyboardInterrupt:
+            for children in pool:
+                children.stop()
+            _join(threads)
+            raise
     if errors:
         raise errors[0]
 

@@ -202,3 +202,47 @@ def test_a_run_stopped_before_it_could_back_up_counts_as_interrupted(make_config
     monkeypatch.setattr(child_run.subprocess, "Popen", KilledOnStop)
     with pytest.raises(child_run.RunInterrupted, match="was stopped: The run in .* exit status -15"):
         children.run(make_config(), more=False)
+
+
+def test_ctrl_c_waits_for_every_thread_to_end_before_it_is_raised(monkeypatch):
+    # On Python 3.11, a KeyboardInterrupt raised in `Thread.join` marks the thread ended while it still runs: waited
+    # for that way, a trial's thread could be cut off before it told Optuna its trial was stopped (left RUNNING).
+    monkeypatch.setattr(child_run, "Children", lambda *args, **kwargs: StoppableChildren())
+
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = child_run.signal.signal(child_run.signal.SIGUSR1, raise_interrupt)
+    told = []
+
+    def work(children):
+        first = threading.current_thread().name == "tfft-run-0"
+        if first:
+            time.sleep(0.5)  # the main thread is waiting for this thread
+            os.kill(os.getpid(), child_run.signal.SIGUSR1)  # as Ctrl-C, handled by the main thread
+        while not children.stopping:
+            time.sleep(0.01)
+        time.sleep(1.0 if first else 0.2)  # each run backs up, then its thread tells the study
+        told.append(threading.current_thread().name)
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            child_run.run_parallel(work, jobs=2)
+        assert sorted(told) == ["tfft-run-0", "tfft-run-1"]
+    finally:
+        child_run.signal.signal(child_run.signal.SIGUSR1, previous)
+
+
+class StoppableChildren:
+    """Stands in for `Children`: no process, only `stop`."""
+
+    threads, later_runs, stopping = None, False, False
+
+    def stop(self):
+        self.stopping = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass

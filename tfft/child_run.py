@@ -186,38 +186,47 @@ def run_parallel(work: Callable[[Children], None], jobs: int) -> None:
         return
     pool = [Children(threads_per_run(jobs), later_runs=i > 0) for i in range(jobs)]
     errors: list[BaseException] = []
+    ended = [threading.Event() for _ in pool]
 
-    def in_thread(children: Children) -> None:
+    def in_thread(children: Children, done: threading.Event) -> None:
         try:
             work(children)
         except BaseException as err:  # noqa: BLE001 (raised again by the main thread, after every thread ends)
             errors.append(err)
             for other in pool:  # as in one thread, an error (or a run stopped on its own) ends the whole job
                 other.stop()
+        finally:
+            done.set()
 
-    threads = [threading.Thread(target=in_thread, args=(c,), name=f"tfft-run-{i}", daemon=True)
-               for i, c in enumerate(pool)]
+    threads = [threading.Thread(target=in_thread, args=(c, e), name=f"tfft-run-{i}", daemon=True)
+               for i, (c, e) in enumerate(zip(pool, ended, strict=True))]
     with contextlib.ExitStack() as stack:  # on the way out, each ends the process it kept for a next run
         for children in pool:
             stack.enter_context(children)
         try:
             for thread in threads:
                 thread.start()
-            _join(threads)
+            _wait(ended)
         except KeyboardInterrupt:
             for children in pool:
                 children.stop()
-            _join(threads)
+            _wait(ended)  # each thread tells its caller (Optuna's study) how its run ended
             raise
     if errors:
         raise errors[0]
 
 
-def _join(threads: list[threading.Thread]) -> None:
-    """Waits for every thread, in short joins that let Ctrl-C and SIGTERM's handler in."""
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.2)
+def _wait(events: list[threading.Event]) -> None:
+    """Waits for every thread's end, in short waits that let Ctrl-C and SIGTERM's handler in.
+
+    Not `Thread.join`: on Python 3.11, an exception raised in `join` by a
+    signal handler marks the thread ended while it still runs (bpo-45274's
+    fix), so a second join would return at once, and the process could exit
+    before that thread told Optuna its trial was stopped.
+    """
+    for event in events:
+        while not event.wait(0.2):
+            pass
 
 
 class _Process:

@@ -17,6 +17,7 @@ import sys
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
@@ -341,3 +342,20 @@ def run_python(code: str, *args: str, env: dict | None = None, timeout: int = 30
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO
     )
+
+
+class CountingTask:
+    """A task whose forward pass counts its traces (its Python body runs once per trace)."""
+
+    def __init__(self):
+        self.traces = 0
+
+    def inputs(self, examples):
+        return {"token_ids": np.arange(30, dtype=np.int32).reshape(10, 3)[:, : examples]}
+
+    def outputs(self, model, packer, inputs):
+        self.traces += 1
+        return {"doubled": inputs["token_ids"] * 2}
+
+    def collect(self, outputs):
+        return {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import CountingTask
 from tfft import evaluate
 
 
@@ -39,26 +40,19 @@ def test_table_lists_every_class():
     assert "accuracy 0.6667" in table and "negative" in table and "confusion matrix" in table
 
 
-class CountingTask:
-    """A task whose forward pass counts its traces (its Python body runs once per trace)."""
-
-    def __init__(self):
-        self.traces = 0
-
-    def inputs(self, examples):
-        return {"token_ids": np.arange(30, dtype=np.int32).reshape(10, 3)[:, : examples]}
-
-    def outputs(self, model, packer, inputs):
-        self.traces += 1
-        return {"doubled": inputs["token_ids"] * 2}
-
-    def collect(self, outputs):
-        return {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
-
-
 @pytest.mark.parametrize("length", [2, 3])
 def test_predict_outputs_traces_the_forward_pass_once_for_every_batch_shape(length):
     task = CountingTask()
     outputs = evaluate.predict_outputs(task, model=None, packer=None, examples=length, batch_size=4)  # 4, 4, 2 rows
     assert task.traces == 1
     np.testing.assert_array_equal(outputs["doubled"], np.arange(30).reshape(10, 3)[:, :length] * 2)
+
+
+def test_an_output_predictor_traces_once_for_all_its_calls_and_again_for_other_inputs():
+    task = CountingTask()
+    predict = evaluate.OutputPredictor(task, model=None, packer=None, batch_size=4)
+    for _ in range(3):  # as a callback scoring every epoch calls it
+        np.testing.assert_array_equal(predict(2)["doubled"], np.arange(30).reshape(10, 3)[:, :2] * 2)
+    assert task.traces == 1
+    np.testing.assert_array_equal(predict(3)["doubled"], np.arange(30).reshape(10, 3) * 2)  # another input spec
+    assert task.traces == 2

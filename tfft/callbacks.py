@@ -61,9 +61,12 @@ class ValidationScores(keras.callbacks.Callback):
     def __init__(self, task, packer, examples: data.Examples, batch_size: int):
         super().__init__()
         self.task, self.packer, self.examples, self.batch_size = task, packer, examples, batch_size
+        self.predict = None
 
     def on_epoch_end(self, epoch, logs=None):
-        outputs = evaluate.predict_outputs(self.task, self.model, self.packer, self.examples, self.batch_size)
+        if self.predict is None:  # one trace for the run's epochs, not one an epoch
+            self.predict = evaluate.OutputPredictor(self.task, self.model, self.packer, self.batch_size)
+        outputs = self.predict(self.examples)
         scores = self.task.logged_scores(self.task.score(self.examples, outputs))
         if logs is not None:
             logs.update({f"val_{name}": value for name, value in scores.items()})

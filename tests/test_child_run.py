@@ -246,3 +246,32 @@ class StoppableChildren:
 
     def __exit__(self, *exc):
         pass
+
+
+def test_ctrl_c_as_the_threads_start_stops_those_started_and_waits_for_no_other(monkeypatch):
+    monkeypatch.setattr(child_run, "Children", lambda *args, **kwargs: StoppableChildren())
+    start = threading.Thread.start
+
+    def start_or_interrupt(thread):
+        if thread.name == "tfft-run-1":
+            raise KeyboardInterrupt  # as Ctrl-C before the second thread began
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_or_interrupt)
+    stopped, outcome = [], []
+
+    def work(children):
+        while not children.stopping:
+            time.sleep(0.01)
+        stopped.append(threading.current_thread().name)
+
+    def call():
+        try:
+            child_run.run_parallel(work, jobs=2)
+        except KeyboardInterrupt:
+            outcome.append("interrupted")
+
+    caller = threading.Thread(target=call, daemon=True)
+    start(caller)
+    caller.join(10)
+    assert outcome == ["interrupted"] and stopped == ["tfft-run-0"]  # not waiting for the thread never started

@@ -206,24 +206,26 @@ def run_parallel(work: Callable[[Children], None], jobs: int) -> None:
         try:
             for thread in threads:
                 thread.start()
-            _wait(ended)
+            _wait(threads, ended)
         except KeyboardInterrupt:
             for children in pool:
                 children.stop()
-            _wait(ended)  # each thread tells its caller (Optuna's study) how its run ended
+            _wait(threads, ended)  # each thread tells its caller (Optuna's study) how its run ended
             raise
     if errors:
         raise errors[0]
 
 
-def _wait(events: list[threading.Event]) -> None:
-    """Waits for every thread's end, in short waits that let Ctrl-C and SIGTERM's handler in.
+def _wait(threads: list[threading.Thread], ended: list[threading.Event]) -> None:
+    """Waits for every started thread's end, in short waits that let Ctrl-C and SIGTERM's handler in.
 
     Not `Thread.join`: on Python 3.11, an exception raised in `join` by a
     signal handler marks the thread ended while it still runs (bpo-45274's
     fix), so a second join would return at once, and the process could exit
-    before that thread told Optuna its trial was stopped.
+    before that thread told Optuna its trial was stopped. A thread that an
+    interrupt kept from starting sets no event: it is not waited for.
     """
+    events = [event for thread, event in zip(threads, ended, strict=True) if thread.ident is not None]
     for event in events:
         while not event.wait(0.2):
             pass

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from conftest import write_csv
 from tfft import child_run, run_dir
 
 
@@ -36,6 +37,18 @@ def test_a_child_that_fails_is_named_with_its_folder(make_config, tmp_path):
                                                       "exit status 1 before finishing"):
         child_run.run_in_child(config)
 
+
+@pytest.mark.slow
+def test_a_child_whose_loss_diverged_says_so_and_not_to_resume(make_config, tmp_path, capfd):
+    rows = [(f"text {i}", "b", "1e30") for i in range(32)]  # fits float32; its square, the MSE, does not
+    write_csv(tmp_path / "huge.csv", rows, header=("text", "text_pair", "label"))
+    config = make_config("task.type=regression", f"data.train={tmp_path / 'huge.csv'}", "data.validation=",
+                         "data.text_pair_column=text_pair", "train.epochs=1")
+    with pytest.raises(child_run.RunDiverged, match=f"The run in {config.output_dir} diverged: its training loss "
+                                                    "became NaN or infinite"):
+        child_run.run_in_child(config)
+    err = capfd.readouterr().err
+    assert "tfft: error: The training loss became inf at step 1" in err and "Traceback" not in err
 
 def _children() -> list[str]:
     """The pids of this process's `tfft.child_run` processes that have not exited."""
@@ -117,6 +130,29 @@ def test_a_run_whose_process_stopped_with_a_backup_is_told_apart_from_a_failed_o
     monkeypatch.setattr(child_run.subprocess, "Popen", InterruptedPopen)
     with pytest.raises(child_run.RunInterrupted, match="was stopped .it backed up its step.. Rerun to resume it"):
         child_run.run_in_child(make_config())
+
+
+class DivergedPopen(RecordedPopen):
+    """A stand-in child whose training loss became NaN or infinite (`tfft.errors.DivergedError`)."""
+
+    def wait(self):
+        super().wait()
+        return child_run.DIVERGED
+
+
+@pytest.mark.parametrize("stopping", [False, True])
+def test_a_run_that_diverged_is_told_apart_from_a_failed_or_stopped_one(make_config, monkeypatch, stopping):
+    children = child_run.Children()
+
+    class Diverged(DivergedPopen):
+        def wait(self):
+            if stopping:  # the search stopped as the run diverged: it diverged all the same, not to be queued again
+                children.stop()
+            return super().wait()
+
+    monkeypatch.setattr(child_run.subprocess, "Popen", Diverged)
+    with pytest.raises(child_run.RunDiverged, match="diverged: its training loss became NaN or infinite"):
+        children.run(make_config(), more=False)
 
 
 def test_runs_side_by_side_each_get_a_share_of_the_cores_as_tensorflow_threads(make_config, monkeypatch, tmp_path):

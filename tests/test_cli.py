@@ -165,3 +165,18 @@ def test_a_mistyped_command_gets_a_did_you_mean():
     result = run_python("from tfft.cli import run_main; run_main()", "trian")
     assert result.returncode != 0
     assert "Received: ['trian']. Did you mean `tfft train`?" in result.stderr
+
+
+def test_a_run_that_diverged_in_its_process_is_one_line_naming_the_run(make_config, tmp_path):
+    make_config().save(tmp_path / "cv.yaml")
+    stand_in = ("from tfft import child_run, cross_validation\n"
+                "def diverged(*args, **kwargs):\n"
+                "    raise child_run.RunDiverged('The run in runs/cv/fold_1 diverged: its training loss became NaN or "
+                "infinite (its error is in the output above).')\n"
+                "cross_validation.run = diverged\n"
+                "from tfft.cli import run_main; run_main()")
+    result = run_python(stand_in, "cv", f"--config={tmp_path / 'cv.yaml'}", "--folds=2")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tfft: error: The run in runs/cv/fold_1 diverged: its training loss became NaN or infinite (its error is in "
+        "the output above).")

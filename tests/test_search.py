@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_python, run_tfft
-from tfft import run_dir, search
+from tfft import child_run, run_dir, search
 from tfft.config import ConfigError, load_config
 from tfft.errors import OutputDirError
 
@@ -328,6 +328,39 @@ def test_train_best_keeps_an_earlier_winners_finished_run_and_names_the_new_one(
 
 
 # --- Whole searches ---------------------------------------------------------------
+
+
+def stand_in_runs(monkeypatch, diverging: set[int]):
+    """Trials run by no process: the calls numbered in `diverging` (from 0) diverge, the others score their rate."""
+    calls = []
+
+    def run(children, config, on_epoch=None, more=True):
+        calls.append(config.output_dir)
+        if len(calls) - 1 in diverging:
+            raise child_run.RunDiverged(f"The run in {config.output_dir} diverged: its training loss became NaN or "
+                                        "infinite (its error is in the output above).")
+        return {"accuracy": config.train.learning_rate}
+
+    monkeypatch.setattr(child_run.Children, "run", run)
+    return calls
+
+
+def test_a_trial_that_diverged_fails_and_another_takes_its_place(base, monkeypatch, caplog, capfd):
+    calls = stand_in_runs(monkeypatch, diverging={0, 1, 3, 4})  # twice two in a row: the search goes on
+    result = search.run(config_with(base, "search.trials=3", "search.pruning=false"))
+    assert [t.state.name for t in result.study.trials] == ["FAIL", "FAIL", "COMPLETE", "FAIL", "FAIL", "COMPLETE",
+                                                           "COMPLETE"] and len(calls) == 7
+    assert [row["state"] for row in result.rows] == ["diverged"] * 2 + ["complete"] + ["diverged"] * 2 + ["complete"] * 2
+    assert "Trial 1 (of 3) diverged in" in caplog.text and "another trial takes its place" in caplog.text
+    assert "Traceback" not in capfd.readouterr().err  # Optuna's failed-trial warning, with its traceback, is dropped
+
+
+def test_trials_diverging_three_times_in_a_row_stop_the_search_naming_the_space(base, monkeypatch):
+    calls = stand_in_runs(monkeypatch, diverging={1, 2, 3, 4})
+    with pytest.raises(ConfigError, match=r"Argument `search.space` gave 3 trials in a row whose training loss "
+                                          r"became NaN or infinite: narrow it \(e.g. lower the upper bound"):
+        search.run(config_with(base, "search.trials=3", "search.pruning=false"))
+    assert len(calls) == 4  # one finished, then three diverged
 
 
 def read_rows(output_dir):

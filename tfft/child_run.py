@@ -45,8 +45,9 @@ from collections.abc import Callable
 
 from tfft import run_dir
 from tfft.config import Config
+from tfft.errors import DivergedError
 
-__all__ = ["ChildRunError", "Children", "RunInterrupted", "run_in_child", "run_parallel", "threads_per_run"]
+__all__ = ["ChildRunError", "Children", "RunDiverged", "RunInterrupted", "run_in_child", "run_parallel", "threads_per_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ logger = logging.getLogger(__name__)
 ORPHANED = 75
 #: The child's exit status when Ctrl-C or SIGTERM stopped its run (after its backup), as `tfft train`'s.
 INTERRUPTED = 130
+#: The child's exit status when its training loss became NaN or infinite (`tfft.errors.DivergedError`).
+DIVERGED = 3
 #: How long a stopping search waits for its trial to back up and stop before killing it.
 STOP_SECONDS = 120
 #: Set ("1") in the environment of every run's process after a `Children` sequence's first: a message each run
@@ -67,6 +70,10 @@ class ChildRunError(RuntimeError):
 
 class RunInterrupted(ChildRunError):
     """A run's process stopped as Ctrl-C or SIGTERM stops `tfft train`: it backed up its step, and resumes."""
+
+
+class RunDiverged(ChildRunError, DivergedError):
+    """A run's training loss became NaN or infinite (`tfft.errors.DivergedError`): resuming it would not help."""
 
 
 def run_in_child(config: Config, on_epoch: Callable[[int, dict], bool] | None = None) -> dict:
@@ -121,7 +128,7 @@ class Children:
         try:
             return process.run(config, on_epoch, started=self._start_next if more else None)
         except ChildRunError as err:
-            if self._stopping and not isinstance(err, RunInterrupted):  # stopped before it could back up
+            if self._stopping and not isinstance(err, (RunInterrupted, RunDiverged)):  # stopped before it backed up
                 raise RunInterrupted(f"The run in {config.output_dir} was stopped: {err}") from err
             raise
         finally:
@@ -263,6 +270,9 @@ class _Process:
             logger.info("Stopped the run in %s (it backed up its step).", config.output_dir)
             raise RunInterrupted(f"The run in {config.output_dir} was stopped (it backed up its step). Rerun to "
                                  "resume it.")
+        if code == DIVERGED:
+            raise RunDiverged(f"The run in {config.output_dir} diverged: its training loss became NaN or infinite "
+                              "(its error is in the output above).")
         if code != 0 or metrics is None:
             raise ChildRunError(f"The run in {config.output_dir} ended in its process with exit status {code} "
                                 "before finishing; its error is in the output above. Rerun to resume it.")
@@ -352,6 +362,9 @@ def _child(report_fd: int, answer_fd: int, level: int) -> None:
         train.run(from_dict(json.loads(first)), callbacks=[AskAfterEpoch()])
     except KeyboardInterrupt:  # the run backed up its step; the parent says how to resume
         sys.exit(INTERRUPTED)
+    except DivergedError as err:  # a fact about the run's values (a search goes on), not a failure of the process
+        print(f"tfft: error: {err}", file=sys.stderr)
+        sys.exit(DIVERGED)
 
 
 def _follow(answers_file, answers: queue.Queue) -> None:

@@ -354,10 +354,18 @@ def optimize(study, config: Config, space: list[Param], objective: Objective) ->
         logger.info("Running %d trials at once, each with %d TensorFlow thread(s).", jobs,
                     child_run.threads_per_run(jobs))
 
+    diverged = DivergedTrials()
+
     def work(children: child_run.Children) -> None:  # each trial's process starts while the one before trains
         while not children.stopping and len(_finished(study)) < config.search.trials and tickets.acquire(False):
-            study.optimize(lambda trial: run_trial(trial, config, space, objective, children), n_trials=1,
-                           gc_after_trial=True)
+            try:
+                study.optimize(lambda trial: run_trial(trial, config, space, objective, children), n_trials=1,
+                               gc_after_trial=True)
+            except TrialDiverged:
+                tickets.release()  # failed, not finished: another trial takes its place
+                diverged.count()
+            else:
+                diverged.reset()
 
     child_run.run_parallel(work, jobs)
 
@@ -386,6 +394,12 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective,
     except child_run.RunInterrupted as err:  # stopped on its own, or beside a trial that failed or was stopped
         trial.set_user_attr("interrupted", True)
         raise KeyboardInterrupt(str(err)) from None
+    except child_run.RunDiverged as err:  # its values train badly: the search learns that, and goes on
+        trial.set_user_attr("diverged", True)
+        logger.warning("Trial %d (of %d) diverged in %.1f s (its training loss became NaN or infinite): failed, and "
+                       "another trial takes its place | %s", trial.number, config.search.trials,
+                       time.monotonic() - started, _values(trial.params))
+        raise TrialDiverged(str(err)) from None
     score = _score(metrics, objective.name)
     trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
     _log_trial(trial, config, objective, score, pruning.pruned_at, time.monotonic() - started)
@@ -408,6 +422,34 @@ def _score(metrics: dict | None, name: str) -> float:
         raise ConfigError(f"Argument `search.objective` must be a validation metric of this task: "
                           f"{', '.join(numbers)}. Received: objective={name!r}")
     return float(metrics[name])
+
+
+class TrialDiverged(RuntimeError):
+    """A trial's training loss became NaN or infinite: Optuna fails it, and the search goes on."""
+
+
+class DivergedTrials:
+    """Counts trials that diverged one after another (over every thread of the search), and stops the search at
+    `IN_A_ROW`, as KerasTuner stops at 3 consecutive failed trials: a space whose every draw diverges is wrong."""
+
+    IN_A_ROW = 3
+
+    def __init__(self):
+        self._in_a_row = 0
+        self._lock = threading.Lock()
+
+    def count(self) -> None:
+        with self._lock:
+            self._in_a_row += 1
+            if self._in_a_row >= self.IN_A_ROW:
+                raise ConfigError(
+                    f"Argument `search.space` gave {self._in_a_row} trials in a row whose training loss became NaN "
+                    "or infinite: narrow it (e.g. lower the upper bound of `train.learning_rate`). The study keeps "
+                    "them as failed trials; rerun to go on.")
+
+    def reset(self) -> None:
+        with self._lock:
+            self._in_a_row = 0
 
 
 class PruneOnEpochs:
@@ -564,7 +606,7 @@ def results_table(study, space: list[Param], objective: Objective) -> list[dict]
     rows = []
     for t in study.get_trials(deepcopy=False):
         value = t.value if t.value is not None else t.user_attrs.get("score")
-        rows.append({"trial": t.number, "state": t.state.name.lower(),
+        rows.append({"trial": t.number, "state": "diverged" if t.user_attrs.get("diverged") else t.state.name.lower(),
                      objective.name: "" if value is None else round(value, 6),
                      "seconds": t.user_attrs.get("seconds", ""),
                      **{p.key: t.params.get(p.key, "") for p in space},
@@ -591,11 +633,11 @@ def write_plots(study, output_dir: pathlib.Path) -> None:
 
 
 class _NoInterruptTraceback(logging.Filter):
-    """Drops Optuna's record of a trial stopped by Ctrl-C or SIGTERM: a "failed" warning with the interrupt's
-    traceback. tfft logs the stop itself (the trial's backup, and how to resume), and the trial runs again then."""
+    """Drops Optuna's record of a trial stopped by Ctrl-C or SIGTERM, or diverged: a "failed" warning with a
+    traceback. tfft logs those itself (the trial's backup and how to resume; the divergence and what follows)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+        return not (record.exc_info and isinstance(record.exc_info[1], (KeyboardInterrupt, TrialDiverged)))
 
 
 _QUIET_INTERRUPTS = _NoInterruptTraceback()

@@ -140,6 +140,23 @@ class DivergedPopen(RecordedPopen):
         return child_run.DIVERGED
 
 
+class KilledPopen(RecordedPopen):
+    """A stand-in child killed by SIGKILL, as the kernel's out-of-memory killer kills."""
+
+    def wait(self):
+        super().wait()
+        return -9
+
+
+def test_a_run_killed_by_sigkill_says_what_sends_it_and_the_fix(make_config, monkeypatch):
+    monkeypatch.setattr(child_run.subprocess, "Popen", KilledPopen)
+    config = make_config()
+    with pytest.raises(child_run.ChildRunError, match=(
+            f"The run in {config.output_dir} ended in its process killed by SIGKILL .the kernel sends it when "
+            "memory runs out: try a smaller `train.batch_size` or `model.sequence_length`. before finishing")):
+        child_run.run_in_child(config)
+
+
 @pytest.mark.parametrize("stopping", [False, True])
 def test_a_run_that_diverged_is_told_apart_from_a_failed_or_stopped_one(make_config, monkeypatch, stopping):
     children = child_run.Children()
@@ -236,7 +253,7 @@ def test_a_run_stopped_before_it_could_back_up_counts_as_interrupted(make_config
             return -15
 
     monkeypatch.setattr(child_run.subprocess, "Popen", KilledOnStop)
-    with pytest.raises(child_run.RunInterrupted, match="was stopped: The run in .* exit status -15"):
+    with pytest.raises(child_run.RunInterrupted, match="was stopped: The run in .* killed by SIGTERM before finishing"):
         children.run(make_config(), more=False)
 
 

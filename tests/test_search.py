@@ -1,6 +1,7 @@
 """`tfft search`: the space and its checks, the study's resume after kill -9, two processes on one study, outputs."""
 
 import csv
+import logging
 import pathlib
 import signal
 import subprocess
@@ -330,6 +331,17 @@ def test_train_best_keeps_an_earlier_winners_finished_run_and_names_the_new_one(
 # --- Whole searches ---------------------------------------------------------------
 
 
+class OptunaLines(logging.Handler):
+    """Optuna's log lines as its handler prints them (Optuna's logger does not propagate to pytest's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
 def stand_in_runs(monkeypatch, diverging: set[int]):
     """Trials run by no process: the calls numbered in `diverging` (from 0) diverge, the others score their rate."""
     calls = []
@@ -345,14 +357,19 @@ def stand_in_runs(monkeypatch, diverging: set[int]):
     return calls
 
 
-def test_a_trial_that_diverged_fails_and_another_takes_its_place(base, monkeypatch, caplog, capfd):
+def test_a_trial_that_diverged_fails_and_another_takes_its_place(base, monkeypatch, caplog):
     calls = stand_in_runs(monkeypatch, diverging={0, 1, 3, 4})  # twice two in a row: the search goes on
-    result = search.run(config_with(base, "search.trials=3", "search.pruning=false"))
+    optuna_lines = OptunaLines()
+    logging.getLogger("optuna").addHandler(optuna_lines)
+    try:
+        result = search.run(config_with(base, "search.trials=3", "search.pruning=false"))
+    finally:
+        logging.getLogger("optuna").removeHandler(optuna_lines)
     assert [t.state.name for t in result.study.trials] == ["FAIL", "FAIL", "COMPLETE", "FAIL", "FAIL", "COMPLETE",
                                                            "COMPLETE"] and len(calls) == 7
     assert [row["state"] for row in result.rows] == ["diverged"] * 2 + ["complete"] + ["diverged"] * 2 + ["complete"] * 2
     assert "Trial 1 (of 3) diverged in" in caplog.text and "another trial takes its place" in caplog.text
-    assert "Traceback" not in capfd.readouterr().err  # Optuna's failed-trial warning, with its traceback, is dropped
+    assert not [line for line in optuna_lines.lines if "failed" in line]  # Optuna's warning and traceback: dropped
 
 
 def test_trials_diverging_three_times_in_a_row_stop_the_search_naming_the_space(base, monkeypatch):
@@ -361,6 +378,23 @@ def test_trials_diverging_three_times_in_a_row_stop_the_search_naming_the_space(
                                           r"became NaN or infinite: narrow it \(e.g. lower the upper bound"):
         search.run(config_with(base, "search.trials=3", "search.pruning=false"))
     assert len(calls) == 4  # one finished, then three diverged
+
+
+def test_a_trial_whose_process_failed_stops_the_search_with_optunas_line_and_no_traceback(base, monkeypatch):
+    def run(children, config, on_epoch=None, more=True):
+        raise child_run.ChildRunError(f"The run in {config.output_dir} ended in its process with exit status 1 before "
+                                      "finishing; its error is in the output above. Rerun to resume it.")
+
+    monkeypatch.setattr(child_run.Children, "run", run)
+    optuna_lines = OptunaLines()
+    logging.getLogger("optuna").addHandler(optuna_lines)
+    try:
+        with pytest.raises(child_run.ChildRunError, match="trials/0 ended in its process with exit status 1"):
+            search.run(config_with(base, "search.trials=2"))
+    finally:
+        logging.getLogger("optuna").removeHandler(optuna_lines)
+    text = "\n".join(optuna_lines.lines)
+    assert "Trial 0 failed with parameters" in text and "Traceback" not in text  # the run's own error is above
 
 
 def read_rows(output_dir):

@@ -45,7 +45,7 @@ from collections.abc import Callable
 
 from tfft import run_dir
 from tfft.config import Config
-from tfft.errors import DivergedError
+from tfft.errors import ChildRunError, DivergedError
 
 __all__ = ["ChildRunError", "Children", "RunDiverged", "RunInterrupted", "run_in_child", "run_parallel", "threads_per_run"]
 
@@ -62,10 +62,6 @@ STOP_SECONDS = 120
 #: Set ("1") in the environment of every run's process after a `Children` sequence's first: a message each run
 #: would repeat (`tfft.precision`'s hint) is logged by the first run of a search or `tfft cv` only.
 LATER_RUN = "TFFT_LATER_RUN"
-
-
-class ChildRunError(RuntimeError):
-    """A run's process ended without finishing the run; its own error is in the output above."""
 
 
 class RunInterrupted(ChildRunError):
@@ -274,8 +270,8 @@ class _Process:
             raise RunDiverged(f"The run in {config.output_dir} diverged: its training loss became NaN or infinite "
                               "(its error is in the output above).")
         if code != 0 or metrics is None:
-            raise ChildRunError(f"The run in {config.output_dir} ended in its process with exit status {code} "
-                                "before finishing; its error is in the output above. Rerun to resume it.")
+            raise ChildRunError(f"The run in {config.output_dir} ended in its process {_exit_text(code)} before "
+                                "finishing; its error is in the output above. Rerun to resume it.")
         return metrics
 
     def discard(self) -> None:
@@ -288,6 +284,17 @@ class _Process:
         self.reports.close()
         with contextlib.suppress(BrokenPipeError):
             self.answers.close()
+
+
+def _exit_text(code: int) -> str:
+    """How a process ended, from its exit status (negative: the signal that killed it), for an error message."""
+    if code >= 0:
+        return f"with exit status {code}"
+    name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+    if -code == signal.SIGKILL:  # what the kernel's out-of-memory killer sends
+        return (f"killed by {name} (the kernel sends it when memory runs out: try a smaller `train.batch_size` or "
+                "`model.sequence_length`)")
+    return f"killed by {name}"
 
 
 def _environment(later_run: bool, threads: int | None) -> dict | None:

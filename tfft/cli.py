@@ -246,7 +246,7 @@ def command_help(args: list[str]) -> str:
 
 def run_main() -> None:
     """Console-script entry point: user errors, Ctrl-C and SIGTERM print one line, not a traceback."""
-    from tfft.errors import USER_ERRORS
+    from tfft.errors import USER_ERRORS, ChildRunError
 
     if len(sys.argv) == 1 or "-h" in sys.argv[1:] or "--help" in sys.argv[1:]:
         print(command_help(sys.argv[1:]), end="")  # Before absl: `-h` is no absl flag, and help needs no TensorFlow.
@@ -259,6 +259,9 @@ def run_main() -> None:
     except USER_ERRORS as err:
         print(f"tfft: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except ChildRunError as err:  # a search trial's or `tfft cv` run's process: its own error is printed above
+        print(f"tfft: error: {err}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         command = " ".join(["tfft", *sys.argv[1:]])
         print(

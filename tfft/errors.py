@@ -27,6 +27,11 @@ class RunInUseError(OutputDirError):
     """Another live process holds `output_dir`'s lock (`tfft.run_dir.locked`)."""
 
 
+class ChildRunError(RuntimeError):
+    """A run's process (`tfft.child_run`: a search trial, a `tfft cv` run) ended without finishing the run; its own
+    error is in the output above."""
+
+
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite: the run stopped, and nothing was exported."""
 

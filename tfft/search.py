@@ -632,15 +632,31 @@ def write_plots(study, output_dir: pathlib.Path) -> None:
 # --- Helpers ---------------------------------------------------------------
 
 
-class _NoInterruptTraceback(logging.Filter):
-    """Drops Optuna's record of a trial stopped by Ctrl-C or SIGTERM, or diverged: a "failed" warning with a
-    traceback. tfft logs those itself (the trial's backup and how to resume; the divergence and what follows)."""
+class _QuietTrialFailures(logging.Filter):
+    """Drops Optuna's record of a trial stopped by Ctrl-C or SIGTERM, or diverged (a "failed" warning with a
+    traceback, then "Trial n failed with value None."): tfft logs those itself (the trial's backup and how to
+    resume; the divergence and what follows). Keeps its record of a trial whose process failed, without the
+    traceback of this process's stack: the run's own error is printed above it, and tfft's last line names the run."""
+
+    def __init__(self):
+        super().__init__()
+        self._dropped: set[str] = set()  # "Trial n failed": the record whose "... with value" line follows
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], (KeyboardInterrupt, TrialDiverged)))
+        error = record.exc_info[1] if record.exc_info else None
+        trial = " ".join(record.getMessage().split()[:3])  # "Trial 3 failed"
+        if isinstance(error, (KeyboardInterrupt, TrialDiverged)):
+            self._dropped.add(trial)
+            return False
+        if error is None and trial in self._dropped and "failed with value" in record.getMessage():
+            self._dropped.discard(trial)
+            return False
+        if isinstance(error, child_run.ChildRunError):
+            record.exc_info = None
+        return True
 
 
-_QUIET_INTERRUPTS = _NoInterruptTraceback()
+_QUIET_FAILURES = _QuietTrialFailures()
 
 
 def _optuna():
@@ -649,7 +665,7 @@ def _optuna():
     except ImportError:
         raise ConfigError("`tfft search` needs Optuna: pip install 'tfft[search]'.") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # tfft logs each trial itself
-    logging.getLogger("optuna.study._optimize").addFilter(_QUIET_INTERRUPTS)  # added once: the same filter
+    logging.getLogger("optuna.study._optimize").addFilter(_QUIET_FAILURES)  # added once: the same filter
     return optuna
 
 

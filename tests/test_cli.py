@@ -167,31 +167,20 @@ def test_a_mistyped_command_gets_a_did_you_mean():
     assert "Received: ['trian']. Did you mean `tfft train`?" in result.stderr
 
 
-def test_a_run_that_diverged_in_its_process_is_one_line_naming_the_run(make_config, tmp_path):
-    make_config().save(tmp_path / "cv.yaml")
-    stand_in = ("from tfft import child_run, cross_validation\n"
-                "def diverged(*args, **kwargs):\n"
-                "    raise child_run.RunDiverged('The run in runs/cv/fold_1 diverged: its training loss became NaN or "
-                "infinite (its error is in the output above).')\n"
-                "cross_validation.run = diverged\n"
-                "from tfft.cli import run_main; run_main()")
-    result = run_python(stand_in, "cv", f"--config={tmp_path / 'cv.yaml'}", "--folds=2")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        "tfft: error: The run in runs/cv/fold_1 diverged: its training loss became NaN or infinite (its error is in "
-        "the output above).")
-
-
-def test_a_run_whose_process_failed_is_one_line_naming_the_run(make_config, tmp_path):
+@pytest.mark.parametrize("error, message, code", [
+    ("RunDiverged", "The run in runs/cv/fold_1 diverged: its training loss became NaN or infinite (its error is in "
+                    "the output above).", 2),
+    ("ChildRunError", "The run in runs/cv/fold_1 ended in its process with exit status 1 before finishing; its "
+                      "error is in the output above. Rerun to resume it.", 1),
+])
+def test_a_run_whose_process_failed_or_diverged_is_one_line_naming_the_run(make_config, tmp_path, error, message,
+                                                                           code):
     make_config().save(tmp_path / "cv.yaml")
     stand_in = ("from tfft import child_run, cross_validation\n"
                 "def failed(*args, **kwargs):\n"
-                "    raise child_run.ChildRunError('The run in runs/cv/fold_1 ended in its process with exit status 1 "
-                "before finishing; its error is in the output above. Rerun to resume it.')\n"
+                f"    raise child_run.{error}({message!r})\n"
                 "cross_validation.run = failed\n"
                 "from tfft.cli import run_main; run_main()")
     result = run_python(stand_in, "cv", f"--config={tmp_path / 'cv.yaml'}", "--folds=2")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        "tfft: error: The run in runs/cv/fold_1 ended in its process with exit status 1 before finishing; its error "
-        "is in the output above. Rerun to resume it.")
+    assert result.returncode == code and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"tfft: error: {message}"

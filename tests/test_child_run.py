@@ -257,9 +257,11 @@ def test_a_run_stopped_before_it_could_back_up_counts_as_interrupted(make_config
         children.run(make_config(), more=False)
 
 
-def test_ctrl_c_waits_for_every_thread_to_end_before_it_is_raised(monkeypatch):
+@pytest.mark.parametrize("interrupts", [1, 2])
+def test_ctrl_c_waits_for_every_thread_to_end_before_it_is_raised(monkeypatch, interrupts):
     # On Python 3.11, a KeyboardInterrupt raised in `Thread.join` marks the thread ended while it still runs: waited
     # for that way, a trial's thread could be cut off before it told Optuna its trial was stopped (left RUNNING).
+    # A second Ctrl-C, as the runs stop, is waited through too.
     monkeypatch.setattr(child_run, "Children", lambda *args, **kwargs: StoppableChildren())
 
     def raise_interrupt(signum, frame):
@@ -275,6 +277,9 @@ def test_ctrl_c_waits_for_every_thread_to_end_before_it_is_raised(monkeypatch):
             os.kill(os.getpid(), child_run.signal.SIGUSR1)  # as Ctrl-C, handled by the main thread
         while not children.stopping:
             time.sleep(0.01)
+        if first and interrupts == 2:
+            time.sleep(0.3)
+            os.kill(os.getpid(), child_run.signal.SIGUSR1)  # pressed again while the runs back up
         time.sleep(1.0 if first else 0.2)  # each run backs up, then its thread tells the study
         told.append(threading.current_thread().name)
 
@@ -328,3 +333,37 @@ def test_ctrl_c_as_the_threads_start_stops_those_started_and_waits_for_no_other(
     start(caller)
     caller.join(10)
     assert outcome == ["interrupted"] and stopped == ["tfft-run-0"]  # not waiting for the thread never started
+
+
+class TwiceInterruptedPopen(RecordedPopen):
+    """A stand-in run's process: Ctrl-C comes as the parent waits for it, and again as it backs up its step."""
+
+    waits: list = []
+
+    def poll(self):
+        return None if len(self.waits) < 3 else child_run.INTERRUPTED
+
+    def send_signal(self, signum):
+        pass
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        if len(self.waits) < 3:  # the first Ctrl-C, then the second, while the run backs up
+            raise KeyboardInterrupt
+        os.close(self.answers)
+        return child_run.INTERRUPTED
+
+
+def test_stopping_a_run_waits_through_a_second_ctrl_c_for_its_backup(make_config, monkeypatch, caplog):
+    monkeypatch.setattr(child_run.subprocess, "Popen", TwiceInterruptedPopen)
+    monkeypatch.setattr(TwiceInterruptedPopen, "waits", [])
+    caplog.set_level("INFO", logger="tfft.child_run")
+    config = make_config()
+    try:
+        with pytest.raises(KeyboardInterrupt):  # the first, raised again once the run has stopped
+            child_run.run_in_child(config)
+    except KeyboardInterrupt:  # the second, let through: a regression, failed here rather than ending pytest
+        pytest.fail("A second Ctrl-C cut short the wait for the run's backup.")
+    assert len(TwiceInterruptedPopen.waits) == 3 and TwiceInterruptedPopen.waits[0] is None
+    assert f"Still stopping the run in {config.output_dir}" in caplog.text
+    assert f"Stopped the run in {config.output_dir} (it backed up its step)." in caplog.text

@@ -41,6 +41,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from tfft import run_dir
@@ -175,8 +176,10 @@ def run_parallel(work: Callable[[Children], None], jobs: int) -> None:
     whose two cores a MiniLM step already uses, a 10-trial search took 0.96x
     the time (docs/performance.md). Ctrl-C or SIGTERM here stops every run in
     progress (each backs up its step) and starts no other; then the interrupt
-    is raised again. An error in one thread stops the others' runs the same
-    way, and is raised once every thread has ended.
+    is raised again. A second one while the runs back up is logged and
+    waited through (each run is killed `STOP_SECONDS` after the first). An
+    error in one thread stops the others' runs the same way, and is raised
+    once every thread has ended.
 
     Args:
         work: callable. Runs configs through the `Children` it is given,
@@ -213,7 +216,7 @@ def run_parallel(work: Callable[[Children], None], jobs: int) -> None:
         except KeyboardInterrupt:
             for children in pool:
                 children.stop()
-            _wait(threads, ended)  # each thread tells its caller (Optuna's study) how its run ended
+            _wait_through_interrupts(threads, ended)  # each thread tells its caller (Optuna) how its run ended
             raise
     if errors:
         raise errors[0]
@@ -232,6 +235,18 @@ def _wait(threads: list[threading.Thread], ended: list[threading.Event]) -> None
     for event in events:
         while not event.wait(0.2):
             pass
+
+
+def _wait_through_interrupts(threads: list[threading.Thread], ended: list[threading.Event]) -> None:
+    """`_wait`, through a second Ctrl-C or SIGTERM: each thread's run is backing up its step (or is killed after
+    `STOP_SECONDS`), and this process's end would end those runs mid-backup."""
+    while True:
+        try:
+            _wait(threads, ended)
+            return
+        except KeyboardInterrupt:
+            logger.warning("Still stopping the runs: each backs up its step, or is killed %d s after the first stop.",
+                           STOP_SECONDS)
 
 
 class _Process:
@@ -321,13 +336,21 @@ def _converse(reports, answers, config: Config, on_epoch, started=None) -> None:
 
 
 def _stop(child: subprocess.Popen, folder: str) -> None:
-    """Stops the child as Ctrl-C stops a run (it backs up its step), or kills it after `STOP_SECONDS`."""
+    """Stops the child as Ctrl-C stops a run (it backs up its step), or kills it after `STOP_SECONDS`. A second
+    Ctrl-C or SIGTERM meanwhile does not cut the wait short: this process's end would end the child mid-backup."""
     child.send_signal(signal.SIGTERM)  # ignored by a child already stopping on the terminal's Ctrl-C
-    try:
-        code = child.wait(timeout=STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        code = child.wait()
+    deadline = time.monotonic() + STOP_SECONDS
+    while True:
+        try:
+            code = child.wait(timeout=max(0.0, deadline - time.monotonic()))
+            break
+        except subprocess.TimeoutExpired:
+            child.kill()
+            code = child.wait()
+            break
+        except KeyboardInterrupt:
+            logger.warning("Still stopping the run in %s: it backs up its step, or is killed %d s after the first "
+                           "stop.", folder, STOP_SECONDS)
     stopped = "it backed up its step" if code == INTERRUPTED else f"exit status {code}"
     logger.info("Stopped the run in %s (%s).", folder, stopped)
 

@@ -87,10 +87,11 @@ class RecordedPopen:
     """Stands in for `subprocess.Popen`: records each child's environment, starts nothing.
 
     It holds the reading end of the parent's answers (`pass_fds[1]`), so the config can be sent, and reports
-    nothing: the parent reads the end of its reports at once, as from a child that ended.
+    nothing: the parent reads the end of its reports at once, as from a child that ended, with exit status `code`.
     """
 
     environments: list = []
+    code = 0
 
     def __init__(self, command, pass_fds=(), env=None):
         self.environments.append(env)
@@ -104,7 +105,7 @@ class RecordedPopen:
 
     def wait(self):
         os.close(self.answers)
-        return 0
+        return self.code
 
 
 def test_runs_after_the_first_of_children_are_marked_as_later_runs(make_config, monkeypatch):
@@ -121,9 +122,7 @@ def test_runs_after_the_first_of_children_are_marked_as_later_runs(make_config, 
 class InterruptedPopen(RecordedPopen):
     """A stand-in child that stopped as Ctrl-C stops a run: it backed up its step and exited 130."""
 
-    def wait(self):
-        super().wait()
-        return child_run.INTERRUPTED
+    code = child_run.INTERRUPTED
 
 
 def test_a_run_whose_process_stopped_with_a_backup_is_told_apart_from_a_failed_one(make_config, monkeypatch):
@@ -135,17 +134,13 @@ def test_a_run_whose_process_stopped_with_a_backup_is_told_apart_from_a_failed_o
 class DivergedPopen(RecordedPopen):
     """A stand-in child whose training loss became NaN or infinite (`tfft.errors.DivergedError`)."""
 
-    def wait(self):
-        super().wait()
-        return child_run.DIVERGED
+    code = child_run.DIVERGED
 
 
 class KilledPopen(RecordedPopen):
     """A stand-in child killed by SIGKILL, as the kernel's out-of-memory killer kills."""
 
-    def wait(self):
-        super().wait()
-        return -9
+    code = -9
 
 
 def test_a_run_killed_by_sigkill_says_what_sends_it_and_the_fix(make_config, monkeypatch):

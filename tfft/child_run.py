@@ -216,7 +216,9 @@ def run_parallel(work: Callable[[Children], None], jobs: int) -> None:
         except KeyboardInterrupt:
             for children in pool:
                 children.stop()
-            _wait_through_interrupts(threads, ended)  # each thread tells its caller (Optuna) how its run ended
+            _through_interrupts(lambda: _wait(threads, ended),  # each thread tells its caller (Optuna) how it ended
+                                "Still stopping the runs: each backs up its step, or is killed %d s after the first "
+                                "stop.", STOP_SECONDS)
             raise
     if errors:
         raise errors[0]
@@ -237,16 +239,14 @@ def _wait(threads: list[threading.Thread], ended: list[threading.Event]) -> None
             pass
 
 
-def _wait_through_interrupts(threads: list[threading.Thread], ended: list[threading.Event]) -> None:
-    """`_wait`, through a second Ctrl-C or SIGTERM: each thread's run is backing up its step (or is killed after
-    `STOP_SECONDS`), and this process's end would end those runs mid-backup."""
+def _through_interrupts(wait: Callable[[], object], message: str, *args) -> object:
+    """`wait()`, called again after each Ctrl-C or SIGTERM that cuts it short (logging `message % args`): runs are
+    backing up their step, and this process's end would end them mid-backup. What bounds the wait is `wait`'s."""
     while True:
         try:
-            _wait(threads, ended)
-            return
+            return wait()
         except KeyboardInterrupt:
-            logger.warning("Still stopping the runs: each backs up its step, or is killed %d s after the first stop.",
-                           STOP_SECONDS)
+            logger.warning(message, *args)
 
 
 class _Process:
@@ -340,17 +340,13 @@ def _stop(child: subprocess.Popen, folder: str) -> None:
     Ctrl-C or SIGTERM meanwhile does not cut the wait short: this process's end would end the child mid-backup."""
     child.send_signal(signal.SIGTERM)  # ignored by a child already stopping on the terminal's Ctrl-C
     deadline = time.monotonic() + STOP_SECONDS
-    while True:
-        try:
-            code = child.wait(timeout=max(0.0, deadline - time.monotonic()))
-            break
-        except subprocess.TimeoutExpired:
-            child.kill()
-            code = child.wait()
-            break
-        except KeyboardInterrupt:
-            logger.warning("Still stopping the run in %s: it backs up its step, or is killed %d s after the first "
-                           "stop.", folder, STOP_SECONDS)
+    try:
+        code = _through_interrupts(lambda: child.wait(timeout=max(0.0, deadline - time.monotonic())),
+                                   "Still stopping the run in %s: it backs up its step, or is killed %d s after the "
+                                   "first stop.", folder, STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        code = child.wait()
     stopped = "it backed up its step" if code == INTERRUPTED else f"exit status {code}"
     logger.info("Stopped the run in %s (%s).", folder, stopped)
 

@@ -345,17 +345,32 @@ def run_python(code: str, *args: str, env: dict | None = None, timeout: int = 30
 
 
 class CountingTask:
-    """A task whose forward pass counts its traces (its Python body runs once per trace)."""
+    """A task whose forward pass counts its traces (its Python body runs once per trace).
+
+    Its outputs for each text: its length, and the length of the longest text
+    in its batch (the length padding the batch to its longest gives it).
+    """
 
     def __init__(self):
         self.traces = 0
 
     def inputs(self, examples):
-        return {"token_ids": np.arange(30, dtype=np.int32).reshape(10, 3)[:, : examples]}
+        columns = {"text": examples.texts}
+        return columns if examples.pairs is None else {**columns, "text_pair": examples.pairs}
 
     def outputs(self, model, packer, inputs):
+        import tensorflow as tf
+
         self.traces += 1
-        return {"doubled": inputs["token_ids"] * 2}
+        length = tf.strings.length(inputs["text"])
+        return {"length": length, "padded_to": tf.fill(tf.shape(length), tf.reduce_max(length))}
 
     def collect(self, outputs):
         return {key: np.concatenate([o[key] for o in outputs]) for key in outputs[0]}
+
+
+def texts_of_lengths(lengths, pairs: bool = False):
+    """`Examples` whose texts have these lengths (in characters), with pairs of one character where asked."""
+    from tfft.data import Examples
+
+    return Examples("texts.csv", ["x" * n for n in lengths], ["y"] * len(lengths) if pairs else None)

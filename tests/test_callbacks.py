@@ -2,15 +2,15 @@
 
 import numpy as np
 
-from conftest import CountingTask
+from conftest import CountingTask, texts_of_lengths
 from tfft import callbacks
 
 
 class ScoringTask(CountingTask):
-    """`CountingTask`, scored: the mean of its doubled token ids."""
+    """`CountingTask`, scored: how many texts are longer than their row number."""
 
     def score(self, examples, outputs):
-        return {"mean": float(outputs["doubled"].mean())}
+        return {"longer": int(np.sum(outputs["length"] > np.arange(len(examples))))}
 
     def logged_scores(self, scores):
         return scores
@@ -18,10 +18,10 @@ class ScoringTask(CountingTask):
 
 def test_validation_scores_put_the_tasks_scores_in_each_epochs_logs_tracing_once_a_run():
     task = ScoringTask()
-    scores = callbacks.ValidationScores(task, packer=None, examples=2, batch_size=4)
+    scores = callbacks.ValidationScores(task, packer=None, examples=texts_of_lengths([5, 0, 4, 1, 3]), batch_size=2)
     scores.set_model(object())
     for epoch in range(3):
         logs = {"loss": 1.0}
         scores.on_epoch_end(epoch, logs)
-        assert logs == {"loss": 1.0, "val_mean": float((np.arange(30).reshape(10, 3)[:, :2] * 2).mean())}
+        assert logs == {"loss": 1.0, "val_longer": 2}  # rows 0 and 2: scored in row order
     assert task.traces == 1  # one trace for the run, not one an epoch

@@ -346,3 +346,22 @@ def test_labels_written_as_the_same_number_several_ways_are_warned_about(caplog)
     with caplog.at_level("WARNING"):
         data.LabelVocabulary.from_labels(["0", "1", "pos"])
     assert "same number" not in caplog.text
+
+
+def test_length_order_puts_the_shortest_texts_and_pairs_first_keeping_ties_in_row_order():
+    texts, pairs = ["abcd", "ab", "a", "abc"], ["", "xyz", "", "x"]  # 4, 5, 1, 4 characters
+    np.testing.assert_array_equal(data.length_order(texts, pairs), [2, 0, 3, 1])
+    np.testing.assert_array_equal(data.length_order(["abc", "a", "ab"], None), [1, 2, 0])
+
+
+def test_restore_order_puts_arrays_and_lists_back_in_the_examples_order():
+    order = np.array([2, 0, 3, 1])  # outputs[j] belongs to example order[j]
+    outputs = {"scores": np.array([20.0, 0.0, 30.0, 10.0]), "tags": [["c"], ["a"], ["d"], ["b"]]}
+    back = data.restore_order(outputs, order)
+    np.testing.assert_array_equal(back["scores"], [0.0, 10.0, 20.0, 30.0])
+    assert back["tags"] == [["a"], ["b"], ["c"], ["d"]]
+
+
+def test_restore_order_refuses_an_output_that_is_not_one_per_example():
+    with pytest.raises(ValueError, match=r"Output `total` has 1 entries for 3 examples"):
+        data.restore_order({"total": np.array([6.0])}, np.array([1, 2, 0]))

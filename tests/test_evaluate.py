@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import CountingTask
+from conftest import CountingTask, texts_of_lengths
 from tfft import evaluate
 
 
@@ -40,19 +40,31 @@ def test_table_lists_every_class():
     assert "accuracy 0.6667" in table and "negative" in table and "confusion matrix" in table
 
 
-@pytest.mark.parametrize("length", [2, 3])
-def test_predict_outputs_traces_the_forward_pass_once_for_every_batch_shape(length):
+#: Ten texts' lengths in row order; in batches of 4 they pad to 9, 7 and 5 characters (74 in all), shortest first to
+#: 3, 7 and 9 (58 in all).
+LENGTHS = [9, 1, 8, 2, 7, 3, 6, 4, 5, 0]
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_predict_outputs_traces_the_forward_pass_once_for_every_batch_shape(pairs):
     task = CountingTask()
-    outputs = evaluate.predict_outputs(task, model=None, packer=None, examples=length, batch_size=4)  # 4, 4, 2 rows
+    outputs = evaluate.predict_outputs(task, None, None, texts_of_lengths(LENGTHS, pairs), batch_size=4)  # 4, 4, 2
     assert task.traces == 1
-    np.testing.assert_array_equal(outputs["doubled"], np.arange(30).reshape(10, 3)[:, :length] * 2)
+    np.testing.assert_array_equal(outputs["length"], LENGTHS)
 
 
 def test_an_output_predictor_traces_once_for_all_its_calls_and_again_for_other_inputs():
     task = CountingTask()
     predict = evaluate.OutputPredictor(task, model=None, packer=None, batch_size=4)
     for _ in range(3):  # as a callback scoring every epoch calls it
-        np.testing.assert_array_equal(predict(2)["doubled"], np.arange(30).reshape(10, 3)[:, :2] * 2)
+        np.testing.assert_array_equal(predict(texts_of_lengths(LENGTHS))["length"], LENGTHS)
     assert task.traces == 1
-    np.testing.assert_array_equal(predict(3)["doubled"], np.arange(30).reshape(10, 3) * 2)  # another input spec
+    np.testing.assert_array_equal(predict(texts_of_lengths(LENGTHS, pairs=True))["length"], LENGTHS)  # another spec
     assert task.traces == 2
+
+
+def test_predict_outputs_batches_the_shortest_texts_together_and_answers_in_row_order():
+    outputs = evaluate.predict_outputs(CountingTask(), None, None, texts_of_lengths(LENGTHS), batch_size=4)
+    np.testing.assert_array_equal(outputs["length"], LENGTHS)  # each text's own output, in its row
+    np.testing.assert_array_equal(outputs["padded_to"], [9, 3, 9, 3, 7, 3, 7, 7, 7, 3])
+    assert outputs["padded_to"].sum() == 58  # row order: 74

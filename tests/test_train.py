@@ -8,9 +8,10 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import write_csv
-from tfft import evaluate, train
+from tfft import evaluate, tasks, train
 from tfft import model as tfft_model
 from tfft.config import ConfigError, load_config
 from tfft.data import DataError
@@ -201,6 +202,15 @@ def test_unseen_validation_label_fails_before_training(make_config, no_fit, tmp_
     write_csv(tmp_path / "dev.csv", [("the movie was great", "pos"), ("meh", "mixed")])
     with pytest.raises(DataError, match=r"never had \(row 2: 'mixed'\)"):
         train.run(make_config(f"data.validation={tmp_path / 'dev.csv'}"))
+
+
+def test_the_validation_pipeline_batches_the_shortest_examples_together(make_config, tmp_path):
+    rows = [(" ".join(["great"] * n), "pos" if n % 2 else "neg") for n in range(20, 0, -1)]  # longest first
+    config = make_config(f"data.validation={write_csv(tmp_path / 'dev.csv', rows)}", "train.batch_size=8")
+    task = tasks.create(config)
+    inputs = train.prepare_data(config, task, tf.distribute.get_strategy(), kept=None)
+    widths = [int(features["token_ids"].shape[1]) for features, _ in inputs.val_ds]
+    assert widths == [10, 18, 22]  # 8 + 2 tokens, 16 + 2, 20 + 2; in row order: 22, 14, 6
 
 
 class _Writer:

@@ -65,13 +65,19 @@ class OutputPredictor:
         self._forward, self._spec = None, None
 
     def __call__(self, examples: data.Examples) -> dict:
-        """`task.collect` of the outputs for every example of `examples`, in order, as numpy."""
-        ds = data.batched_inputs(self.task.inputs(examples), self.batch_size)
+        """`task.collect` of the outputs for every example of `examples`, in order, as numpy.
+
+        The examples are batched shortest first (`data.length_order`), so a
+        batch pads little, and their outputs put back in their own order.
+        """
+        order = data.length_order(examples.texts, examples.pairs)
+        ds = data.batched_inputs(self.task.inputs(examples.take(order)), self.batch_size)
         if self._forward is None or ds.element_spec != self._spec:
             self._spec = ds.element_spec
             self._forward = tf.function(lambda inputs: self.task.outputs(self.model, self.packer, inputs),
                                         input_signature=[self._spec])
-        return self.task.collect([tf.nest.map_structure(lambda t: t.numpy(), self._forward(batch)) for batch in ds])
+        outputs = self.task.collect([tf.nest.map_structure(lambda t: t.numpy(), self._forward(batch)) for batch in ds])
+        return data.restore_order(outputs, order)
 
 
 def write_metrics(metrics: dict, output_dir: str | pathlib.Path, name: str = METRICS_FILE) -> pathlib.Path:

@@ -253,7 +253,8 @@ def prepare_data(
     train_data = read_training_data(task, config, cache_dir=kept)
     task.fit_vocabulary(train_data.labelled)
     validation = folds.read_validation(task, config)
-    val_targets = task.encode(validation) if validation is not None else None  # a label train lacks fails now
+    if validation is not None:
+        task.encode(validation)  # a label train lacks fails now, its row named in the file's order
     logger.info(
         "Data: %s, %s validation examples; task %s, %s", train_data.describe(),
         len(validation) if validation is not None else "no", task.type, task.describe(),
@@ -282,7 +283,9 @@ def prepare_data(
     val_ds = None
     if validation is not None:
         val_batching = dataclasses.replace(batching, drop_remainder=False)
-        val_ds = data.make_dataset(validation, val_targets, packer, task=task,
+        # Shortest first: its batches pad less, and no score depends on the order.
+        shortest_first = validation.take(data.length_order(validation.texts, validation.pairs))
+        val_ds = data.make_dataset(shortest_first, task.encode(shortest_first), packer, task=task,
                                    elements=prepared.elements, batching=val_batching)
     steps = data.steps_per_epoch(train_data.elements, tc.batch_size, drop_remainder=static_shapes)
     return Inputs(train_data, validation, source, packer, truncation, train_ds, val_ds, steps)

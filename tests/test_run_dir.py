@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import KILLED_MID_EPOCH, REPO, run_python, run_tfft
+from conftest import KILLED_MID_EPOCH, REPO, run_python, run_tfft, write_csv
 from tfft import export, run_dir, train
 from tfft.config import ConfigError
 from tfft.data import DataError
@@ -393,6 +393,29 @@ def test_predict_says_which_rows_the_model_did_not_read_whole(trained_run, tmp_p
     pieces = len(np.asarray(result.packer.tokenizer(long_text)))
     assert frame["truncated_tokens"].tolist() == [0, pieces + 2 - result.packer.sequence_length]
     assert "1 of 2 rows have truncated_tokens > 0" in caplog.text
+
+
+def test_predict_batches_the_shortest_rows_together_and_writes_each_rows_predictions_in_its_row(
+        trained_run, tmp_path, monkeypatch):
+    from tfft import predict
+
+    _, result = trained_run
+    texts = ["the plot was superb " * 40, "dull", "the plot was superb and the cast was lovely"]
+    write_csv(tmp_path / "in.csv", [(text,) for text in texts], header=("text",))
+    batches, served, serving_function = [], [], predict.serving_function
+
+    def recording(*args):  # the serving function, with the batches it is given recorded
+        served.append(serving_function(*args))
+        return lambda inputs: batches.append(inputs["text"]) or served[0](inputs)
+
+    monkeypatch.setattr(predict, "serving_function", recording)
+    frame = predict.predict_file(result.export_path, tmp_path / "in.csv", tmp_path / "out.csv", batch_size=2,
+                                 progress=False)
+    assert batches == [[texts[1], texts[2]], [texts[0]]]  # shortest first
+    assert frame["text"].tolist() == texts
+    assert (frame["truncated_tokens"] > 0).tolist() == [True, False, False]
+    alone = [served[0]({"text": [text]})["probabilities"][0] for text in texts]  # each row's text on its own
+    np.testing.assert_allclose(frame[["probability_neg", "probability_pos"]].to_numpy(), alone, atol=1e-5)
 
 
 def test_predict_keeps_a_row_for_every_line_of_a_one_column_file(trained_run, tmp_path, caplog):

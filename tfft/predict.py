@@ -105,17 +105,19 @@ def predict_file(
     frame, columns = _input_frame(task, metadata, input_path, {"text": text_column, "text_pair": text_pair_column})
     serve = serving_function(model_path, litert_file)
     bar = progress_bar(len(frame), "example") if progress else None
+    texts = {name: frame[columns[name]].astype(str).tolist() for name in metadata["inputs"]}
+    order = data.length_order(*texts.values())  # shortest first: a batch pads little
     predicted: dict[str, list] = {}
     for start in range(0, len(frame), batch_size):
-        rows = frame.iloc[start : start + batch_size]
-        inputs = {name: rows[columns[name]].astype(str).tolist() for name in metadata["inputs"]}
+        rows = order[start : start + batch_size]
+        inputs = {name: [column[i] for i in rows] for name, column in texts.items()}
         outputs = serve(inputs)
         for name, values in _columns(task, outputs, metadata, inputs, frame.columns, input_path).items():
             predicted.setdefault(name, []).extend(np.asarray(values).tolist() if not isinstance(values, list) else values)
         if bar is not None:
             bar.add(len(rows))
     result = frame.copy()
-    for name, values in predicted.items():
+    for name, values in data.restore_order(predicted, order).items():  # each row's predictions in its own row
         result[name] = values
     _warn_truncated(result, predicted)
     _write_table(result, pathlib.Path(output_path))

@@ -548,8 +548,8 @@ def length_order(*columns: list[str] | None) -> np.ndarray:
     1.05x). No score depends on the order of a split's examples.
 
     Args:
-        *columns: lists of str of one length, or None (no such column): e.g.
-            `examples.texts, examples.pairs`.
+        *columns: lists of str, one entry per row each, or None (no such
+            column): e.g. `examples.texts, examples.pairs`.
     """
     lengths = np.sum([[len(text or "") for text in column] for column in columns if column is not None], axis=0)
     return np.argsort(lengths, kind="stable")

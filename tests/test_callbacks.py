@@ -3,7 +3,7 @@
 import numpy as np
 
 from conftest import CountingTask, texts_of_lengths
-from tfft import callbacks
+from tfft import callbacks, evaluate
 
 
 class ScoringTask(CountingTask):
@@ -18,8 +18,8 @@ class ScoringTask(CountingTask):
 
 def test_validation_scores_put_the_tasks_scores_in_each_epochs_logs_tracing_once_a_run():
     task = ScoringTask()
-    scores = callbacks.ValidationScores(task, packer=None, examples=texts_of_lengths([5, 0, 4, 1, 3]), batch_size=2)
-    scores.set_model(object())
+    predictor = evaluate.OutputPredictor(task, model=None, packer=None, batch_size=2)
+    scores = callbacks.ValidationScores(predictor, texts_of_lengths([5, 0, 4, 1, 3]))
     for epoch in range(3):
         logs = {"loss": 1.0}
         scores.on_epoch_end(epoch, logs)

@@ -3,7 +3,8 @@
 Example:
 
 ```python
-callbacks = training_callbacks(config, task, output_dir, validation, packer, resuming=False)
+predictor = evaluate.OutputPredictor(task, model, packer, batch_size=32)
+callbacks = training_callbacks(config, task, output_dir, validation, predictor, resuming=False)
 model.fit(train_ds, callbacks=callbacks, ...)
 ```
 """
@@ -52,22 +53,19 @@ class ValidationScores(keras.callbacks.Callback):
     their best epoch by it.
 
     Args:
-        task: `tfft.tasks.Task`.
-        packer: `TextPacker`.
+        predictor: `tfft.evaluate.OutputPredictor` of the model being
+            trained: traced at the first epoch's end, once for the run (the
+            run's final scoring calls it too).
         examples: `tfft.data.Examples`. The validation split.
-        batch_size: int.
     """
 
-    def __init__(self, task, packer, examples: data.Examples, batch_size: int):
+    def __init__(self, predictor: evaluate.OutputPredictor, examples: data.Examples):
         super().__init__()
-        self.task, self.packer, self.examples, self.batch_size = task, packer, examples, batch_size
-        self.predict = None
+        self.predictor, self.examples = predictor, examples
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.predict is None:  # one trace for the run's epochs, not one an epoch
-            self.predict = evaluate.OutputPredictor(self.task, self.model, self.packer, self.batch_size)
-        outputs = self.predict(self.examples)
-        scores = self.task.logged_scores(self.task.score(self.examples, outputs))
+        task = self.predictor.task
+        scores = task.logged_scores(task.score(self.examples, self.predictor(self.examples)))
         if logs is not None:
             logs.update({f"val_{name}": value for name, value in scores.items()})
 
@@ -77,21 +75,22 @@ def training_callbacks(
     task,
     output_dir: pathlib.Path,
     validation: data.Examples | None,
-    packer,
+    predictor: evaluate.OutputPredictor,
     resuming: bool,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of one `fit` call, in the order they must run.
 
     Args:
         config: `tfft.config.Config`. `train.early_stopping_patience`,
-            `train.restore_best`, `train.batch_size`.
+            `train.restore_best`.
         task: `tfft.tasks.Task`. Its `monitor` picks the best checkpoint.
         output_dir: pathlib.Path. Where the logs and the checkpoint go.
         validation: `tfft.data.Examples` or None. Without it, no checkpoint
             and no early stopping; with it, the best checkpoint unless
             `train.restore_best` is false.
-        packer: `TextPacker`. Scores the validation split, for tasks whose
-            monitored score is no Keras metric.
+        predictor: `tfft.evaluate.OutputPredictor` of the model. Scores the
+            validation split each epoch, for tasks whose monitored score is
+            no Keras metric.
         resuming: bool. Appends to the CSV log, and keeps the best score the
             interrupted run logged.
     """
@@ -99,7 +98,7 @@ def training_callbacks(
     callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss()]
     if validation is not None and not task.monitor_in_keras:
         # First, so the CSV log, checkpoint and early stopping see the task's scores.
-        callbacks.append(ValidationScores(task, packer, validation, config.train.batch_size))
+        callbacks.append(ValidationScores(predictor, validation))
     callbacks += [
         keras.callbacks.CSVLogger(str(output_dir / HISTORY_FILE), append=resuming),
         keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")),

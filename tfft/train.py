@@ -178,10 +178,15 @@ class RunHooks:
 
 @dataclasses.dataclass
 class Fitted:
-    """What `fit` leaves: Keras' per-epoch logs and the seconds training took."""
+    """What `fit` leaves: Keras' per-epoch logs, the seconds training took, and the forward pass it traced, if any.
+
+    `predictor` scored the validation split each epoch (`ValidationScores`);
+    the final scoring calls it again rather than trace the model once more.
+    """
 
     history: dict
     train_seconds: float
+    predictor: evaluate.OutputPredictor | None = None
 
 
 def run(
@@ -356,9 +361,10 @@ def fit(
         logger.info(resume_message(start_step, steps, tc.epochs))
     started = time.time()
     history: dict[str, list] = {}
+    predictor = evaluate.OutputPredictor(task, model, inputs.packer, tc.batch_size)  # one trace for every `fit`
     try:
         for initial_epoch, epochs, epoch_steps in fit_plan(start_step, steps, tc.epochs):
-            own = training_callbacks(config, task, output_dir, inputs.validation, inputs.packer,
+            own = training_callbacks(config, task, output_dir, inputs.validation, predictor,
                                      resuming=resume or bool(history))
             fitted = model.fit(
                 inputs.train_ds.skip(batches_seen(model.optimizer)),  # the order of a run never stopped
@@ -383,7 +389,7 @@ def fit(
     elif inputs.val_ds is not None and not tc.restore_best:
         logger.info("Kept the final weights (train.restore_best=false)")
     writer.finish_training(model, tc.epochs, train_seconds)
-    return Fitted(history, train_seconds)
+    return Fitted(history, train_seconds, predictor)
 
 
 def load_fitted(model, output_dir: pathlib.Path) -> Fitted:
@@ -400,7 +406,8 @@ def finish(
     hooks = hooks or RunHooks()
     metrics = None
     if inputs.validation is not None:
-        outputs = evaluate.predict_outputs(task, model, inputs.packer, inputs.validation, config.train.batch_size)
+        predict = fitted.predictor or evaluate.OutputPredictor(task, model, inputs.packer, config.train.batch_size)
+        outputs = predict(inputs.validation)  # traced already when the epochs were scored
         task.calibrate(inputs.validation, outputs)
         metrics = task.score(inputs.validation, outputs)
         metrics["truncation"] = {split: dataclasses.asdict(s) for split, s in inputs.truncation.items()}

@@ -122,14 +122,14 @@ class ExportTeacher:
     def outputs(self, packer, rows: data.Examples) -> dict:
         """The export's outputs on `rows`, in their order, as `tfft predict` reads them.
 
-        The rows go to the export sorted by their characters, so that each
-        batch, which it pads to its longest, pads little. `packer` is unused:
+        The rows go to the export shortest first (`data.length_order`), so
+        that each batch, which it pads to its longest, pads little. `packer` is unused:
         the export tokenizes for itself.
         """
         del packer
         columns = self.task.inputs(rows)
         inputs = {name: columns[name] for name in self.metadata["inputs"]}
-        order = np.argsort([sum(len(inputs[name][i]) for name in inputs) for i in range(len(rows))], kind="stable")
+        order = data.length_order(*inputs.values())
         serve = self.serving()
         bar, batches = progress.progress_bar(len(rows), "example"), []
         for start in range(0, len(rows), BATCH_SIZE):
@@ -138,7 +138,7 @@ class ExportTeacher:
             if bar is not None:
                 bar.add(len(chosen))
         outputs = self.task.collect(batches)
-        return {name: values[np.argsort(order)] for name, values in outputs.items()}
+        return data.restore_order(outputs, order)
 
     def serving(self):
         if self._serve is None:

@@ -1,7 +1,9 @@
 import json
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import CountingTask, texts_of_lengths
 from tfft import evaluate
@@ -61,6 +63,60 @@ def test_an_output_predictor_traces_once_for_all_its_calls_and_again_for_other_i
     assert task.traces == 1
     np.testing.assert_array_equal(predict(texts_of_lengths(LENGTHS, pairs=True))["length"], LENGTHS)  # another spec
     assert task.traces == 2
+
+
+class ScaledLengthTask(CountingTask):
+    """Each text's length times the model's one weight; counts its passes over a split (`collect` calls)."""
+
+    passes = 0
+
+    def outputs(self, model, packer, inputs):
+        length = super().outputs(model, packer, inputs)["length"]
+        return {"length": tf.cast(length, tf.float32) * model.weights[0][0, 0]}
+
+    def collect(self, outputs):
+        self.passes += 1
+        return super().collect(outputs)
+
+
+def one_weight_model(value: float) -> keras.Model:
+    return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False,
+                                                                     kernel_initializer=keras.initializers.Constant(value))])
+
+
+def test_a_remembering_predictor_passes_over_a_split_once_for_each_weights_it_scores_it_with():
+    """A run's final scoring passed over the validation split again, for weights an epoch had scored it with."""
+    task, model, examples = ScaledLengthTask(), one_weight_model(1.0), texts_of_lengths(LENGTHS)
+    predict = evaluate.OutputPredictor(task, model, None, batch_size=4, remember=True)
+    predict(examples)  # epoch 1
+    model.weights[0].assign([[2.0]])
+    np.testing.assert_array_equal(predict(examples)["length"], np.multiply(LENGTHS, 2.0))  # epoch 2: a pass
+    assert task.passes == 2
+    model.weights[0].assign([[1.0]])  # epoch 1's checkpoint restored
+    np.testing.assert_array_equal(predict(examples)["length"], LENGTHS)  # epoch 1's outputs, no pass
+    assert task.passes == 2
+    predict(texts_of_lengths(LENGTHS))  # other examples, with the same weights: a pass
+    assert task.passes == 3
+
+
+def test_a_predictor_that_does_not_remember_passes_over_the_split_at_every_call():
+    task = ScaledLengthTask()
+    predict = evaluate.OutputPredictor(task, one_weight_model(3.0), None, batch_size=4)
+    examples = texts_of_lengths(LENGTHS)
+    for _ in range(2):
+        np.testing.assert_array_equal(predict(examples)["length"], np.multiply(LENGTHS, 3.0))
+    assert task.passes == 2
+
+
+def test_the_weights_digest_tells_weights_apart_by_any_one_value():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(1)])
+    before = evaluate.weights_digest(model)
+    assert evaluate.weights_digest(model) == before
+    kernel = model.layers[1].kernel
+    values = kernel.numpy()
+    values[1, 0] = np.nextafter(values[1, 0], np.float32(np.inf))  # one value, one float32 step
+    kernel.assign(values)
+    assert evaluate.weights_digest(model) != before
 
 
 def test_predict_outputs_batches_the_shortest_texts_together_and_answers_in_row_order():

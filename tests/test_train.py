@@ -173,6 +173,28 @@ def test_a_run_traces_the_tasks_forward_pass_once_for_its_epochs_scores_and_its_
     assert len(traces) == 1
 
 
+@pytest.mark.parametrize("restore_best", ["true", "false"])
+def test_the_final_scoring_reuses_the_outputs_of_the_epoch_whose_weights_the_run_kept(
+        make_config, data_dir, monkeypatch, restore_best):
+    """The final scoring passed over the validation split once more, with weights an epoch had scored it with."""
+    from tfft.tasks.base import Task
+
+    passes = []
+    original = Task.collect
+
+    def counting(self, batches):  # called once per pass over the split
+        passes.append(1)
+        return original(self, batches)
+
+    monkeypatch.setattr(Task, "collect", counting)
+    config = make_config(*TASK_DATA["regression"](data_dir), "train.epochs=3", f"train.restore_best={restore_best}")
+    result = train.run(config)
+    scores = result.history["val_pearson"]
+    assert len(passes) == 3  # one an epoch; the final scoring made none
+    kept = max(scores) if restore_best == "true" else scores[-1]
+    assert result.metrics["pearson"] == pytest.approx(kept, abs=1e-6)
+
+
 def test_finished_run_is_refused_not_overwritten(trained_run):
     config, _ = trained_run
     before = (pathlib.Path(config.output_dir) / "model.weights.h5").stat().st_mtime_ns

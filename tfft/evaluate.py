@@ -14,10 +14,12 @@ print(trained.task.report(trained.task.score(examples, outputs)))
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import pathlib
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -53,23 +55,45 @@ class OutputPredictor:
     MRPC pairs). A callback that scores every epoch keeps one, and traces once
     a run instead of once an epoch.
 
+    With `remember=True` it keeps its outputs for the `examples` object it
+    last scored, by the model's weights (`weights_digest`): called again with
+    weights it has scored them with (a run's final scoring, once the best
+    epoch's checkpoint is restored, or on the last epoch's weights), it
+    returns those outputs instead of passing over the split again. It holds
+    one set of outputs per distinct weights it scored (a run's epochs).
+
     Args:
         task: `tfft.tasks.Task`.
         model: keras.Model. The task model (its weights as they are at each call).
         packer: `TextPacker`.
         batch_size: int. Examples per call.
+        remember: bool. Keep the outputs of each call, by weights, as above.
     """
 
-    def __init__(self, task, model, packer, batch_size: int):
+    def __init__(self, task, model, packer, batch_size: int, remember: bool = False):
         self.task, self.model, self.packer, self.batch_size = task, model, packer, batch_size
+        self.remember = remember
         self._forward, self._spec = None, None
+        self._scored, self._outputs = None, {}  # the examples last scored; weights digest -> their outputs
 
     def __call__(self, examples: data.Examples) -> dict:
         """`task.collect` of the outputs for every example of `examples`, in order, as numpy.
 
         The examples are batched shortest first (`data.length_order`), so a
         batch pads little, and their outputs put back in their own order.
+        Weights it has scored these examples with give the outputs made then,
+        if it remembers them.
         """
+        if not self.remember:
+            return self._predict(examples)
+        if examples is not self._scored:
+            self._scored, self._outputs = examples, {}
+        digest = weights_digest(self.model)
+        if digest not in self._outputs:
+            self._outputs[digest] = self._predict(examples)
+        return self._outputs[digest]
+
+    def _predict(self, examples: data.Examples) -> dict:
         order = data.length_order(examples.texts, examples.pairs)
         ds = data.batched_inputs(self.task.inputs(examples.take(order)), self.batch_size)
         if self._forward is None or ds.element_spec != self._spec:
@@ -78,6 +102,18 @@ class OutputPredictor:
                                         input_signature=[self._spec])
         outputs = self.task.collect([tf.nest.map_structure(lambda t: t.numpy(), self._forward(batch)) for batch in ds])
         return data.restore_order(outputs, order)
+
+
+def weights_digest(model) -> bytes:
+    """A digest of every weight's value: equal for the same weights (a checkpoint restored), else different.
+
+    About 0.1 s for MiniLM's 22.7M weights on a CPU, against seconds to
+    minutes for a pass over a validation split.
+    """
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.digest()
 
 
 def write_metrics(metrics: dict, output_dir: str | pathlib.Path, name: str = METRICS_FILE) -> pathlib.Path:

@@ -181,7 +181,9 @@ class Fitted:
     """What `fit` leaves: Keras' per-epoch logs, the seconds training took, and the forward pass it traced, if any.
 
     `predictor` scored the validation split each epoch (`ValidationScores`);
-    the final scoring calls it again rather than trace the model once more.
+    the final scoring calls it again rather than trace the model once more,
+    and gets the outputs it made of the epoch whose weights the run kept (the
+    best checkpoint's, or the last epoch's) without a pass over the split.
     """
 
     history: dict
@@ -361,7 +363,8 @@ def fit(
         logger.info(resume_message(start_step, steps, tc.epochs))
     started = time.time()
     history: dict[str, list] = {}
-    predictor = evaluate.OutputPredictor(task, model, inputs.packer, tc.batch_size)  # one trace for every `fit`
+    # One trace for every `fit`; the final scoring gets the outputs of the weights the run keeps, if it made them.
+    predictor = evaluate.OutputPredictor(task, model, inputs.packer, tc.batch_size, remember=True)
     try:
         for initial_epoch, epochs, epoch_steps in fit_plan(start_step, steps, tc.epochs):
             own = training_callbacks(config, task, output_dir, inputs.validation, predictor,
@@ -407,7 +410,7 @@ def finish(
     metrics = None
     if inputs.validation is not None:
         predict = fitted.predictor or evaluate.OutputPredictor(task, model, inputs.packer, config.train.batch_size)
-        outputs = predict(inputs.validation)  # traced already when the epochs were scored
+        outputs = predict(inputs.validation)  # no pass where an epoch with these weights was scored
         task.calibrate(inputs.validation, outputs)
         metrics = task.score(inputs.validation, outputs)
         metrics["truncation"] = {split: dataclasses.asdict(s) for split, s in inputs.truncation.items()}

@@ -161,16 +161,20 @@ def test_a_run_traces_the_tasks_forward_pass_once_for_its_epochs_scores_and_its_
     from tfft.tasks.base import Task
 
     traces = []
-    original = Task.outputs
 
-    def counting(self, model, packer, inputs):  # its Python body runs once per trace
-        traces.append(1)
-        return original(self, model, packer, inputs)
+    def counting(name):
+        original = getattr(Task, name)
 
-    monkeypatch.setattr(Task, "outputs", counting)
+        def traced(self, *args):  # its Python body runs once per trace
+            traces.append(name)
+            return original(self, *args)
+        return traced
+
+    for name in ("outputs", "labelled_outputs"):
+        monkeypatch.setattr(Task, name, counting(name))
     result = train.run(make_config(*TASK_DATA["regression"](data_dir), "train.epochs=2"))
     assert len(result.history["val_pearson"]) == 2 and "pearson" in result.metrics  # scored each epoch, then at the end
-    assert len(traces) == 1
+    assert traces == ["labelled_outputs"]
 
 
 @pytest.mark.parametrize("restore_best", ["true", "false"])
@@ -193,6 +197,30 @@ def test_the_final_scoring_reuses_the_outputs_of_the_epoch_whose_weights_the_run
     assert len(passes) == 3  # one an epoch; the final scoring made none
     kept = max(scores) if restore_best == "true" else scores[-1]
     assert result.metrics["pearson"] == pytest.approx(kept, abs=1e-6)
+
+
+@pytest.mark.parametrize("task_type", ["regression", "multi_label", "token_classification"])
+def test_one_pass_over_the_validation_split_an_epoch_logs_keras_loss_and_metrics_and_the_task_scores(
+        make_config, data_dir, task_type):
+    """Keras passed over the split for its loss and metrics, then `ValidationScores` again for the task's scores."""
+    import keras
+
+    class KerasPasses(keras.callbacks.Callback):
+        batches = 0
+
+        def on_test_batch_end(self, batch, logs=None):
+            self.batches += 1
+
+    keras_passes = KerasPasses()
+    # Batches of 20: the last is smaller, and weighs less in the loss.
+    config = make_config(*TASK_DATA[task_type](data_dir), "train.epochs=2", "train.restore_best=false", "train.batch_size=20")
+    result = train.run(config, callbacks=[keras_passes])
+    assert keras_passes.batches == 0
+    inputs = train.prepare_data(config, result.task, tf.distribute.get_strategy(), None, trains=False)
+    keras_logs = result.model.evaluate(inputs.val_ds, return_dict=True, verbose=0)  # the last epoch's weights
+    task_scores = result.task.logged_scores(result.metrics)
+    for name, value in {**keras_logs, **task_scores}.items():
+        assert result.history[f"val_{name}"][-1] == pytest.approx(task_scores.get(name, value), rel=1e-5), name
 
 
 def test_finished_run_is_refused_not_overwritten(trained_run):

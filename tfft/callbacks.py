@@ -22,7 +22,7 @@ from tfft.errors import DivergedError
 from tfft.optimization import batches_seen
 from tfft.run_dir import BEST_WEIGHTS, HISTORY_FILE, best_so_far
 
-__all__ = ["StopOnNonFiniteLoss", "ValidationScores", "training_callbacks"]
+__all__ = ["StopOnNonFiniteLoss", "ValidationScores", "keras_validates", "training_callbacks"]
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -50,24 +50,36 @@ class ValidationScores(keras.callbacks.Callback):
     Puts `val_<score>` (e.g. `val_f1`, `val_pearson`) into the epoch's logs,
     before the checkpoint, early stopping and the CSV log read them: tasks
     whose monitored score is no Keras metric (entity F1, correlations) pick
-    their best epoch by it.
+    their best epoch by it. Where `fit` has no validation pass of its own
+    (`keras_validates`), the same forward pass also gives what Keras' would
+    have logged: `val_loss` and the task's Keras metrics.
 
     Args:
         predictor: `tfft.evaluate.OutputPredictor` of the model being
             trained: traced at the first epoch's end, once for the run (the
             run's final scoring calls it too).
         examples: `tfft.data.Examples`. The validation split.
+        with_loss: bool. Log `val_loss` and the Keras metrics too
+            (`OutputPredictor.scored`).
     """
 
-    def __init__(self, predictor: evaluate.OutputPredictor, examples: data.Examples):
+    def __init__(self, predictor: evaluate.OutputPredictor, examples: data.Examples, with_loss: bool = False):
         super().__init__()
-        self.predictor, self.examples = predictor, examples
+        self.predictor, self.examples, self.with_loss = predictor, examples, with_loss
 
     def on_epoch_end(self, epoch, logs=None):
         task = self.predictor.task
-        scores = task.logged_scores(task.score(self.examples, self.predictor(self.examples)))
+        outputs, keras_logs = self.predictor.scored(self.examples) if self.with_loss else (
+            self.predictor(self.examples), {})
+        scores = {**keras_logs, **task.logged_scores(task.score(self.examples, outputs))}
         if logs is not None:
             logs.update({f"val_{name}": value for name, value in scores.items()})
+
+
+def keras_validates(task) -> bool:
+    """Whether `fit` runs Keras' validation pass: where it gives the monitored score, or the task cannot score a
+    validation batch in one forward pass (`Task.one_validation_pass`); else `ValidationScores` logs it all."""
+    return task.monitor_in_keras or not task.one_validation_pass
 
 
 def training_callbacks(
@@ -98,7 +110,7 @@ def training_callbacks(
     callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss()]
     if validation is not None and not task.monitor_in_keras:
         # First, so the CSV log, checkpoint and early stopping see the task's scores.
-        callbacks.append(ValidationScores(predictor, validation))
+        callbacks.append(ValidationScores(predictor, validation, with_loss=not keras_validates(task)))
     callbacks += [
         keras.callbacks.CSVLogger(str(output_dir / HISTORY_FILE), append=resuming),
         keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")),

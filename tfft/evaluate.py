@@ -75,6 +75,7 @@ class OutputPredictor:
         self.remember = remember
         self._forward, self._spec = None, None
         self._scored, self._outputs = None, {}  # the examples last scored; weights digest -> their outputs
+        self._scoring, self._scoring_spec, self._metrics = None, None, None  # `scored`'s step, its spec, metrics
 
     def __call__(self, examples: data.Examples) -> dict:
         """`task.collect` of the outputs for every example of `examples`, in order, as numpy.
@@ -92,6 +93,54 @@ class OutputPredictor:
         if digest not in self._outputs:
             self._outputs[digest] = self._predict(examples)
         return self._outputs[digest]
+
+    def scored(self, examples: data.Examples) -> tuple[dict, dict[str, float]]:
+        """The outputs, as a call gives them, and Keras' validation logs (`loss` and the task's Keras metrics).
+
+        One forward pass over `examples` (`Task.labelled_outputs`) gives both,
+        where Keras' validation pass and a call made two: the loss is the
+        mean of each batch's loss weighted by its size, as Keras' own, on
+        one device. The batches are a call's (shortest first), which are
+        those of the run's validation pipeline (`train.prepare_data`).
+        """
+        if not self.remember or examples is not self._scored:
+            self._scored, self._outputs = examples, {}
+        order = data.length_order(examples.texts, examples.pairs)
+        ordered = examples.take(order)
+        ds = data.batch_rows(tf.data.Dataset.from_tensor_slices((self.task.inputs(ordered), self.task.encode(ordered))),
+                             self.batch_size)
+        if self._scoring is None or ds.element_spec != self._scoring_spec:
+            self._scoring_spec = ds.element_spec
+            self._scoring = tf.function(self._score_batch, input_signature=list(self._scoring_spec))
+        metrics = self._keras_metrics()
+        for metric in metrics:
+            metric.reset_state()
+        batches, loss, count = [], 0.0, 0
+        for inputs, targets in ds.prefetch(tf.data.AUTOTUNE):
+            outputs, batch_loss, size = self._scoring(inputs, targets)
+            batches.append(tf.nest.map_structure(lambda t: t.numpy(), outputs))
+            loss, count = loss + float(batch_loss) * int(size), count + int(size)
+        outputs = data.restore_order(self.task.collect(batches), order)
+        if self.remember:
+            self._outputs[weights_digest(self.model)] = outputs
+        logs = {"loss": loss / max(count, 1), **{m.name: float(m.result()) for m in metrics}}
+        return outputs, logs
+
+    def _score_batch(self, inputs, targets):
+        outputs, batch = self.task.labelled_outputs(self.model, self.packer, inputs, targets)
+        loss = self.model.compute_loss(x=batch.features, y=batch.targets, y_pred=batch.logits,
+                                       sample_weight=batch.sample_weight, training=False)
+        for metric in self._metrics[0]:
+            metric.update_state(batch.targets, batch.logits)
+        for metric in self._metrics[1]:
+            metric.update_state(batch.targets, batch.logits, sample_weight=batch.sample_weight)
+        return outputs, loss, tf.shape(batch.logits)[0]
+
+    def _keras_metrics(self) -> list:
+        """The task's Keras metrics (unweighted, weighted), made once, outside the traced step."""
+        if self._metrics is None:
+            self._metrics = (self.task.metrics(), self.task.weighted_metrics())
+        return [*self._metrics[0], *self._metrics[1]]
 
     def _predict(self, examples: data.Examples) -> dict:
         order = data.length_order(examples.texts, examples.pairs)

@@ -53,7 +53,7 @@ from tfft import (
     tasks,
 )
 from tfft.backup import TrainingBackup
-from tfft.callbacks import training_callbacks
+from tfft.callbacks import keras_validates, training_callbacks
 from tfft.config import Config
 from tfft.errors import OutputDirError
 from tfft.freezing import count_parameters
@@ -372,7 +372,8 @@ def fit(
             fitted = model.fit(
                 inputs.train_ds.skip(batches_seen(model.optimizer)),  # the order of a run never stopped
                 initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=epoch_steps,
-                validation_data=inputs.val_ds, callbacks=[*own, backup, *callbacks],
+                validation_data=inputs.val_ds if keras_validates(task) else None,  # else `ValidationScores`'
+                callbacks=[*own, backup, *callbacks],
                 class_weight=inputs.train.class_weight(),
                 shuffle=False,  # The pipeline shuffles.
                 verbose=_verbosity(),

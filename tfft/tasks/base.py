@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import abc
 import pathlib
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import keras
 import numpy as np
@@ -211,6 +211,15 @@ class WeightedTokenCrossentropy(keras.losses.Loss):
         return tf.math.divide_no_nan(total, tf.cast(weights, total.dtype))
 
 
+class LabelledBatch(NamedTuple):
+    """One validation batch as Keras' validation step scores it (`Task.labelled_outputs`)."""
+
+    features: dict
+    targets: Any
+    sample_weight: Any
+    logits: tf.Tensor
+
+
 def trim_to_longest(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """Cuts a padded batch down to its longest sequence (at least one position)."""
     longest = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), axis=1)), 1)
@@ -231,6 +240,10 @@ class Task(abc.ABC):
     monitor: ClassVar[tuple[str, str]] = ("loss", "min")
     #: Whether Keras' own validation metric is the monitored score (no extra validation pass).
     monitor_in_keras: ClassVar[bool] = False
+    #: Whether `labelled_outputs` scores a validation batch in one forward pass: its outputs, and what Keras' loss
+    #: and metrics read. If not, a run whose monitored score is no Keras metric passes over the split twice an
+    #: epoch (Keras' pass, then the task's scores).
+    one_validation_pass: ClassVar[bool] = True
     #: Whether targets are per token: they are then trimmed with the features.
     sequence_targets: ClassVar[bool] = False
     #: Whether the head reads `pooled_output`; if not, the pooler is frozen (it would get no gradient).
@@ -397,6 +410,27 @@ class Task(abc.ABC):
         """Raw inputs -> named outputs, in the graph. Serving and evaluation both call this."""
         features = trim_to_longest(packer(inputs["text"], inputs.get("text_pair")))
         return self.postprocess(tf.cast(model(features, training=False), tf.float32))
+
+    def labelled_outputs(self, model: keras.Model, packer, inputs: dict, targets) -> tuple[dict, LabelledBatch]:
+        """`outputs` of a labelled batch, and what Keras' validation step scores, from one forward pass.
+
+        Args:
+            model: keras.Model. The task model.
+            packer: `TextPacker`.
+            inputs: dict. A batch of `inputs`.
+            targets: a batch of `encode`'s targets, for the same rows.
+
+        Returns:
+            The named outputs, and a `LabelledBatch`: the packed features,
+            targets, sample weights and float32 logits, as `pack` and
+            `tfft.data.make_dataset` give Keras' validation step.
+        """
+        features, *rest = self.pack(packer, inputs, targets)
+        features = trim_to_longest(features)
+        if self.sequence_targets:
+            rest = [value[:, : tf.shape(features["padding_mask"])[1]] for value in rest]
+        logits = tf.cast(model(features, training=False), tf.float32)
+        return self.postprocess(logits), LabelledBatch(features, rest[0], rest[1] if len(rest) > 1 else None, logits)
 
     def input_names(self) -> tuple[str, ...]:
         """The `serving_default` inputs of this run: `text`, plus `text_pair` for pair data."""

@@ -191,6 +191,7 @@ class ExtractiveQA(Task):
     type = "extractive_qa"
     monitor = ("f1", "max")
     uses_pooled_output = False
+    one_validation_pass = False  # Keras' loss is per window of a context, the scores per question
     litert_unsupported = "its windowing and span search run TensorFlow ops that have no TFLite kernels"
     stream_unsupported = "SQuAD JSON files are read whole"
 

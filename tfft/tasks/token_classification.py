@@ -13,6 +13,7 @@ import tensorflow as tf
 from tfft import data, metrics
 from tfft.errors import DataError
 from tfft.tasks.base import (
+    LabelledBatch,
     Task,
     WeightedTokenCrossentropy,
     decode,
@@ -193,14 +194,7 @@ class TokenClassification(Task):
 
     def pack(self, packer, inputs, targets=None):
         features, first, _ = packer.pack_words(inputs["words"])
-        if targets is None:
-            return features
-        shape = tf.shape(features["token_ids"])
-        valid = first.flat_values >= 0
-        index = tf.stack([tf.cast(first.value_rowids(), tf.int32)[valid], first.flat_values[valid]], axis=1)
-        labels = tf.scatter_nd(index, tf.cast(targets.flat_values, tf.int32)[valid], shape)
-        weights = tf.scatter_nd(index, tf.ones(tf.shape(index)[:1], tf.float32), shape)
-        return features, labels, weights
+        return features if targets is None else (features, *_piece_targets(features, first, targets))
 
     def prepare(self, examples, packer):
         """Counts the examples, and the words, that `model.sequence_length` cuts off."""
@@ -238,9 +232,21 @@ class TokenClassification(Task):
         return {"tag_ids": tf.argmax(logits, axis=-1, output_type=tf.int32)}
 
     def outputs(self, model, packer, inputs):
-        words = inputs["words"]
-        features, first, _ = packer.pack_words(words)
+        features, first, _ = packer.pack_words(inputs["words"])
         logits = tf.cast(model(trim_to_longest(features), training=False), tf.float32)
+        return self._word_tags(inputs["words"], first, logits)
+
+    def labelled_outputs(self, model, packer, inputs, targets):
+        features, first, _ = packer.pack_words(inputs["words"])
+        labels, weights = _piece_targets(features, first, targets)
+        features = trim_to_longest(features)
+        length = tf.shape(features["padding_mask"])[1]
+        logits = tf.cast(model(features, training=False), tf.float32)
+        labelled = LabelledBatch(features, labels[:, :length], weights[:, :length], logits)
+        return self._word_tags(inputs["words"], first, logits), labelled
+
+    def _word_tags(self, words, first, logits):
+        """Each word's tag (its first piece's; "O" past the cut), with the words, from a batch's logits."""
         tag_ids = self.postprocess(logits)["tag_ids"]
         position = first.flat_values
         valid = position >= 0
@@ -342,6 +348,16 @@ def _string_list(cell) -> list[str]:
     if not isinstance(values, list) or not all(isinstance(v, (str, int, float)) for v in values):
         raise ValueError(cell)
     return [str(v) for v in values]
+
+
+def _piece_targets(features: dict, first: tf.RaggedTensor, targets: tf.RaggedTensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-piece tag ids and weights, `features`' shape: each word's tag on its first piece, weight 1 there, else 0."""
+    shape = tf.shape(features["token_ids"])
+    valid = first.flat_values >= 0
+    index = tf.stack([tf.cast(first.value_rowids(), tf.int32)[valid], first.flat_values[valid]], axis=1)
+    labels = tf.scatter_nd(index, tf.cast(targets.flat_values, tf.int32)[valid], shape)
+    weights = tf.scatter_nd(index, tf.ones(tf.shape(index)[:1], tf.float32), shape)
+    return labels, weights
 
 
 def _word_line(examples: data.Examples, sentence: int, word: int) -> str:

@@ -183,6 +183,7 @@ def test_pipelines_run_without_the_autotuning_thread_that_stalls_their_deletion(
                                       repeat=True, epochs=2),
         "validation": data.make_dataset(examples, np.array([1, 0] * 4), packer, batch_size=4),
         "prediction": data.batched_inputs(data.text_inputs(examples), 4),
+        "scoring": data.batched_inputs(data.text_inputs(examples), 4, targets=np.array([1, 0] * 4)),  # with its loss
     }
     for name, ds in pipelines.items():
         assert ds.options().autotune.enabled is False, name

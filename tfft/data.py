@@ -533,9 +533,9 @@ def pack_texts(packer, inputs: dict, targets=None):
     return packed if targets is None else (packed, targets)
 
 
-def batched_inputs(inputs: dict, batch_size: int) -> tf.data.Dataset:
-    """Model inputs (`Task.inputs`) in row order, `batch_size` at a time."""
-    ds = batch_rows(tf.data.Dataset.from_tensor_slices(inputs), batch_size)
+def batched_inputs(inputs: dict, batch_size: int, targets=None) -> tf.data.Dataset:
+    """Model inputs (`Task.inputs`) in row order, `batch_size` at a time; with `targets`, `(inputs, targets)` pairs."""
+    ds = batch_rows(tf.data.Dataset.from_tensor_slices(inputs if targets is None else (inputs, targets)), batch_size)
     return ds.with_options(pipeline_options()).prefetch(tf.data.AUTOTUNE)
 
 

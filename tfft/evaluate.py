@@ -107,8 +107,7 @@ class OutputPredictor:
             self._scored, self._outputs = examples, {}
         order = data.length_order(examples.texts, examples.pairs)
         ordered = examples.take(order)
-        ds = data.batch_rows(tf.data.Dataset.from_tensor_slices((self.task.inputs(ordered), self.task.encode(ordered))),
-                             self.batch_size)
+        ds = data.batched_inputs(self.task.inputs(ordered), self.batch_size, targets=self.task.encode(ordered))
         if self._scoring is None or ds.element_spec != self._scoring_spec:
             self._scoring_spec = ds.element_spec
             self._scoring = tf.function(self._score_batch, input_signature=list(self._scoring_spec))
@@ -116,7 +115,7 @@ class OutputPredictor:
         for metric in metrics:
             metric.reset_state()
         batches, loss, count = [], 0.0, 0
-        for inputs, targets in ds.prefetch(tf.data.AUTOTUNE):
+        for inputs, targets in ds:
             outputs, batch_loss, size = self._scoring(inputs, targets)
             batches.append(tf.nest.map_structure(lambda t: t.numpy(), outputs))
             loss, count = loss + float(batch_loss) * int(size), count + int(size)

@@ -73,9 +73,9 @@ class OutputPredictor:
     def __init__(self, task, model, packer, batch_size: int, remember: bool = False):
         self.task, self.model, self.packer, self.batch_size = task, model, packer, batch_size
         self.remember = remember
-        self._forward, self._spec = None, None
+        self._steps = {}  # labelled or not -> (the batches' spec, the step traced for it)
         self._scored, self._outputs = None, {}  # the examples last scored; weights digest -> their outputs
-        self._scoring, self._scoring_spec, self._metrics = None, None, None  # `scored`'s step, its spec, metrics
+        self._metrics = None  # the task's Keras metrics, unweighted and weighted, for `scored`
 
     def __call__(self, examples: data.Examples) -> dict:
         """`task.collect` of the outputs for every example of `examples`, in order, as numpy.
@@ -86,13 +86,11 @@ class OutputPredictor:
         if it remembers them.
         """
         if not self.remember:
-            return self._predict(examples)
-        if examples is not self._scored:
-            self._scored, self._outputs = examples, {}
-        digest = weights_digest(self.model)
-        if digest not in self._outputs:
-            self._outputs[digest] = self._predict(examples)
-        return self._outputs[digest]
+            return self._pass(examples, labelled=False)[0]
+        known, digest = self._known(examples), weights_digest(self.model)
+        if digest not in known:
+            known[digest] = self._pass(examples, labelled=False)[0]
+        return known[digest]
 
     def scored(self, examples: data.Examples) -> tuple[dict, dict[str, float]]:
         """The outputs, as a call gives them, and Keras' validation logs (`loss` and the task's Keras metrics).
@@ -103,29 +101,46 @@ class OutputPredictor:
         one device. The batches are a call's (shortest first), which are
         those of the run's validation pipeline (`train.prepare_data`).
         """
-        if not self.remember or examples is not self._scored:
-            self._scored, self._outputs = examples, {}
-        order = data.length_order(examples.texts, examples.pairs)
-        ordered = examples.take(order)
-        ds = data.batched_inputs(self.task.inputs(ordered), self.batch_size, targets=self.task.encode(ordered))
-        if self._scoring is None or ds.element_spec != self._scoring_spec:
-            self._scoring_spec = ds.element_spec
-            self._scoring = tf.function(self._score_batch, input_signature=list(self._scoring_spec))
-        metrics = self._keras_metrics()
+        if self._metrics is None:  # made once, outside the traced step
+            self._metrics = (self.task.metrics(), self.task.weighted_metrics())
+        metrics = [*self._metrics[0], *self._metrics[1]]
         for metric in metrics:
             metric.reset_state()
-        batches, loss, count = [], 0.0, 0
-        for inputs, targets in ds:
-            outputs, batch_loss, size = self._scoring(inputs, targets)
-            batches.append(tf.nest.map_structure(lambda t: t.numpy(), outputs))
-            loss, count = loss + float(batch_loss) * int(size), count + int(size)
-        outputs = data.restore_order(self.task.collect(batches), order)
+        outputs, losses = self._pass(examples, labelled=True)
         if self.remember:
-            self._outputs[weights_digest(self.model)] = outputs
-        logs = {"loss": loss / max(count, 1), **{m.name: float(m.result()) for m in metrics}}
-        return outputs, logs
+            self._known(examples)[weights_digest(self.model)] = outputs
+        total, count = sum(float(loss) * int(size) for loss, size in losses), sum(int(size) for _, size in losses)
+        return outputs, {"loss": total / max(count, 1), **{m.name: float(m.result()) for m in metrics}}
 
-    def _score_batch(self, inputs, targets):
+    def _known(self, examples: data.Examples) -> dict:
+        """Weights digest -> outputs, for `examples`; another split forgets the last one's."""
+        if examples is not self._scored:
+            self._scored, self._outputs = examples, {}
+        return self._outputs
+
+    def _pass(self, examples: data.Examples, labelled: bool) -> tuple[dict, list]:
+        """One pass, shortest first: the outputs in row order, and each batch's `(loss, size)` when `labelled`."""
+        order = data.length_order(examples.texts, examples.pairs)
+        ordered = examples.take(order)
+        ds = data.batched_inputs(self.task.inputs(ordered), self.batch_size,
+                                 targets=self.task.encode(ordered) if labelled else None)
+        spec, step = self._steps.get(labelled, (None, None))
+        if step is None or ds.element_spec != spec:
+            function = self._labelled_batch if labelled else self._batch
+            spec = ds.element_spec
+            step = tf.function(function, input_signature=list(spec) if labelled else [spec])
+            self._steps[labelled] = spec, step
+        batches, losses = [], []
+        for element in ds:
+            outputs, loss = step(*element) if labelled else (step(element), None)
+            batches.append(tf.nest.map_structure(lambda t: t.numpy(), outputs))
+            losses.append(loss)
+        return data.restore_order(self.task.collect(batches), order), losses
+
+    def _batch(self, inputs):
+        return self.task.outputs(self.model, self.packer, inputs)
+
+    def _labelled_batch(self, inputs, targets):
         outputs, batch = self.task.labelled_outputs(self.model, self.packer, inputs, targets)
         loss = self.model.compute_loss(x=batch.features, y=batch.targets, y_pred=batch.logits,
                                        sample_weight=batch.sample_weight, training=False)
@@ -133,23 +148,7 @@ class OutputPredictor:
             metric.update_state(batch.targets, batch.logits)
         for metric in self._metrics[1]:
             metric.update_state(batch.targets, batch.logits, sample_weight=batch.sample_weight)
-        return outputs, loss, tf.shape(batch.logits)[0]
-
-    def _keras_metrics(self) -> list:
-        """The task's Keras metrics (unweighted, weighted), made once, outside the traced step."""
-        if self._metrics is None:
-            self._metrics = (self.task.metrics(), self.task.weighted_metrics())
-        return [*self._metrics[0], *self._metrics[1]]
-
-    def _predict(self, examples: data.Examples) -> dict:
-        order = data.length_order(examples.texts, examples.pairs)
-        ds = data.batched_inputs(self.task.inputs(examples.take(order)), self.batch_size)
-        if self._forward is None or ds.element_spec != self._spec:
-            self._spec = ds.element_spec
-            self._forward = tf.function(lambda inputs: self.task.outputs(self.model, self.packer, inputs),
-                                        input_signature=[self._spec])
-        outputs = self.task.collect([tf.nest.map_structure(lambda t: t.numpy(), self._forward(batch)) for batch in ds])
-        return data.restore_order(outputs, order)
+        return outputs, (loss, tf.shape(batch.logits)[0])
 
 
 def weights_digest(model) -> bytes:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from conftest import CountingTask, texts_of_lengths
+from conftest import TASK_DATA, CountingTask, texts_of_lengths
 from tfft import callbacks, evaluate
 
 
@@ -25,3 +25,19 @@ def test_validation_scores_put_the_tasks_scores_in_each_epochs_logs_tracing_once
         scores.on_epoch_end(epoch, logs)
         assert logs == {"loss": 1.0, "val_longer": 2}  # rows 0 and 2: scored in row order
     assert task.traces == 1  # one trace for the run, not one an epoch
+
+
+def test_keras_validates_where_one_pass_cannot_score_a_batch_and_on_tpus(make_config, data_dir):
+    from unittest import mock
+
+    import tensorflow as tf
+
+    from tfft import tasks
+
+    tpu = mock.create_autospec(tf.distribute.TPUStrategy, instance=True)
+    default = tf.distribute.get_strategy()
+    for task_type, one_pass in [("classification", True), ("regression", True), ("extractive_qa", False),
+                                ("masked_lm", False)]:
+        task = tasks.create(make_config(*TASK_DATA[task_type](data_dir)))
+        assert callbacks.keras_validates(task, default) is not one_pass, task_type
+        assert callbacks.keras_validates(task, tpu) is True, task_type

@@ -177,9 +177,10 @@ def test_a_run_traces_the_tasks_forward_pass_once_for_its_epochs_scores_and_its_
     assert traces == ["labelled_outputs"]
 
 
+@pytest.mark.parametrize("task_type,score", [("regression", "pearson"), ("classification", "accuracy")])
 @pytest.mark.parametrize("restore_best", ["true", "false"])
 def test_the_final_scoring_reuses_the_outputs_of_the_epoch_whose_weights_the_run_kept(
-        make_config, data_dir, monkeypatch, restore_best):
+        make_config, data_dir, monkeypatch, restore_best, task_type, score):
     """The final scoring passed over the validation split once more, with weights an epoch had scored it with."""
     from tfft.tasks.base import Task
 
@@ -191,15 +192,15 @@ def test_the_final_scoring_reuses_the_outputs_of_the_epoch_whose_weights_the_run
         return original(self, batches)
 
     monkeypatch.setattr(Task, "collect", counting)
-    config = make_config(*TASK_DATA["regression"](data_dir), "train.epochs=3", f"train.restore_best={restore_best}")
+    config = make_config(*TASK_DATA[task_type](data_dir), "train.epochs=3", f"train.restore_best={restore_best}")
     result = train.run(config)
-    scores = result.history["val_pearson"]
+    scores = result.history[f"val_{score}"]
     assert len(passes) == 3  # one an epoch; the final scoring made none
     kept = max(scores) if restore_best == "true" else scores[-1]
-    assert result.metrics["pearson"] == pytest.approx(kept, abs=1e-6)
+    assert result.metrics[score] == pytest.approx(kept, abs=1e-6)
 
 
-@pytest.mark.parametrize("task_type", ["regression", "multi_label", "token_classification"])
+@pytest.mark.parametrize("task_type", ["classification", "regression", "multi_label", "token_classification"])
 def test_one_pass_over_the_validation_split_an_epoch_logs_keras_loss_and_metrics_and_the_task_scores(
         make_config, data_dir, task_type):
     """Keras passed over the split for its loss and metrics, then `ValidationScores` again for the task's scores."""

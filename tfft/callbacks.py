@@ -15,6 +15,7 @@ import math
 import pathlib
 
 import keras
+import tensorflow as tf
 
 from tfft import data, evaluate
 from tfft.config import Config
@@ -76,10 +77,14 @@ class ValidationScores(keras.callbacks.Callback):
             logs.update({f"val_{name}": value for name, value in scores.items()})
 
 
-def keras_validates(task) -> bool:
-    """Whether `fit` runs Keras' validation pass: where it gives the monitored score, or the task cannot score a
-    validation batch in one forward pass (`Task.one_validation_pass`); else `ValidationScores` logs it all."""
-    return task.monitor_in_keras or not task.one_validation_pass
+def keras_validates(task, strategy: tf.distribute.Strategy) -> bool:
+    """Whether `fit` runs Keras' validation pass; if not, `ValidationScores` logs it all from one pass of its own.
+
+    Keras' pass runs where the task cannot score a validation batch in one
+    forward pass (`Task.one_validation_pass`: QA, masked LM), and on TPUs,
+    where it runs on the TPU and `ValidationScores`' would not.
+    """
+    return not task.one_validation_pass or isinstance(strategy, tf.distribute.TPUStrategy)
 
 
 def training_callbacks(
@@ -89,6 +94,7 @@ def training_callbacks(
     validation: data.Examples | None,
     predictor: evaluate.OutputPredictor,
     resuming: bool,
+    keras_validation: bool = True,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of one `fit` call, in the order they must run.
 
@@ -101,16 +107,19 @@ def training_callbacks(
             and no early stopping; with it, the best checkpoint unless
             `train.restore_best` is false.
         predictor: `tfft.evaluate.OutputPredictor` of the model. Scores the
-            validation split each epoch, for tasks whose monitored score is
-            no Keras metric.
+            validation split each epoch, unless Keras' pass gives every
+            score logged (a TPU run whose monitored score is a Keras metric).
         resuming: bool. Appends to the CSV log, and keeps the best score the
             interrupted run logged.
+        keras_validation: bool. Whether `fit` runs Keras' validation pass
+            (`keras_validates`); if not, `ValidationScores` logs `val_loss`
+            and the Keras metrics too.
     """
     monitor, mode = f"val_{task.monitor[0]}", task.monitor[1]
     callbacks: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss()]
-    if validation is not None and not task.monitor_in_keras:
+    if validation is not None and not (keras_validation and task.monitor_in_keras):
         # First, so the CSV log, checkpoint and early stopping see the task's scores.
-        callbacks.append(ValidationScores(predictor, validation, with_loss=not keras_validates(task)))
+        callbacks.append(ValidationScores(predictor, validation, with_loss=not keras_validation))
     callbacks += [
         keras.callbacks.CSVLogger(str(output_dir / HISTORY_FILE), append=resuming),
         keras.callbacks.TensorBoard(log_dir=str(output_dir / "logs")),

@@ -365,14 +365,15 @@ def fit(
     history: dict[str, list] = {}
     # One trace for every `fit`; the final scoring gets the outputs of the weights the run keeps, if it made them.
     predictor = evaluate.OutputPredictor(task, model, inputs.packer, tc.batch_size, remember=True)
+    keras_validation = keras_validates(task, model.distribute_strategy)  # else `ValidationScores` gives every score
     try:
         for initial_epoch, epochs, epoch_steps in fit_plan(start_step, steps, tc.epochs):
             own = training_callbacks(config, task, output_dir, inputs.validation, predictor,
-                                     resuming=resume or bool(history))
+                                     resuming=resume or bool(history), keras_validation=keras_validation)
             fitted = model.fit(
                 inputs.train_ds.skip(batches_seen(model.optimizer)),  # the order of a run never stopped
                 initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=epoch_steps,
-                validation_data=inputs.val_ds if keras_validates(task) else None,  # else `ValidationScores`'
+                validation_data=inputs.val_ds if keras_validation else None,
                 callbacks=[*own, backup, *callbacks],
                 class_weight=inputs.train.class_weight(),
                 shuffle=False,  # The pipeline shuffles.

@@ -77,6 +77,7 @@ class MaskedLM(Task):
     distill_unsupported = "masked-LM adaptation is not distilled; distill the task you fine-tune after it"
     monitor = ("loss", "min")
     monitor_in_keras = True
+    one_validation_pass = False  # its targets are drawn in `pack`; its monitored loss is Keras' own
     sequence_targets = True  # labels and weights per predicted position, trimmed with the features
     uses_pooled_output = False
     litert_unsupported = "a masked-LM export serves mask filling, which tfft exports as a SavedModel only"

@@ -238,7 +238,8 @@ class Task(abc.ABC):
     type: ClassVar[str] = ""
     #: The score that picks the best checkpoint and drives early stopping, and its direction.
     monitor: ClassVar[tuple[str, str]] = ("loss", "min")
-    #: Whether Keras' own validation metric is the monitored score (no extra validation pass).
+    #: Whether Keras' own validation metric is the monitored score: where Keras' pass scores validation (TPUs,
+    #: `one_validation_pass` false), no second pass for the task's scores.
     monitor_in_keras: ClassVar[bool] = False
     #: Whether `labelled_outputs` scores a validation batch in one forward pass: its outputs, and what Keras' loss
     #: and metrics read. If not, a run whose monitored score is no Keras metric passes over the split twice an

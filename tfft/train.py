@@ -123,7 +123,8 @@ class Inputs:
         truncation: dict. Split -> its truncation stats (where counted).
         train_ds: `tf.data.Dataset` or None. Training batches, repeated; None
             when the run trains nothing (its training finished before).
-        val_ds: `tf.data.Dataset` or None.
+        val_ds: `tf.data.Dataset` or None. Keras' validation batches, where
+            Keras validates (`callbacks.keras_validates`); else None.
         steps: int. Steps per epoch.
     """
 
@@ -288,7 +289,7 @@ def prepare_data(
     train_ds = train_data.dataset(packer, batching, seed=tc.seed, epochs=tc.epochs,
                                   workers=distribute.num_workers(strategy)) if trains else None
     val_ds = None
-    if validation is not None:
+    if validation is not None and keras_validates(task, strategy):  # else `ValidationScores` reads the examples
         val_batching = dataclasses.replace(batching, drop_remainder=False)
         # Shortest first: its batches pad less, and no score depends on the order.
         shortest_first = validation.take(data.length_order(validation.texts, validation.pairs))
@@ -388,10 +389,10 @@ def fit(
         history = run_dir.read_history(output_dir)
     train_seconds = time.time() - started
     best = output_dir / BEST_WEIGHTS
-    if inputs.val_ds is not None and tc.restore_best and best.is_file():
+    if inputs.validation is not None and tc.restore_best and best.is_file():
         model.load_weights(best)
         logger.info("Restored the best validation checkpoint %s", best)
-    elif inputs.val_ds is not None and not tc.restore_best:
+    elif inputs.validation is not None and not tc.restore_best:
         logger.info("Kept the final weights (train.restore_best=false)")
     writer.finish_training(model, tc.epochs, train_seconds)
     return Fitted(history, train_seconds, predictor)

@@ -200,7 +200,8 @@ def test_the_final_scoring_reuses_the_outputs_of_the_epoch_whose_weights_the_run
     assert result.metrics[score] == pytest.approx(kept, abs=1e-6)
 
 
-@pytest.mark.parametrize("task_type", ["classification", "regression", "multi_label", "token_classification"])
+@pytest.mark.parametrize("task_type", ["classification", "regression", "multi_label", "token_classification",
+                                       "extractive_qa"])
 def test_one_pass_over_the_validation_split_an_epoch_logs_keras_loss_and_metrics_and_the_task_scores(
         make_config, data_dir, monkeypatch, task_type):
     """Keras passed over the split for its loss and metrics, then `ValidationScores` again for the task's scores."""
@@ -275,7 +276,7 @@ def test_unseen_validation_label_fails_before_training(make_config, no_fit, tmp_
 
 
 def test_keras_validation_pipeline_batches_the_shortest_examples_together(make_config, tmp_path, monkeypatch):
-    """Where Keras validates (QA, masked LM, TPUs), its pipeline is ordered as `ValidationScores`' pass."""
+    """Where Keras validates (masked LM, TPUs), its pipeline is ordered as `ValidationScores`' pass."""
     rows = [(" ".join(["great"] * n), "pos" if n % 2 else "neg") for n in range(20, 0, -1)]  # longest first
     config = make_config(f"data.validation={write_csv(tmp_path / 'dev.csv', rows)}", "train.batch_size=8")
     task = tasks.create(config)

@@ -81,7 +81,7 @@ def keras_validates(task, strategy: tf.distribute.Strategy) -> bool:
     """Whether `fit` runs Keras' validation pass; if not, `ValidationScores` logs it all from one pass of its own.
 
     Keras' pass runs where the task cannot score a validation batch in one
-    forward pass (`Task.one_validation_pass`: QA, masked LM), and on TPUs,
+    forward pass (`Task.one_validation_pass`: masked LM), and on TPUs,
     where it runs on the TPU and `ValidationScores`' would not.
     """
     return not task.one_validation_pass or isinstance(strategy, tf.distribute.TPUStrategy)

@@ -35,7 +35,7 @@ from tfft import data, errors, metrics
 from tfft.backbones.litert import shifted
 from tfft.config import check
 from tfft.errors import DataError
-from tfft.tasks.base import Task, decode, dense_head, softened_kl
+from tfft.tasks.base import LabelledBatch, Task, decode, dense_head, softened_kl
 
 #: File in `output_dir` with the no-answer threshold and whether the data have unanswerable questions.
 STATE_FILE = "qa.json"
@@ -191,7 +191,6 @@ class ExtractiveQA(Task):
     type = "extractive_qa"
     monitor = ("f1", "max")
     uses_pooled_output = False
-    one_validation_pass = False  # Keras' loss is per window of a context, the scores per question
     litert_unsupported = "its windowing and span search run TensorFlow ops that have no TFLite kernels"
     stream_unsupported = "SQuAD JSON files are read whole"
 
@@ -391,8 +390,17 @@ class ExtractiveQA(Task):
         return {"start_logits": logits[:, :, 0], "end_logits": logits[:, :, 1]}
 
     def outputs(self, model, packer, inputs):
+        return self._answers(model, inputs, self.windows(packer, inputs["question"], inputs["context"]))[0]
+
+    def labelled_outputs(self, model, packer, inputs, targets):
+        """The answers, and each window's logits with its answer's tokens: Keras' per-window loss, in one pass."""
+        windows = self.windows(packer, inputs["question"], inputs["context"], targets)
+        outputs, features, logits = self._answers(model, inputs, windows)
+        return outputs, LabelledBatch(features, windows["labels"], None, logits)
+
+    def _answers(self, model, inputs, windows):
+        """The questions' answers from their packed `windows`; with the trimmed features and the windows' logits."""
         question, context = inputs["question"], inputs["context"]
-        windows = self.windows(packer, question, context)
         features = windows["features"]
         longest = tf.maximum(tf.reduce_max(tf.reduce_sum(features["padding_mask"], axis=1)), 1)
         features = {name: value[:, :longest] for name, value in features.items()}
@@ -407,7 +415,7 @@ class ExtractiveQA(Task):
         )
         null_diff = null - best_scores[:, 0]
         no_answer = (null_diff > self.null_threshold) if self.has_no_answer else tf.zeros_like(found[:, 0])
-        return {
+        outputs = {
             "answer": tf.where(no_answer, "", answers[:, 0]),
             "start": tf.where(no_answer, -1, char_start[:, 0]),
             "end": tf.where(no_answer, -1, char_end[:, 0]),
@@ -420,6 +428,7 @@ class ExtractiveQA(Task):
             # The context is read whole, in windows; a question is cut at `task.max_question_length`.
             "truncated_question_tokens": tf.maximum(windows["question_length"] - self.config.task.max_question_length, 0),
         }
+        return outputs, features, logits
 
     def _window_candidates(self, start_logits, end_logits, byte_start, byte_end, longest):
         """Each window's best `n_best` spans of at most `max_answer_length` context tokens: scores, byte bounds."""

@@ -13,6 +13,7 @@ the order alternating over --rounds rounds. Reported per config and commit, as m
 
     python benchmarks/scoring_between_commits.py --before=HEAD~1
     python benchmarks/scoring_between_commits.py --before=HEAD~1 --configs=sst2 --rounds=3
+    python benchmarks/scoring_between_commits.py --before=HEAD~1 --configs=squad --train_examples=400
 
 Prints a Markdown table and writes benchmarks/results/scoring_between_commits.{md,json}.
 """
@@ -40,7 +41,17 @@ FILES = {
     "conll2003": {"data.train": "conll2003/train.txt", "data.validation": "conll2003/valid.txt"},
     "goemotions": {"data.train": "goemotions/train.tsv", "data.validation": "goemotions/dev.tsv",
                    "task.label_names_file": "goemotions/labels.txt"},
+    # `benchmarks/qa_vs_trainer.py`'s split of SQuAD v1.1 dev: XQuAD's 1,190 questions scored, the rest to train.
+    "squad": {"data.train": str(common.REPO / "runs/squad_split/train.json"),
+              "data.validation": str(common.REPO / "runs/squad_split/eval.json")},
 }
+
+#: Writes the SQuAD split (`qa_vs_trainer.write_split`) in a child: importing that script defines its flags.
+SPLIT = """
+import json, pathlib, sys
+import qa_vs_trainer
+print(json.dumps(qa_vs_trainer.write_split(pathlib.Path(sys.argv[1]), 0)))
+"""
 
 RUN = """
 import json, sys, time
@@ -81,6 +92,8 @@ def main(argv):
     data = common.data_dir(_DATA_DIR.value)
     commits = {"before": _BEFORE.value, "after": _AFTER.value}
     runs = {(config, name): [] for config in _CONFIGS.value for name in commits}
+    if "squad" in _CONFIGS.value:
+        common.run_child(SPLIT, str(data))
     with common.worktrees(commits, prefix="tfft_scoring_commits_") as (work, trees):
         for round_, name in common.alternating(commits, _ROUNDS.value):
             for config in _CONFIGS.value:

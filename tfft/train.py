@@ -366,15 +366,14 @@ def fit(
     history: dict[str, list] = {}
     # One trace for every `fit`; the final scoring gets the outputs of the weights the run keeps, if it made them.
     predictor = evaluate.OutputPredictor(task, model, inputs.packer, tc.batch_size, remember=True)
-    keras_validation = keras_validates(task, model.distribute_strategy)  # else `ValidationScores` gives every score
     try:
         for initial_epoch, epochs, epoch_steps in fit_plan(start_step, steps, tc.epochs):
             own = training_callbacks(config, task, output_dir, inputs.validation, predictor,
-                                     resuming=resume or bool(history), keras_validation=keras_validation)
+                                     resuming=resume or bool(history), keras_validation=inputs.val_ds is not None)
             fitted = model.fit(
                 inputs.train_ds.skip(batches_seen(model.optimizer)),  # the order of a run never stopped
                 initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=epoch_steps,
-                validation_data=inputs.val_ds if keras_validation else None,
+                validation_data=inputs.val_ds,  # built where Keras validates; else `ValidationScores` scores
                 callbacks=[*own, backup, *callbacks],
                 class_weight=inputs.train.class_weight(),
                 shuffle=False,  # The pipeline shuffles.

@@ -65,22 +65,25 @@ def _children() -> list[str]:
 
 
 @pytest.mark.slow
-def test_children_start_the_next_runs_process_while_a_run_trains_and_end_it_on_exit(make_config, tmp_path):
-    configs = [make_config("train.epochs=1", "data.max_train_examples=32", f"output_dir={tmp_path / str(i)}")
-               for i in range(3)]
+def test_children_reuse_the_last_runs_process_where_they_can_and_start_the_next_one_ahead(make_config, tmp_path):
+    configs = [make_config("train.epochs=1", "data.max_train_examples=32", f"output_dir={tmp_path / str(i)}", *extra)
+               for i, extra in enumerate([[], ["train.learning_rate=1e-3"], ["train.seed=7"], []])]
     during = []
     with child_run.Children() as children:
         first = children.run(configs[0], on_epoch=lambda epoch, logs: during.append(_children()))
-        waiting = _children()  # the next run's process, started while the first trained
-        second = children.run(configs[1], on_epoch=lambda epoch, logs: during.append(_children()), more=False)
-        assert _children() == []  # `more=False`: none started for a run that does not follow
-    assert len(during[0]) == 2 and len(waiting) == 1 and waiting[0] in during[0]
-    assert during[1] == waiting  # the second run trained in the process started ahead, and started no other
-    assert "accuracy" in first and "accuracy" in second
-    with child_run.Children() as children:
-        children.run(configs[2])
-        assert len(_children()) == 1  # the next run's process, waiting
+        after_first = _children()  # the first run's process, waiting for another, and the one started ahead
+        second = children.run(configs[1], on_epoch=lambda epoch, logs: during.append(_children()))
+        third = children.run(configs[2], on_epoch=lambda epoch, logs: during.append(_children()), more=False)
+        assert len(_children()) == 1  # the third run's, waiting; `more=False` started none ahead
     assert _children() == []  # the waiting process ended with the block
+    assert len(during[0]) == 2 and after_first == during[0]
+    assert during[1] == after_first  # a learning rate apart: the first run's process trained it, none was started
+    assert len(during[2]) == 1 and during[2][0] in after_first  # another seed: the process started ahead
+    assert all("accuracy" in metrics for metrics in (first, second, third))
+    with child_run.Children() as children:
+        children.run(configs[3])
+        assert len(_children()) == 2  # the run's process and the next run's, waiting
+    assert _children() == []
 
 
 class RecordedPopen:

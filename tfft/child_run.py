@@ -13,9 +13,14 @@ in the folder it resumes. Ctrl-C or SIGTERM stops the child as it stops
 `tfft train`: it backs up its step, then ends.
 
 Runs one after another (a search's trials, `tfft cv`'s folds) go through
-`Children`, which starts each run's process while the run before it trains,
-so its imports (TensorFlow, Keras, keras-hub: about 5 s on a 2-core machine)
-are done when its config comes. `run_parallel` runs several such sequences
+`Children`. A run whose config differs from the last one's only in what
+`tfft.warm_runs.reusable` allows (a search's learning rate, warmup, epochs,
+batch size) goes to the process that trained the last one, which keeps its
+data, model and traced steps (`tfft.warm_runs.WarmRuns`: about 5 s of a 27 s
+MRPC trial) and gives back its memory every `RUNS_PER_PROCESS` runs. Any
+other run goes to a fresh process, which `Children` starts while the run
+before trains, so its imports (TensorFlow, Keras, keras-hub: about 5 s on a
+2-core machine) are done when its config comes. `run_parallel` runs several such sequences
 at once, one per thread (`search.parallel_trials`), each run's process given
 its share of the CPU's cores as TensorFlow threads.
 
@@ -44,9 +49,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from tfft import run_dir
+from tfft import run_dir, warm_runs
 from tfft.config import Config
 from tfft.errors import ChildRunError, DivergedError
+from tfft.precision import LATER_RUN
 
 __all__ = ["ChildRunError", "Children", "RunDiverged", "RunInterrupted", "run_in_child", "run_parallel", "threads_per_run"]
 
@@ -60,9 +66,9 @@ INTERRUPTED = 130
 DIVERGED = 3
 #: How long a stopping search waits for its trial to back up and stop before killing it.
 STOP_SECONDS = 120
-#: Set ("1") in the environment of every run's process after a `Children` sequence's first: a message each run
-#: would repeat (`tfft.precision`'s hint) is logged by the first run of a search or `tfft cv` only.
-LATER_RUN = "TFFT_LATER_RUN"
+#: Runs a process trains before it ends and a fresh one takes over: TensorFlow keeps some memory from every
+#: `fit`, even of one kept model (about 30-40 MB a small MRPC trial on this project's machine).
+RUNS_PER_PROCESS = 16
 
 
 class RunInterrupted(ChildRunError):
@@ -88,14 +94,19 @@ def run_in_child(config: Config, on_epoch: Callable[[int, dict], bool] | None = 
     Raises:
         ChildRunError: the child exited without finishing the run.
     """
-    return _Process().run(config, on_epoch)
+    process = _Process()
+    try:
+        return process.run(config, on_epoch)
+    finally:
+        process.discard()  # a process that could take another run is not kept
 
 
 class Children:
-    """Runs configs one after another, each in a child process started while the run before it trained.
+    """Runs configs one after another in child processes: the last run's, where it can take the config
+    (`tfft.warm_runs.reusable`), else one started while the run before it trained.
 
-    A context manager: on exit the process kept for a next run is stopped.
-    It has read no config and holds no run, so it is killed.
+    A context manager: on exit the processes kept for a next run are
+    stopped. They hold no run in progress, so they are killed.
 
     Args:
         threads: int or None. TensorFlow's intra- and inter-op threads in
@@ -108,7 +119,8 @@ class Children:
 
     def __init__(self, threads: int | None = None, later_runs: bool = False):
         self.threads, self.later_runs = threads, later_runs
-        self._next: _Process | None = None
+        self._next: _Process | None = None  # started ahead, given no config yet
+        self._last: _Process | None = None  # the last run's, waiting for another
         self._current: _Process | None = None
         self._stopping = False
         self._lock = threading.Lock()  # `stop` from another thread sees the run `run` begins, or stops it beginning
@@ -120,10 +132,15 @@ class Children:
             if self._stopping:
                 raise RunInterrupted(f"Not started: the run in {config.output_dir} was stopped before its process "
                                      "began.")
-            process, self._next = self._next or self._process(self.later_runs), None
+            process = self._warm_process(config)
+            fresh = process is None
+            if fresh:
+                process, self._next = self._next or self._process(self.later_runs), None
             self._current = process
         try:
-            return process.run(config, on_epoch, started=self._start_next if more else None)
+            metrics = process.run(config, on_epoch, started=self._start_next if more and fresh else None)
+            self._last = process if process.waiting else None
+            return metrics
         except ChildRunError as err:
             if self._stopping and not isinstance(err, (RunInterrupted, RunDiverged)):  # stopped before it backed up
                 raise RunInterrupted(f"The run in {config.output_dir} was stopped: {err}") from err
@@ -145,8 +162,18 @@ class Children:
         if current is not None and current.child.poll() is None:
             current.child.send_signal(signal.SIGTERM)
 
+    def _warm_process(self, config: Config) -> _Process | None:
+        """The last run's process, if it waits and can reuse what it built for `config`; else None (it is ended)."""
+        last, self._last = self._last, None
+        if last is not None and last.takes(config):
+            return last
+        if last is not None:
+            last.discard()
+        return None
+
     def _start_next(self) -> None:
-        self._next = self._process(later_run=True)
+        if self._next is None:
+            self._next = self._process(later_run=True)
 
     def _process(self, later_run: bool) -> _Process:
         return _Process(later_run=later_run, threads=self.threads)
@@ -155,9 +182,10 @@ class Children:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._next is not None:
-            self._next.discard()
-            self._next = None
+        for process in (self._next, self._last):
+            if process is not None:
+                process.discard()
+        self._next = self._last = None
 
 
 def threads_per_run(jobs: int) -> int:
@@ -250,7 +278,10 @@ def _through_interrupts(wait: Callable[[], object], message: str, *args) -> obje
 
 
 class _Process:
-    """A child process, started at once: it imports what a run needs, then waits for its config."""
+    """A child process, started at once: it imports what a run needs, then waits for a config.
+
+    After a run it waits for another (`waiting`), up to `RUNS_PER_PROCESS`.
+    """
 
     def __init__(self, later_run: bool = False, threads: int | None = None):
         report_read, report_write = os.pipe()
@@ -265,18 +296,31 @@ class _Process:
             os.close(answer_read)
         self.reports = os.fdopen(report_read, encoding="utf-8")
         self.answers = os.fdopen(answer_write, "w", buffering=1, encoding="utf-8")
+        self.last_config: Config | None = None  # the config of the run it finished and waits after
+
+    @property
+    def waiting(self) -> bool:
+        """It finished a run and waits for another."""
+        return self.last_config is not None and self.child.poll() is None
+
+    def takes(self, config: Config) -> bool:
+        """It waits, and can reuse what its last run built for `config` (`tfft.warm_runs.reusable`)."""
+        return self.waiting and warm_runs.reusable(self.last_config, config)
 
     def run(self, config: Config, on_epoch, started: Callable[[], None] | None = None) -> dict:
         """Trains `config` there (see `run_in_child`); calls `started` once the config is sent."""
+        self.last_config, ended = None, False
         try:
-            _converse(self.reports, self.answers, config, on_epoch, started)
-            code = self.child.wait()
+            ended = _converse(self.reports, self.answers, config, on_epoch, started)
+            code = 0 if ended else self.child.wait()
         finally:
-            # Before `answers` closes, which the child takes for this process's end and leaves at once.
-            if self.child.poll() is None:  # this process is stopping (Ctrl-C, SIGTERM, an error in `on_epoch`)
-                _stop(self.child, config.output_dir)
-            self._close_pipes()
+            if not ended:  # before `answers` closes, which the child takes for this process's end and leaves at once
+                if self.child.poll() is None:  # this process is stopping (Ctrl-C, SIGTERM, an error in `on_epoch`)
+                    _stop(self.child, config.output_dir)
+                self._close_pipes()
         metrics = run_dir.finished_metrics(pathlib.Path(config.output_dir))
+        if ended and metrics is not None:
+            self.last_config = config
         if code == INTERRUPTED:  # stopped by `Children.stop`, or by a signal of its own
             logger.info("Stopped the run in %s (it backed up its step).", config.output_dir)
             raise RunInterrupted(f"The run in {config.output_dir} was stopped (it backed up its step). Rerun to "
@@ -290,10 +334,12 @@ class _Process:
         return metrics
 
     def discard(self) -> None:
-        """Ends a process that was given no config."""
-        self.child.kill()
-        self.child.wait()
+        """Ends a process that holds no run: one given no config, or waiting after one."""
+        if self.child.poll() is None:  # (`poll` reaps one that has exited)
+            self.child.kill()
+            self.child.wait()
         self._close_pipes()
+        self.last_config = None
 
     def _close_pipes(self) -> None:
         self.reports.close()
@@ -321,18 +367,22 @@ def _environment(later_run: bool, threads: int | None) -> dict | None:
     return {**os.environ, **extra} if extra else None
 
 
-def _converse(reports, answers, config: Config, on_epoch, started=None) -> None:
-    """Sends the config, then answers each epoch's report, until the child closes its end (it has ended)."""
+def _converse(reports, answers, config: Config, on_epoch, started=None) -> bool:
+    """Sends the config, then answers each epoch's report, until the child says the run ended (True: it waits
+    for another) or closes its end (False: it has ended)."""
     try:
         answers.write(json.dumps(config.to_dict()) + "\n")
         if started is not None:
             started()
         for line in reports:
             message = json.loads(line)
+            if message.get("ended"):
+                return True
             stop = bool(on_epoch and on_epoch(message["epoch"], message["logs"]))
             answers.write("stop\n" if stop else "go\n")
     except BrokenPipeError:  # the child died: its exit status says how
         pass
+    return False
 
 
 def _stop(child: subprocess.Popen, folder: str) -> None:
@@ -360,10 +410,10 @@ def _stop_once(signum, frame):
 
 
 def _child(report_fd: int, answer_fd: int, level: int) -> None:
-    """The child: reads the config, follows the parent, trains, reporting each epoch."""
+    """The child: reads a config, follows the parent, trains, reporting each epoch; then waits for another."""
     import keras
 
-    from tfft import cli, train
+    from tfft import cli
     from tfft.config import from_dict
 
     cli.setup_logging(level)
@@ -384,8 +434,25 @@ def _child(report_fd: int, answer_fd: int, level: int) -> None:
             if answers.get() == "stop":
                 self.model.stop_training = True
 
+    phases, line = warm_runs.WarmRuns(), first
+    for runs in range(1, RUNS_PER_PROCESS + 1):
+        _run_here(from_dict(json.loads(line)), AskAfterEpoch(), phases)
+        if runs == RUNS_PER_PROCESS:
+            break  # exits: the parent starts a fresh process for the next run
+        os.environ[LATER_RUN] = "1"  # the runs after the first in this process are later runs too
+        reports.write(json.dumps({"ended": True}) + "\n")
+        try:
+            line = answers.get()  # the next config; the parent ends this process when it has none for it
+        except KeyboardInterrupt:  # the terminal's Ctrl-C between runs: nothing to back up
+            os._exit(INTERRUPTED)
+
+
+def _run_here(config: Config, callback, phases) -> None:
+    """One run in the child, ending the process as `tfft train` ends where it does not finish."""
+    from tfft import train
+
     try:
-        train.run(from_dict(json.loads(first)), callbacks=[AskAfterEpoch()])
+        train.run(config, callbacks=[callback], phases=phases)
     except KeyboardInterrupt:  # the run backed up its step; the parent says how to resume
         sys.exit(INTERRUPTED)
     except DivergedError as err:  # a fact about the run's values (a search goes on), not a failure of the process

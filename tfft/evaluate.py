@@ -112,6 +112,10 @@ class OutputPredictor:
         total, count = sum(float(loss) * int(size) for loss, size in losses), sum(int(size) for _, size in losses)
         return outputs, {"loss": total / max(count, 1), **{m.name: float(m.result()) for m in metrics}}
 
+    def forget(self) -> None:
+        """Drops the outputs it keeps (a new run reusing it: `tfft.warm_runs`); its traced steps stay."""
+        self._scored, self._outputs = None, {}
+
     def _known(self, examples: data.Examples) -> dict:
         """Weights digest -> outputs, for `examples`; another split forgets the last one's."""
         if examples is not self._scored:

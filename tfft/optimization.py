@@ -41,6 +41,10 @@ NO_DECAY_PATTERN = re.compile(r"(^|[/_])(bias|gamma|beta)(:0)?$|layer_?norm|Laye
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup to `peak`, then linear or cosine decay to zero.
 
+    The peak and the step counts are held in a variable, which a traced
+    train step reads: `retarget` gives the same optimizer another schedule
+    without tracing the step again (`tfft.warm_runs`).
+
     Args:
         peak: float. Learning rate at the end of warmup.
         warmup_steps: int. Steps of linear warmup (`lr(0) == 0`).
@@ -51,34 +55,53 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, peak: float, warmup_steps: int, total_steps: int, decay: str = "linear"):
         if decay not in ("linear", "cosine"):
             raise ValueError(f"Argument `decay` must be linear or cosine. Received: decay={decay!r}")
+        self.decay = decay
+        self._numbers = tf.Variable(self._checked(peak, warmup_steps, total_steps), trainable=False,
+                                    dtype=tf.float64, name="warmup_decay")
+
+    @staticmethod
+    def _checked(peak: float, warmup_steps: int, total_steps: int) -> list[float]:
         if not 0 <= warmup_steps <= total_steps:
             raise ValueError(
                 f"Argument `warmup_steps` must be between 0 and total_steps={total_steps}. "
                 f"Received: warmup_steps={warmup_steps}"
             )
-        self.peak = float(peak)
-        self.warmup_steps = int(warmup_steps)
-        self.total_steps = int(total_steps)
-        self.decay = decay
+        return [float(peak), float(int(warmup_steps)), float(int(total_steps))]
+
+    def retarget(self, peak: float, warmup_steps: int, total_steps: int) -> None:
+        """Gives the schedule another peak and length, in place (checked as the constructor checks them)."""
+        self._numbers.assign(self._checked(peak, warmup_steps, total_steps))
+
+    @property
+    def peak(self) -> float:
+        return float(self._numbers[0].numpy())
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(self._numbers[1].numpy())
+
+    @property
+    def total_steps(self) -> int:
+        return int(self._numbers[2].numpy())
 
     def __call__(self, step):
         ops = keras.ops
         step = ops.cast(step, "float32")
-        warmup = ops.cast(max(self.warmup_steps, 1), "float32")
-        decay_steps = ops.cast(max(self.total_steps - self.warmup_steps, 1), "float32")
-        progress = ops.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
+        peak, warmup_steps, total_steps = (ops.cast(n, "float32") for n in tf.unstack(self._numbers))
+        warmup = ops.maximum(warmup_steps, 1.0)
+        decay_steps = ops.maximum(total_steps - warmup_steps, 1.0)
+        progress = ops.clip((step - warmup_steps) / decay_steps, 0.0, 1.0)
         if self.decay == "cosine":
             decayed = 0.5 * (1.0 + ops.cos(math.pi * progress))
         else:
             decayed = 1.0 - progress
-        warming = step < self.warmup_steps
-        return self.peak * ops.where(warming, step / warmup, decayed)
+        warming = step < warmup_steps
+        return peak * ops.where(warming, step / warmup, decayed)
 
     def get_config(self):
         return dict(peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps, decay=self.decay)
 
 
-@keras.saving.register_keras_serializable(package="tfft")
 class AdamW(keras.optimizers.AdamW):
     """Keras' AdamW, fused per variable, with the gradients summed over the replicas before they are clipped.
 
@@ -121,6 +144,14 @@ class AdamW(keras.optimizers.AdamW):
                 weight decay touch the variable or its moments).
         """
         self._variable_rates = {self._var_key(v): (float(m), int(s)) for v, (m, s) in zip(variables, rates, strict=True)}
+
+    def retarget(self, config: TrainConfig, total_batches: int) -> None:
+        """Puts the optimizer on the schedule `create_optimizer(config, total_batches, ...)` gives, in place.
+
+        The train step traced for the old schedule reads the new one: a run
+        that reuses this optimizer (`tfft.warm_runs`) traces nothing again.
+        """
+        self._learning_rate.retarget(**schedule_values(config, total_updates(config, total_batches)))
 
     @property
     def batches_seen(self) -> tf.Variable:
@@ -274,12 +305,18 @@ def excluded_from_decay(variable) -> bool:
 
 
 def create_schedule(config: TrainConfig, total_steps: int) -> WarmupDecay:
-    return WarmupDecay(
-        peak=config.learning_rate,
-        warmup_steps=int(round(config.warmup_ratio * total_steps)),
-        total_steps=total_steps,
-        decay=config.schedule,
-    )
+    return WarmupDecay(**schedule_values(config, total_steps), decay=config.schedule)
+
+
+def schedule_values(config: TrainConfig, total_steps: int) -> dict:
+    """`WarmupDecay`'s peak and step counts for `config` over `total_steps` updates."""
+    return dict(peak=config.learning_rate, warmup_steps=int(round(config.warmup_ratio * total_steps)),
+                total_steps=total_steps)
+
+
+def total_updates(config: TrainConfig, total_batches: int) -> int:
+    """The optimizer updates `total_batches` batches make (one per `gradient_accumulation_steps`)."""
+    return max(total_batches // config.gradient_accumulation_steps, 1)
 
 
 def create_optimizer(config: TrainConfig, total_batches: int, variables, rates=None) -> AdamW:
@@ -296,7 +333,7 @@ def create_optimizer(config: TrainConfig, total_batches: int, variables, rates=N
     """
     accumulation = config.gradient_accumulation_steps
     optimizer = AdamW(
-        learning_rate=create_schedule(config, max(total_batches // accumulation, 1)),
+        learning_rate=create_schedule(config, total_updates(config, total_batches)),
         weight_decay=config.weight_decay,
         beta_1=0.9,
         beta_2=0.999,

@@ -6,7 +6,7 @@ ones, and `mixed_bfloat16` trained `configs/sst2_minilm.yaml` 1.50x faster
 (docs/performance.md, *Speed*). Where bfloat16 has no such kernels it can be
 slower than float32, so the policy is never changed for the user: the run
 logs the hint once, and `train.mixed_precision` decides. A search's or
-`tfft cv`'s runs after the first (`child_run.LATER_RUN`) do not repeat it.
+`tfft cv`'s runs after the first (`LATER_RUN`, set by `tfft.child_run`) do not repeat it.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ import pathlib
 import keras
 import tensorflow as tf
 
-from tfft import child_run
-
 logger = logging.getLogger(__name__)
+
+#: Set ("1") in the environment of a search's or `tfft cv`'s runs after the first (`tfft.child_run`): a message
+#: each run would repeat (the hint below) is logged by the first run alone.
+LATER_RUN = "TFFT_LATER_RUN"
 
 CPU_INFO = pathlib.Path("/proc/cpuinfo")
 
@@ -28,7 +30,7 @@ CPU_INFO = pathlib.Path("/proc/cpuinfo")
 def set_policy(mixed_precision: str) -> None:
     """Sets Keras' global dtype policy for `train.mixed_precision` (`none` is float32), and logs `bfloat16_hint`."""
     keras.mixed_precision.set_global_policy("float32" if mixed_precision == "none" else mixed_precision)
-    if not os.environ.get(child_run.LATER_RUN) and (hint := bfloat16_hint(mixed_precision)):
+    if not os.environ.get(LATER_RUN) and (hint := bfloat16_hint(mixed_precision)):
         logger.info(hint)
 
 

@@ -372,8 +372,9 @@ def optimize(study, config: Config, space: list[Param], objective: Objective) ->
 
 def run_trial(trial, config: Config, space: list[Param], objective: Objective,
               children: child_run.Children) -> float:
-    """One trial: its config's run, trained (or resumed) in `trials/<n>` in a process of its own
-    (`tfft.child_run`: TensorFlow keeps memory from each `fit`), scored on the validation split."""
+    """One trial: its config's run, trained (or resumed) in `trials/<n>` in a child process (`tfft.child_run`:
+    TensorFlow keeps memory from each `fit`), the last trial's where it can reuse its model and traced steps
+    (`tfft.warm_runs`), scored on the validation split."""
     optuna = _optuna()
     values = {param.key: param.suggest(trial) for param in space}
     folder = pathlib.Path(config.output_dir) / TRIALS_DIR / str(trial.user_attrs.get("folder", trial.number))

@@ -10,6 +10,9 @@ A run is four named phases, each a function below:
 4. `finish`: score the validation split, export, mark the run complete.
 
 The run folder is written by the chief alone, through `tfft.run_writer`.
+`Phases` says where the strategy, task, data and model come from: made for
+the run, or kept from the run before in one process (`tfft.warm_runs`, a
+search's trials).
 
 The CLI and notebooks call the same function:
 
@@ -126,6 +129,8 @@ class Inputs:
         val_ds: `tf.data.Dataset` or None. Keras' validation batches, where
             Keras validates (`callbacks.keras_validates`); else None.
         steps: int. Steps per epoch.
+        validation_elements: int or None. What the task packs each
+            validation example into (`Task.prepare`), for Keras' pipeline.
     """
 
     train: TrainingData
@@ -136,6 +141,7 @@ class Inputs:
     train_ds: tf.data.Dataset | None
     val_ds: tf.data.Dataset | None
     steps: int
+    validation_elements: int | None = None
 
 
 class RunHooks:
@@ -177,6 +183,33 @@ class RunHooks:
         """
 
 
+class Phases:
+    """Where a run's strategy, task, inputs and model come from: made for the run, here.
+
+    `tfft.warm_runs.WarmRuns` keeps them from one run to the next in one
+    process (a search's trials): a run that differs from the one before only
+    in what a traced train step can take as values reuses its data, model and
+    traced functions.
+    """
+
+    def strategy(self, config: Config) -> tf.distribute.Strategy:
+        return distribute.create_strategy(config.train)
+
+    def task(self, config: Config) -> tasks.Task:
+        return tasks.create(config)  # checks the task's own keys
+
+    def inputs(self, config: Config, task: tasks.Task, strategy, kept: pathlib.Path | None, hooks: RunHooks,
+               trains: bool) -> Inputs:
+        return prepare_data(config, task, strategy, kept, hooks, trains)
+
+    def model(self, config: Config, task: tasks.Task, inputs: Inputs, strategy, hooks: RunHooks) -> tasks.TaskModel:
+        return build(config, task, inputs, strategy, hooks)
+
+    def predictor(self, config: Config, task: tasks.Task, model, inputs: Inputs) -> evaluate.OutputPredictor:
+        """The validation scorer `fit` and `finish` share: traced once, it keeps each epoch's outputs."""
+        return evaluate.OutputPredictor(task, model, inputs.packer, config.train.batch_size, remember=True)
+
+
 @dataclasses.dataclass
 class Fitted:
     """What `fit` leaves: Keras' per-epoch logs, the seconds training took, and the forward pass it traced, if any.
@@ -197,6 +230,7 @@ def run(
     strategy: tf.distribute.Strategy | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
     hooks: RunHooks | None = None,
+    phases: Phases | None = None,
 ) -> TrainResult:
     """Fine-tunes `config.model.backbone` on `config.data` and evaluates and exports it.
 
@@ -210,14 +244,18 @@ def run(
             tfft's own (backup, logs, best checkpoint, early stopping).
         hooks: `RunHooks` or None. A feature composed into the run
             (`tfft.distill`, `tfft.adapt`).
+        phases: `Phases` or None. Where the strategy, task, inputs and model
+            come from; None makes them for this run (`tfft.warm_runs` keeps
+            them across runs).
 
     Returns:
         A `TrainResult`.
     """
     config.validate()
+    phases = phases or Phases()
     if strategy is None:
-        strategy = distribute.create_strategy(config.train)  # First: multi-worker needs it before other ops.
-    task = tasks.create(config)  # checks the task's own keys
+        strategy = phases.strategy(config)  # First: multi-worker needs it before other ops.
+    task = phases.task(config)
     hooks = hooks or RunHooks()
     hooks.check(config, task)
     writer = RunWriter(pathlib.Path(distribute.worker_dir(config.output_dir, strategy)), distribute.is_chief(strategy))
@@ -229,14 +267,15 @@ def run(
             keras.utils.set_random_seed(config.train.seed)
             precision.set_policy(config.train.mixed_precision)  # logs the bfloat16 hint on a CPU with AMX
             kept = writer.path if state in ("resume", "trained") else None
-            inputs = prepare_data(config, task, strategy, kept, hooks, trains=state != "trained")
-            model = build(config, task, inputs, strategy, hooks)
+            inputs = phases.inputs(config, task, strategy, kept, hooks, trains=state != "trained")
+            model = phases.model(config, task, inputs, strategy, hooks)
             writer.start(config, state, task, inputs.source, inputs.train)  # every check passed: the first write
             if state == "trained":  # killed after training, during evaluation or export: train nothing again
                 fitted = load_fitted(model, writer.path)
             else:
                 fitted = fit(config, task, model, inputs, writer, resume=state == "resume",
-                             callbacks=[*(callbacks or []), *hooks.callbacks(config, task, inputs, writer.path)])
+                             callbacks=[*(callbacks or []), *hooks.callbacks(config, task, inputs, writer.path)],
+                             predictor=phases.predictor(config, task, model, inputs))
             return finish(config, task, model, inputs, fitted, writer, hooks)
     finally:
         keras.mixed_precision.set_global_policy(policy)  # A notebook's next cell gets its own back.
@@ -258,6 +297,14 @@ def prepare_data(
             the hooks add nothing to the split (no teacher labels rows or
             caches outputs for a training that will not run).
     """
+    read = read_data(config, task, kept, hooks, trains)
+    return with_pipelines(config, task, read, strategy, trains)
+
+
+def read_data(
+    config: Config, task: tasks.Task, kept: pathlib.Path | None, hooks: RunHooks | None = None, trains: bool = True,
+) -> Inputs:
+    """`prepare_data`'s reading: both splits read, checked and tokenized, the backbone prepared; no pipeline yet."""
     train_data = read_training_data(task, config, cache_dir=kept)
     task.fit_vocabulary(train_data.labelled)
     validation = folds.read_validation(task, config)
@@ -279,24 +326,29 @@ def prepare_data(
     truncation = {split: stats for split, stats in truncation.items() if stats is not None}
     for split, stats in truncation.items():
         (logger.warning if stats.truncated else logger.info)(stats.message(split))
+    return Inputs(train_data, validation, source, packer, truncation, None, None, 0,
+                  prepared.elements if prepared is not None else None)
 
+
+def with_pipelines(config: Config, task: tasks.Task, read: Inputs, strategy, trains: bool = True) -> Inputs:
+    """`prepare_data`'s pipelines for `read`'s data, batched as `config.train` says, for `strategy`."""
     static_shapes = isinstance(strategy, tf.distribute.TPUStrategy)
-    tc = config.train
+    tc, train_data, validation = config.train, read.train, read.validation
     batching = data.Batching(
         tc.batch_size, "buckets" if static_shapes and tc.pad_to == "longest" else tc.pad_to,
         drop_remainder=static_shapes, group_by_length=tc.group_by_length, megabatch=tc.megabatch,
     )
-    train_ds = train_data.dataset(packer, batching, seed=tc.seed, epochs=tc.epochs,
+    train_ds = train_data.dataset(read.packer, batching, seed=tc.seed, epochs=tc.epochs,
                                   workers=distribute.num_workers(strategy)) if trains else None
     val_ds = None
     if validation is not None and keras_validates(task, strategy):  # else `ValidationScores` reads the examples
         val_batching = dataclasses.replace(batching, drop_remainder=False)
         # Shortest first: its batches pad less, and no score depends on the order.
         shortest_first = validation.take(data.length_order(validation.texts, validation.pairs))
-        val_ds = data.make_dataset(shortest_first, task.encode(shortest_first), packer, task=task,
-                                   elements=prepared.elements, batching=val_batching)
+        val_ds = data.make_dataset(shortest_first, task.encode(shortest_first), read.packer, task=task,
+                                   elements=read.validation_elements, batching=val_batching)
     steps = data.steps_per_epoch(train_data.elements, tc.batch_size, drop_remainder=static_shapes)
-    return Inputs(train_data, validation, source, packer, truncation, train_ds, val_ds, steps)
+    return dataclasses.replace(read, train_ds=train_ds, val_ds=val_ds, steps=steps)
 
 
 def check_outputs(config: Config, task: tasks.Task, packer) -> None:
@@ -347,12 +399,15 @@ def build(config: Config, task: tasks.Task, inputs: Inputs, strategy, hooks: Run
 
 
 def fit(
-    config: Config, task: tasks.Task, model, inputs: Inputs, writer: RunWriter, resume: bool, callbacks: list
+    config: Config, task: tasks.Task, model, inputs: Inputs, writer: RunWriter, resume: bool, callbacks: list,
+    predictor: evaluate.OutputPredictor,
 ) -> Fitted:
     """Phase 3: `model.fit` from the last backup (or the start), then the best validation weights (`restore_best`).
 
     The chief backs up as it goes (`tfft.backup`); every worker restores its
     backup, so a resumed run sees the data order of a run never stopped.
+    `predictor` (`Phases.predictor`) scores each epoch, and the final
+    scoring calls it again.
     """
     tc, steps, output_dir = config.train, inputs.steps, writer.path
     backup = TrainingBackup(
@@ -364,8 +419,6 @@ def fit(
         logger.info(resume_message(start_step, steps, tc.epochs))
     started = time.time()
     history: dict[str, list] = {}
-    # One trace for every `fit`; the final scoring gets the outputs of the weights the run keeps, if it made them.
-    predictor = evaluate.OutputPredictor(task, model, inputs.packer, tc.batch_size, remember=True)
     try:
         for initial_epoch, epochs, epoch_steps in fit_plan(start_step, steps, tc.epochs):
             own = training_callbacks(config, task, output_dir, inputs.validation, predictor,

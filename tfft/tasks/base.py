@@ -490,6 +490,10 @@ class Task(abc.ABC):
         """Sets post-processing from the final validation outputs (QA's no-answer threshold); saved with the vocabulary."""
         del examples, outputs
 
+    def uncalibrated(self) -> None:
+        """Undoes `calibrate`: post-processing as the config sets it, for a run that reuses this task (`tfft.warm_runs`)."""
+        return None  # nothing to undo where `calibrate` sets nothing
+
     @abc.abstractmethod
     def score(self, examples: data.Examples, outputs: dict[str, np.ndarray]) -> dict:
         """Scores `outputs` against the targets of `examples`: the dict in `metrics.json`."""

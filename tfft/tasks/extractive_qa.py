@@ -206,7 +206,10 @@ class ExtractiveQA(Task):
     def __init__(self, config):
         super().__init__(config)
         self.has_no_answer = False
-        self.null_threshold = config.task.null_threshold if config.task.null_threshold is not None else 0.0
+        self.uncalibrated()
+
+    def uncalibrated(self):
+        self.null_threshold = self.config.task.null_threshold if self.config.task.null_threshold is not None else 0.0
 
     # --- Reading ---------------------------------------------------------
 

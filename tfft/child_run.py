@@ -321,6 +321,8 @@ class _Process:
         metrics = run_dir.finished_metrics(pathlib.Path(config.output_dir))
         if ended and metrics is not None:
             self.last_config = config
+        elif ended:  # it says it finished a run whose folder says otherwise: not one to give another run
+            self.discard()
         if code == INTERRUPTED:  # stopped by `Children.stop`, or by a signal of its own
             logger.info("Stopped the run in %s (it backed up its step).", config.output_dir)
             raise RunInterrupted(f"The run in {config.output_dir} was stopped (it backed up its step). Rerun to "

@@ -86,6 +86,19 @@ def test_children_reuse_the_last_runs_process_where_they_can_and_start_the_next_
     assert _children() == []
 
 
+@pytest.mark.slow
+def test_a_process_takes_at_most_runs_per_process_runs(make_config, tmp_path, monkeypatch):
+    monkeypatch.setattr(child_run, "RUNS_PER_PROCESS", 1)
+    configs = [make_config("train.epochs=1", "data.max_train_examples=32", f"output_dir={tmp_path / str(i)}")
+               for i in range(2)]
+    during = []
+    with child_run.Children() as children:
+        for i, config in enumerate(configs):
+            children.run(config, on_epoch=lambda epoch, logs: during.append(_children()), more=i == 0)
+    assert len(during[0]) == 2 and len(during[1]) == 1  # the first run's process ended, reusable as the run was
+    assert during[1][0] in during[0]  # the process started ahead trained the second run
+
+
 class RecordedPopen:
     """Stands in for `subprocess.Popen`: records each child's environment, starts nothing.
 

@@ -17,11 +17,12 @@ Runs one after another (a search's trials, `tfft cv`'s folds) go through
 `tfft.warm_runs.reusable` allows (a search's learning rate, warmup, epochs,
 batch size) goes to the process that trained the last one, which keeps its
 data, model and traced steps (`tfft.warm_runs.WarmRuns`: about 5 s of a 27 s
-MRPC trial) and gives back its memory every `RUNS_PER_PROCESS` runs. Any
-other run goes to a fresh process, which `Children` starts while the run
-before trains, so its imports (TensorFlow, Keras, keras-hub: about 5 s on a
-2-core machine) are done when its config comes. `run_parallel` runs several such sequences
-at once, one per thread (`search.parallel_trials`), each run's process given
+MRPC trial), up to `RUNS_PER_PROCESS` runs (then it is ended, and gives back
+its memory). Any other run goes to a fresh process, which `Children` starts
+while the run before trains, so its imports (TensorFlow, Keras, keras-hub:
+about 5 s on a 2-core machine) are done when its config comes.
+`run_parallel` runs several such sequences at once, one per thread
+(`search.parallel_trials`), each run's process given
 its share of the CPU's cores as TensorFlow threads.
 
 Example:
@@ -66,8 +67,8 @@ INTERRUPTED = 130
 DIVERGED = 3
 #: How long a stopping search waits for its trial to back up and stop before killing it.
 STOP_SECONDS = 120
-#: Runs a process trains before it ends and a fresh one takes over: TensorFlow keeps some memory from every
-#: `fit`, even of one kept model (about 30-40 MB a small MRPC trial on this project's machine).
+#: Runs a process trains before `Children` ends it and a fresh one takes over: TensorFlow keeps some memory from
+#: every `fit`, even of one kept model (about 30-40 MB a small MRPC trial on this project's machine).
 RUNS_PER_PROCESS = 16
 
 
@@ -280,7 +281,7 @@ def _through_interrupts(wait: Callable[[], object], message: str, *args) -> obje
 class _Process:
     """A child process, started at once: it imports what a run needs, then waits for a config.
 
-    After a run it waits for another (`waiting`), up to `RUNS_PER_PROCESS`.
+    After a run it waits for another (`waiting`), until it is discarded.
     """
 
     def __init__(self, later_run: bool = False, threads: int | None = None):
@@ -297,6 +298,7 @@ class _Process:
         self.reports = os.fdopen(report_read, encoding="utf-8")
         self.answers = os.fdopen(answer_write, "w", buffering=1, encoding="utf-8")
         self.last_config: Config | None = None  # the config of the run it finished and waits after
+        self.runs = 0  # runs given to it
 
     @property
     def waiting(self) -> bool:
@@ -304,12 +306,14 @@ class _Process:
         return self.last_config is not None and self.child.poll() is None
 
     def takes(self, config: Config) -> bool:
-        """It waits, and can reuse what its last run built for `config` (`tfft.warm_runs.reusable`)."""
-        return self.waiting and warm_runs.reusable(self.last_config, config)
+        """It waits, has trained fewer than `RUNS_PER_PROCESS` runs, and can reuse what its last run built for
+        `config` (`tfft.warm_runs.reusable`)."""
+        return self.waiting and self.runs < RUNS_PER_PROCESS and warm_runs.reusable(self.last_config, config)
 
     def run(self, config: Config, on_epoch, started: Callable[[], None] | None = None) -> dict:
         """Trains `config` there (see `run_in_child`); calls `started` once the config is sent."""
         self.last_config, ended = None, False
+        self.runs += 1
         try:
             ended = _converse(self.reports, self.answers, config, on_epoch, started)
             code = 0 if ended else self.child.wait()
@@ -437,10 +441,8 @@ def _child(report_fd: int, answer_fd: int, level: int) -> None:
                 self.model.stop_training = True
 
     phases, line = warm_runs.WarmRuns(), first
-    for runs in range(1, RUNS_PER_PROCESS + 1):
+    while True:
         _run_here(from_dict(json.loads(line)), AskAfterEpoch(), phases)
-        if runs == RUNS_PER_PROCESS:
-            break  # exits: the parent starts a fresh process for the next run
         os.environ[LATER_RUN] = "1"  # the runs after the first in this process are later runs too
         reports.write(json.dumps({"ended": True}) + "\n")
         try:

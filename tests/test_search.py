@@ -1,6 +1,7 @@
 """`tfft search`: the space and its checks, the study's resume after kill -9, two processes on one study, outputs."""
 
 import csv
+import json
 import logging
 import pathlib
 import signal
@@ -380,6 +381,24 @@ def test_trials_diverging_three_times_in_a_row_stop_the_search_naming_the_space(
     assert len(calls) == 4  # one finished, then three diverged
 
 
+@pytest.mark.parametrize("space, ahead", [
+    ({"train.learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+      "train.batch_size": {"type": "choice", "values": [16, 32]}}, False),  # the next trial reuses this one's process
+    (SPACE, True),  # `model.dropout`: the next trial may need a process of its own
+])
+def test_a_trial_starts_the_next_trials_process_ahead_only_where_the_next_may_not_reuse_its_own(
+        base, monkeypatch, space, ahead):
+    seen = []
+
+    def run(children, config, on_epoch=None, more=True):
+        seen.append(more)
+        return {"accuracy": 0.5}
+
+    monkeypatch.setattr(child_run.Children, "run", run)
+    search.run(config_with(base, "search.trials=3", "search.pruning=false", f"search.space={json.dumps(space)}"))
+    assert seen == [ahead, ahead, False]  # none ahead of the last trial
+
+
 def test_a_trial_whose_process_failed_stops_the_search_with_optunas_line_and_no_traceback(base, monkeypatch):
     def run(children, config, on_epoch=None, more=True):
         raise child_run.ChildRunError(f"The run in {config.output_dir} ended in its process with exit status 1 before "
@@ -463,11 +482,11 @@ def test_a_search_killed_mid_trial_resumes_that_trial_and_keeps_the_finished(bas
     config.save(tmp_path / "search.yaml")
     killed = run_python(KILLED_IN_TRIAL, str(tmp_path / "search.yaml"), "1", str(tmp_path / "children"))
     assert killed.returncode == -9, killed.stderr[-3000:]
-    # The trial trained in a child process, and the next trial's process waited in another; both died with the
-    # search: nothing trains on in trials/1.
+    # Trials 0 and 1 trained in one child process (a space of the learning rate alone: trial 1 reused trial 0's
+    # process, and none was started ahead), which died with the search: nothing trains on in trials/1.
     children = (tmp_path / "children").read_text().splitlines()
-    assert len(children) == 2 and all(" -m tfft.child_run " in child for child in children), children
-    for _ in range(100):  # the waiting process may finish its imports first
+    assert len(children) == 1 and " -m tfft.child_run " in children[0], children
+    for _ in range(100):
         if not any(_alive(child.split()[0]) for child in children):
             break
         time.sleep(0.1)

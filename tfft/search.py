@@ -49,7 +49,7 @@ import time
 import warnings
 from typing import Any
 
-from tfft import child_run, run_dir, tables, tasks
+from tfft import child_run, run_dir, tables, tasks, warm_runs
 from tfft.config import Config, ConfigError, SearchConfig, SplitConfig, derived, set_key
 from tfft.errors import OutputDirError, RunInUseError
 
@@ -388,7 +388,9 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective,
         metrics = run_dir.finished_metrics(folder)  # finished before the process died, not yet told to the study
         if metrics is None:
             more = len(_finished(trial.study)) + 1 < config.search.trials  # as far as this process can tell
-            metrics = children.run(trial_config(config, values, folder), on_epoch=pruning.on_epoch_end, more=more)
+            # A space of keys the trials' process can reuse its model for: the next trial takes this one's process.
+            ahead = more and not set(values) <= warm_runs.reusable_keys(config)
+            metrics = children.run(trial_config(config, values, folder), on_epoch=pruning.on_epoch_end, more=ahead)
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)
         raise

@@ -40,7 +40,7 @@ import pathlib
 from tfft import evaluate, tasks, train
 from tfft.config import Config
 
-__all__ = ["REUSABLE", "WarmRuns", "reusable"]
+__all__ = ["REUSABLE", "WarmRuns", "reusable", "reusable_keys"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +49,21 @@ REUSABLE = ("name", "output_dir", "train.learning_rate", "train.warmup_ratio", "
 
 
 def reusable(before: Config, after: Config) -> bool:
-    """Whether a run of `after` may reuse what a run of `before` built: they differ in `REUSABLE` keys alone."""
+    """Whether a run of `after` may reuse what a run of `before` built: they differ in `reusable_keys` alone."""
     return _key(before) == _key(after)
 
 
+def reusable_keys(config: Config) -> set[str]:
+    """`REUSABLE`, less the batch size under gradual unfreezing by epochs (the optimizer's per-variable start
+    steps, traced into the step, count the updates an epoch makes)."""
+    by_epochs = config.train.unfreeze.every and config.train.unfreeze.unit == "epochs"
+    return set(REUSABLE) - ({"train.batch_size"} if by_epochs else set())
+
+
 def _key(config: Config) -> str:
-    """`config` without its `REUSABLE` keys; with gradual unfreezing by epochs, the batch size stays in it (the
-    optimizer's per-variable start steps, traced into the step, count updates per epoch)."""
+    """`config` without its `reusable_keys`, as text."""
     values = config.to_dict()
-    kept = {"train.batch_size"} if config.train.unfreeze.every and config.train.unfreeze.unit == "epochs" else set()
-    for key in set(REUSABLE) - kept:
+    for key in reusable_keys(config):
         section, _, name = key.rpartition(".")
         (values.get(section, {}) if section else values).pop(name, None)
     return json.dumps(values, sort_keys=True, default=str)

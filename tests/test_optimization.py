@@ -312,3 +312,16 @@ def test_accumulation_counts_batches_with_steps_per_execution_and_backs_up_its_p
     never_stopped = train.run(make_config(*overrides, f"output_dir={tmp_path / 'never_stopped'}"))
     for a, b in zip(never_stopped.model.weights, resumed.model.weights, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.path)
+
+
+def test_retarget_changes_the_weight_decay_only_between_values_other_than_zero():
+    config = TrainConfig(weight_decay=0.01)
+    optimizer = optimization.create_optimizer(config, total_batches=10, variables=[])
+    optimizer.retarget(TrainConfig(weight_decay=0.5, learning_rate=1e-3), total_batches=20)
+    assert optimizer.weight_decay == 0.5  # what the traced step reads: the warm run's test (tests/test_warm_runs.py)
+    assert float(optimizer.learning_rate) == 0.0  # step 0 of the new schedule's warmup
+    with pytest.raises(ValueError, match="Argument `weight_decay` can change in place only between values other "
+                                         "than 0. Received: weight_decay=0.0 for an optimizer built with "
+                                         "weight_decay=0.5"):
+        optimizer.retarget(TrainConfig(weight_decay=0.0), total_batches=20)
+

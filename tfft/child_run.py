@@ -15,7 +15,7 @@ in the folder it resumes. Ctrl-C or SIGTERM stops the child as it stops
 Runs one after another (a search's trials, `tfft cv`'s folds) go through
 `Children`. A run whose config differs from the last one's only in what
 `tfft.warm_runs.reusable` allows (a search's learning rate, warmup, epochs,
-batch size) goes to the process that trained the last one, which keeps its
+batch size, weight decay) goes to the process that trained the last one, which keeps its
 data, model and traced steps (`tfft.warm_runs.WarmRuns`: about 5 s of a 27 s
 MRPC trial), up to `RUNS_PER_PROCESS` runs (then it is ended, and gives back
 its memory). Any other run goes to a fresh process, which `Children` starts

@@ -129,6 +129,10 @@ class AdamW(keras.optimizers.AdamW):
                 "Received: epsilon_after_bias_correction=True, amsgrad=True"
             )
         self.epsilon_after_bias_correction = bool(epsilon_after_bias_correction)
+        # Read by the traced step, so that `retarget` can change it; `weight_decay` (0 or not) decides whether the
+        # step decays at all.
+        self._decay = tf.Variable(float(self.weight_decay or 0.0), trainable=False, dtype=tf.float32,
+                                  name="weight_decay")
 
     def get_config(self):
         return {**super().get_config(), "epsilon_after_bias_correction": self.epsilon_after_bias_correction}
@@ -146,12 +150,21 @@ class AdamW(keras.optimizers.AdamW):
         self._variable_rates = {self._var_key(v): (float(m), int(s)) for v, (m, s) in zip(variables, rates, strict=True)}
 
     def retarget(self, config: TrainConfig, total_batches: int) -> None:
-        """Puts the optimizer on the schedule `create_optimizer(config, total_batches, ...)` gives, in place.
+        """Puts the optimizer on the schedule and weight decay `create_optimizer(config, total_batches, ...)`
+        gives, in place.
 
-        The train step traced for the old schedule reads the new one: a run
-        that reuses this optimizer (`tfft.warm_runs`) traces nothing again.
+        The train step traced for the old ones reads the new: a run that
+        reuses this optimizer (`tfft.warm_runs`) traces nothing again. A
+        weight decay of 0 where it was not, or the reverse, needs a new
+        optimizer (a step traced without decay has none to change).
         """
+        if bool(config.weight_decay) != bool(self.weight_decay):
+            raise ValueError("Argument `weight_decay` can change in place only between values other than 0. "
+                             f"Received: weight_decay={config.weight_decay} for an optimizer built with "
+                             f"weight_decay={self.weight_decay}")
         self._learning_rate.retarget(**schedule_values(config, total_updates(config, total_batches)))
+        self.weight_decay = float(config.weight_decay)
+        self._decay.assign(self.weight_decay)
 
     @property
     def batches_seen(self) -> tf.Variable:
@@ -200,7 +213,7 @@ class AdamW(keras.optimizers.AdamW):
         if self.weight_decay and self._use_weight_decay(variable):
             # `var * (1 - lr * wd)` assigned whole: one pass over the variable, where an in-place update of the
             # variable by its own value copies it first.
-            keep = 1.0 - lr * tf.cast(self.weight_decay, dtype)
+            keep = 1.0 - lr * tf.cast(self._decay, dtype)
             handle = _handle(variable)
             tf.raw_ops.AssignVariableOp(resource=handle, value=tf.raw_ops.ReadVariableOp(resource=handle, dtype=dtype) * keep)
         if self.amsgrad:

@@ -1,10 +1,11 @@
 """Runs one after another in one process, each reusing the data, model and traced steps of the run before.
 
 A search's trials differ in a few numbers of `train` (the learning rate, the
-warmup, the epochs, the batch size), which a traced train step can read as
-values. In a process of its own, each trial read and tokenized the data
-again, built the model and loaded its weights, and traced the train step and
-the scoring pass again: about 7 s of a 27 s MRPC trial (docs/performance.md).
+warmup, the epochs, the batch size, the weight decay), which a traced train
+step can read as values. In a process of its own, each trial read and
+tokenized the data again, built the model and loaded its weights, and traced
+the train step and the scoring pass again: about 5-6 s of a 27 s MRPC trial
+(docs/performance.md).
 `WarmRuns` keeps them from a run to the next whose config differs only in
 `REUSABLE` keys, and resets what a new run starts from:
 
@@ -12,7 +13,8 @@ the scoring pass again: about 7 s of a 27 s MRPC trial (docs/performance.md).
   backbone, the head initialized from `train.seed`, the re-initialized layers
   and the dropout layers' seed generators;
 - every optimizer variable to its value after the build (moments, step);
-- the learning-rate schedule to the run's own (`WarmupDecay.retarget`);
+- the learning-rate schedule and weight decay to the run's own
+  (`AdamW.retarget`);
 - the task's calibration (`Task.uncalibrated`), and the scorer's kept outputs.
 
 The training pipeline is built again for the run's batch size. A run so
@@ -47,7 +49,8 @@ __all__ = ["REUSABLE", "WarmRuns", "reusable", "reusable_keys"]
 logger = logging.getLogger(__name__)
 
 #: Keys a run may change and still reuse the run before's data, model and traced steps.
-REUSABLE = ("name", "output_dir", "train.learning_rate", "train.warmup_ratio", "train.epochs", "train.batch_size")
+REUSABLE = ("name", "output_dir", "train.learning_rate", "train.warmup_ratio", "train.epochs", "train.batch_size",
+            "train.weight_decay")
 
 
 def reusable(before: Config, after: Config) -> bool:
@@ -63,11 +66,13 @@ def reusable_keys(config: Config) -> set[str]:
 
 
 def _key(config: Config) -> str:
-    """`config` without its `reusable_keys`, as text."""
+    """`config` without its `reusable_keys`, as text; whether it decays weights at all stays in it (a step traced
+    without weight decay has none to change)."""
     values = config.to_dict()
     for key in reusable_keys(config):
         section, _, name = key.rpartition(".")
         (values.get(section, {}) if section else values).pop(name, None)
+    values["decays"] = config.train.weight_decay > 0
     return json.dumps(values, sort_keys=True, default=str)
 
 

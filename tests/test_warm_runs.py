@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
+from conftest import TASK_DATA
 from tfft import train, warm_runs
 from tfft.config import load_config
+from tfft.tasks import TASKS
 
 
 def _trained(result) -> list:
@@ -43,6 +45,25 @@ def test_a_warm_run_trains_as_a_fresh_one_without_building_or_tracing_again(make
     np.testing.assert_allclose(two.history["val_loss"], fresh.history["val_loss"], rtol=1e-5)
     _assert_same_weights(_trained(two), _trained(fresh), atol=1e-5)
     assert two.metrics["accuracy"] == fresh.metrics["accuracy"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task_type", sorted(set(TASKS) - {"classification"}))  # classification: above
+def test_a_warm_run_of_every_task_trains_as_a_fresh_one(task_type, make_config, data_dir, tmp_path):
+    def config(name, *values):
+        return make_config(*TASK_DATA[task_type](data_dir), "data.max_train_examples=32", "train.epochs=1",
+                           "model.dropout=0.1", *values, f"output_dir={tmp_path / name}")
+
+    values = ["train.batch_size=8", "train.learning_rate=3e-3"]
+    fresh = train.run(config("fresh", *values))
+    warm = warm_runs.WarmRuns()
+    one = train.run(config("a"), phases=warm)
+    two = train.run(config("b", *values), phases=warm)
+    assert two.model is one.model
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(two.history[key], fresh.history[key], rtol=1e-5)
+    monitor = fresh.task.monitor[0]
+    assert two.metrics[monitor] == pytest.approx(fresh.metrics[monitor], abs=1e-5)
 
 
 @pytest.mark.slow

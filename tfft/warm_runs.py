@@ -85,7 +85,7 @@ class _Kept:
     task: tasks.Task
     read: train.Inputs  # `train.read_data`'s: no pipelines
     model: tasks.TaskModel
-    start: list  # `_values(model)`
+    start: list  # `_values(model)`: (variable, its value after the build)
     predictor: evaluate.OutputPredictor | None = None
 
 
@@ -144,7 +144,7 @@ class WarmRuns(train.Phases):
     def _restart(self, config: Config, inputs: train.Inputs) -> tasks.TaskModel:
         """The kept model and optimizer as the build left them, on `config`'s schedule."""
         kept = self._kept
-        for variable, value in zip(_variables(kept.model), kept.start, strict=True):
+        for variable, value in kept.start:  # those a run makes later (Keras' metrics') start anew in `fit`
             variable.assign(np.zeros(variable.shape, variable.dtype) if value is None else value)
         tc = config.train
         _optimizer(kept.model).retarget(tc, inputs.steps * tc.epochs)
@@ -161,10 +161,10 @@ def _optimizer(model):
 
 
 def _values(model) -> list:
-    """Each of `_variables(model)`'s values, as numpy; None for one that is all zeros (Adam's moments after the
-    build: half the memory kept for MiniLM with its six layers training)."""
-    values = [variable.numpy() for variable in _variables(model)]
-    return [value if value.any() else None for value in values]
+    """`(variable, value)` for each of `_variables(model)`, the value as numpy, or None where it is all zeros
+    (Adam's moments after the build: half the memory kept for MiniLM with its six layers training)."""
+    pairs = [(variable, variable.numpy()) for variable in _variables(model)]
+    return [(variable, value if value.any() else None) for variable, value in pairs]
 
 
 def _variables(model) -> list:

@@ -15,14 +15,14 @@ in the folder it resumes. Ctrl-C or SIGTERM stops the child as it stops
 Runs one after another (a search's trials, `tfft cv`'s folds) go through
 `Children`. A run whose config differs from the last one's only in what
 `tfft.warm_runs.reusable` allows (a search's learning rate, warmup, epochs,
-batch size, weight decay) goes to the process that trained the last one, which keeps its
-data, model and traced steps (`tfft.warm_runs.WarmRuns`: about 5 s of a 27 s
-MRPC trial), up to `RUNS_PER_PROCESS` runs (then it is ended, and gives back
-its memory). Any other run goes to a fresh process, which `Children` starts
-while the run before trains, so its imports (TensorFlow, Keras, keras-hub:
-about 5 s on a 2-core machine) are done when its config comes.
-`run_parallel` runs several such sequences at once, one per thread
-(`search.parallel_trials`), each run's process given
+batch size, weight decay) goes to the process that trained the last one,
+which keeps its data, model and traced steps (`tfft.warm_runs.WarmRuns`:
+about 5 s of a 27 s MRPC trial), up to `RUNS_PER_PROCESS` runs (then it is
+ended, and gives back its memory). Any other run goes to a fresh process,
+which `Children` starts while the run before trains, so its imports
+(TensorFlow, Keras, keras-hub: about 5 s on a 2-core machine) are done when
+its config comes. `run_parallel` runs several such sequences at once, one
+per thread (`search.parallel_trials`), each run's process given
 its share of the CPU's cores as TensorFlow threads.
 
 Example:

@@ -17,14 +17,14 @@ from tfft import config  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["config", "train", "evaluate", "export", "predict", "data", "backbones", "tasks", "metrics", "model",
-           "search", "cross_validation", "__version__"]
+           "search", "cross_validation", "warm_runs", "__version__"]
 
 
 def __getattr__(name):
     # Heavy modules (TensorFlow) load on first use: `import tfft` stays fast.
     if name in ("train", "evaluate", "export", "predict", "data", "backbones", "optimization", "distribute", "tasks",
                 "metrics", "model", "run_dir", "freezing", "layerwise", "lora", "search", "cross_validation", "folds",
-                "ensemble"):
+                "ensemble", "warm_runs"):
         import importlib
 
         return importlib.import_module(f"tfft.{name}")

@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import signal
 import threading
 import time
 
@@ -97,6 +98,21 @@ def test_a_process_takes_at_most_runs_per_process_runs(make_config, tmp_path, mo
             children.run(config, on_epoch=lambda epoch, logs: during.append(_children()), more=i == 0)
     assert len(during[0]) == 2 and len(during[1]) == 1  # the first run's process ended, reusable as the run was
     assert during[1][0] in during[0]  # the process started ahead trained the second run
+
+
+@pytest.mark.slow
+def test_a_process_waiting_for_a_config_leaves_quietly_on_the_terminals_ctrl_c(capfd):
+    process = child_run._Process()
+    try:
+        wchan = pathlib.Path(f"/proc/{process.child.pid}/wchan")
+        deadline = time.monotonic() + 60
+        while "pipe_read" not in wchan.read_text() and time.monotonic() < deadline:  # importing, then waiting
+            time.sleep(0.2)
+        process.child.send_signal(signal.SIGINT)  # the terminal's Ctrl-C reaches every process of a search
+        assert process.child.wait(timeout=30) == child_run.INTERRUPTED
+    finally:
+        process.discard()
+    assert "Traceback" not in capfd.readouterr().err
 
 
 class RecordedPopen:

@@ -426,9 +426,7 @@ def _child(report_fd: int, answer_fd: int, level: int) -> None:
     signal.signal(signal.SIGINT, _stop_once)
     signal.signal(signal.SIGTERM, _stop_once)
     answers_file = os.fdopen(answer_fd, encoding="utf-8")
-    first = answers_file.readline()
-    if not first:
-        os._exit(ORPHANED)
+    first = _waiting(answers_file.readline)
     answers: queue.Queue = queue.Queue()
     threading.Thread(target=_follow, args=(answers_file, answers), daemon=True).start()
     reports = os.fdopen(report_fd, "w", buffering=1, encoding="utf-8")
@@ -445,10 +443,20 @@ def _child(report_fd: int, answer_fd: int, level: int) -> None:
         _run_here(from_dict(json.loads(line)), AskAfterEpoch(), phases)
         os.environ[LATER_RUN] = "1"  # the runs after the first in this process are later runs too
         reports.write(json.dumps({"ended": True}) + "\n")
-        try:
-            line = answers.get()  # the next config; the parent ends this process when it has none for it
-        except KeyboardInterrupt:  # the terminal's Ctrl-C between runs: nothing to back up
-            os._exit(INTERRUPTED)
+        line = _waiting(answers.get)  # the next config; the parent ends this process when it has none for it
+
+
+def _waiting(read: Callable[[], str]) -> str:
+    """`read()`: the next config, in a process that holds no run. Ctrl-C or SIGTERM meanwhile (the terminal's
+    Ctrl-C reaches every process of a search) ends it at once, with nothing to back up and no traceback; so does
+    the end of the parent's pipe."""
+    try:
+        line = read()
+    except KeyboardInterrupt:
+        os._exit(INTERRUPTED)
+    if not line:
+        os._exit(ORPHANED)
+    return line
 
 
 def _run_here(config: Config, callback, phases) -> None:

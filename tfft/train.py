@@ -186,10 +186,11 @@ class RunHooks:
 class Phases:
     """Where a run's strategy, task, inputs and model come from: made for the run, here.
 
-    `tfft.warm_runs.WarmRuns` keeps them from one run to the next in one
-    process (a search's trials): a run that differs from the one before only
-    in what a traced train step can take as values reuses its data, model and
-    traced functions.
+    `run` calls each method once a run, in this order (`strategy` only when
+    it is given none). `tfft.warm_runs.WarmRuns` keeps what they make from
+    one run to the next in one process (a search's trials): a run that
+    differs from the one before only in what a traced train step can take as
+    values reuses its data, model and traced functions.
     """
 
     def strategy(self, config: Config) -> tf.distribute.Strategy:

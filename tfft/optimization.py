@@ -102,6 +102,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return dict(peak=self.peak, warmup_steps=self.warmup_steps, total_steps=self.total_steps, decay=self.decay)
 
 
+@keras.saving.register_keras_serializable(package="tfft")
 class AdamW(keras.optimizers.AdamW):
     """Keras' AdamW, fused per variable, with the gradients summed over the replicas before they are clipped.
 

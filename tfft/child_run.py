@@ -50,7 +50,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from tfft import run_dir, warm_runs
+from tfft import run_dir, train, warm_runs
 from tfft.config import Config
 from tfft.errors import ChildRunError, DivergedError
 from tfft.precision import LATER_RUN
@@ -461,8 +461,6 @@ def _waiting(read: Callable[[], str]) -> str:
 
 def _run_here(config: Config, callback, phases) -> None:
     """One run in the child, ending the process as `tfft train` ends where it does not finish."""
-    from tfft import train
-
     try:
         train.run(config, callbacks=[callback], phases=phases)
     except KeyboardInterrupt:  # the run backed up its step; the parent says how to resume

@@ -2,7 +2,6 @@
 
 import os
 import pathlib
-import signal
 import threading
 import time
 
@@ -52,7 +51,7 @@ def test_a_child_whose_loss_diverged_says_so_and_not_to_resume(make_config, tmp_
     assert "tfft: error: The training loss became inf at step 1" in err and "Traceback" not in err
 
 def _children() -> list[str]:
-    """The pids of this process's `tfft.child_run` processes that have not exited."""
+    """The pids of this process's `tfft.child_process` processes that have not exited."""
     pids = []
     for proc in pathlib.Path("/proc").glob("[0-9]*"):
         try:
@@ -60,7 +59,7 @@ def _children() -> list[str]:
             command = (proc / "cmdline").read_bytes()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if fields[1] == str(os.getpid()) and fields[0] != "Z" and b"tfft.child_run" in command:
+        if fields[1] == str(os.getpid()) and fields[0] != "Z" and b"tfft.child_process" in command:
             pids.append(proc.name)
     return pids
 
@@ -98,21 +97,6 @@ def test_a_process_takes_at_most_runs_per_process_runs(make_config, tmp_path, mo
             children.run(config, on_epoch=lambda epoch, logs: during.append(_children()), more=i == 0)
     assert len(during[0]) == 2 and len(during[1]) == 1  # the first run's process ended, reusable as the run was
     assert during[1][0] in during[0]  # the process started ahead trained the second run
-
-
-@pytest.mark.slow
-def test_a_process_waiting_for_a_config_leaves_quietly_on_the_terminals_ctrl_c(capfd):
-    process = child_run._Process()
-    try:
-        wchan = pathlib.Path(f"/proc/{process.child.pid}/wchan")
-        deadline = time.monotonic() + 60
-        while "pipe_read" not in wchan.read_text() and time.monotonic() < deadline:  # importing, then waiting
-            time.sleep(0.2)
-        process.child.send_signal(signal.SIGINT)  # the terminal's Ctrl-C reaches every process of a search
-        assert process.child.wait(timeout=30) == child_run.INTERRUPTED
-    finally:
-        process.discard()
-    assert "Traceback" not in capfd.readouterr().err
 
 
 class RecordedPopen:

@@ -485,7 +485,7 @@ def test_a_search_killed_mid_trial_resumes_that_trial_and_keeps_the_finished(bas
     # Trials 0 and 1 trained in one child process (a space of the learning rate alone: trial 1 reused trial 0's
     # process, and none was started ahead), which died with the search: nothing trains on in trials/1.
     children = (tmp_path / "children").read_text().splitlines()
-    assert len(children) == 1 and " -m tfft.child_run " in children[0], children
+    assert len(children) == 1 and " -m tfft.child_process " in children[0], children
     for _ in range(100):
         if not any(_alive(child.split()[0]) for child in children):
             break

@@ -3,8 +3,9 @@
 TensorFlow keeps memory from every `model.fit` in a process (tensorflow#61791,
 keras#21090; about 200 MB a small MRPC trial on this project's machine), so a
 long search in one process grows until it is killed. `run_in_child` trains one
-config in a child process, which gives it all back when it ends. The parent
-waits, and after each epoch answers whether the run goes on (pruning).
+config in a child process (`tfft.child_process`, its program), which gives it
+all back when it ends. The parent waits, and after each epoch answers whether
+the run goes on (pruning).
 
 The child dies with its parent: a thread reads the parent's end of a pipe and
 ends the child when that closes, as the kernel closes it when the parent
@@ -42,7 +43,6 @@ import json
 import logging
 import os
 import pathlib
-import queue
 import signal
 import subprocess
 import sys
@@ -50,7 +50,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from tfft import run_dir, train, warm_runs
+from tfft import run_dir, warm_runs
+from tfft.child_process import DIVERGED, INTERRUPTED
 from tfft.config import Config
 from tfft.errors import ChildRunError, DivergedError
 from tfft.precision import LATER_RUN
@@ -59,12 +60,6 @@ __all__ = ["ChildRunError", "Children", "RunDiverged", "RunInterrupted", "run_in
 
 logger = logging.getLogger(__name__)
 
-#: The child's exit status when its parent is gone.
-ORPHANED = 75
-#: The child's exit status when Ctrl-C or SIGTERM stopped its run (after its backup), as `tfft train`'s.
-INTERRUPTED = 130
-#: The child's exit status when its training loss became NaN or infinite (`tfft.errors.DivergedError`).
-DIVERGED = 3
 #: How long a stopping search waits for its trial to back up and stop before killing it.
 STOP_SECONDS = 120
 #: Runs a process trains before `Children` ends it and a fresh one takes over: TensorFlow keeps some memory from
@@ -287,7 +282,7 @@ class _Process:
     def __init__(self, later_run: bool = False, threads: int | None = None):
         report_read, report_write = os.pipe()
         answer_read, answer_write = os.pipe()
-        command = [sys.executable, "-m", "tfft.child_run", str(report_write), str(answer_read),
+        command = [sys.executable, "-m", "tfft.child_process", str(report_write), str(answer_read),
                    str(logging.getLogger().getEffectiveLevel())]
         try:
             env = _environment(later_run, threads)
@@ -405,76 +400,3 @@ def _stop(child: subprocess.Popen, folder: str) -> None:
         code = child.wait()
     stopped = "it backed up its step" if code == INTERRUPTED else f"exit status {code}"
     logger.info("Stopped the run in %s (%s).", folder, stopped)
-
-
-def _stop_once(signum, frame):
-    """Ctrl-C or SIGTERM: stop as `tfft train` does (a backup of the step, then out); a second one is ignored, so
-    the parent's SIGTERM after the terminal's Ctrl-C cannot cut that backup short."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _child(report_fd: int, answer_fd: int, level: int) -> None:
-    """The child: reads a config, follows the parent, trains, reporting each epoch; then waits for another."""
-    import keras
-
-    from tfft import cli
-    from tfft.config import from_dict
-
-    cli.setup_logging(level)
-    signal.signal(signal.SIGINT, _stop_once)
-    signal.signal(signal.SIGTERM, _stop_once)
-    answers_file = os.fdopen(answer_fd, encoding="utf-8")
-    first = _waiting(answers_file.readline)
-    answers: queue.Queue = queue.Queue()
-    threading.Thread(target=_follow, args=(answers_file, answers), daemon=True).start()
-    reports = os.fdopen(report_fd, "w", buffering=1, encoding="utf-8")
-
-    class AskAfterEpoch(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            numbers = {name: float(value) for name, value in (logs or {}).items()}
-            reports.write(json.dumps({"epoch": epoch, "logs": numbers}) + "\n")
-            if answers.get() == "stop":
-                self.model.stop_training = True
-
-    phases, line = warm_runs.WarmRuns(), first
-    while True:
-        _run_here(from_dict(json.loads(line)), AskAfterEpoch(), phases)
-        os.environ[LATER_RUN] = "1"  # the runs after the first in this process are later runs too
-        reports.write(json.dumps({"ended": True}) + "\n")
-        line = _waiting(answers.get)  # the next config; the parent ends this process when it has none for it
-
-
-def _waiting(read: Callable[[], str]) -> str:
-    """`read()`: the next config, in a process that holds no run. Ctrl-C or SIGTERM meanwhile (the terminal's
-    Ctrl-C reaches every process of a search) ends it at once, with nothing to back up and no traceback; so does
-    the end of the parent's pipe."""
-    try:
-        line = read()
-    except KeyboardInterrupt:
-        os._exit(INTERRUPTED)
-    if not line:
-        os._exit(ORPHANED)
-    return line
-
-
-def _run_here(config: Config, callback, phases) -> None:
-    """One run in the child, ending the process as `tfft train` ends where it does not finish."""
-    try:
-        train.run(config, callbacks=[callback], phases=phases)
-    except KeyboardInterrupt:  # the run backed up its step; the parent says how to resume
-        sys.exit(INTERRUPTED)
-    except DivergedError as err:  # a fact about the run's values (a search goes on), not a failure of the process
-        print(f"tfft: error: {err}", file=sys.stderr)
-        sys.exit(DIVERGED)
-
-
-def _follow(answers_file, answers: queue.Queue) -> None:
-    for line in answers_file:
-        answers.put(line.strip())
-    os._exit(ORPHANED)  # the parent closed its end: it has exited or been killed
-
-
-if __name__ == "__main__":
-    _child(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

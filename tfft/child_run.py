@@ -62,8 +62,9 @@ logger = logging.getLogger(__name__)
 
 #: How long a stopping search waits for its trial to back up and stop before killing it.
 STOP_SECONDS = 120
-#: Runs a process trains before `Children` ends it and a fresh one takes over: TensorFlow keeps some memory from
-#: every `fit`, even of one kept model (about 30-40 MB a small MRPC trial on this project's machine).
+#: Runs a process trains before `Children` ends it and a fresh one takes over: a bound. Its memory after a run rose
+#: over the first three runs and then stayed, in eight small MRPC runs (the C allocator keeping freed buffers for
+#: later runs; docs/performance.md), and a fresh process costs a run its 5 s of reading, building and tracing.
 RUNS_PER_PROCESS = 16
 
 

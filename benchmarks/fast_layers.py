@@ -9,7 +9,9 @@ The losses after the same steps are printed too: the two must train alike. With 
 model is tfft's with its feed-forward GELU fused by XLA (`benchmarks/xla_gelu.py`); each model's first pass over
 the batches, which traces and (for XLA) compiles once per batch length, is timed apart. With
 `--against=xla_attention` it is tfft's with attention's products fused by XLA (`benchmarks/xla_attention.py`);
-`--task=conll2003` takes `configs/conll2003_minilm.yaml` and CoNLL-2003's batches instead of SST-2's.
+`--against=split_attention`, tfft's with each of attention's products in two halves of the batch
+(`benchmarks/split_attention.py`). `--task=conll2003` takes `configs/conll2003_minilm.yaml` and CoNLL-2003's
+batches instead of SST-2's.
 
     python benchmarks/fast_layers.py
     python benchmarks/fast_layers.py --task=conll2003 --against=xla_attention
@@ -27,7 +29,7 @@ import common
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/ and sst2/.")
 _STEPS = flags.DEFINE_integer("steps", 40, "Cached training batches each block runs.")
 _ROUNDS = flags.DEFINE_integer("rounds", 4, "Rounds; each runs a block per model, the order alternating.")
-_AGAINST = flags.DEFINE_enum("against", "keras", ["keras", "xla_gelu", "xla_attention"],
+_AGAINST = flags.DEFINE_enum("against", "keras", ["keras", "xla_gelu", "xla_attention", "split_attention"],
                              "The other model: Keras' own GELU and LayerNorm, or tfft's with GELU (or attention's "
                              "products) fused by XLA.")
 _TASK = flags.DEFINE_enum("task", "sst2", ["sst2", "conll2003"], "Whose config and batches: "
@@ -66,12 +68,22 @@ def with_xla_attention(model) -> int:
     return put(model)
 
 
+def with_split_attention(model) -> int:
+    """Puts `split_attention.compute_attention` (attention's products in two halves of the batch) in every
+    attention layer."""
+    from split_attention import with_split_attention as put
+
+    return put(model)
+
+
 # --against: the other model's name, what changes its layers (returns how many), and its row in the table.
 OTHERS = {
     "keras": ("Keras", with_keras_ops, "Keras' own"),
     "xla_gelu": ("XLA GELU", with_xla_gelu, "tfft's, GELU fused by XLA (`benchmarks/xla_gelu.py`)"),
     "xla_attention": ("XLA attention", with_xla_attention,
                       "tfft's, attention's products fused by XLA (`benchmarks/xla_attention.py`)"),
+    "split_attention": ("split attention", with_split_attention,
+                        "tfft's, attention's products in two halves of the batch (`benchmarks/split_attention.py`)"),
 }
 
 

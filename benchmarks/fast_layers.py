@@ -10,7 +10,8 @@ model is tfft's with its feed-forward GELU fused by XLA (`benchmarks/xla_gelu.py
 the batches, which traces and (for XLA) compiles once per batch length, is timed apart. With
 `--against=xla_attention` it is tfft's with attention's products fused by XLA (`benchmarks/xla_attention.py`);
 `--against=split_attention`, tfft's with each of attention's products in two halves of the batch
-(`benchmarks/split_attention.py`). `--task=conll2003` takes `configs/conll2003_minilm.yaml` and CoNLL-2003's
+(`benchmarks/split_attention.py`); `--against=split_heads`, with each head's width in two halves at 23-32
+tokens (the same file). `--task=conll2003` takes `configs/conll2003_minilm.yaml` and CoNLL-2003's
 batches instead of SST-2's.
 
     python benchmarks/fast_layers.py
@@ -29,7 +30,7 @@ import common
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/ and sst2/.")
 _STEPS = flags.DEFINE_integer("steps", 40, "Cached training batches each block runs.")
 _ROUNDS = flags.DEFINE_integer("rounds", 4, "Rounds; each runs a block per model, the order alternating.")
-_AGAINST = flags.DEFINE_enum("against", "keras", ["keras", "xla_gelu", "xla_attention", "split_attention"],
+_AGAINST = flags.DEFINE_enum("against", "keras", ["keras", "xla_gelu", "xla_attention", "split_attention", "split_heads"],
                              "The other model: Keras' own GELU and LayerNorm, or tfft's with GELU (or attention's "
                              "products) fused by XLA.")
 _TASK = flags.DEFINE_enum("task", "sst2", ["sst2", "conll2003"], "Whose config and batches: "
@@ -76,6 +77,14 @@ def with_split_attention(model) -> int:
     return put(model)
 
 
+def with_split_heads(model) -> int:
+    """Puts `split_attention.compute_attention_split_heads` (half-width head products at 23-32 tokens) in every
+    attention layer."""
+    from split_attention import with_split_heads as put
+
+    return put(model)
+
+
 # --against: the other model's name, what changes its layers (returns how many), and its row in the table.
 OTHERS = {
     "keras": ("Keras", with_keras_ops, "Keras' own"),
@@ -84,6 +93,8 @@ OTHERS = {
                       "tfft's, attention's products fused by XLA (`benchmarks/xla_attention.py`)"),
     "split_attention": ("split attention", with_split_attention,
                         "tfft's, attention's products in two halves of the batch (`benchmarks/split_attention.py`)"),
+    "split_heads": ("split heads", with_split_heads,
+                    "tfft's, attention's products over half-width heads at 23-32 tokens (`benchmarks/split_attention.py`)"),
 }
 
 

@@ -36,9 +36,13 @@ def compute_attention(self, query, key, value, attention_mask=None, training=Non
 
 def with_split_attention(model) -> int:
     """Puts `compute_attention` in every `MultiHeadAttention` of `model`; returns how many layers changed."""
+    return _put(model, compute_attention)
+
+
+def _put(model, method) -> int:
     layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.MultiHeadAttention)]
     for layer in layers:
-        layer._compute_attention = types.MethodType(compute_attention, layer)
+        layer._compute_attention = types.MethodType(method, layer)
     return len(layers)
 
 
@@ -81,7 +85,4 @@ def compute_attention_split_heads(self, query, key, value, attention_mask=None, 
 
 def with_split_heads(model) -> int:
     """Puts `compute_attention_split_heads` in every `MultiHeadAttention` of `model`; returns how many changed."""
-    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.MultiHeadAttention)]
-    for layer in layers:
-        layer._compute_attention = types.MethodType(compute_attention_split_heads, layer)
-    return len(layers)
+    return _put(model, compute_attention_split_heads)

@@ -11,8 +11,8 @@ the batches, which traces and (for XLA) compiles once per batch length, is timed
 `--against=xla_attention` it is tfft's with attention's products fused by XLA (`benchmarks/xla_attention.py`);
 `--against=split_attention`, tfft's with each of attention's products in two halves of the batch
 (`benchmarks/split_attention.py`); `--against=split_heads`, with each head's width in two halves at 23-32
-tokens (the same file). `--task=conll2003` takes `configs/conll2003_minilm.yaml` and CoNLL-2003's
-batches instead of SST-2's.
+tokens (the same file). `--task=conll2003` (or `sick`) takes `configs/conll2003_minilm.yaml` and CoNLL-2003's
+batches (or SICK's) instead of SST-2's.
 
     python benchmarks/fast_layers.py
     python benchmarks/fast_layers.py --task=conll2003 --against=xla_attention
@@ -33,8 +33,10 @@ _ROUNDS = flags.DEFINE_integer("rounds", 4, "Rounds; each runs a block per model
 _AGAINST = flags.DEFINE_enum("against", "keras", ["keras", "xla_gelu", "xla_attention", "split_attention", "split_heads"],
                              "The other model: Keras' own GELU and LayerNorm, or tfft's with GELU (or attention's "
                              "products) fused by XLA.")
-_TASK = flags.DEFINE_enum("task", "sst2", ["sst2", "conll2003"], "Whose config and batches: "
-                          "`configs/sst2_minilm.yaml` on SST-2, or `configs/conll2003_minilm.yaml` on CoNLL-2003.")
+_TASK = flags.DEFINE_enum("task", "sst2", ["sst2", "conll2003", "sick"], "Whose config and batches: "
+                          "`configs/<task>_minilm.yaml` on that set's training split.")
+# --task: its training file under --data_dir (SST-2's comes from `common.sst2_overrides`).
+TRAIN_FILES = {"conll2003": ("conll2003", "train.txt"), "sick": ("sick", "SICK_train.txt")}
 
 
 def with_gelu(model, activation) -> int:
@@ -141,8 +143,8 @@ def main(argv):
     data = common.data_dir(_DATA_DIR.value)
     overrides = common.sst2_overrides(data, 32 * _STEPS.value, "runs/bench_fast_layers") + [
         "data.validation=", "train.epochs=1"]
-    if _TASK.value == "conll2003":
-        overrides = [f"data.train={data / 'conll2003' / 'train.txt'}" if o.startswith("data.train=") else o
+    if _TASK.value in TRAIN_FILES:
+        overrides = [f"data.train={data.joinpath(*TRAIN_FILES[_TASK.value])}" if o.startswith("data.train=") else o
                      for o in overrides]
     models, batches = build_models(load_config(f"configs/{_TASK.value}_minilm.yaml", overrides))
     first_pass = {}

@@ -32,7 +32,8 @@ _STEPS = flags.DEFINE_integer("steps", 40, "Cached training batches each block r
 _ROUNDS = flags.DEFINE_integer("rounds", 4, "Rounds; each runs a block per model, the order alternating.")
 _AGAINST = flags.DEFINE_enum("against", "keras", ["keras", "xla_gelu", "xla_attention", "split_attention", "split_heads"],
                              "The other model: Keras' own GELU and LayerNorm, or tfft's with GELU (or attention's "
-                             "products) fused by XLA.")
+                             "products) fused by XLA, or attention's products split over halves of the batch or of "
+                             "each head's width.")
 _TASK = flags.DEFINE_enum("task", "sst2", ["sst2", "conll2003", "sick"], "Whose config and batches: "
                           "`configs/<task>_minilm.yaml` on that set's training split.")
 # --task: its training file under --data_dir (SST-2's comes from `common.sst2_overrides`).

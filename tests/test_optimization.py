@@ -326,7 +326,6 @@ def test_retarget_changes_the_weight_decay_only_between_values_other_than_zero()
         optimizer.retarget(TrainConfig(weight_decay=0.0), total_batches=20)
 
 
-
 def test_tffts_adamw_round_trips_through_keras_serialization():
     optimizer = optimization.create_optimizer(TrainConfig(learning_rate=3e-4), total_batches=100, variables=[])
     again = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))

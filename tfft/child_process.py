@@ -28,6 +28,9 @@ import sys
 import threading
 from collections.abc import Callable
 
+from tfft.config import Config, from_dict  # no TensorFlow: the standard library and yaml
+from tfft.errors import DivergedError
+
 __all__ = ["DIVERGED", "INTERRUPTED", "ORPHANED", "serve"]
 
 #: The exit status when its parent is gone.
@@ -53,7 +56,6 @@ def serve(report_fd: int, answer_fd: int, level: int) -> None:
     import keras
 
     from tfft import cli, warm_runs
-    from tfft.config import from_dict
     from tfft.precision import LATER_RUN
 
     cli.setup_logging(level)
@@ -104,10 +106,9 @@ def _waiting(read: Callable[[], str]) -> str:
     return line
 
 
-def _run_here(config, callback, phases) -> None:
+def _run_here(config: Config, callback, phases) -> None:
     """One run, ending the process as `tfft train` ends where it does not finish."""
-    from tfft import train
-    from tfft.errors import DivergedError
+    from tfft import train  # loaded already, by `serve`'s `warm_runs`
 
     try:
         train.run(config, callbacks=[callback], phases=phases)

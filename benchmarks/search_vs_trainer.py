@@ -2,7 +2,8 @@
 
 Both peers search the same space with the same budget, Optuna's TPE sampler seeded per trial as tfft's
 (`tfft.trial_sampler.TrialSeededTPE`, seed 0: the same draws on both sides) and its median pruner on each
-epoch's validation accuracy:
+epoch's validation accuracy (tfft's breaks ties by the validation loss, `tfft.trial_pruner`; the Trainer reports
+only its objective to Optuna, so a tie-break has nothing to read there):
 
     train.learning_rate        loguniform 1e-5 .. 3e-4     (Trainer: learning_rate)
     train.epochs               int 1 .. 4                  (num_train_epochs)

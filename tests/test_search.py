@@ -156,6 +156,21 @@ def test_a_study_continued_with_another_space_is_refused_naming_the_difference(b
     assert (tmp_path / "search" / search.SEARCH_CONFIG).read_text() == before  # the refusal wrote nothing
 
 
+def test_a_trial_tied_with_the_finished_at_an_epoch_is_pruned_on_its_higher_validation_loss(base):
+    import optuna
+
+    config = config_with(base)
+    study = search.open_study(config, *search.check(config))
+    for loss in (0.58, 0.60, 0.63):  # the first epoch of three finished trials: each scored the majority class
+        study.add_trial(optuna.trial.create_trial(value=0.8, intermediate_values={1: 0.6833},
+                                                  user_attrs={"val_loss_at": {"1": loss}}))
+    pruning = [search.PruneOnEpochs(study.ask(), "accuracy") for _ in range(2)]
+    assert not pruning[0].on_epoch_end(0, {"val_accuracy": 0.6833, "val_loss": 0.59})
+    assert pruning[1].on_epoch_end(0, {"val_accuracy": 0.6833, "val_loss": 0.61})  # the median pruner keeps it
+    assert pruning[1].pruned_at == 1
+    assert pruning[1].trial.user_attrs["val_loss_at"] == {"1": 0.61}
+
+
 def test_processes_that_join_a_study_together_draw_other_values_and_those_one_process_would(base):
     # Each process opens the study before either has asked for a trial, as two machines started at once do. With
     # one seeded random stream per process both drew the same values for their first trials (optuna/optuna#4714).

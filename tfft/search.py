@@ -21,7 +21,7 @@ Each trial is a tfft run of its own in `<output_dir>/trials/<n>`, scored on
 `data.validation` or on a held-out slice of the training split
 (`search.validation_fraction`, `tfft.folds`). Optuna's TPE sampler proposes
 the values; its median pruner stops trials whose per-epoch validation score
-trails. The study lives in SQLite in `output_dir` (or `search.storage`): a
+trails, or ties with a higher validation loss (`tfft.trial_pruner`). The study lives in SQLite in `output_dir` (or `search.storage`): a
 rerun of the same command continues it, a trial cut by kill -9 is tried again
 with the same values (its run resumes from its backup), and several processes
 or machines pointed at one storage share the study.
@@ -245,16 +245,17 @@ def open_study(config: Config, space: list[Param], objective: Objective):
         output_dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file's folder
     storage = _storage(config.search, output_dir)
     s = config.search
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if s.pruning else optuna.pruners.NopPruner()
+    # `tfft.trial_sampler` and `tfft.trial_pruner` import Optuna, which `_optuna()` above found installed.
+    from tfft.trial_pruner import LossBreaksTies
+    from tfft.trial_sampler import TrialSeededTPE
+
+    pruner = LossBreaksTies(n_startup_trials=2) if s.pruning else optuna.pruners.NopPruner()
     name = s.study_name or config.name
     study = optuna.create_study(study_name=name, storage=storage, direction=objective.direction, pruner=pruner,
                                 load_if_exists=True)
     _check_same_search(study, space, objective)
     output_dir.mkdir(parents=True, exist_ok=True)
     config.save(output_dir / SEARCH_CONFIG)  # every check passed: the search's first file of its own
-    # `tfft.trial_sampler` imports Optuna, which `_optuna()` above found installed.
-    from tfft.trial_sampler import TrialSeededTPE
-
     study.sampler = TrialSeededTPE(s.seed)  # trial n's values: the same in one process or many started together
     _requeue_interrupted(study, storage)
     logger.info("Study %r in %s: %d of %d trials finished; scoring %s (%s) on %s.", name, _shown(storage), len(
@@ -480,10 +481,18 @@ class PruneOnEpochs:
             return False
         if not math.isfinite(value):
             return False
+        self._note_loss(epoch + 1, logs.get("val_loss"))
         self.trial.report(float(value), step=epoch + 1)
         if self.trial.should_prune():
             self.pruned_at = epoch + 1
         return self.pruned_at is not None
+
+    def _note_loss(self, step: int, loss) -> None:
+        """Keeps the epoch's validation loss on the trial: it breaks ties on the score (`tfft.trial_pruner`)."""
+        from tfft.trial_pruner import LOSS_ATTR  # imports Optuna, which the trial came from
+
+        if loss is not None and math.isfinite(loss):
+            self.trial.set_user_attr(LOSS_ATTR, {**self.trial.user_attrs.get(LOSS_ATTR, {}), str(step): float(loss)})
 
 
 def _log_trial(trial, config: Config, objective: Objective, score: float, pruned_at, seconds: float) -> None:

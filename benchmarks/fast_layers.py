@@ -30,10 +30,6 @@ import common
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/ and sst2/.")
 _STEPS = flags.DEFINE_integer("steps", 40, "Cached training batches each block runs.")
 _ROUNDS = flags.DEFINE_integer("rounds", 4, "Rounds; each runs a block per model, the order alternating.")
-_AGAINST = flags.DEFINE_enum("against", "keras", ["keras", "xla_gelu", "xla_attention", "split_attention", "split_heads"],
-                             "The other model: Keras' own GELU and LayerNorm, or tfft's with GELU (or attention's "
-                             "products) fused by XLA, or attention's products split over halves of the batch or of "
-                             "each head's width.")
 _TASK = flags.DEFINE_enum("task", "sst2", ["sst2", "conll2003", "sick"], "Whose config and batches: "
                           "`configs/<task>_minilm.yaml` on that set's training split.")
 # --task: its training file under --data_dir (SST-2's comes from `common.sst2_overrides`).
@@ -99,6 +95,10 @@ OTHERS = {
     "split_heads": ("split heads", with_split_heads,
                     "tfft's, attention's products over half-width heads at 23-32 tokens (`benchmarks/split_attention.py`)"),
 }
+_AGAINST = flags.DEFINE_enum("against", "keras", list(OTHERS),
+                             "The other model: Keras' own GELU and LayerNorm, or tfft's with GELU (or attention's "
+                             "products) fused by XLA, or attention's products split over halves of the batch or of "
+                             "each head's width.")
 
 
 def build_models(config):

@@ -164,11 +164,15 @@ def test_a_trial_tied_with_the_finished_at_an_epoch_is_pruned_on_its_higher_vali
     for loss in (0.58, 0.60, 0.63):  # the first epoch of three finished trials: each scored the majority class
         study.add_trial(optuna.trial.create_trial(value=0.8, intermediate_values={1: 0.6833},
                                                   user_attrs={"val_loss_at": {"1": loss}}))
-    pruning = [search.PruneOnEpochs(study.ask(), "accuracy") for _ in range(2)]
+    pruning = [search.PruneOnEpochs(study.ask(), "accuracy") for _ in range(3)]
     assert not pruning[0].on_epoch_end(0, {"val_accuracy": 0.6833, "val_loss": 0.59})
     assert pruning[1].on_epoch_end(0, {"val_accuracy": 0.6833, "val_loss": 0.61})  # the median pruner keeps it
     assert pruning[1].pruned_at == 1
     assert pruning[1].trial.user_attrs["val_loss_at"] == {"1": 0.61}
+    # Its log line says why: the tie lost on the loss, or (the median pruner's own rule) behind the median.
+    assert pruning[1].why == "tied at the finished trials' median 0.6833, its validation loss 0.61 above theirs (0.6)"
+    assert pruning[2].on_epoch_end(0, {"val_accuracy": 0.65, "val_loss": 0.40})
+    assert pruning[2].why == "behind the finished trials' median"
 
 
 def test_processes_that_join_a_study_together_draw_other_values_and_those_one_process_would(base):

@@ -406,7 +406,7 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective,
         raise TrialDiverged(str(err)) from None
     score = _score(metrics, objective.name)
     trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
-    _log_trial(trial, config, objective, score, pruning.pruned_at, time.monotonic() - started)
+    _log_trial(trial, config, objective, score, pruning, time.monotonic() - started)
     if pruning.pruned_at is not None:
         trial.set_user_attr("score", score)
         raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
@@ -467,6 +467,7 @@ class PruneOnEpochs:
     def __init__(self, trial, name: str):
         self.trial, self.name = trial, name
         self.pruned_at: int | None = None
+        self.why = ""  # the pruner's reason, for the trial's log line
         self.noted = False
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> bool:
@@ -484,8 +485,15 @@ class PruneOnEpochs:
         self._note_loss(epoch + 1, logs.get("val_loss"))
         self.trial.report(float(value), step=epoch + 1)
         if self.trial.should_prune():
-            self.pruned_at = epoch + 1
+            self.pruned_at, self.why = epoch + 1, self._why_pruned()
         return self.pruned_at is not None
+
+    def _why_pruned(self) -> str:
+        """Behind the finished trials' median, or tied with it and losing on the loss (`LossBreaksTies.lost_tie`)."""
+        study, running = self.trial.study, _optuna().trial.TrialState.RUNNING
+        lost_tie = getattr(study.pruner, "lost_tie", None)
+        frozen = [t for t in study.get_trials(deepcopy=False, states=(running,)) if t.number == self.trial.number]
+        return (lost_tie(study, frozen[0]) if lost_tie and frozen else None) or "behind the finished trials' median"
 
     def _note_loss(self, step: int, loss) -> None:
         """Keeps the epoch's validation loss on the trial: it breaks ties on the score (`tfft.trial_pruner`)."""
@@ -495,10 +503,11 @@ class PruneOnEpochs:
             self.trial.set_user_attr(LOSS_ATTR, {**self.trial.user_attrs.get(LOSS_ATTR, {}), str(step): float(loss)})
 
 
-def _log_trial(trial, config: Config, objective: Objective, score: float, pruned_at, seconds: float) -> None:
+def _log_trial(trial, config: Config, objective: Objective, score: float, pruning: PruneOnEpochs,
+               seconds: float) -> None:
     best = _best(trial.study, objective)
     best_text = f"best {best.value:.4f} (trial {best.number})" if best is not None else "first finished"
-    state = f"pruned after epoch {pruned_at}" if pruned_at is not None else "finished"
+    state = f"pruned after epoch {pruning.pruned_at} ({pruning.why})" if pruning.pruned_at is not None else "finished"
     logger.info("Trial %d (of %d) %s in %.1f s: %s=%.4f; %s | %s", trial.number, config.search.trials, state, seconds,
                 objective.name, score, best_text, _values(trial.params))
 

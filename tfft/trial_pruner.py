@@ -36,22 +36,27 @@ class LossBreaksTies(optuna.pruners.MedianPruner):
         self.n_startup_trials = n_startup_trials
 
     def prune(self, study, trial) -> bool:
-        if super().prune(study, trial):
-            return True
+        return bool(super().prune(study, trial)) or self.lost_tie(study, trial) is not None
+
+    def lost_tie(self, study, trial) -> str | None:
+        """Why the trial's last epoch loses its tie at the median, for its log line; None where it does not."""
         step, loss = trial.last_step, loss_at(trial, trial.last_step)
         finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if loss is None or len(finished) < max(1, self.n_startup_trials):
-            return False
+            return None
         values = [t.intermediate_values[step] for t in finished if step in t.intermediate_values]
         if not values:
-            return False
+            return None
         median = statistics.median(values)
         best = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
         if best(trial.intermediate_values.values()) != median:
-            return False  # above the median (the median pruner prunes below it)
+            return None  # off the median: the median pruner's rule decides
         tied = [loss_at(t, step) for t in finished if t.intermediate_values.get(step) == median]
         tied = [value for value in tied if value is not None]
-        return bool(tied) and loss > statistics.median(tied)
+        if not tied or loss <= statistics.median(tied):
+            return None
+        return (f"tied at the finished trials' median {median:.4g}, its validation loss {loss:.6g} above theirs "
+                f"({statistics.median(tied):.6g})")
 
 
 def loss_at(trial, step: int | None) -> float | None:

@@ -21,10 +21,11 @@ Each trial is a tfft run of its own in `<output_dir>/trials/<n>`, scored on
 `data.validation` or on a held-out slice of the training split
 (`search.validation_fraction`, `tfft.folds`). Optuna's TPE sampler proposes
 the values; its median pruner stops trials whose per-epoch validation score
-trails, or ties with a higher validation loss (`tfft.trial_pruner`). The study lives in SQLite in `output_dir` (or `search.storage`): a
-rerun of the same command continues it, a trial cut by kill -9 is tried again
-with the same values (its run resumes from its backup), and several processes
-or machines pointed at one storage share the study.
+trails, or ties with a higher validation loss (`tfft.trial_pruner`). The
+study lives in SQLite in `output_dir` (or `search.storage`): a rerun of the
+same command continues it, a trial cut by kill -9 is tried again with the
+same values (its run resumes from its backup), and several processes or
+machines pointed at one storage share the study.
 
 ```python
 config = tfft.config.load_config("base.yaml", ["search.trials=10"])

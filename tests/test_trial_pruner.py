@@ -56,3 +56,12 @@ def test_ties_are_broken_by_the_loss_when_the_score_is_minimized():
     assert prunes(study, 0.3, 0.61)
     assert not prunes(study, 0.3, 0.59)
     assert prunes(study, 0.35, 0.10)
+
+
+def test_a_study_whose_finished_trials_kept_no_loss_prunes_as_the_median_pruner():
+    # A study begun before the losses were kept (no `LOSS_ATTR` on its finished trials): nothing to break a tie on.
+    study = optuna.create_study(direction="maximize", pruner=LossBreaksTies(n_startup_trials=2))
+    for _ in range(3):
+        study.add_trial(optuna.trial.create_trial(value=0.8, intermediate_values={1: 0.6833}))
+    assert not prunes(study, 0.6833, 0.99)
+    assert prunes(study, 0.65, 0.10)

@@ -23,15 +23,26 @@ def _halves(*tensors):
     return [[t[:half] for t in tensors], [t[half:] for t in tensors]]
 
 
+def _attend(layer, query, key, value, attention_mask, training, scores_of, combine):
+    """Keras' `_compute_attention` without flash attention or a causal mask, its two products given: `scores_of(
+    scaled_query, key)` and `combine(dropped_probabilities, value)`; the mask, softmax and dropout are Keras'."""
+    query = ops.multiply(query, ops.cast(layer._inverse_sqrt_key_dim, query.dtype))
+    scores = layer._masked_softmax(scores_of(query, key), attention_mask)
+    dropped = layer._dropout_layer(scores, training=training) if layer._dropout > 0.0 else scores
+    return combine(dropped, value), scores
+
+
 def compute_attention(self, query, key, value, attention_mask=None, training=None, return_attention_scores=False,
                       use_causal_mask=False):
     """Keras' `_compute_attention` without flash attention or a causal mask, each product in two halves."""
-    query = ops.multiply(query, ops.cast(self._inverse_sqrt_key_dim, query.dtype))
-    scores = tf.concat([ops.einsum(self._dot_product_equation, k, q) for k, q in _halves(key, query)], 0)
-    scores = self._masked_softmax(scores, attention_mask)
-    dropped = self._dropout_layer(scores, training=training) if self._dropout > 0.0 else scores
-    output = tf.concat([ops.einsum(self._combine_equation, p, v) for p, v in _halves(dropped, value)], 0)
-    return output, scores
+
+    def scores_of(q, k):
+        return tf.concat([ops.einsum(self._dot_product_equation, kh, qh) for kh, qh in _halves(k, q)], 0)
+
+    def combine(p, v):
+        return tf.concat([ops.einsum(self._combine_equation, ph, vh) for ph, vh in _halves(p, v)], 0)
+
+    return _attend(self, query, key, value, attention_mask, training, scores_of, combine)
 
 
 def with_split_attention(model) -> int:
@@ -71,16 +82,16 @@ def _combine_split(probabilities, value):
 def compute_attention_split_heads(self, query, key, value, attention_mask=None, training=None,
                                   return_attention_scores=False, use_causal_mask=False):
     """Keras' `_compute_attention`, each product over half-width heads where the length is in `SPLIT_LENGTHS`."""
-    query = ops.multiply(query, ops.cast(self._inverse_sqrt_key_dim, query.dtype))
     length = tf.shape(query)[1]
     split = tf.logical_and(length >= SPLIT_LENGTHS[0], length <= SPLIT_LENGTHS[1])
-    scores = tf.cond(split, lambda: _scores_split(query, key),
-                     lambda: ops.einsum(self._dot_product_equation, key, query))
-    scores = self._masked_softmax(scores, attention_mask)
-    dropped = self._dropout_layer(scores, training=training) if self._dropout > 0.0 else scores
-    output = tf.cond(split, lambda: _combine_split(dropped, value),
-                     lambda: ops.einsum(self._combine_equation, dropped, value))
-    return output, scores
+
+    def scores_of(q, k):
+        return tf.cond(split, lambda: _scores_split(q, k), lambda: ops.einsum(self._dot_product_equation, k, q))
+
+    def combine(p, v):
+        return tf.cond(split, lambda: _combine_split(p, v), lambda: ops.einsum(self._combine_equation, p, v))
+
+    return _attend(self, query, key, value, attention_mask, training, scores_of, combine)
 
 
 def with_split_heads(model) -> int:

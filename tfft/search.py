@@ -491,10 +491,10 @@ class PruneOnEpochs:
 
     def _why_pruned(self) -> str:
         """Behind the finished trials' median, or tied with it and losing on the loss (`LossBreaksTies.lost_tie`)."""
-        study, running = self.trial.study, _optuna().trial.TrialState.RUNNING
-        lost_tie = getattr(study.pruner, "lost_tie", None)
-        frozen = [t for t in study.get_trials(deepcopy=False, states=(running,)) if t.number == self.trial.number]
-        return (lost_tie(study, frozen[0]) if lost_tie and frozen else None) or "behind the finished trials' median"
+        study, running = self.trial.study, _optuna().trial.TrialState.RUNNING  # `study.pruner`: open_study's
+        mine = (t for t in study.get_trials(deepcopy=False, states=(running,)) if t.number == self.trial.number)
+        frozen = next(mine, None)  # None: failed meanwhile by another process, its heartbeat gone stale
+        return (frozen and study.pruner.lost_tie(study, frozen)) or "behind the finished trials' median"
 
     def _note_loss(self, step: int, loss) -> None:
         """Keeps the epoch's validation loss on the trial: it breaks ties on the score (`tfft.trial_pruner`)."""

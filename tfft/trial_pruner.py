@@ -42,7 +42,7 @@ class LossBreaksTies(optuna.pruners.MedianPruner):
         """Why the trial's last epoch loses its tie at the median, for its log line; None where it does not."""
         step, loss = trial.last_step, loss_at(trial, trial.last_step)
         finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if loss is None or len(finished) < max(1, self.n_startup_trials):
+        if loss is None or len(finished) < self.n_startup_trials:
             return None
         values = [t.intermediate_values[step] for t in finished if step in t.intermediate_values]
         if not values:

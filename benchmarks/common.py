@@ -167,10 +167,15 @@ def interleaved_ms(functions: dict, calls: int, rounds: int) -> dict:
     return times
 
 
-def run_child(module_code: str, *args: str, timeout: int = 3600) -> dict:
-    """Runs one measurement in a fresh process (own peak RSS); returns the JSON it prints last."""
+#: The environment of a `tfft_eigen` peer: TensorFlow's own kernels on an x86 CPU without AVX-512's newer
+#: extensions (Eigen's), as before tfft turned oneDNN's on there (`tfft/__init__.py`).
+EIGEN_KERNELS = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
+def run_child(module_code: str, *args: str, timeout: int = 3600, env: dict[str, str] | None = None) -> dict:
+    """Runs one measurement in a fresh process (own peak RSS), `env` added to ours; returns the JSON it prints last."""
     path = os.pathsep.join(filter(None, [str(REPO / "benchmarks"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-c", module_code, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout
     )

@@ -109,12 +109,15 @@ print(json.dumps({"seconds": out.metrics["train_runtime"], "steps": len(steps.ti
 PEERS = {
     "tfft": ("tfft (`configs/sst2_minilm.yaml`)", TFFT, ()),
     "tfft_bf16": ("tfft, `train.mixed_precision=mixed_bfloat16`", TFFT, ("train.mixed_precision=mixed_bfloat16",)),
+    "tfft_eigen": ("tfft, `TF_ENABLE_ONEDNN_OPTS=0` (TensorFlow's own kernels)", TFFT, ()),
     "keras_hub": ("keras-hub `BertTextClassifier.fit`", KERAS_HUB, ()),
     "hf_trainer": ("Hugging Face `Trainer`, defaults (random batches)", HF_TRAINER, ("default",)),
     "hf_trainer_grouped": ("Hugging Face `Trainer`, `group_by_length=True`", HF_TRAINER, ("grouped",)),
     "hf_trainer_grouped_bf16": ("Hugging Face `Trainer`, `group_by_length=True`, `bf16=True`", HF_TRAINER,
                                 ("grouped", "bf16")),
 }
+#: peer -> what it adds to the environment.
+ENV = {"tfft_eigen": common.EIGEN_KERNELS}
 
 
 def main(argv):
@@ -124,7 +127,7 @@ def main(argv):
     for round_index in range(_ROUNDS.value):
         order = _PEERS.value[round_index % len(_PEERS.value) :] + _PEERS.value[: round_index % len(_PEERS.value)]
         for peer in order:
-            out = common.run_child(PEERS[peer][1], str(data), str(n), *PEERS[peer][2])
+            out = common.run_child(PEERS[peer][1], str(data), str(n), *PEERS[peer][2], env=ENV.get(peer))
             print(peer, json.dumps(out), flush=True)
             results[peer].append(out)
     rows = []

@@ -9,9 +9,12 @@ length dimension is unknown, as a run's trimmed batches are (one trace serves ev
 
 Each peer runs in its own process, in --rounds rounds whose order alternates; in a process each length gets 3
 warm-up steps, then --steps timed steps, the lengths in rising then falling order. The table gives each peer's
-median step per length over all its timed steps, and PyTorch's over tfft's (above 1.00x: tfft is faster).
+median step per length over all its timed steps, and each peer's over tfft's (above 1.00x: tfft is faster).
+`tfft_eigen` is tfft with TensorFlow's own choice of CPU kernels (`TF_ENABLE_ONEDNN_OPTS=0`), which on an x86 CPU
+without AVX-512's newer extensions are Eigen's: tfft turns oneDNN's on there (`tfft/__init__.py`).
 
     python benchmarks/step_by_length.py
+    python benchmarks/step_by_length.py --peers=tfft,tfft_eigen,PyTorch --lengths=12,24,32,48 --rounds=2
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with all_minilm_l6_v2/
 _LENGTHS = flags.DEFINE_list("lengths", ["4", "8", "12", "16", "24", "32", "64"], "Padded lengths, in tokens.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Sentences per batch.")
 _STEPS = flags.DEFINE_integer("steps", 12, "Timed steps per length and pass (two passes per process).")
-_ROUNDS = flags.DEFINE_integer("rounds", 4, "Rounds; each runs both peers, the order alternating.")
+_ROUNDS = flags.DEFINE_integer("rounds", 4, "Rounds; each runs every peer, the order alternating.")
+_PEERS = flags.DEFINE_list("peers", ["tfft", "PyTorch"],
+                           "Peers: tfft, PyTorch, tfft_eigen (tfft with `TF_ENABLE_ONEDNN_OPTS=0`).")
 
 TIMING = """
 import json, statistics, sys, time
@@ -110,20 +115,25 @@ def main(argv):
     overrides = [*common.sst2_overrides(data, 64, "runs/bench_step_by_length"), "data.validation="]
     lengths = [int(n) for n in _LENGTHS.value]
     args = (json.dumps(overrides), json.dumps(lengths), str(_BATCH.value), str(_STEPS.value))
-    peers = {"tfft": TFFT, "PyTorch": TORCH}
+    code = {"tfft": TFFT, "tfft_eigen": TFFT, "PyTorch": TORCH}
+    env = {"tfft_eigen": common.EIGEN_KERNELS}
+    peers = _PEERS.value
     times = {name: {n: [] for n in lengths} for name in peers}
     for round_, name in common.alternating(peers, _ROUNDS.value):
-        out = common.run_child(peers[name], *args)
+        out = common.run_child(code[name], *args, env=env.get(name))
         for n in lengths:
             times[name][n] += out[str(n)]
         print(f"round {round_} {name}: " + ", ".join(
             f"{n}: {1000 * statistics.median(out[str(n)]):.0f} ms" for n in lengths), flush=True)
     rows = []
     for n in lengths:
-        tfft, torch = (1000 * statistics.median(times[name][n]) for name in peers)
-        rows.append({"tokens per sentence": n, "tfft median ms/step": tfft, "PyTorch median ms/step": torch,
-                     "tfft speed-up": f"{torch / tfft:.2f}x",
-                     "tfft padded tokens/s": round(1000 * n * _BATCH.value / tfft)})
+        ms = {name: 1000 * statistics.median(times[name][n]) for name in peers}
+        row = {"tokens per sentence": n, **{f"{name} median ms/step": ms[name] for name in peers}}
+        if "tfft" in ms:
+            row.update({f"tfft speed-up over {name}": f"{ms[name] / ms['tfft']:.2f}x"
+                        for name in peers if name != "tfft"})
+            row["tfft padded tokens/s"] = round(1000 * n * _BATCH.value / ms["tfft"])
+        rows.append(row)
     common.report("step_by_length", rows, list(rows[0]), {"batch": _BATCH.value, "steps": _STEPS.value,
                                                           "rounds": _ROUNDS.value})
 

@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
+import tfft  # noqa: E402, F401  (before TensorFlow loads: the tests' kernels are those of a user's run)
+
 # The CLI reads absl flags; tests set them with `flagsaver`.
 flags.FLAGS.mark_as_parsed()
 

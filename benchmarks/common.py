@@ -167,9 +167,10 @@ def interleaved_ms(functions: dict, calls: int, rounds: int) -> dict:
     return times
 
 
-#: The environment of a `tfft_eigen` peer: TensorFlow's own kernels on an x86 CPU without AVX-512's newer
-#: extensions (Eigen's), as before tfft turned oneDNN's on there (`tfft/__init__.py`).
-EIGEN_KERNELS = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+#: peer -> what it adds to the environment of its process (`run_child`'s `env`), for every benchmark that has it.
+#: `tfft_eigen`: TensorFlow's own kernels, which on an x86 CPU without AVX-512's newer extensions are Eigen's, as
+#: before tfft turned oneDNN's on there (`tfft/__init__.py`).
+PEER_ENV = {"tfft_eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
 
 
 def run_child(module_code: str, *args: str, timeout: int = 3600, env: dict[str, str] | None = None) -> dict:

@@ -116,8 +116,6 @@ PEERS = {
     "hf_trainer_grouped_bf16": ("Hugging Face `Trainer`, `group_by_length=True`, `bf16=True`", HF_TRAINER,
                                 ("grouped", "bf16")),
 }
-#: peer -> what it adds to the environment.
-ENV = {"tfft_eigen": common.EIGEN_KERNELS}
 
 
 def main(argv):
@@ -127,7 +125,7 @@ def main(argv):
     for round_index in range(_ROUNDS.value):
         order = _PEERS.value[round_index % len(_PEERS.value) :] + _PEERS.value[: round_index % len(_PEERS.value)]
         for peer in order:
-            out = common.run_child(PEERS[peer][1], str(data), str(n), *PEERS[peer][2], env=ENV.get(peer))
+            out = common.run_child(PEERS[peer][1], str(data), str(n), *PEERS[peer][2], env=common.PEER_ENV.get(peer))
             print(peer, json.dumps(out), flush=True)
             results[peer].append(out)
     rows = []

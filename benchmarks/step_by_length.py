@@ -116,11 +116,10 @@ def main(argv):
     lengths = [int(n) for n in _LENGTHS.value]
     args = (json.dumps(overrides), json.dumps(lengths), str(_BATCH.value), str(_STEPS.value))
     code = {"tfft": TFFT, "tfft_eigen": TFFT, "PyTorch": TORCH}
-    env = {"tfft_eigen": common.EIGEN_KERNELS}
     peers = _PEERS.value
     times = {name: {n: [] for n in lengths} for name in peers}
     for round_, name in common.alternating(peers, _ROUNDS.value):
-        out = common.run_child(code[name], *args, env=env.get(name))
+        out = common.run_child(code[name], *args, env=common.PEER_ENV.get(name))
         for n in lengths:
             times[name][n] += out[str(n)]
         print(f"round {round_} {name}: " + ", ".join(

@@ -189,8 +189,6 @@ PEERS = {
     "hf_trainer_grouped": ("Hugging Face `Trainer`, `group_by_length=True`", HF_TRAINER, "grouped"),
     "hf_trainer": ("Hugging Face `Trainer`, defaults (random batches)", HF_TRAINER, "default"),
 }
-#: peer -> what it adds to the environment.
-ENV = {"tfft_eigen": common.EIGEN_KERNELS}
 
 
 def score(name: str, config, data, out: dict) -> dict:
@@ -246,7 +244,7 @@ def main(argv):
         results = {}
         for peer in _PEERS.value:
             out = common.run_child(PEERS[peer][1], config_name, str(data / dev), str(data / test), json.dumps(values),
-                                   PEERS[peer][2], timeout=4 * 3600, env=ENV.get(peer))
+                                   PEERS[peer][2], timeout=4 * 3600, env=common.PEER_ENV.get(peer))
             summary = {k: v for k, v in out.items() if k not in ("dev", "test")}
             results[peer] = {**summary, **score(name, config, data, out)}
             print(name, peer, json.dumps(results[peer]), flush=True)

@@ -39,6 +39,7 @@ GROUPS = ["projections (query, key, value, output)", "scores and weighted sum", 
 
 TFFT = """
 import collections, json, sys, tempfile, time
+import tfft  # first: tfft's environment (oneDNN's kernels) before TensorFlow loads
 import keras, tensorflow as tf
 import common
 from tfft.backbones import fast_layers

@@ -25,6 +25,7 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "train.seed values.")
 
 CHILD = """
 import json, pathlib, sys
+import tfft  # first: tfft's environment (oneDNN's kernels) before TensorFlow loads
 import tensorflow as tf
 import common
 from tfft import train

@@ -55,6 +55,7 @@ print(json.dumps(qa_vs_trainer.write_split(pathlib.Path(sys.argv[1]), 0)))
 
 RUN = """
 import json, sys, time
+import tfft  # first: tfft's environment (oneDNN's kernels) before TensorFlow loads
 import keras
 from tfft import callbacks, train
 from tfft.config import load_config

@@ -53,6 +53,7 @@ def timed(step):
 """
 
 TFFT = TIMING + """
+import tfft  # first: tfft's environment (oneDNN's kernels) before TensorFlow loads
 import tensorflow as tf
 from tfft import tasks, train
 from tfft.config import load_config

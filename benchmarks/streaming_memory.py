@@ -58,6 +58,7 @@ print("{}")
 
 TRAIN = """
 import json, sys, time
+import tfft  # first: tfft's environment (oneDNN's kernels) before TensorFlow loads
 import keras
 from tfft import train
 from tfft.config import load_config

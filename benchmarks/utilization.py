@@ -37,6 +37,7 @@ _SET = flags.DEFINE_multi_string("set", [], "A config override for the run, e.g.
 
 CHILD = """
 import collections, json, pathlib, sys, tempfile, time
+import tfft  # first: tfft's environment (oneDNN's kernels) before TensorFlow loads
 import keras, tensorflow as tf
 import common
 from tfft import train

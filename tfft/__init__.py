@@ -14,8 +14,9 @@ import platform
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # TensorFlow runs oneDNN's CPU kernels by default only on x86 CPUs with AVX512_VNNI, AVX512_BF16, AVX-VNNI or AMX
 # (its RFC 400), and Eigen's elsewhere. On an AVX2-only AMD EPYC, Eigen's batched matmul runs attention's 32-wide
-# heads one product at a time from 23 tokens on, and tfft's train step took 1.13-1.29x longer at 12-48 tokens than
-# with oneDNN's kernels (docs/performance.md, *oneDNN on CPUs without AVX-512*). So tfft turns them on unless the
+# heads one product at a time from 23 tokens on (3-5x oneDNN's time a product there), and tfft's SST-2 and SICK
+# train steps took 1.15x and 1.14x longer, one run each; at fixed lengths the gain was within the noise
+# (docs/performance.md, *oneDNN on CPUs without AVX-512*). So tfft turns them on unless the
 # user chose (`TF_ENABLE_ONEDNN_OPTS=0` keeps Eigen's); TensorFlow reads the variable once, when it is imported, so
 # this holds where tfft is imported first: its CLI, its child processes, a notebook's `import tfft`.
 if platform.machine().lower() in ("x86_64", "amd64"):

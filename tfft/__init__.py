@@ -15,7 +15,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # TensorFlow runs oneDNN's CPU kernels by default only on x86 CPUs with AVX512_VNNI, AVX512_BF16, AVX-VNNI or AMX
 # (its RFC 400), and Eigen's elsewhere. On an AVX2-only AMD EPYC, Eigen's batched matmul runs attention's 32-wide
 # heads one product at a time from 23 tokens on (3-5x oneDNN's time a product there), and tfft's SST-2 and SICK
-# train steps took 1.15x and 1.14x longer, one run each; at fixed lengths the gain was within the noise
+# train steps took 1.15x and 1.14x longer, one run each, and its steps at 12 to 48 tokens 1.19-1.36x longer
 # (docs/performance.md, *oneDNN on CPUs without AVX-512*). So tfft turns them on unless the
 # user chose (`TF_ENABLE_ONEDNN_OPTS=0` keeps Eigen's); TensorFlow reads the variable once, when it is imported, so
 # this holds where tfft is imported first: its CLI, its child processes, a notebook's `import tfft`.

@@ -31,6 +31,9 @@ to every `x`.
 import statistics
 import time
 
+import tfft  # noqa: F401  (first: tfft's environment, oneDNN's kernels, before TensorFlow loads)
+
+# isort: split
 import tensorflow as tf
 from absl import app, flags
 

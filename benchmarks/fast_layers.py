@@ -22,6 +22,9 @@ import statistics
 import time
 import types
 
+import tfft  # noqa: F401  (first: tfft's environment, oneDNN's kernels, before TensorFlow loads)
+
+# isort: split
 import keras
 from absl import app, flags
 

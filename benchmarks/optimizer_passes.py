@@ -14,6 +14,9 @@ round, in --rounds alternating rounds; the table gives the median of the rounds'
 
 import statistics
 
+import tfft  # noqa: F401  (first: tfft's environment, oneDNN's kernels, before TensorFlow loads)
+
+# isort: split
 import tensorflow as tf
 from absl import app, flags
 from keras.src.optimizers.base_optimizer import clip_by_global_norm as keras_clip_by_global_norm

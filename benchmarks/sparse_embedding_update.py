@@ -12,6 +12,9 @@ rounds; the table gives the median of the rounds' mean milliseconds per update.
 
 import statistics
 
+import tfft  # noqa: F401  (first: tfft's environment, oneDNN's kernels, before TensorFlow loads)
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf

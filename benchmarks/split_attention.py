@@ -13,9 +13,6 @@ paid in a whole train step; neither is a tfft layer: `benchmarks/fast_layers.py 
 
 import types
 
-import tfft  # noqa: F401  (first: tfft's environment, oneDNN's kernels, before TensorFlow loads)
-
-# isort: split
 import keras
 import tensorflow as tf
 from keras import ops

@@ -10,9 +10,6 @@ lengths, not one per batch length. Not a tfft layer: `benchmarks/fast_layers.py 
 
 import types
 
-import tfft  # noqa: F401  (first: tfft's environment, oneDNN's kernels, before TensorFlow loads)
-
-# isort: split
 import keras
 import tensorflow as tf
 

@@ -6,9 +6,6 @@ would have to trace another form (docs/performance.md, *Speed*). `benchmarks/ele
 `benchmarks/fast_layers.py --against=xla_gelu` the XLA one in MiniLM's training step.
 """
 
-import tfft  # noqa: F401  (first: tfft's environment, oneDNN's kernels, before TensorFlow loads)
-
-# isort: split
 import tensorflow as tf
 
 SQRT_HALF = 0.7071067811865476

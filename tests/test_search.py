@@ -175,6 +175,24 @@ def test_a_trial_tied_with_the_finished_at_an_epoch_is_pruned_on_its_higher_vali
     assert pruning[2].why == "behind the finished trials' median"
 
 
+def test_a_trial_behind_the_median_at_its_last_epoch_finishes_rather_than_being_pruned(base):
+    # Pruning after a trial's last epoch saves no training, and a pruned trial can never be the study's best: a
+    # 1-epoch trial scored at epoch 1 against longer trials' mid-training scores there may still beat their ends.
+    import optuna
+
+    config = config_with(base)
+    study = search.open_study(config, *search.check(config))
+    for end in (0.70, 0.72, 0.74):  # three finished 3-epoch trials: 0.8 after epoch 1, lower at their ends
+        study.add_trial(optuna.trial.create_trial(value=end, intermediate_values={1: 0.8, 2: 0.75, 3: end}))
+    longer, last = search.PruneOnEpochs(study.ask(), "accuracy", epochs=3), search.PruneOnEpochs(
+        study.ask(), "accuracy", epochs=1)
+    assert longer.on_epoch_end(0, {"val_accuracy": 0.76})  # behind the median with epochs left: pruned
+    assert not last.on_epoch_end(0, {"val_accuracy": 0.76})  # the same score at its last epoch: it finishes
+    assert last.pruned_at is None and last.trial.study.trials[last.trial.number].intermediate_values == {1: 0.76}
+    study.tell(last.trial, 0.76)
+    assert study.best_value == 0.76  # the best of the study, which a pruned trial could not have been
+
+
 def test_processes_that_join_a_study_together_draw_other_values_and_those_one_process_would(base):
     # Each process opens the study before either has asked for a trial, as two machines started at once do. With
     # one seeded random stream per process both drew the same values for their first trials (optuna/optuna#4714).
@@ -398,6 +416,23 @@ def test_trials_diverging_three_times_in_a_row_stop_the_search_naming_the_space(
                                           r"became NaN or infinite: narrow it \(e.g. lower the upper bound"):
         search.run(config_with(base, "search.trials=3", "search.pruning=false"))
     assert len(calls) == 4  # one finished, then three diverged
+
+
+def test_a_search_prunes_a_trial_behind_the_median_only_where_it_has_epochs_left(base, monkeypatch):
+    def run(children, config, on_epoch=None, more=True):  # each trial scores lower than the one before, every epoch
+        score = 0.9 - 0.1 * len(seen)
+        seen.append(config.train.epochs)
+        for epoch in range(config.train.epochs):
+            if on_epoch(epoch, {"val_accuracy": score, "val_loss": 1.0}):
+                break
+        return {"accuracy": score}
+
+    seen = []
+    monkeypatch.setattr(child_run.Children, "run", run)
+    result = search.run(config_with(base, "search.trials=8"))
+    later = list(zip(seen, [t.state.name for t in result.study.trials], strict=True))[2:]  # pruning from the third
+    assert {"COMPLETE", "PRUNED"} == {state for _, state in later}  # the draws give later trials of both lengths
+    assert later == [(epochs, "COMPLETE" if epochs == 1 else "PRUNED") for epochs, _ in later]
 
 
 @pytest.mark.parametrize("space, ahead", [

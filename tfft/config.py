@@ -406,7 +406,8 @@ class SearchConfig:
         pruning: bool. Stop trials whose per-epoch validation score is below
             the median of earlier trials at the same epoch (Optuna's
             `MedianPruner`), or equal to it with a validation loss above the
-            median of the trials tied there (`tfft.trial_pruner`).
+            median of the trials tied there (`tfft.trial_pruner`). A trial's
+            last epoch is never pruned.
         heartbeat_seconds: int. A trial whose process has not written a
             heartbeat for twice this long (killed) is failed and tried again
             with the same values.

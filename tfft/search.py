@@ -384,7 +384,8 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective,
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("began", trial.number)  # a retried copy carries its failed trial's attributes, not this
     logger.info("Trial %d (of %d): %s", trial.number, config.search.trials, _values(values))
-    pruning = PruneOnEpochs(trial, objective.name)
+    trial_run = trial_config(config, values, folder)
+    pruning = PruneOnEpochs(trial, objective.name, epochs=trial_run.train.epochs)
     started = time.monotonic()
     try:
         metrics = run_dir.finished_metrics(folder)  # finished before the process died, not yet told to the study
@@ -392,7 +393,7 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective,
             more = len(_finished(trial.study)) + 1 < config.search.trials  # as far as this process can tell
             # A space of keys the trials' process can reuse its model for: the next trial takes this one's process.
             ahead = more and not set(values) <= warm_runs.reusable_keys(config)
-            metrics = children.run(trial_config(config, values, folder), on_epoch=pruning.on_epoch_end, more=ahead)
+            metrics = children.run(trial_run, on_epoch=pruning.on_epoch_end, more=ahead)
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)
         raise
@@ -463,10 +464,12 @@ class PruneOnEpochs:
     Args:
         trial: `optuna.Trial`.
         name: str. The objective; epochs whose logs lack `val_<name>` report nothing.
+        epochs: int or None. The trial's epochs: its last is reported and never pruned (pruning it would save no
+            training, and a pruned trial cannot be the study's best). None: any epoch may be pruned.
     """
 
-    def __init__(self, trial, name: str):
-        self.trial, self.name = trial, name
+    def __init__(self, trial, name: str, epochs: int | None = None):
+        self.trial, self.name, self.epochs = trial, name, epochs
         self.pruned_at: int | None = None
         self.why = ""  # the pruner's reason, for the trial's log line
         self.noted = False
@@ -485,7 +488,7 @@ class PruneOnEpochs:
             return False
         self._note_loss(epoch + 1, logs.get("val_loss"))
         self.trial.report(float(value), step=epoch + 1)
-        if self.trial.should_prune():
+        if (self.epochs is None or epoch + 1 < self.epochs) and self.trial.should_prune():
             self.pruned_at, self.why = epoch + 1, self._why_pruned()
         return self.pruned_at is not None
 

@@ -164,7 +164,7 @@ def test_a_trial_tied_with_the_finished_at_an_epoch_is_pruned_on_its_higher_vali
     for loss in (0.58, 0.60, 0.63):  # the first epoch of three finished trials: each scored the majority class
         study.add_trial(optuna.trial.create_trial(value=0.8, intermediate_values={1: 0.6833},
                                                   user_attrs={"val_loss_at": {"1": loss}}))
-    pruning = [search.PruneOnEpochs(study.ask(), "accuracy") for _ in range(3)]
+    pruning = [search.PruneOnEpochs(study.ask(), "accuracy", epochs=2) for _ in range(3)]  # epoch 1 of 2 each
     assert not pruning[0].on_epoch_end(0, {"val_accuracy": 0.6833, "val_loss": 0.59})
     assert pruning[1].on_epoch_end(0, {"val_accuracy": 0.6833, "val_loss": 0.61})  # the median pruner keeps it
     assert pruning[1].pruned_at == 1

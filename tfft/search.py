@@ -464,11 +464,11 @@ class PruneOnEpochs:
     Args:
         trial: `optuna.Trial`.
         name: str. The objective; epochs whose logs lack `val_<name>` report nothing.
-        epochs: int or None. The trial's epochs: its last is reported and never pruned (pruning it would save no
-            training, and a pruned trial cannot be the study's best). None: any epoch may be pruned.
+        epochs: int. The trial's epochs: its last is reported and never pruned (pruning it would save no
+            training, and a pruned trial cannot be the study's best).
     """
 
-    def __init__(self, trial, name: str, epochs: int | None = None):
+    def __init__(self, trial, name: str, epochs: int):
         self.trial, self.name, self.epochs = trial, name, epochs
         self.pruned_at: int | None = None
         self.why = ""  # the pruner's reason, for the trial's log line
@@ -488,7 +488,7 @@ class PruneOnEpochs:
             return False
         self._note_loss(epoch + 1, logs.get("val_loss"))
         self.trial.report(float(value), step=epoch + 1)
-        if (self.epochs is None or epoch + 1 < self.epochs) and self.trial.should_prune():
+        if epoch + 1 < self.epochs and self.trial.should_prune():
             self.pruned_at, self.why = epoch + 1, self._why_pruned()
         return self.pruned_at is not None
 

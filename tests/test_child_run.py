@@ -16,16 +16,27 @@ def test_a_run_in_a_child_trains_there_and_stops_when_the_parent_says(make_confi
     config = make_config("train.epochs=3", "data.max_train_examples=64")
     seen = []
 
-    def on_epoch(epoch, logs):
-        seen.append((epoch, sorted(logs)))
+    def on_epoch(epoch, logs, stopping):
+        seen.append((epoch, sorted(logs), stopping))
         return epoch == 1  # stop after the second epoch
 
     metrics = child_run.run_in_child(config, on_epoch=on_epoch)
     folder = pathlib.Path(config.output_dir)
     assert metrics == run_dir.finished_metrics(folder) and "accuracy" in metrics
-    assert [epoch for epoch, _ in seen] == [0, 1]
+    assert [(epoch, stopping) for epoch, _, stopping in seen] == [(0, False), (1, False)]
     assert {"loss", "val_accuracy", "val_loss"} <= set(seen[0][1])
     assert len(run_dir.read_history(folder)["loss"]) == 2  # the third epoch never ran
+
+
+@pytest.mark.slow
+def test_a_run_in_a_child_says_at_which_epoch_early_stopping_ends_it(make_config):
+    # At a rate this small the validation score never improves on the first epoch's: patience 1 stops after the
+    # second of four, which the parent hears, so a search does not prune a trial whose run ends there anyway.
+    config = make_config("train.epochs=4", "data.max_train_examples=32", "train.learning_rate=1e-12",
+                         "train.early_stopping_patience=1")
+    seen = []
+    child_run.run_in_child(config, on_epoch=lambda epoch, logs, stopping: seen.append((epoch, stopping)))
+    assert seen == [(0, False), (1, True)]
 
 
 @pytest.mark.slow
@@ -70,10 +81,10 @@ def test_children_reuse_the_last_runs_process_where_they_can_and_start_the_next_
                for i, extra in enumerate([[], ["train.learning_rate=1e-3"], ["train.seed=7"], []])]
     during = []
     with child_run.Children() as children:
-        first = children.run(configs[0], on_epoch=lambda epoch, logs: during.append(_children()))
+        first = children.run(configs[0], on_epoch=lambda epoch, logs, stopping: during.append(_children()))
         after_first = _children()  # the first run's process, waiting for another, and the one started ahead
-        second = children.run(configs[1], on_epoch=lambda epoch, logs: during.append(_children()))
-        third = children.run(configs[2], on_epoch=lambda epoch, logs: during.append(_children()), more=False)
+        second = children.run(configs[1], on_epoch=lambda epoch, logs, stopping: during.append(_children()))
+        third = children.run(configs[2], on_epoch=lambda epoch, logs, stopping: during.append(_children()), more=False)
         assert len(_children()) == 1  # the third run's, waiting; `more=False` started none ahead
     assert _children() == []  # the waiting process ended with the block
     assert len(during[0]) == 2 and after_first == during[0]
@@ -94,7 +105,7 @@ def test_a_process_takes_at_most_runs_per_process_runs(make_config, tmp_path, mo
     during = []
     with child_run.Children() as children:
         for i, config in enumerate(configs):
-            children.run(config, on_epoch=lambda epoch, logs: during.append(_children()), more=i == 0)
+            children.run(config, on_epoch=lambda epoch, logs, stopping: during.append(_children()), more=i == 0)
     assert len(during[0]) == 2 and len(during[1]) == 1  # the first run's process ended, reusable as the run was
     assert during[1][0] in during[0]  # the process started ahead trained the second run
 

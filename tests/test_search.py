@@ -193,6 +193,21 @@ def test_a_trial_behind_the_median_at_its_last_epoch_finishes_rather_than_being_
     assert study.best_value == 0.76  # the best of the study, which a pruned trial could not have been
 
 
+def test_a_trial_behind_the_median_where_early_stopping_ends_it_finishes_rather_than_being_pruned(base):
+    # `train.early_stopping_patience` ended the run after this epoch (the child says so): pruning saves nothing.
+    import optuna
+
+    config = config_with(base)
+    study = search.open_study(config, *search.check(config))
+    for end in (0.80, 0.82, 0.84):
+        study.add_trial(optuna.trial.create_trial(value=end, intermediate_values={1: 0.8, 2: 0.81, 3: end}))
+    stopped, going = (search.PruneOnEpochs(study.ask(), "accuracy", epochs=3) for _ in range(2))
+    assert going.on_epoch_end(1, {"val_accuracy": 0.7}, stopping=False)  # epoch 2 of 3, behind: pruned
+    assert not stopped.on_epoch_end(1, {"val_accuracy": 0.7}, stopping=True)  # the same, its run ending: kept
+    assert stopped.pruned_at is None and stopped.trial.study.trials[stopped.trial.number].intermediate_values == {
+        2: 0.7}
+
+
 def test_processes_that_join_a_study_together_draw_other_values_and_those_one_process_would(base):
     # Each process opens the study before either has asked for a trial, as two machines started at once do. With
     # one seeded random stream per process both drew the same values for their first trials (optuna/optuna#4714).

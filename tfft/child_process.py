@@ -68,7 +68,8 @@ def serve(report_fd: int, answer_fd: int, level: int) -> None:
     class AskAfterEpoch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             numbers = {name: float(value) for name, value in (logs or {}).items()}
-            reports.write(json.dumps({"epoch": epoch, "logs": numbers}) + "\n")
+            stopping = bool(self.model.stop_training)  # set by a callback before this one (early stopping)
+            reports.write(json.dumps({"epoch": epoch, "logs": numbers, "stopping": stopping}) + "\n")
             if answers.get() == "stop":
                 self.model.stop_training = True
 

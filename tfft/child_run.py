@@ -29,7 +29,7 @@ its share of the CPU's cores as TensorFlow threads.
 Example:
 
 ```python
-metrics = run_in_child(config, on_epoch=lambda epoch, logs: logs["val_loss"] > 1.0)
+metrics = run_in_child(config, on_epoch=lambda epoch, logs, stopping: logs["val_loss"] > 1.0)
 with Children() as children:
     scores = [children.run(c) for c in configs]
 run_parallel(lambda children: [children.run(c) for c in configs[::2]], jobs=2)
@@ -76,14 +76,15 @@ class RunDiverged(ChildRunError, DivergedError):
     """A run's training loss became NaN or infinite (`tfft.errors.DivergedError`): resuming it would not help."""
 
 
-def run_in_child(config: Config, on_epoch: Callable[[int, dict], bool] | None = None) -> dict:
+def run_in_child(config: Config, on_epoch: Callable[[int, dict, bool], bool] | None = None) -> dict:
     """Trains `config` with `tfft.train.run` in a child process.
 
     Args:
         config: `tfft.config.Config`. A validated run.
         on_epoch: callable or None. Called here after each of the child's
-            epochs with its number (from 0) and its logs; True stops the run
-            there, as `model.stop_training` does.
+            epochs with its number (from 0), its logs, and whether the run
+            stops there anyway (`train.early_stopping_patience`); True stops
+            the run there, as `model.stop_training` does.
 
     Returns:
         The run's validation scores (`metrics.json`), as `train.run` gives them.
@@ -122,7 +123,8 @@ class Children:
         self._stopping = False
         self._lock = threading.Lock()  # `stop` from another thread sees the run `run` begins, or stops it beginning
 
-    def run(self, config: Config, on_epoch: Callable[[int, dict], bool] | None = None, more: bool = True) -> dict:
+    def run(self, config: Config, on_epoch: Callable[[int, dict, bool], bool] | None = None,
+            more: bool = True) -> dict:
         """As `run_in_child`. With `more` (another run follows), the next run's process starts once this one has
         its config. After `stop`, raises `RunInterrupted` instead of starting the run, or as the run ends."""
         with self._lock:
@@ -380,7 +382,7 @@ def _converse(reports, answers, config: Config, on_epoch, started=None) -> bool:
             message = json.loads(line)
             if message.get("ended"):
                 return True
-            stop = bool(on_epoch and on_epoch(message["epoch"], message["logs"]))
+            stop = bool(on_epoch and on_epoch(message["epoch"], message["logs"], message["stopping"]))
             answers.write("stop\n" if stop else "go\n")
     except BrokenPipeError:  # the child died: its exit status says how
         pass

@@ -407,7 +407,7 @@ class SearchConfig:
             the median of earlier trials at the same epoch (Optuna's
             `MedianPruner`), or equal to it with a validation loss above the
             median of the trials tied there (`tfft.trial_pruner`). A trial's
-            last epoch is never pruned.
+            last epoch is never pruned, nor one its early stopping ends.
         heartbeat_seconds: int. A trial whose process has not written a
             heartbeat for twice this long (killed) is failed and tried again
             with the same values.

@@ -465,7 +465,8 @@ class PruneOnEpochs:
         trial: `optuna.Trial`.
         name: str. The objective; epochs whose logs lack `val_<name>` report nothing.
         epochs: int. The trial's epochs: its last is reported and never pruned (pruning it would save no
-            training, and a pruned trial cannot be the study's best).
+            training, and a pruned trial cannot be the study's best), nor is an epoch its run stops after anyway
+            (`train.early_stopping_patience`).
     """
 
     def __init__(self, trial, name: str, epochs: int):
@@ -474,8 +475,8 @@ class PruneOnEpochs:
         self.why = ""  # the pruner's reason, for the trial's log line
         self.noted = False
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> bool:
-        """True when the trial is pruned after this epoch (counted from 0)."""
+    def on_epoch_end(self, epoch: int, logs: dict | None = None, stopping: bool = False) -> bool:
+        """True when the trial is pruned after this epoch (counted from 0); `stopping`: its run ends there anyway."""
         value = (logs or {}).get(f"val_{self.name}")
         if value is None:
             if not self.noted:
@@ -488,7 +489,7 @@ class PruneOnEpochs:
             return False
         self._note_loss(epoch + 1, logs.get("val_loss"))
         self.trial.report(float(value), step=epoch + 1)
-        if epoch + 1 < self.epochs and self.trial.should_prune():
+        if epoch + 1 < self.epochs and not stopping and self.trial.should_prune():
             self.pruned_at, self.why = epoch + 1, self._why_pruned()
         return self.pruned_at is not None
 

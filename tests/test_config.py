@@ -38,8 +38,11 @@ def test_saved_yaml_round_trips(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.frezee_layers=1", "Unknown config key `model.frezee_layers`. Valid keys here: backbone,"),
-        ("modle.backbone=x", "Unknown config key `modle`"),
+        ("model.frezee_layers=1", "Unknown config key `model.frezee_layers`. Did you mean `model.freeze_layers`? "
+                                  "Valid keys here: backbone,"),
+        ("modle.backbone=x", "Unknown config key `modle`. Did you mean `model`? Valid keys here: name,"),
+        ("train.epoch=2", "Unknown config key `train.epoch`. Did you mean `train.epochs`?"),
+        ("train.lr=0.1", "Unknown config key `train.lr`. Valid keys here: epochs,"),  # nothing near: no guess
         ("train.learning_rate=fast", "Argument `train.learning_rate` must be a number. Received: learning_rate='fast'"),
         ("train.schedule=step", "Argument `train.schedule` must be one of linear, cosine. Received: schedule='step'"),
         ("train.epochs=0", "Argument `train.epochs` must be >= 1. Received: epochs=0"),

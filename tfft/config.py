@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import pathlib
 import types
 import typing
@@ -766,12 +767,12 @@ def _resolve(config: Config, key: str) -> tuple[Any, str, Any]:
     for part in parents:
         fields = _field_types(type(target))
         if part not in fields or not dataclasses.is_dataclass(getattr(target, part)):
-            raise _unknown_key(".".join([*walked, part]), target)
+            raise _unknown_key(".".join([*walked, part]), type(target))
         walked.append(part)
         target = getattr(target, part)
     fields = _field_types(type(target))
     if leaf not in fields:
-        raise _unknown_key(key, target)
+        raise _unknown_key(key, type(target))
     if dataclasses.is_dataclass(getattr(target, leaf)):
         first = next(iter(_field_types(type(getattr(target, leaf)))))
         raise ConfigError(f"Override `{key}` names a section; set one of its keys, e.g. `{key}.{first}=...`.")
@@ -814,9 +815,13 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _unknown_key(key: str, section: Any) -> ConfigError:
-    valid = ", ".join(_field_types(type(section)))
-    return ConfigError(f"Unknown config key `{key}`. Valid keys here: {valid}.")
+def _unknown_key(key: str, section: type) -> ConfigError:
+    """Names `key`, the nearest valid key of its section (a typo's fix) when one is close, and every valid key."""
+    fields = list(_field_types(section))
+    parent, _, name = key.rpartition(".")
+    near = difflib.get_close_matches(name, fields, n=1)
+    hint = f" Did you mean `{'.'.join(filter(None, (parent, near[0])))}`?" if near else ""
+    return ConfigError(f"Unknown config key `{key}`.{hint} Valid keys here: {', '.join(fields)}.")
 
 
 def _build(cls: type, values: Any, prefix: str) -> Any:
@@ -825,8 +830,7 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     fields = _field_types(cls)
     unknown = [k for k in values if k not in fields]
     if unknown:
-        key = prefix + str(unknown[0])
-        raise ConfigError(f"Unknown config key `{key}`. Valid keys here: {', '.join(fields)}.")
+        raise _unknown_key(prefix + str(unknown[0]), cls)
     kwargs = {}
     for name, hint in fields.items():
         if name not in values:

@@ -530,8 +530,8 @@ import os, pathlib, signal, sys
 from tfft import search
 from tfft.config import load_config
 report = search.PruneOnEpochs.on_epoch_end
-def die(self, epoch, logs=None):
-    stop = report(self, epoch, logs)
+def die(self, epoch, logs=None, stopping=False):
+    stop = report(self, epoch, logs, stopping)
     if self.trial.number == int(sys.argv[2]):
         children = [f"{p.name} {(p / 'cmdline').read_bytes().replace(bytes(1), b' ').decode()}"
                     for p in pathlib.Path("/proc").iterdir() if p.name.isdigit() and

@@ -84,7 +84,8 @@ def test_flagfile_and_one_line_errors(tmp_path):
     (tmp_path / "flags").write_text(f"--config={tmp_path / 'bad.yaml'}\n--set=train.epochs=1\n")
     result = run_python("from tfft.cli import run_main; run_main()", "train", f"--flagfile={tmp_path / 'flags'}")
     assert result.returncode == 2
-    assert "tfft: error: Unknown config key `model.frezee_layers`. Did you mean `model.freeze_layers`? Valid keys here: backbone," in result.stderr
+    assert ("tfft: error: Unknown config key `model.frezee_layers`. Did you mean `model.freeze_layers`? Valid keys "
+            "here: backbone,") in result.stderr
     assert "Traceback" not in result.stderr
 
 

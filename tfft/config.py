@@ -820,7 +820,7 @@ def _unknown_key(key: str, section: type) -> ConfigError:
     fields = list(_field_types(section))
     parent, _, name = key.rpartition(".")
     near = difflib.get_close_matches(name, fields, n=1)
-    hint = f" Did you mean `{'.'.join(filter(None, (parent, near[0])))}`?" if near else ""
+    hint = f" Did you mean `{parent + '.' if parent else ''}{near[0]}`?" if near else ""
     return ConfigError(f"Unknown config key `{key}`.{hint} Valid keys here: {', '.join(fields)}.")
 
 

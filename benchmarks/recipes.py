@@ -6,7 +6,7 @@ each run in its own process (its own peak RSS). Rows:
 | peer | what |
 |---|---|
 | `tfft` | (a) the current recipe: `configs/sst2_minilm.yaml` (embeddings frozen, all 6 layers at one rate) |
-| `tfft_layers` | (b) the same with `train.layer_decay` and `model.reinit_layers` (`--layer_decay`, `--reinit_layers`) |
+| `tfft_layers` | (b) the same with `train.layer_decay` and `model.reinit_layers` (`--layer_decay`, `--reinit_layers`; `--layers_*` for its other keys) |
 | `hf_trainer` | (c) the Hugging Face Trainer at its best: one learning rate for every trained weight, the same weights as (a) trained, `group_by_length=True` |
 | `hf_trainer_default` | (c) the same Trainer at its defaults: random batches (dynamic padding, as `DataCollatorWithPadding` gives) |
 | `tfft_lora` | (d) `model.lora_rank=8` on the query and value projections (the default targets), at `--lora_learning_rate` |
@@ -62,6 +62,8 @@ _LORA_EPOCHS = flags.DEFINE_integer("lora_epochs", 0, "(d)'s epochs; 0: the task
 _LAYERS_EPOCHS = flags.DEFINE_integer("layers_epochs", 0, "(b)'s epochs; 0: the task's, as every other peer.")
 _LAYERS_LR = flags.DEFINE_float("layers_learning_rate", 0.0, "(b)'s learning rate; 0: the task's, as every other peer.")
 _LAYERS_POOLING = flags.DEFINE_enum("layers_pooling", "pooled", ["pooled", "mean"], "(b)'s model.pooling.")
+_LAYERS_FREEZE = flags.DEFINE_integer("layers_freeze_layers", 0, "(b)'s model.freeze_layers (0: the config's, every "
+                                      "encoder layer training; N: the lowest N frozen too).")
 _TRAINER_EPOCHS = flags.DEFINE_integer("trainer_epochs", 0, "(c)'s epochs, both Trainer peers; 0: the task's.")
 _SELECT = flags.DEFINE_enum("select", None, ["layers", "lora"], "Instead of the table: choose (b)'s keys "
                             "(`layers`) or (d')'s learning rate and epochs (`lora`) on a slice of the training split.")
@@ -70,6 +72,8 @@ _GRID_REINIT = flags.DEFINE_list("grid_reinit_layers", ["0", "1"], "--select=lay
 _GRID_EPOCHS = flags.DEFINE_list("grid_epochs", [], "--select=layers: epochs values (default: the task's only).")
 _GRID_POOLING = flags.DEFINE_list("grid_pooling", [], "--select=layers: model.pooling values (default: the config's).")
 _GRID_LR = flags.DEFINE_list("grid_learning_rate", [], "--select=layers: learning rates (default: the task's only).")
+_GRID_FREEZE = flags.DEFINE_list("grid_freeze_layers", [], "--select=layers: model.freeze_layers values (default: "
+                                 "the config's only).")
 _GRID_LORA_LR = flags.DEFINE_list("grid_lora_learning_rate", ["1e-3", "3e-3"], "--select=lora: learning rates.")
 _GRID_LORA_EPOCHS = flags.DEFINE_list("grid_lora_epochs", ["3", "6"], "--select=lora: epochs.")
 _HELD_OUT = flags.DEFINE_float("held_out", 0.25, "--select: the share of the (capped) training rows scored.")
@@ -182,6 +186,8 @@ def peer_name(peer: str, task: str) -> str:
         name += f", lr {_LAYERS_LR.value:g}"
     if peer == "tfft_layers" and _LAYERS_POOLING.value == "mean":
         name += ", `model.pooling=mean`"
+    if peer == "tfft_layers" and _LAYERS_FREEZE.value:
+        name += f", `model.freeze_layers={_LAYERS_FREEZE.value}`"
     if (peer == "tfft_layers" and _LAYERS_EPOCHS.value) or (peer in TRAINER_PEERS and _TRAINER_EPOCHS.value):
         name += f", {epochs_of(peer, task)} epochs"
     return name
@@ -200,6 +206,8 @@ def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
         if _LAYERS_LR.value:
             values.append(f"train.learning_rate={_LAYERS_LR.value}")
         values.append(f"model.pooling={_LAYERS_POOLING.value}")
+        if _LAYERS_FREEZE.value:
+            values.append(f"model.freeze_layers={_LAYERS_FREEZE.value}")
     elif peer in ("tfft_lora", "tfft_lora_mean"):
         values += ["model.lora_rank=8", f"train.learning_rate={_LORA_LR.value}"]  # on query and value
         if peer == "tfft_lora_mean":  # LoRA freezes the pooler, which all-MiniLM-L6-v2 never trained
@@ -265,7 +273,7 @@ def grid() -> list[dict]:
     if _SELECT.value == "layers":
         peer, axes = "tfft", {"train.layer_decay": _GRID_DECAY.value, "model.reinit_layers": _GRID_REINIT.value,
                               "train.learning_rate": _GRID_LR.value, "train.epochs": _GRID_EPOCHS.value,
-                              "model.pooling": _GRID_POOLING.value}
+                              "model.pooling": _GRID_POOLING.value, "model.freeze_layers": _GRID_FREEZE.value}
     else:
         peer, axes = "tfft_lora_mean", {"train.learning_rate": _GRID_LORA_LR.value,
                                         "train.epochs": _GRID_LORA_EPOCHS.value}

@@ -9,6 +9,7 @@ each run in its own process (its own peak RSS). Rows:
 | `tfft_layers` | (b) the same with `train.layer_decay` and `model.reinit_layers` (`--layer_decay`, `--reinit_layers`; `--layers_*` for its other keys) |
 | `hf_trainer` | (c) the Hugging Face Trainer at its best: one learning rate for every trained weight, the same weights as (a) trained, `group_by_length=True` |
 | `hf_trainer_default` | (c) the same Trainer at its defaults: random batches (dynamic padding, as `DataCollatorWithPadding` gives) |
+| `hf_trainer_default_frozen` | (c) at its defaults with the lowest `--layers_freeze_layers` layers frozen too: the layers (b) trains |
 | `tfft_lora` | (d) `model.lora_rank=8` on the query and value projections (the default targets), at `--lora_learning_rate` |
 | `tfft_lora_mean` | (d') the same, with the head on the mean of the token vectors instead of the (frozen, untrained) pooler |
 | `tfft_accumulate` | 4 batches of 8 accumulated (`train.gradient_accumulation_steps=4`), for its peak RSS against one batch of 32 |
@@ -106,9 +107,9 @@ print(json.dumps({"mcc": m["matthews_corrcoef"], "f1": m["per_class"][result.lab
 """
 
 # The Trainer training the weights tfft's (a) trains, with dynamic padding; argv[7] "1": at its best
-# (`group_by_length=True`), "0": its default random batches.
+# (`group_by_length=True`), "0": its default random batches; argv[8]: the lowest encoder layers frozen too (0: none).
 HF_TRAINER = """
-import csv, json, sys, tempfile
+import csv, dataclasses, json, sys, tempfile
 import numpy as np, pandas as pd
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                           TrainingArguments)
@@ -130,7 +131,8 @@ if n:
 path = f"{data}/all_minilm_l6_v2"
 tokenizer = AutoTokenizer.from_pretrained(path)
 model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-trainable = freeze_like_tfft(model, load_config("configs/sst2_minilm.yaml").model)
+frozen = dataclasses.replace(load_config("configs/sst2_minilm.yaml").model, freeze_layers=int(sys.argv[8]))
+trainable = freeze_like_tfft(model, frozen)
 def encode(texts, pairs, labels):
     enc = tokenizer(texts, pairs, truncation=True, max_length=128)
     return [{**{k: v[i] for k, v in enc.items()}, "labels": int(y)} for i, y in enumerate(labels)]
@@ -147,13 +149,14 @@ print(json.dumps({"mcc": float(matthews_corrcoef(dev[2], predicted)), "f1": floa
 """
 
 #: The peers the Hugging Face Trainer runs (`HF_TRAINER`); every other peer is tfft.
-TRAINER_PEERS = ("hf_trainer", "hf_trainer_default")
+TRAINER_PEERS = ("hf_trainer", "hf_trainer_default", "hf_trainer_default_frozen")
 
 NAMES = {
     "tfft": "(a) tfft, `configs/sst2_minilm.yaml`",
     "tfft_layers": "(b) tfft, layer_decay {decay}, reinit_layers {reinit}",
     "hf_trainer": "(c) Hugging Face Trainer, one rate, `group_by_length=True`",
     "hf_trainer_default": "(c) Hugging Face Trainer, one rate, defaults (random batches)",
+    "hf_trainer_default_frozen": "(c) Hugging Face Trainer, one rate, defaults, the lowest {freeze} layers frozen too",
     "tfft_lora": "(d) tfft, LoRA rank 8, lr {lora_lr:g}, {lora_epochs} epochs",
     "tfft_lora_mean": "(d') tfft, LoRA rank 8, lr {lora_lr:g}, {lora_epochs} epochs, `model.pooling=mean`",
     "tfft_accumulate": "tfft, 4 x 8 accumulated",
@@ -180,7 +183,8 @@ def epochs_of(peer: str, task: str) -> int:
 def peer_name(peer: str, task: str) -> str:
     """The peer's row name, with the settings that distinguish its runs (its `--resume` key too)."""
     name = NAMES[peer].format(decay=_LAYER_DECAY.value, reinit=_REINIT.value, lora_lr=_LORA_LR.value,
-                              lora_epochs=epochs_of(peer, task), epsilon=_EPSILON.value, every=_UNFREEZE_EVERY.value,
+                              freeze=_LAYERS_FREEZE.value, lora_epochs=epochs_of(peer, task), epsilon=_EPSILON.value,
+                              every=_UNFREEZE_EVERY.value,
                               placement=", after bias correction" if _PLACEMENT.value == "after_bias_correction" else "")
     if peer == "tfft_layers" and _LAYERS_LR.value:
         name += f", lr {_LAYERS_LR.value:g}"
@@ -233,8 +237,9 @@ def finished_runs() -> dict:
 def run_one(peer: str, data, task: str, seed: str) -> dict:
     if peer in TRAINER_PEERS:
         lr, epochs = TASKS[task][1], epochs_of(peer, task)
+        frozen = _LAYERS_FREEZE.value if peer == "hf_trainer_default_frozen" else 0
         return common.run_child(HF_TRAINER, str(data), task, seed, str(lr), str(epochs), str(train_examples(task)),
-                                "1" if peer == "hf_trainer" else "0")
+                                "1" if peer == "hf_trainer" else "0", str(frozen))
     return common.run_child(TFFT, json.dumps(tfft_overrides(peer, data, task, seed)))
 
 

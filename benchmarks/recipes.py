@@ -107,7 +107,8 @@ print(json.dumps({"mcc": m["matthews_corrcoef"], "f1": m["per_class"][result.lab
 """
 
 # The Trainer training the weights tfft's (a) trains, with dynamic padding; argv[7] "1": at its best
-# (`group_by_length=True`), "0": its default random batches; argv[8]: the lowest encoder layers frozen too (0: none).
+# (`group_by_length=True`), "0": its default random batches; argv[8]: N > 0 freezes the lowest N encoder layers too
+# (0: the config's freezing, as (a)'s and (b)'s `--layers_freeze_layers=0`).
 HF_TRAINER = """
 import csv, dataclasses, json, sys, tempfile
 import numpy as np, pandas as pd
@@ -131,7 +132,9 @@ if n:
 path = f"{data}/all_minilm_l6_v2"
 tokenizer = AutoTokenizer.from_pretrained(path)
 model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-frozen = dataclasses.replace(load_config("configs/sst2_minilm.yaml").model, freeze_layers=int(sys.argv[8]))
+frozen = load_config("configs/sst2_minilm.yaml").model
+if int(sys.argv[8]):
+    frozen = dataclasses.replace(frozen, freeze_layers=int(sys.argv[8]))
 trainable = freeze_like_tfft(model, frozen)
 def encode(texts, pairs, labels):
     enc = tokenizer(texts, pairs, truncation=True, max_length=128)

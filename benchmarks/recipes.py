@@ -65,6 +65,8 @@ _LAYERS_LR = flags.DEFINE_float("layers_learning_rate", 0.0, "(b)'s learning rat
 _LAYERS_POOLING = flags.DEFINE_enum("layers_pooling", "pooled", ["pooled", "mean"], "(b)'s model.pooling.")
 _LAYERS_FREEZE = flags.DEFINE_integer("layers_freeze_layers", 0, "(b)'s model.freeze_layers (0: the config's, every "
                                       "encoder layer training; N: the lowest N frozen too).")
+_LAYERS_BATCH = flags.DEFINE_integer("layers_batch_size", 0, "(b)'s train.batch_size; 0: the config's (32), as "
+                                     "every other peer.")
 _TRAINER_EPOCHS = flags.DEFINE_integer("trainer_epochs", 0, "(c)'s epochs, both Trainer peers; 0: the task's.")
 _SELECT = flags.DEFINE_enum("select", None, ["layers", "lora"], "Instead of the table: choose (b)'s keys "
                             "(`layers`) or (d')'s learning rate and epochs (`lora`) on a slice of the training split.")
@@ -75,6 +77,8 @@ _GRID_POOLING = flags.DEFINE_list("grid_pooling", [], "--select=layers: model.po
 _GRID_LR = flags.DEFINE_list("grid_learning_rate", [], "--select=layers: learning rates (default: the task's only).")
 _GRID_FREEZE = flags.DEFINE_list("grid_freeze_layers", [], "--select=layers: model.freeze_layers values (default: "
                                  "the config's only).")
+_GRID_BATCH = flags.DEFINE_list("grid_batch_size", [], "--select=layers: train.batch_size values (default: the "
+                                 "config's only).")
 _GRID_LORA_LR = flags.DEFINE_list("grid_lora_learning_rate", ["1e-3", "3e-3"], "--select=lora: learning rates.")
 _GRID_LORA_EPOCHS = flags.DEFINE_list("grid_lora_epochs", ["3", "6"], "--select=lora: epochs.")
 _HELD_OUT = flags.DEFINE_float("held_out", 0.25, "--select: the share of the (capped) training rows scored.")
@@ -195,6 +199,8 @@ def peer_name(peer: str, task: str) -> str:
         name += ", `model.pooling=mean`"
     if peer == "tfft_layers" and _LAYERS_FREEZE.value:
         name += f", `model.freeze_layers={_LAYERS_FREEZE.value}`"
+    if peer == "tfft_layers" and _LAYERS_BATCH.value:
+        name += f", batch {_LAYERS_BATCH.value}"
     if (peer == "tfft_layers" and _LAYERS_EPOCHS.value) or (peer in TRAINER_PEERS and _TRAINER_EPOCHS.value):
         name += f", {epochs_of(peer, task)} epochs"
     return name
@@ -215,6 +221,8 @@ def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
         values.append(f"model.pooling={_LAYERS_POOLING.value}")
         if _LAYERS_FREEZE.value:
             values.append(f"model.freeze_layers={_LAYERS_FREEZE.value}")
+        if _LAYERS_BATCH.value:
+            values.append(f"train.batch_size={_LAYERS_BATCH.value}")
     elif peer in ("tfft_lora", "tfft_lora_mean"):
         values += ["model.lora_rank=8", f"train.learning_rate={_LORA_LR.value}"]  # on query and value
         if peer == "tfft_lora_mean":  # LoRA freezes the pooler, which all-MiniLM-L6-v2 never trained
@@ -281,7 +289,8 @@ def grid() -> list[dict]:
     if _SELECT.value == "layers":
         peer, axes = "tfft", {"train.layer_decay": _GRID_DECAY.value, "model.reinit_layers": _GRID_REINIT.value,
                               "train.learning_rate": _GRID_LR.value, "train.epochs": _GRID_EPOCHS.value,
-                              "model.pooling": _GRID_POOLING.value, "model.freeze_layers": _GRID_FREEZE.value}
+                              "model.pooling": _GRID_POOLING.value, "model.freeze_layers": _GRID_FREEZE.value,
+                              "train.batch_size": _GRID_BATCH.value}
     else:
         peer, axes = "tfft_lora_mean", {"train.learning_rate": _GRID_LORA_LR.value,
                                         "train.epochs": _GRID_LORA_EPOCHS.value}

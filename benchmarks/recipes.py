@@ -187,20 +187,24 @@ def epochs_of(peer: str, task: str) -> int:
     return lora or layers or trainer or TASKS[task][2]
 
 
+def layers_keys() -> list[tuple[str, object, str]]:
+    """(b)'s keys that its `--layers_*` flags set: (config key, value, what its row name adds); a flag left at 0 sets
+    nothing. `model.pooling` is always set, and named only when `mean`."""
+    keys = [("train.learning_rate", _LAYERS_LR.value, f", lr {_LAYERS_LR.value:g}"),
+            ("model.pooling", _LAYERS_POOLING.value, ", `model.pooling=mean`" if _LAYERS_POOLING.value == "mean" else ""),
+            ("model.freeze_layers", _LAYERS_FREEZE.value, f", `model.freeze_layers={_LAYERS_FREEZE.value}`"),
+            ("train.batch_size", _LAYERS_BATCH.value, f", batch {_LAYERS_BATCH.value}")]
+    return [key for key in keys if key[1]]
+
+
 def peer_name(peer: str, task: str) -> str:
     """The peer's row name, with the settings that distinguish its runs (its `--resume` key too)."""
     name = NAMES[peer].format(decay=_LAYER_DECAY.value, reinit=_REINIT.value, lora_lr=_LORA_LR.value,
                               freeze=_LAYERS_FREEZE.value, lora_epochs=epochs_of(peer, task), epsilon=_EPSILON.value,
                               every=_UNFREEZE_EVERY.value,
                               placement=", after bias correction" if _PLACEMENT.value == "after_bias_correction" else "")
-    if peer == "tfft_layers" and _LAYERS_LR.value:
-        name += f", lr {_LAYERS_LR.value:g}"
-    if peer == "tfft_layers" and _LAYERS_POOLING.value == "mean":
-        name += ", `model.pooling=mean`"
-    if peer == "tfft_layers" and _LAYERS_FREEZE.value:
-        name += f", `model.freeze_layers={_LAYERS_FREEZE.value}`"
-    if peer == "tfft_layers" and _LAYERS_BATCH.value:
-        name += f", batch {_LAYERS_BATCH.value}"
+    if peer == "tfft_layers":
+        name += "".join(label for _, _, label in layers_keys())
     if (peer == "tfft_layers" and _LAYERS_EPOCHS.value) or (peer in TRAINER_PEERS and _TRAINER_EPOCHS.value):
         name += f", {epochs_of(peer, task)} epochs"
     return name
@@ -216,13 +220,7 @@ def tfft_overrides(peer: str, data, task: str, seed: str) -> list[str]:
         values.append(f"data.max_train_examples={train_examples(task)}")
     if peer == "tfft_layers":
         values += [f"train.layer_decay={_LAYER_DECAY.value}", f"model.reinit_layers={_REINIT.value}"]
-        if _LAYERS_LR.value:
-            values.append(f"train.learning_rate={_LAYERS_LR.value}")
-        values.append(f"model.pooling={_LAYERS_POOLING.value}")
-        if _LAYERS_FREEZE.value:
-            values.append(f"model.freeze_layers={_LAYERS_FREEZE.value}")
-        if _LAYERS_BATCH.value:
-            values.append(f"train.batch_size={_LAYERS_BATCH.value}")
+        values += [f"{key}={value}" for key, value, _ in layers_keys()]
     elif peer in ("tfft_lora", "tfft_lora_mean"):
         values += ["model.lora_rank=8", f"train.learning_rate={_LORA_LR.value}"]  # on query and value
         if peer == "tfft_lora_mean":  # LoRA freezes the pooler, which all-MiniLM-L6-v2 never trained

@@ -55,6 +55,24 @@ def test_layer_outputs_keep_each_layers_output_of_the_latest_call_in_each_thread
     np.testing.assert_allclose(kept.latest()[1].numpy(), outputs.numpy(), atol=1e-6)  # this thread's own
 
 
+def test_a_classifiers_top_block_gives_every_tokens_state_once_its_output_is_kept(make_config):
+    """`build_model` has a head on `pooled_output` compute the top block's first token only; kept, it computes all."""
+    from tfft import backbones, tasks
+    from tfft.backbones import first_token
+    from tfft.model import build_model
+
+    config = make_config("task.type=regression")
+    source = backbones.resolve(config.model)
+    source.prepare(None, None)
+    model = build_model(config, source, tasks.create(config))
+    encoder = source.layer_groups(model.backbone).encoder
+    assert first_token.computes_first_token_only(encoder[-1])
+    kept = hidden_states.LayerOutputs(encoder)
+    features = source.packer()(tf.constant(["a fine film", "bad"]))
+    model(features)
+    assert [state.shape[1] for state in kept.latest()] == [features["token_ids"].shape[1]] * len(encoder)
+
+
 def test_the_term_is_its_weight_times_the_mean_over_the_pairs_from_both_forward_passes():
     student, student_layers = two_layers()
     teacher, teacher_layers = two_layers()

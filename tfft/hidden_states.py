@@ -33,6 +33,7 @@ import threading
 import keras
 import tensorflow as tf
 
+from tfft.backbones import first_token
 from tfft.config import ConfigError
 
 __all__ = ["HiddenStateMatch", "LayerOutputs", "layer_pairs", "masked_mean_squared_difference", "projection"]
@@ -76,7 +77,7 @@ class LayerOutputs:
     """What each of `layers` returned in its latest call, kept per thread.
 
     Each layer's `call` is wrapped (on the instance; the layer computes as
-    before). Per thread, because a `MirroredStrategy` traces each replica's
+    before, for every token: `first_token.every_token`). Per thread, because a `MirroredStrategy` traces each replica's
     step in a thread of its own: a replica reads its own layers' outputs.
 
     Args:
@@ -91,6 +92,7 @@ class LayerOutputs:
             self._keep_outputs(layer, index)
 
     def _keep_outputs(self, layer: keras.layers.Layer, index: int) -> None:
+        first_token.every_token(layer)  # a classifier's top block computes its first token alone (`build_model`)
         call = layer.call
 
         def call_and_keep(*args, **kwargs):

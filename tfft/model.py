@@ -12,13 +12,16 @@ outputs = trained.task.outputs(trained.model, trained.packer, {"text": tf.consta
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pathlib
 
 from tfft import backbones, lora, run_dir, tasks
-from tfft.backbones import fast_layers
+from tfft.backbones import fast_layers, first_token
 from tfft.config import Config
 from tfft.errors import OutputDirError
 from tfft.freezing import freeze
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -39,7 +42,9 @@ class Trained:
 def build_model(config: Config, source: backbones.BackboneSource, task: tasks.Task) -> tasks.TaskModel:
     """The backbone from `source` (with `model.keep_layers` only) and the task's head, frozen, with LoRA where asked.
 
-    Its LayerNorms compute through `fast_layers.layer_norm`: the same values, a faster backward pass.
+    Its LayerNorms compute through `fast_layers.layer_norm`: the same values, a faster backward pass. Where the head
+    reads `pooled_output` alone, the top encoder block computes the first token only (`first_token`): the same
+    logits, less work.
     """
     backbone = source.backbone()
     if config.model.keep_layers is not None:
@@ -54,6 +59,8 @@ def build_model(config: Config, source: backbones.BackboneSource, task: tasks.Ta
     )
     if config.model.lora_rank:
         lora.enable(backbone, groups, config.model)
+    if reads_pooler(config, task) and first_token.compute_first_token_only(groups):
+        logger.info("The top encoder block computes the first token only: the head reads `pooled_output` alone.")
     return model
 
 

@@ -7,8 +7,10 @@ sentences) in a child process, which reports:
   per token and encoder layer, the forward pass costs 2 x (4h^2 + 2hf) for the
   projections plus 4Lh for attention (h hidden width, f feed-forward width, L
   the batch's padded length); a trained layer costs 3x its forward pass
-  (forward, input gradient, weight gradient), a frozen one 1x. Embeddings and
-  head are left out. Achieved FLOP/s is their sum over the steps after 3
+  (forward, input gradient, weight gradient), a frozen one 1x. A top block
+  that computes the first token alone (`tfft.backbones.first_token`) counts
+  the keys and values of every token and the rest for one token: the work
+  done, not the work a full block would do. Embeddings and head are left out. Achieved FLOP/s is their sum over the steps after 3
   warm-up steps, divided by those steps' time. The peak is TensorFlow's own
   float32 matmul, 2048 x 2048 x 2048, best of 10, measured in the same
   process just before training.
@@ -40,7 +42,8 @@ import collections, json, pathlib, sys, tempfile, time
 import tfft  # first: tfft's environment (oneDNN's kernels) before TensorFlow loads
 import keras, tensorflow as tf
 import common
-from tfft import train
+from tfft import backbones, train
+from tfft.backbones import first_token
 from tfft.config import load_config
 from timing import StepTimer
 data, n, profile_steps, extra = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
@@ -91,9 +94,13 @@ backbone = result.model.backbone
 h, f, layers = backbone.hidden_dim, backbone.intermediate_dim, backbone.num_layers
 trained = layers - config.model.freeze_layers if config.model.freeze_layers >= 0 else 0  # -1: head only
 batch = config.train.batch_size
-def step_flops(L):
-    forward = batch * L * (2 * (4 * h * h + 2 * h * f) + 4 * L * h)
-    return forward * (3 * trained + (layers - trained))
+top = backbones.resolve(config.model).layer_groups(backbone).encoder[-1]
+top_queries = (lambda L: 1) if first_token.computes_first_token_only(top) else (lambda L: L)
+def layer_forward(L, queries):  # one sequence: keys and values of L tokens; queries, output, feed-forward of `queries`
+    return 2 * (2 * h * h * L + (2 * h * h + 2 * h * f) * queries) + 4 * queries * L * h
+def step_flops(L):  # a trained layer 3x its forward pass, a frozen one 1x
+    return batch * sum(layer_forward(L, top_queries(L) if i == layers - 1 else L) * (3 if i >= layers - trained else 1)
+                       for i in range(layers))
 steady = slice(3, None)
 flops = sum(step_flops(L) for L in lengths[steady])
 seconds = sum(timer.times[steady])

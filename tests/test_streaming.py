@@ -169,10 +169,13 @@ def test_training_on_shards_matches_the_in_memory_epochs_and_learns(tmp_path, ma
             steps.setdefault(self.name, []).append(int(self.model.optimizer.iterations.numpy()))
             steps.setdefault(self.name + "_lr", []).append(float(self.model.optimizer.learning_rate.numpy()))
 
-    streamed = train.run(make_config(f"data.train={spec}", "train.epochs=2", f"output_dir={tmp_path / 's'}"),
+    # lr 5e-3 and 4 epochs: the streamed run learned this set on each of seeds 0-5. At the fixture's 1e-2 and 2
+    # epochs seeds 1 and 3 stalled at one class (0.54) and seed 0, the test's, passed or not by its dropout draws.
+    recipe = ("train.epochs=4", "train.learning_rate=5e-3")
+    streamed = train.run(make_config(f"data.train={spec}", *recipe, f"output_dir={tmp_path / 's'}"),
                          callbacks=[Steps("stream")])
-    train.run(make_config("train.epochs=2", f"output_dir={tmp_path / 'm'}"), callbacks=[Steps("memory")])
-    assert steps["stream"] == steps["memory"] == [60, 120]  # same epoch length
+    train.run(make_config(*recipe, f"output_dir={tmp_path / 'm'}"), callbacks=[Steps("memory")])
+    assert steps["stream"] == steps["memory"] == [60, 120, 180, 240]  # same epoch length
     np.testing.assert_allclose(steps["stream_lr"], steps["memory_lr"])  # same schedule
     assert streamed.metrics["accuracy"] >= 0.9
     assert streamed.metrics["training_data"] == {"files": 8, "rows": 960, "skipped_rows": 0}

@@ -49,6 +49,23 @@ def outputs_and_gradients(model, features):
     return y.numpy(), [g.numpy() for g in gradients]
 
 
+@pytest.mark.parametrize("normalize_first", [False, True])
+@pytest.mark.parametrize("with_attention_mask", [False, True])
+def test_the_first_token_call_is_the_blocks_own_first_row(normalize_first, with_attention_mask):
+    """Pre- and post-norm blocks, with `padding_mask` alone or with an `attention_mask` whose first row hides a key."""
+    import keras_hub
+
+    block = keras_hub.layers.TransformerEncoder(16, 2, normalize_first=normalize_first, dropout=0.0)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(3, 5, 8)), tf.float32)
+    padding = tf.constant([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], tf.int32)
+    attention = tf.constant(rng.integers(0, 2, (3, 5, 5)) | np.eye(5, dtype=int), tf.int32) if with_attention_mask else None
+    full = block(x, padding_mask=padding, attention_mask=attention)
+    first = first_token.first_token_call(block, x, padding_mask=padding, attention_mask=attention)
+    assert first.shape == (3, 1, 8)
+    np.testing.assert_allclose(first.numpy(), full.numpy()[:, :1], atol=1e-6)
+
+
 @pytest.mark.parametrize("arch", ["bert-preset", "distilbert", "roberta", "electra"])
 def test_the_top_block_computes_the_first_token_alone_with_the_same_outputs_and_gradients(folders, make_config, arch):
     model, block, packer = built(make_config, folders[arch])

@@ -10,8 +10,9 @@ sentences) in a child process, which reports:
   (forward, input gradient, weight gradient), a frozen one 1x. A top block
   that computes the first token alone (`tfft.backbones.first_token`) counts
   the keys and values of every token and the rest for one token: the work
-  done, not the work a full block would do. Embeddings and head are left out. Achieved FLOP/s is their sum over the steps after 3
-  warm-up steps, divided by those steps' time. The peak is TensorFlow's own
+  done, not the work a full block would do. Embeddings and head are left
+  out. Achieved FLOP/s is their sum over the steps after 3 warm-up steps,
+  divided by those steps' time. The peak is TensorFlow's own
   float32 matmul, 2048 x 2048 x 2048, best of 10, measured in the same
   process just before training.
 - **Where the time goes.** TensorFlow's profiler records `--profile_steps`

@@ -7,7 +7,8 @@ computes every token's row all the same: the attention queries, the
 attention output projection and the feed-forward layers of every token,
 about 10 of the block's 12 matmul units per token (the keys and values of
 every token are still needed), forward and backward. On a 6-layer encoder
-that is about 14% of the encoder's matmul work. `compute_first_token_only`
+at 15 tokens a sentence that is 13% of the encoder's matmul work
+(`benchmarks/utilization.py`'s count). `compute_first_token_only`
 makes that block attend from the first token alone: the same first row (a
 matmul's other rows do not change it), so the same `pooled_output`, logits
 and gradients for every weight, in training and in the export.

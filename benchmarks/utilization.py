@@ -95,12 +95,11 @@ backbone = result.model.backbone
 h, f, layers = backbone.hidden_dim, backbone.intermediate_dim, backbone.num_layers
 trained = layers - config.model.freeze_layers if config.model.freeze_layers >= 0 else 0  # -1: head only
 batch = config.train.batch_size
-top = backbones.resolve(config.model).layer_groups(backbone).encoder[-1]
-top_queries = (lambda L: 1) if first_token.computes_first_token_only(top) else (lambda L: L)
+top_first = first_token.computes_first_token_only(backbones.resolve(config.model).layer_groups(backbone).encoder[-1])
 def layer_forward(L, queries):  # one sequence: keys and values of L tokens; queries, output, feed-forward of `queries`
     return 2 * (2 * h * h * L + (2 * h * h + 2 * h * f) * queries) + 4 * queries * L * h
 def step_flops(L):  # a trained layer 3x its forward pass, a frozen one 1x
-    return batch * sum(layer_forward(L, top_queries(L) if i == layers - 1 else L) * (3 if i >= layers - trained else 1)
+    return batch * sum(layer_forward(L, 1 if top_first and i == layers - 1 else L) * (3 if i >= layers - trained else 1)
                        for i in range(layers))
 steady = slice(3, None)
 flops = sum(step_flops(L) for L in lengths[steady])

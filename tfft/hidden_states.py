@@ -77,8 +77,9 @@ class LayerOutputs:
     """What each of `layers` returned in its latest call, kept per thread.
 
     Each layer's `call` is wrapped (on the instance; the layer computes as
-    before, for every token: `first_token.every_token`). Per thread, because a `MirroredStrategy` traces each replica's
-    step in a thread of its own: a replica reads its own layers' outputs.
+    before, for every token: `first_token.every_token`). Per thread, because
+    a `MirroredStrategy` traces each replica's step in a thread of its own: a
+    replica reads its own layers' outputs.
 
     Args:
         layers: list of `keras.layers.Layer`, each called once per forward

@@ -279,6 +279,16 @@ def trained_run(tmp_path_factory, data_dir, tiny_preset):
     return config, train.run(config)
 
 
+def build_untrained(config):
+    """`tfft.model.build_model`'s model for `config` (its task without a vocabulary), and the backbone source."""
+    from tfft import backbones, tasks
+    from tfft.model import build_model
+
+    source = backbones.resolve(config.model)
+    source.prepare(None, None)
+    return build_model(config, source, tasks.create(config)), source
+
+
 def classification_task(labels=("a", "b", "c"), pair: bool = False):
     """A classification task with its label vocabulary set, as training would leave it."""
     from tfft import data, tasks

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfft import backbones, tasks
+from conftest import build_untrained
 from tfft.backbones import base, fast_layers
 
 
@@ -102,12 +102,7 @@ def test_rms_and_other_axes_keep_keras_layer_norm():
 
 
 def test_built_models_use_the_fast_layer_norms(make_config):
-    from tfft.model import build_model
-
-    config = make_config("task.type=regression")  # a head without a label vocabulary to read
-    source = backbones.resolve(config.model)
-    source.prepare(None, None)
-    model = build_model(config, source, tasks.create(config))
+    model, _ = build_untrained(make_config("task.type=regression"))  # a head without a label vocabulary to read
     norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.LayerNormalization)]
     assert len(norms) >= 3  # the embeddings' and two per encoder layer
     assert all(layer.call.__func__ is fast_layers.fast_layer_norm_call for layer in norms)

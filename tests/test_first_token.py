@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfft import backbones, tasks
+from conftest import build_untrained
+from tfft import backbones
 from tfft.backbones import first_token
-from tfft.model import build_model
 
 TEXTS = ["a fine film", "the plot is thin but the cast is not and the music is good", "bad"]
 
@@ -35,9 +35,7 @@ def folders(tmp_path_factory, tiny_preset):
 def built(make_config, backbone, *overrides):
     """A regression model (a head on `pooled_output`, no label vocabulary) on `backbone`, its top block, its packer."""
     config = make_config(f"model.backbone={backbone}", "task.type=regression", "model.freeze_layers=0", *overrides)
-    source = backbones.resolve(config.model)
-    source.prepare(None, None)
-    model = build_model(config, source, tasks.create(config))
+    model, source = build_untrained(config)
     return model, source.layer_groups(model.backbone).encoder[-1], source.packer()
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import build_untrained
 from tfft import hidden_states
 from tfft.backbones import LayerGroups
 from tfft.config import ConfigError
@@ -57,14 +58,9 @@ def test_layer_outputs_keep_each_layers_output_of_the_latest_call_in_each_thread
 
 def test_a_classifiers_top_block_gives_every_tokens_state_once_its_output_is_kept(make_config):
     """`build_model` has a head on `pooled_output` compute the top block's first token only; kept, it computes all."""
-    from tfft import backbones, tasks
     from tfft.backbones import first_token
-    from tfft.model import build_model
 
-    config = make_config("task.type=regression")
-    source = backbones.resolve(config.model)
-    source.prepare(None, None)
-    model = build_model(config, source, tasks.create(config))
+    model, source = build_untrained(make_config("task.type=regression"))
     encoder = source.layer_groups(model.backbone).encoder
     assert first_token.computes_first_token_only(encoder[-1])
     kept = hidden_states.LayerOutputs(encoder)

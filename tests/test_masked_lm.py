@@ -12,7 +12,7 @@ import yaml
 from absl.testing import flagsaver
 
 import hf_checkpoints
-from conftest import NEGATIVE, NOUNS, POSITIVE, TASK_DATA
+from conftest import NEGATIVE, NOUNS, POSITIVE, TASK_DATA, build_untrained
 from tfft import adapt, backbones, cli, run_dir, tasks, train
 from tfft.config import load_config
 from tfft.errors import DataError
@@ -186,12 +186,8 @@ def test_checkpoint_without_a_head_logs_a_fresh_one(tmp_path, caplog):
     bert = hf_checkpoints.write_bert(tmp_path / "bert")
     config = load_config(None, ["data.train=x.txt", "task.type=masked_lm", f"model.backbone={bert}",
                                 "model.sequence_length=32"])
-    from tfft.model import build_model
-
-    source = backbones.resolve(config.model)
-    source.prepare(None, None)
     with caplog.at_level("WARNING"):
-        build_model(config, source, tasks.create(config))
+        _, source = build_untrained(config)
     assert source.masked_lm_head_weights() is None  # a `BertModel` checkpoint, as all-MiniLM-L6-v2 is
     assert "no masked-LM head weights: the head starts freshly initialized" in caplog.text
 
@@ -205,11 +201,7 @@ def test_hugging_face_head_weights_are_loaded(tmp_path):
     torch_model.save_pretrained(tmp_path / "mlm", safe_serialization=True)
     config = load_config(None, ["data.train=x.txt", "task.type=masked_lm", f"model.backbone={tmp_path / 'mlm'}",
                                 "model.sequence_length=32", "model.dropout=0.0"])
-    from tfft.model import build_model
-
-    source = backbones.resolve(config.model)
-    source.prepare(None, None)
-    model = build_model(config, source, tasks.create(config))
+    model, source = build_untrained(config)
     head = model.get_layer("mlm_head")
     expected = torch_model.cls.predictions
     np.testing.assert_allclose(head._intermediate_dense.kernel.numpy(),
@@ -253,12 +245,8 @@ def test_converted_families_bring_their_masked_lm_head(family, torch_class, fami
         config_folder = folder
     config = load_config(None, ["data.train=x.txt", "task.type=masked_lm", f"model.backbone={config_folder}",
                                 "model.sequence_length=32", "model.dropout=0.0"])
-    from tfft.model import build_model
-
-    source = backbones.resolve(config.model)
-    source.prepare(None, None)
     with caplog.at_level("INFO"):
-        model = build_model(config, source, tasks.create(config))
+        model, source = build_untrained(config)
     assert "Masked-LM head loaded" in caplog.text
     features = source.packer()(tf.constant(["the movie was great and the cast was fine ."]))
     features["mask_positions"] = tf.constant([[3]], tf.int32)

@@ -115,43 +115,40 @@ def attend_within_reach(backbone) -> None:
         return
     for block in backbone.transformer_layers:
         attention = block._self_attention_layer
-        attention._compute_attention = types.MethodType(attention_within_reach, attention)
+        attention._compute_attention = types.MethodType(_attention_within_reach, attention)
 
 
-def attention_within_reach(self, query, key, value, rel_embeddings, attention_mask=None, training=None):
-    """`DisentangledSelfAttention._compute_attention`, with the relative terms over the reachable buckets only.
-
-    `query` may hold the first `Q` positions' queries alone (`tfft.backbones.first_token`: `Q = 1`); the keys and values are
-    every position's. The bucketed distance is antisymmetric (`rel_pos[j, i] == -rel_pos[i, j]`), so one `[Q, L]`
-    index serves both terms: content-to-position at `[query, key]`, position-to-content at `[key, query]`.
-    """
+def _attention_within_reach(self, query, key, value, rel_embeddings, attention_mask=None, training=None):
+    """`DisentangledSelfAttention._compute_attention`, with the relative terms over the reachable buckets only."""
     from keras import ops
 
-    scores = ops.multiply(ops.einsum("aecd,abcd->acbe", key, query), self.scale_factor)  # [B, heads, Q, L]
+    scores = ops.multiply(ops.einsum("aecd,abcd->acbe", key, query), self.scale_factor)
     span = self.bucket_size
-    rel_pos = self._get_rel_pos(ops.shape(key)[1])[0, 0][: ops.shape(query)[1]]  # [Q, L], bucketed
-    index = ops.clip(rel_pos + span, 0, span * 2 - 1)
-    low, high = ops.min(index), ops.max(index)
+    positions = ops.shape(query)[1]
+    rel_pos = self._get_rel_pos(positions)[0, 0]  # [L, L], bucketed
+    c2p = ops.clip(rel_pos + span, 0, span * 2 - 1)
+    p2c = ops.clip(-rel_pos + span, 0, span * 2 - 1)
+    low = ops.minimum(ops.min(c2p), ops.min(p2c))
+    high = ops.maximum(ops.max(c2p), ops.max(p2c))
     table = ops.slice(rel_embeddings[0], [low, 0], [high - low + 1, ops.shape(rel_embeddings)[-1]])
     table = self._position_dropout_layer(table, training=training)
     pos_query = self._query_dense(table[None])[0]  # [R, heads, head_size]
     pos_key = self._key_dense(table[None])[0]
-    c2p_scores = ops.einsum("ecd,abcd->acbe", pos_key, query)  # [B, heads, Q, R]
-    p2c_scores = ops.einsum("ecd,abcd->acbe", pos_query, key)  # [B, heads, L, R]
-    scores += ops.multiply(ops.take_along_axis(c2p_scores, _expand(index - low, c2p_scores), axis=3),
-                           self.scale_factor)
-    p2c_scores = ops.take_along_axis(p2c_scores, _expand(ops.transpose(index - low), p2c_scores), axis=3)
+    c2p_scores = ops.einsum("ecd,abcd->acbe", pos_key, query)  # [B, heads, L, R]
+    p2c_scores = ops.einsum("ecd,abcd->acbe", pos_query, key)
+    scores += ops.multiply(ops.take_along_axis(c2p_scores, _expand(c2p - low, c2p_scores), axis=3), self.scale_factor)
+    p2c_scores = ops.take_along_axis(p2c_scores, _expand(p2c - low, p2c_scores), axis=3)
     scores += ops.multiply(ops.transpose(p2c_scores, [0, 1, 3, 2]), self.scale_factor)
     probabilities = self._attn_dropout_layer(self._masked_softmax(scores, attention_mask), training=training)
     return ops.einsum("acbe,aecd->abcd", probabilities, value), probabilities
 
 
 def _expand(indices, like):
-    """`[rows, columns]` gather indices broadcast to `like`'s `[batch, heads, rows, R]` (R: any width)."""
+    """`[L, L]` gather indices broadcast to `like`'s `[batch, heads, L, L]`."""
     from keras import ops
 
-    shape, columns = ops.shape(like), ops.shape(indices)[1]
-    return ops.broadcast_to(indices[None, None], (shape[0], shape[1], shape[2], columns))
+    shape = ops.shape(like)
+    return ops.broadcast_to(indices[None, None], (shape[0], shape[1], shape[2], shape[2]))
 
 
 def masked_lm_head_weights(weights: cw.CheckpointWeights) -> dict | None:

@@ -2,7 +2,7 @@
 
 A classification, regression or multi-label head on `pooled_output` reads
 one row of the top encoder block's output: the first token's (`[CLS]`),
-through the pooler (BERT) or as it is (RoBERTa, ELECTRA, DeBERTa-v3). A full block
+through the pooler (BERT) or as it is (RoBERTa, ELECTRA). A full block
 computes every token's row all the same: the attention queries, the
 attention output projection and the feed-forward layers of every token,
 about 10 of the block's 12 matmul units per token (the keys and values of
@@ -17,14 +17,11 @@ The block's output, and so the backbone's `sequence_output`, is then
 `[batch, 1, width]`: `tfft.model.build_model` asks for it only where the
 head reads `pooled_output` alone. Whatever reads the block's per-token
 output later (hidden-state distillation, `tfft.hidden_states`) calls
-`every_token` on it first. Blocks with a first-token form: keras-hub's
-`TransformerEncoder` (`first_token_call`) and DeBERTa-v3's
-`DisentangledAttentionEncoder` (`deberta_first_token_call`, its relative
-terms seen from the first token).
+`every_token` on it first.
 
 ```python
 groups = source.layer_groups(backbone)
-first_token.compute_first_token_only(groups)   # True for BERT-style and DeBERTa-v3 blocks
+first_token.compute_first_token_only(groups)   # True for keras-hub's BERT-style blocks
 first_token.every_token(groups.encoder[-1])    # back to every token
 ```
 """
@@ -36,51 +33,37 @@ import types
 import keras
 import keras_hub
 
-from tfft.backbones import deberta
 from tfft.backbones.base import LayerGroups
 
-__all__ = [
-    "compute_first_token_only", "computes_first_token_only", "deberta_first_token_call", "every_token", "first_token_call",
-]
+__all__ = ["compute_first_token_only", "computes_first_token_only", "every_token", "first_token_call"]
 
 
 def compute_first_token_only(groups: LayerGroups) -> bool:
     """Makes the top encoder block of `groups` compute the first token's output alone; returns whether it could.
 
-    Only a block of a class `_first_token_calls` knows (keras-hub's
-    `TransformerEncoder`: BERT, RoBERTa, DistilBERT, ELECTRA, XLM-RoBERTa;
-    DeBERTa-v3's `DisentangledAttentionEncoder`) called once per forward
-    pass: ALBERT's shared block runs at every depth, and other block classes
-    (ModernBERT's, `transformers` models') keep their own call. The block
+    Only a keras-hub `TransformerEncoder` (BERT, RoBERTa, DistilBERT,
+    ELECTRA, XLM-RoBERTa) called once per forward pass: ALBERT's shared
+    block runs at every depth, and other block classes (DeBERTa-v3's,
+    ModernBERT's, `transformers` models') keep their own call. The block
     keeps its class, weights and config; only its `call` is replaced, on the
     instance, as `fast_layers.use_fast_layers` does.
     """
     block = groups.encoder[-1] if groups.encoder else None
-    call = _first_token_calls().get(type(block))
-    if not groups.called_once or call is None:
+    if not groups.called_once or type(block) is not keras_hub.layers.TransformerEncoder:
         return False
-    block.call = types.MethodType(call, block)
+    block.call = types.MethodType(first_token_call, block)
     return True
 
 
 def computes_first_token_only(layer: keras.layers.Layer) -> bool:
     """Whether `compute_first_token_only` changed `layer`'s call."""
-    return getattr(layer.call, "__func__", None) in _first_token_calls().values()
+    return getattr(layer.call, "__func__", None) is first_token_call
 
 
 def every_token(layer: keras.layers.Layer) -> None:
     """Gives `layer` back its class's call (every token's output), where `compute_first_token_only` changed it."""
     if computes_first_token_only(layer):
         layer.call = types.MethodType(type(layer).call, layer)
-
-
-def _first_token_calls() -> dict:
-    """Block class -> its first-token call."""
-    from keras_hub.src.models.deberta_v3.disentangled_attention_encoder import (
-        DisentangledAttentionEncoder,
-    )
-
-    return {keras_hub.layers.TransformerEncoder: first_token_call, DisentangledAttentionEncoder: deberta_first_token_call}
 
 
 def first_token_call(self, inputs, padding_mask=None, attention_mask=None, training=None):
@@ -105,25 +88,6 @@ def first_token_call(self, inputs, padding_mask=None, attention_mask=None, train
     if not self.normalize_first:
         x = self._feedforward_layer_norm(x)
     return x
-
-
-def deberta_first_token_call(self, inputs, rel_embeddings, padding_mask=None, attention_mask=None):
-    """keras-hub's `DisentangledAttentionEncoder.call` (DeBERTa-v3) for the first token's query only.
-
-    The keys, values and relative terms are every token's as the first sees
-    them (`deberta.attention_within_reach` with one query row); the
-    residuals, norms, feed-forward layers and dropouts act on that row.
-    """
-    attention = self._self_attention_layer
-    query = attention._query_dense(inputs[:, :1])
-    key, value = attention._key_dense(inputs), attention._value_dense(inputs)
-    mask = _first_row_mask(padding_mask, attention_mask)
-    x, _ = deberta.attention_within_reach(attention, query, key, value, rel_embeddings, attention_mask=mask)
-    x = attention._output_dense(keras.ops.reshape(x, [keras.ops.shape(x)[0], 1, attention.hidden_dim]))
-    x = self._self_attention_layer_norm(self._self_attention_dropout(x) + inputs[:, :1])
-    residual = x
-    x = self._feedforward_output_dense(self._feedforward_intermediate_dense(x))
-    return self._feedforward_layer_norm(self._feedforward_dropout(x) + residual)
 
 
 def _first_row_mask(padding_mask, attention_mask):

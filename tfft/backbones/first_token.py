@@ -44,9 +44,10 @@ def compute_first_token_only(groups: LayerGroups) -> bool:
     Only a keras-hub `TransformerEncoder` (BERT, RoBERTa, DistilBERT,
     ELECTRA, XLM-RoBERTa) called once per forward pass: ALBERT's shared
     block runs at every depth, and other block classes (DeBERTa-v3's,
-    ModernBERT's, `transformers` models') keep their own call. The block
-    keeps its class, weights and config; only its `call` is replaced, on the
-    instance, as `fast_layers.use_fast_layers` does.
+    ModernBERT's, `transformers` models') keep their own call (a DeBERTa-v3
+    form was tried: no faster over whole runs, docs/performance.md). The
+    block keeps its class, weights and config; only its `call` is replaced,
+    on the instance, as `fast_layers.use_fast_layers` does.
     """
     block = groups.encoder[-1] if groups.encoder else None
     if not groups.called_once or type(block) is not keras_hub.layers.TransformerEncoder:

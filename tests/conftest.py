@@ -41,8 +41,8 @@ def sentiment_rows(n: int, seed: int = 0, integer_labels: bool = False) -> list[
     for _ in range(n):
         positive = rng.random() < 0.5
         adjective = rng.choice(POSITIVE if positive else NEGATIVE)
-        # Short on purpose: a tiny random backbone leaves the loss plateau within
-        # an epoch on every seed tried; with a second clause one seed in four did not.
+        # Short on purpose: with a second clause one seed in four stayed on the loss
+        # plateau. Even so, `tiny_run`'s pooled head stays there on some seeds (below).
         text = f"the {rng.choice(NOUNS)} was {adjective}"
         label = ("1" if positive else "0") if integer_labels else ("pos" if positive else "neg")
         rows.append((text, label))
@@ -240,7 +240,14 @@ def make_config(tmp_path, data_dir, tiny_preset):
 
 
 def tiny_run(root: pathlib.Path, data_dir: pathlib.Path, preset: pathlib.Path) -> list[str]:
-    """The overrides of a small, fast classification run of `preset` on `data_dir`'s sentiment rows, under `root`."""
+    """The overrides of a small, fast classification run of `preset` on `data_dir`'s sentiment rows, under `root`.
+
+    Seed 0 (the default) learns the rows (validation accuracy 1.0). Not every seed does: over `train.seed` 0-7,
+    three predicted one class for every row after 3 epochs (2026-12-07; lr 3e-3 or 5e-3, 4 epochs or batch 32 left
+    one or two so), and with the preset's dropout off the same two seeds stalled with and without the first-token top
+    block, so it is the tiny model's pooled head, not a tfft path; `model.pooling=mean` learned on all eight. A test
+    that asserts learning on another seed should check it learns there first.
+    """
     return [
         "name=tiny",
         f"output_dir={root / 'run'}",

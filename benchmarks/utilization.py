@@ -23,6 +23,9 @@ sentences) in a child process, which reports:
     python benchmarks/utilization.py                       # 4,000 sentences
     python benchmarks/utilization.py --train_examples=8000
     python benchmarks/utilization.py --set=train.mixed_precision=mixed_bfloat16
+    python benchmarks/utilization.py --train_examples=2048 --set=model.freeze_layers=0 \
+        --set=model.backbone=runs/families_speed/electra_small   # another backbone with keras-hub's blocks
+                                                                 # (families_speed.py writes this one)
 """
 
 
@@ -92,10 +95,11 @@ result = train.run(config, callbacks=callbacks)
 inputs = train.prepare_data(config, result.task, tf.distribute.get_strategy(), kept=None)  # the same batches, seeded
 lengths = [int(x["token_ids"].shape[1]) for x, *_ in inputs.train_ds.take(len(timer.times))]
 backbone = result.model.backbone
-h, f, layers = backbone.hidden_dim, backbone.intermediate_dim, backbone.num_layers
+encoder = backbones.resolve(config.model).layer_groups(backbone).encoder  # keras-hub's blocks, from any source
+h, f, layers = int(backbone.output["sequence_output"].shape[-1]), encoder[0].intermediate_dim, len(encoder)
 trained = layers - config.model.freeze_layers if config.model.freeze_layers >= 0 else 0  # -1: head only
 batch = config.train.batch_size
-top_first = first_token.computes_first_token_only(backbones.resolve(config.model).layer_groups(backbone).encoder[-1])
+top_first = first_token.computes_first_token_only(encoder[-1])
 def layer_forward(L, queries):  # one sequence: keys and values of L tokens; queries, output, feed-forward of `queries`
     return 2 * (2 * h * h * L + (2 * h * h + 2 * h * f) * queries) + 4 * queries * L * h
 def step_flops(L):  # a trained layer 3x its forward pass, a frozen one 1x

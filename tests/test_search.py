@@ -615,9 +615,15 @@ def _alive(pid: str) -> bool:
         return False
 
 
+#: For the tests whose trials run side by side: `base`'s 1 s heartbeat (stale after 2 s) is for the tests that wait for
+#: a dead trial to go stale. On a loaded machine a live trial's heartbeat once went 2 s unrecorded (the slow suite,
+#: 2026-12-07): another thread of the search failed it, its retry found its folder still in use, and the search stopped.
+CONCURRENT_HEARTBEAT = "search.heartbeat_seconds=10"
+
+
 @pytest.mark.slow
 def test_two_processes_share_one_study(base, tmp_path):
-    config = config_with(base, "search.trials=4")
+    config = config_with(base, "search.trials=4", CONCURRENT_HEARTBEAT)
     config.save(tmp_path / "search.yaml")
     # Each search process leaves TensorFlow's runtime unstarted (its trials train in processes of their own), so
     # on a GPU machine the GPU's memory is the trials'.
@@ -660,7 +666,8 @@ def _windows(trials) -> list[tuple]:
 
 @pytest.mark.slow
 def test_parallel_trials_train_side_by_side_each_in_its_own_folder(base):
-    config = config_with(base, "search.trials=3", "search.parallel_trials=2", "search.pruning=false")
+    config = config_with(base, "search.trials=3", "search.parallel_trials=2", "search.pruning=false",
+                         CONCURRENT_HEARTBEAT)
     result = search.run(config)
     trials = result.study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3  # no fourth trial begun by the second thread
@@ -674,7 +681,8 @@ def test_parallel_trials_train_side_by_side_each_in_its_own_folder(base):
 @pytest.mark.slow
 def test_sigterm_stops_parallel_trials_with_backups_for_a_rerun(base, tmp_path):
     config = config_with(base, "search.trials=2", "search.parallel_trials=2", "train.epochs=50", "search.pruning=false",
-                         "search.space={train.learning_rate: {type: loguniform, low: 0.003, high: 0.03}}")
+                         "search.space={train.learning_rate: {type: loguniform, low: 0.003, high: 0.03}}",
+                         CONCURRENT_HEARTBEAT)
     config.save(tmp_path / "search.yaml")
     err = open(tmp_path / "stderr.txt", "w")
     search_process = subprocess.Popen(

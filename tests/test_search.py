@@ -485,6 +485,25 @@ def test_a_trial_whose_process_failed_stops_the_search_with_optunas_line_and_no_
     assert "Trial 0 failed with parameters" in text and "Traceback" not in text  # the run's own error is above
 
 
+def test_a_trial_failed_as_dead_while_its_run_went_on_stops_the_search_naming_the_heartbeat(base, monkeypatch):
+    # Seen in the slow suite on a loaded machine: a parallel trial's heartbeat went unrecorded for 2 s, another thread's
+    # stale check failed it, and its thread's `tell` of the finished run raised Optuna's "Cannot tell a FAIL trial".
+    import optuna
+
+    def run(children, config, on_epoch=None, more=True):  # the stale check of another thread, while this one trains
+        storage = optuna.storages.RDBStorage(f"sqlite:///{pathlib.Path(config.output_dir).parents[1] / 'study.db'}")
+        study_id = storage.get_study_id_from_name("tiny")
+        storage.set_trial_state_values(storage.get_trial_id_from_study_id_trial_number(study_id, 0),
+                                       optuna.trial.TrialState.FAIL)
+        return {"accuracy": 0.9}
+
+    monkeypatch.setattr(child_run.Children, "run", run)
+    with pytest.raises(ConfigError, match=r"Argument `search.heartbeat_seconds` was too short for this machine: trial 0 "
+                                          r"was failed as dead while its run went on, its heartbeat unrecorded for 2 s\. "
+                                          r"Its run in .*trials/0 is kept; .* Received: heartbeat_seconds=1"):
+        search.run(config_with(base, "search.trials=2"))
+
+
 def read_rows(output_dir):
     with open(output_dir / search.TRIALS_CSV, encoding="utf-8") as f:
         return list(csv.DictReader(f))

@@ -366,6 +366,8 @@ def optimize(study, config: Config, space: list[Param], objective: Objective) ->
             except TrialDiverged:
                 tickets.release()  # failed, not finished: another trial takes its place
                 diverged.count()
+            except FailedWhileRunning as err:
+                raise err.config_error() from None
             else:
                 diverged.reset()
 
@@ -406,6 +408,8 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective,
                        "another trial takes its place | %s", trial.number, config.search.trials,
                        time.monotonic() - started, _values(trial.params))
         raise TrialDiverged(str(err)) from None
+    if not _still_running(trial):
+        raise FailedWhileRunning(trial.number, folder, config.search.heartbeat_seconds)
     score = _score(metrics, objective.name)
     trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
     _log_trial(trial, config, objective, score, pruning, time.monotonic() - started)
@@ -432,6 +436,32 @@ def _score(metrics: dict | None, name: str) -> float:
 
 class TrialDiverged(RuntimeError):
     """A trial's training loss became NaN or infinite: Optuna fails it, and the search goes on."""
+
+
+def _still_running(trial) -> bool:
+    """Whether the study still holds `trial` as running. Optuna's heartbeat check, in another thread or process of
+    the search, fails a trial whose heartbeat went unrecorded for `grace_seconds`, even one whose run goes on."""
+    running = _optuna().trial.TrialState.RUNNING
+    return any(t.number == trial.number for t in trial.study.get_trials(deepcopy=False, states=(running,)))
+
+
+class FailedWhileRunning(BaseException):
+    """The study failed a trial as dead while its run went on (its heartbeat went unrecorded on a loaded machine).
+
+    A `BaseException`, as `KeyboardInterrupt` is: Optuna catches `Exception` from a trial and tells the study it
+    failed, and telling a trial the study already failed raises Optuna's own `ValueError` in its place.
+    """
+
+    def __init__(self, number: int, folder: pathlib.Path, heartbeat_seconds: int):
+        super().__init__(number, folder, heartbeat_seconds)
+        self.number, self.folder, self.heartbeat_seconds = number, folder, heartbeat_seconds
+
+    def config_error(self) -> ConfigError:
+        return ConfigError(
+            f"Argument `search.heartbeat_seconds` was too short for this machine: trial {self.number} was failed as "
+            f"dead while its run went on, its heartbeat unrecorded for {grace_seconds(self.heartbeat_seconds)} s. "
+            f"Its run in {self.folder} is kept; rerun with a longer heartbeat to go on. "
+            f"Received: heartbeat_seconds={self.heartbeat_seconds}")
 
 
 class DivergedTrials:

@@ -367,7 +367,7 @@ def optimize(study, config: Config, space: list[Param], objective: Objective) ->
                 tickets.release()  # failed, not finished: another trial takes its place
                 diverged.count()
             except FailedWhileRunning as err:
-                raise err.config_error() from None
+                raise ConfigError(str(err)) from None
             else:
                 diverged.reset()
 
@@ -408,7 +408,7 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective,
                        "another trial takes its place | %s", trial.number, config.search.trials,
                        time.monotonic() - started, _values(trial.params))
         raise TrialDiverged(str(err)) from None
-    if not _still_running(trial):
+    if _running_copy(trial) is None:
         raise FailedWhileRunning(trial.number, folder, config.search.heartbeat_seconds)
     score = _score(metrics, objective.name)
     trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
@@ -438,11 +438,13 @@ class TrialDiverged(RuntimeError):
     """A trial's training loss became NaN or infinite: Optuna fails it, and the search goes on."""
 
 
-def _still_running(trial) -> bool:
-    """Whether the study still holds `trial` as running. Optuna's heartbeat check, in another thread or process of
-    the search, fails a trial whose heartbeat went unrecorded for `grace_seconds`, even one whose run goes on."""
+def _running_copy(trial):
+    """The study's `FrozenTrial` of `trial` while it holds it as running, else None. Optuna's heartbeat check, in
+    another thread or process of the search, fails a trial whose heartbeat went unrecorded for `grace_seconds`, even
+    one whose run goes on."""
     running = _optuna().trial.TrialState.RUNNING
-    return any(t.number == trial.number for t in trial.study.get_trials(deepcopy=False, states=(running,)))
+    return next((t for t in trial.study.get_trials(deepcopy=False, states=(running,)) if t.number == trial.number),
+                None)
 
 
 class FailedWhileRunning(BaseException):
@@ -453,15 +455,10 @@ class FailedWhileRunning(BaseException):
     """
 
     def __init__(self, number: int, folder: pathlib.Path, heartbeat_seconds: int):
-        super().__init__(number, folder, heartbeat_seconds)
-        self.number, self.folder, self.heartbeat_seconds = number, folder, heartbeat_seconds
-
-    def config_error(self) -> ConfigError:
-        return ConfigError(
-            f"Argument `search.heartbeat_seconds` was too short for this machine: trial {self.number} was failed as "
-            f"dead while its run went on, its heartbeat unrecorded for {grace_seconds(self.heartbeat_seconds)} s. "
-            f"Its run in {self.folder} is kept; rerun with a longer heartbeat to go on. "
-            f"Received: heartbeat_seconds={self.heartbeat_seconds}")
+        super().__init__(
+            f"Argument `search.heartbeat_seconds` was too short for this machine: trial {number} was failed as dead "
+            f"while its run went on, its heartbeat unrecorded for {grace_seconds(heartbeat_seconds)} s. Its run in "
+            f"{folder} is kept; rerun with a longer heartbeat to go on. Received: heartbeat_seconds={heartbeat_seconds}")
 
 
 class DivergedTrials:
@@ -525,9 +522,8 @@ class PruneOnEpochs:
 
     def _why_pruned(self) -> str:
         """Behind the finished trials' median, or tied with it and losing on the loss (`LossBreaksTies.lost_tie`)."""
-        study, running = self.trial.study, _optuna().trial.TrialState.RUNNING  # `study.pruner`: open_study's
-        mine = (t for t in study.get_trials(deepcopy=False, states=(running,)) if t.number == self.trial.number)
-        frozen = next(mine, None)  # None: failed meanwhile by another process, its heartbeat gone stale
+        study, frozen = self.trial.study, _running_copy(self.trial)  # `study.pruner`: open_study's
+        # frozen is None where another process failed the trial meanwhile, its heartbeat gone stale
         return (frozen and study.pruner.lost_tie(study, frozen)) or "behind the finished trials' median"
 
     def _note_loss(self, step: int, loss) -> None:

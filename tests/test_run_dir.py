@@ -252,6 +252,21 @@ def test_a_second_run_on_a_live_folder_is_refused_naming_the_holder(make_config,
     assert f"left by process {child.pid}" in caplog.text
 
 
+def test_holder_names_the_live_process_holding_a_folder_and_makes_nothing(tmp_path):
+    out = tmp_path / "run"
+    assert run_dir.holder(out) is None and not out.exists()  # no folder: nothing made
+    child = _hold_lock(out)
+    try:
+        assert run_dir.holder(out).startswith(f"process {child.pid} on ")
+        assert run_dir.holder(out) is not None  # looking did not take it over
+    finally:
+        child.kill()
+        child.wait()
+    assert run_dir.holder(out) is None  # the lock died with its process
+    with run_dir.locked(out):  # and is free to take
+        pass
+
+
 def test_concurrent_publishers_get_distinct_whole_versions(tmp_path):
     base = tmp_path / "m"
     base.mkdir()

@@ -54,7 +54,7 @@ _RESUMABLE_CHANGES = {
     "export.quantize", "export.warmup_requests",
 }
 
-__all__ = ["OutputDirError", "RunState", "inspect", "start", "locked", "prepare_output_dir", "best_so_far",
+__all__ = ["OutputDirError", "RunState", "inspect", "start", "locked", "holder", "prepare_output_dir", "best_so_far",
            "config_differences", "finished_metrics", "RUN_MARKER", "OWN_ENTRIES", "is_own_entry"]
 
 
@@ -244,6 +244,26 @@ def locked(output_dir: pathlib.Path, command: str = "train", create: bool = True
                 if made_dir:
                     output_dir.rmdir()
         fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def holder(output_dir: pathlib.Path) -> str | None:
+    """The live process holding `output_dir`'s lock (`locked`), as its lock file names it, or None if none does.
+
+    Takes the lock for an instant to find out, and never makes a file or a folder.
+    """
+    try:
+        fd = os.open(output_dir / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip() or "another process"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
         os.close(fd)
 
 

@@ -366,8 +366,9 @@ def optimize(study, config: Config, space: list[Param], objective: Objective) ->
             except TrialDiverged:
                 tickets.release()  # failed, not finished: another trial takes its place
                 diverged.count()
-            except FailedWhileRunning as err:
-                raise ConfigError(str(err)) from None
+            except FailedWhileRunning as err:  # its retry reports the finished run; this process may take it
+                logger.warning("%s", err)
+                tickets.release()
             else:
                 diverged.reset()
 
@@ -390,6 +391,7 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective,
     pruning = PruneOnEpochs(trial, objective.name, epochs=trial_run.train.epochs)
     started = time.monotonic()
     try:
+        wait_for_live_run(trial, folder, children)  # a retry of a trial failed as dead whose run goes on
         metrics = run_dir.finished_metrics(folder)  # finished before the process died, not yet told to the study
         if metrics is None:
             more = len(_finished(trial.study)) + 1 < config.search.trials  # as far as this process can tell
@@ -450,15 +452,34 @@ def _running_copy(trial):
 class FailedWhileRunning(BaseException):
     """The study failed a trial as dead while its run went on (its heartbeat went unrecorded on a loaded machine).
 
-    A `BaseException`, as `KeyboardInterrupt` is: Optuna catches `Exception` from a trial and tells the study it
-    failed, and telling a trial the study already failed raises Optuna's own `ValueError` in its place.
+    The search goes on: the study queued a retry of the trial, which waits for the run and reports it
+    (`wait_for_live_run`) instead of training again. A `BaseException`, as `KeyboardInterrupt` is: Optuna catches
+    `Exception` from a trial and tells the study it failed, and telling a trial the study already failed raises
+    Optuna's own `ValueError` in its place.
     """
 
     def __init__(self, number: int, folder: pathlib.Path, heartbeat_seconds: int):
         super().__init__(
-            f"Argument `search.heartbeat_seconds` was too short for this machine: trial {number} was failed as dead "
-            f"while its run went on, its heartbeat unrecorded for {grace_seconds(heartbeat_seconds)} s. Its run in "
-            f"{folder} is kept; rerun with a longer heartbeat to go on. Received: heartbeat_seconds={heartbeat_seconds}")
+            f"Trial {number} was failed as dead while its run went on: its heartbeat went unrecorded for "
+            f"{grace_seconds(heartbeat_seconds)} s (`search.heartbeat_seconds={heartbeat_seconds}` is too short for "
+            f"this machine; a longer one avoids this). Its finished run in {folder} is kept, and the trial's retry "
+            "reports it without training again.")
+
+
+def wait_for_live_run(trial, folder: pathlib.Path, children: child_run.Children) -> None:
+    """Waits while another live process holds `folder`'s run: this trial retries one the study failed as dead (its
+    heartbeat stale on a loaded machine) whose run goes on. The run then finished (its scores are this trial's) or
+    died (this trial resumes it)."""
+    holder = run_dir.holder(folder)
+    if holder is None:
+        return
+    logger.warning("Trial %d retries trial %s, failed as dead while its run in %s went on in %s: waiting for that "
+                   "run to end.", trial.number, folder.name, folder, holder)
+    while holder is not None:
+        if children.stopping:
+            raise child_run.RunInterrupted(f"Not started: stopped while waiting for the run in {folder}.")
+        time.sleep(1.0)
+        holder = run_dir.holder(folder)
 
 
 class DivergedTrials:

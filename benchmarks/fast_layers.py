@@ -11,7 +11,8 @@ the batches, which traces and (for XLA) compiles once per batch length, is timed
 `--against=xla_attention` it is tfft's with attention's products fused by XLA (`benchmarks/xla_attention.py`);
 `--against=split_attention`, tfft's with each of attention's products in two halves of the batch
 (`benchmarks/split_attention.py`); `--against=split_heads`, with each head's width in two halves at 23-32
-tokens (the same file). `--task=conll2003` (or `sick`) takes `configs/conll2003_minilm.yaml` and CoNLL-2003's
+tokens (the same file); `--against=matmul_projections`, with attention's projections as 2-D `MatMul`s
+(`benchmarks/matmul_projections.py`). `--task=conll2003` (or `sick`) takes `configs/conll2003_minilm.yaml` and CoNLL-2003's
 batches (or SICK's) instead of SST-2's.
 
     python benchmarks/fast_layers.py
@@ -87,6 +88,13 @@ def with_split_heads(model) -> int:
     return put(model)
 
 
+def with_matmul_projections(model) -> int:
+    """Puts `matmul_projections`' 2-D `MatMul` in place of the einsum of every attention projection."""
+    from matmul_projections import with_matmul_projections as put
+
+    return put(model)
+
+
 # --against: the other model's name, what changes its layers (returns how many), and its row in the table.
 OTHERS = {
     "keras": ("Keras", with_keras_ops, "Keras' own"),
@@ -95,6 +103,8 @@ OTHERS = {
                       "tfft's, attention's products fused by XLA (`benchmarks/xla_attention.py`)"),
     "split_attention": ("split attention", with_split_attention,
                         "tfft's, attention's products in two halves of the batch (`benchmarks/split_attention.py`)"),
+    "matmul_projections": ("2-D MatMul projections", with_matmul_projections,
+                           "tfft's, attention's projections as 2-D `MatMul`s (`benchmarks/matmul_projections.py`)"),
     "split_heads": ("split heads", with_split_heads,
                     "tfft's, attention's products over half-width heads at 23-32 tokens (`benchmarks/split_attention.py`)"),
 }

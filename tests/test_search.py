@@ -503,6 +503,7 @@ def test_a_trial_failed_as_dead_while_its_run_went_on_is_reported_by_its_retry_w
             study = optuna.load_study(study_name="tiny", storage=storage)
             storage.set_trial_state_values(study.trials[0]._trial_id, optuna.trial.TrialState.FAIL)
             optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[0])
+            assert on_epoch(0, {"val_accuracy": 0.5, "val_loss": 0.7}, False) is False  # reports no more, trains on
         metrics = {"accuracy": 0.9 - 0.1 * len(runs)}  # the run's own files, as a finished run leaves them
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")

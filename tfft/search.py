@@ -522,6 +522,7 @@ class PruneOnEpochs:
         self.pruned_at: int | None = None
         self.why = ""  # the pruner's reason, for the trial's log line
         self.noted = False
+        self.failed_as_dead = False  # by a stale check while the run goes on: nothing more is told to the study
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None, stopping: bool = False) -> bool:
         """True when the trial is pruned after this epoch (counted from 0); `stopping`: its run ends there anyway."""
@@ -533,10 +534,14 @@ class PruneOnEpochs:
                 logger.info("No pruning: the epoch logs have no `val_%s` (their validation scores: %s); trials are "
                             "scored when they end.", self.name, shown)
             return False
-        if not math.isfinite(value):
+        if not math.isfinite(value) or self.failed_as_dead:
             return False
-        self._note_loss(epoch + 1, logs.get("val_loss"))
-        self.trial.report(float(value), step=epoch + 1)
+        try:
+            self._note_loss(epoch + 1, logs.get("val_loss"))
+            self.trial.report(float(value), step=epoch + 1)
+        except _optuna().exceptions.UpdateFinishedTrialError:  # the run trains on; its retry reports it
+            self.failed_as_dead = True
+            return False
         if epoch + 1 < self.epochs and not stopping and self.trial.should_prune():
             self.pruned_at, self.why = epoch + 1, self._why_pruned()
         return self.pruned_at is not None

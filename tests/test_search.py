@@ -1,6 +1,7 @@
 """`tfft search`: the space and its checks, the study's resume after kill -9, two processes on one study, outputs."""
 
 import csv
+import dataclasses
 import json
 import logging
 import pathlib
@@ -558,6 +559,41 @@ def test_side_by_side_the_retry_of_a_live_trial_failed_as_dead_waits_for_its_run
     retry = next(t for t in study.trials if t.system_attrs.get("retry_history") == [0])
     assert (study.trials[0].state.name, retry.state.name, retry.value) == ("FAIL", "COMPLETE", 0.5)
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 3
+
+
+@pytest.mark.slow
+def test_a_live_trial_whose_heartbeat_goes_stale_trains_on_and_its_retry_reports_its_run(base, monkeypatch, caplog):
+    # The incident, with real trial processes: trial 0's heartbeat stops being recorded after its first (a loaded
+    # machine), so the other thread's stale check fails it mid-run and queues its retry.
+    import optuna
+
+    record, recorded = optuna.storages.RDBStorage.record_heartbeat, set()
+
+    def first_heartbeat_only_for_trial_0(storage, trial_id):
+        if storage.get_trial(trial_id).number != 0 or trial_id not in recorded:
+            recorded.add(trial_id)
+            record(storage, trial_id)
+
+    def trial_config(config, values, folder):  # trial 0 trains long enough to go stale while the others run
+        run = search_trial_config(config, values, folder)
+        return dataclasses.replace(run, train=dataclasses.replace(run.train, epochs=12 if folder.name == "0" else 1))
+
+    search_trial_config = search.trial_config
+    monkeypatch.setattr(optuna.storages.RDBStorage, "record_heartbeat", first_heartbeat_only_for_trial_0)
+    monkeypatch.setattr(search, "trial_config", trial_config)
+    config = config_with(base, "search.trials=4", "search.parallel_trials=2", "search.pruning=false",
+                         "search.space={train.learning_rate: {type: loguniform, low: 3e-3, high: 3e-2}}")
+    with caplog.at_level(logging.WARNING, logger="tfft.search"):
+        search.run(config)
+    assert "retries trial 0, failed as dead while its run in" in caplog.text
+    assert "Trial 0 was failed as dead while its run went on" in caplog.text
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{pathlib.Path(config.output_dir) / 'study.db'}")
+    retry = next(t for t in study.trials if t.system_attrs.get("retry_history") == [0])
+    assert (study.trials[0].state.name, retry.state.name, retry.user_attrs["folder"]) == ("FAIL", "COMPLETE", 0)
+    trials = pathlib.Path(config.output_dir) / search.TRIALS_DIR
+    assert len(run_dir.read_history(trials / "0")["loss"]) == 12  # trained on to the end after it was failed
+    assert retry.value == json.loads((trials / "0" / "metrics.json").read_text())["accuracy"]
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 4
 
 
 def test_a_retry_waiting_for_a_live_run_stops_with_the_search(tmp_path):

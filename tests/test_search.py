@@ -487,6 +487,16 @@ def test_a_trial_whose_process_failed_stops_the_search_with_optunas_line_and_no_
     assert "Trial 0 failed with parameters" in text and "Traceback" not in text  # the run's own error is above
 
 
+def fail_as_dead(url: str) -> None:
+    """What Optuna's stale check in another thread or process does to trial 0: fails it and queues its retry."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    storage.set_trial_state_values(study.trials[0]._trial_id, optuna.trial.TrialState.FAIL)
+    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[0])
+
+
 def test_a_trial_failed_as_dead_while_its_run_went_on_is_reported_by_its_retry_without_training_again(
         base, monkeypatch, caplog):
     # Seen in the slow suite on a loaded machine: a parallel trial's heartbeat went unrecorded for 2 s, another thread's
@@ -500,10 +510,7 @@ def test_a_trial_failed_as_dead_while_its_run_went_on_is_reported_by_its_retry_w
         folder = pathlib.Path(config.output_dir)
         runs.append(folder.name)
         if len(runs) == 1:  # trial 0: the stale check of another thread fails it and queues its retry while it trains
-            storage = optuna.storages.RDBStorage(f"sqlite:///{folder.parents[1] / 'study.db'}")
-            study = optuna.load_study(study_name="tiny", storage=storage)
-            storage.set_trial_state_values(study.trials[0]._trial_id, optuna.trial.TrialState.FAIL)
-            optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[0])
+            fail_as_dead(f"sqlite:///{folder.parents[1] / 'study.db'}")
             assert on_epoch(0, {"val_accuracy": 0.5, "val_loss": 0.7}, False) is False  # reports no more, trains on
         metrics = {"accuracy": 0.9 - 0.1 * len(runs)}  # the run's own files, as a finished run leaves them
         folder.mkdir(parents=True, exist_ok=True)
@@ -535,10 +542,7 @@ def test_side_by_side_the_retry_of_a_live_trial_failed_as_dead_waits_for_its_run
         with run_dir.locked(folder):  # as the trial's process holds its folder
             runs.append(folder.name)
             if folder.name == "0":
-                storage = optuna.storages.RDBStorage(url)
-                study = optuna.load_study(study_name="tiny", storage=storage)
-                storage.set_trial_state_values(study.trials[0]._trial_id, optuna.trial.TrialState.FAIL)
-                optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[0])
+                fail_as_dead(url)
                 queued.set()
                 deadline = time.monotonic() + 30  # goes on until the other thread's retry waits for it
                 while time.monotonic() < deadline and "retries trial 0" not in caplog.text:

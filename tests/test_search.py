@@ -487,14 +487,16 @@ def test_a_trial_whose_process_failed_stops_the_search_with_optunas_line_and_no_
     assert "Trial 0 failed with parameters" in text and "Traceback" not in text  # the run's own error is above
 
 
-def fail_as_dead(url: str) -> None:
-    """What Optuna's stale check in another thread or process does to trial 0: fails it and queues its retry."""
+def fail_as_dead(url: str, retry: bool = True) -> None:
+    """What Optuna's stale check in another thread or process does to trial 0: fails it and queues its retry (none
+    once it was retried `search.MAX_RETRIES` times)."""
     import optuna
 
     storage = optuna.storages.RDBStorage(url)
     study = optuna.load_study(study_name="tiny", storage=storage)
     storage.set_trial_state_values(study.trials[0]._trial_id, optuna.trial.TrialState.FAIL)
-    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[0])
+    if retry:
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[0])
 
 
 def test_a_trial_failed_as_dead_while_its_run_went_on_is_reported_by_its_retry_without_training_again(
@@ -527,6 +529,23 @@ def test_a_trial_failed_as_dead_while_its_run_went_on_is_reported_by_its_retry_w
     assert study.trials[1].system_attrs["retry_history"] == [0]
     assert ("Trial 0 was failed as dead while its run went on: its heartbeat went unrecorded for 2 s "
             "(`search.heartbeat_seconds=1` is too short for this machine") in caplog.text
+
+
+def test_a_trial_failed_as_dead_with_no_retry_left_is_said_not_counted_and_the_search_goes_on(base, monkeypatch,
+                                                                                              caplog):
+    runs = []
+
+    def run(children, config, on_epoch=None, more=True):
+        runs.append(pathlib.Path(config.output_dir).name)
+        if len(runs) == 1:
+            fail_as_dead(f"sqlite:///{pathlib.Path(config.output_dir).parents[1] / 'study.db'}", retry=False)
+        return {"accuracy": 0.5}
+
+    monkeypatch.setattr(child_run.Children, "run", run)
+    with caplog.at_level(logging.WARNING, logger="tfft.search"):
+        result = search.run(config_with(base, "search.trials=2"))
+    assert runs == ["0", "1", "2"] and result.best_score == 0.5
+    assert "is kept, and it is not counted: Optuna queued no retry (it retries a trial at most 3 times)" in caplog.text
 
 
 def test_side_by_side_the_retry_of_a_live_trial_failed_as_dead_waits_for_its_run_and_reports_it(base, monkeypatch,

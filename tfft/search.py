@@ -64,6 +64,8 @@ BEST_CONFIG = "best_config.yaml"
 SEARCH_CONFIG = "search.yaml"
 TRIALS_DIR = "trials"
 PLOTS = ("optimization_history.html", "param_importances.html")
+#: How many times the study queues a trial again whose heartbeat went stale.
+MAX_RETRIES = 3
 #: SQLite's side files of `study.db`: a process killed mid-write leaves its rollback journal, which the next open of
 #: the study needs to undo the half-done write.
 STUDY_DB_SIDE_FILES = tuple(STUDY_DB + suffix for suffix in ("-journal", "-wal", "-shm"))
@@ -274,7 +276,7 @@ def _storage(search: SearchConfig, output_dir: pathlib.Path):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine, heartbeat_interval=search.heartbeat_seconds,
-                grace_period=grace_seconds(search.heartbeat_seconds), heartbeat_stale_trial_callback=_retry(max_retry=3),
+                grace_period=grace_seconds(search.heartbeat_seconds), heartbeat_stale_trial_callback=_retry(max_retry=MAX_RETRIES),
             )
     except Exception as err:  # sqlalchemy's and the drivers' errors: no common base outside sqlalchemy
         raise ConfigError(f"Argument `search.storage` could not be opened ({str(err).splitlines()[0]}). Give a "
@@ -411,7 +413,7 @@ def run_trial(trial, config: Config, space: list[Param], objective: Objective,
                        time.monotonic() - started, _values(trial.params))
         raise TrialDiverged(str(err)) from None
     if _running_copy(trial) is None:
-        raise FailedWhileRunning(trial.number, folder, config.search.heartbeat_seconds)
+        raise FailedWhileRunning(trial.number, folder, config.search.heartbeat_seconds, _retried(trial))
     score = _score(metrics, objective.name)
     trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
     _log_trial(trial, config, objective, score, pruning, time.monotonic() - started)
@@ -458,12 +460,18 @@ class FailedWhileRunning(BaseException):
     Optuna's own `ValueError` in its place.
     """
 
-    def __init__(self, number: int, folder: pathlib.Path, heartbeat_seconds: int):
+    def __init__(self, number: int, folder: pathlib.Path, heartbeat_seconds: int, retried: bool):
+        outcome = ("the trial's retry reports it without training again" if retried else
+                   f"it is not counted: Optuna queued no retry (it retries a trial at most {MAX_RETRIES} times)")
         super().__init__(
             f"Trial {number} was failed as dead while its run went on: its heartbeat went unrecorded for "
             f"{grace_seconds(heartbeat_seconds)} s (`search.heartbeat_seconds={heartbeat_seconds}` is too short for "
-            f"this machine; a longer one avoids this). Its finished run in {folder} is kept, and the trial's retry "
-            "reports it without training again.")
+            f"this machine; a longer one avoids this). Its finished run in {folder} is kept, and {outcome}.")
+
+
+def _retried(trial) -> bool:
+    """Whether the study queued a retry of `trial` (Optuna's stale check, `_retry`)."""
+    return any(trial.number in t.system_attrs.get("retry_history", []) for t in trial.study.get_trials(deepcopy=False))
 
 
 def wait_for_live_run(trial, folder: pathlib.Path, children: child_run.Children) -> None:

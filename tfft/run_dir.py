@@ -227,7 +227,7 @@ def locked(output_dir: pathlib.Path, command: str = "train", create: bool = True
     made_lock = not (output_dir / LOCK_FILE).exists()
     fd = _take_lock(output_dir)  # makes the folder
     try:
-        previous = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
+        previous = _lock_text(fd)
         if previous:
             logger.warning("Took over the lock on %s left by %s, which is no longer running.", output_dir, previous)
         holder = f"process {os.getpid()} on {socket.gethostname()} (tfft {command}, since {time.strftime('%H:%M:%S')})"
@@ -259,12 +259,17 @@ def holder(output_dir: pathlib.Path) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip() or "another process"
+        return _lock_text(fd) or "another process"
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
+
+
+def _lock_text(fd: int) -> str:
+    """What the lock file open at `fd` says of its holder (`locked` writes it), or "" when released cleanly."""
+    return os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
 
 
 def _take_lock(output_dir: pathlib.Path) -> int:
@@ -280,7 +285,7 @@ def _take_lock(output_dir: pathlib.Path) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip() or "another process"
+            holder = _lock_text(fd) or "another process"
             os.close(fd)
             raise RunInUseError(
                 f"output_dir `{output_dir}` is in use by {holder}. Wait for that run to finish, or set another "

@@ -758,7 +758,8 @@ def _alive(pid: str) -> bool:
 
 #: For the tests whose trials run side by side: `base`'s 1 s heartbeat (stale after 2 s) is for the tests that wait for
 #: a dead trial to go stale. On a loaded machine a live trial's heartbeat once went 2 s unrecorded (the slow suite,
-#: 2026-12-07): another thread of the search failed it, its retry found its folder still in use, and the search stopped.
+#: 2026-12-07) and another thread of the search failed it. That stopped the search then; now the search goes on with a
+#: failed trial and its retry (the tests above), which these tests' counts of trials and states do not expect.
 CONCURRENT_HEARTBEAT = "search.heartbeat_seconds=10"
 
 
